@@ -1,0 +1,3 @@
+"""moelab: dense or Mixture-of-Experts? Model the economics, build both, measure, decide."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""What models *cost*: pure functions of specs and a workload. No torch import."""

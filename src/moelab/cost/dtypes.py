@@ -1,0 +1,28 @@
+"""Bytes per element of weights, KV cache and activations, and the compute dtype a weight dtype runs in."""
+
+from __future__ import annotations
+
+from moelab.errors import MoelabError
+
+INT4_GROUP = 128  # int4 weights carry one fp16 scale per group of 128 (GPTQ/AWQ-style, symmetric)
+
+WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5 + 2.0 / INT4_GROUP}
+KV_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+# int4 is weight-only (W4A16): its matmuls run in bf16. fp8 and int8 are W8A8.
+COMPUTE_DTYPE = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "int8": "int8", "int4": "bf16"}
+
+
+def check_dtype(dtype: str, table: dict[str, float] = WEIGHT_BYTES, what: str = "--dtype") -> str:
+    if dtype not in table:
+        raise MoelabError(f"{what} must be one of {', '.join(table)}, got {dtype!r}")
+    return dtype
+
+
+def activation_bytes(dtype: str) -> float:
+    """Activations stay in the compute precision: fp32 for fp32 weights, 16-bit otherwise."""
+    return 4.0 if dtype == "fp32" else 2.0
+
+
+def high_precision_bytes(dtype: str) -> float:
+    """Embeddings, lm_head, norms and routers are kept unquantized: fp32 with fp32 weights, else 16-bit."""
+    return 4.0 if dtype == "fp32" else 2.0

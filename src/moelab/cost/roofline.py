@@ -1,0 +1,162 @@
+"""Roofline time of a prefill and of a decode step on one parallel plan, labelled memory- or compute-bound.
+
+time = max(FLOPs / achievable FLOP/s, bytes / achievable bandwidth) + communication + fixed overheads,
+all per GPU. Decode streams the non-routed weights, the distinct routed experts the batch touches (U(B),
+see `routing`) and the KV cache; prefill touches experts for batch*prompt tokens.
+
+Plans for G GPUs:
+- "tp": tensor parallel; every weight and FLOP split G ways (KV heads no finer than one per GPU; MLA's
+  latent cache is replicated), two all-reduces of the activations per layer.
+- "ep": data-parallel attention and dense parts (replicated, each GPU serves batch/G sequences) with the
+  routed experts split G ways; per MoE layer an all-to-all dispatch and combine of tokens*k*d.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from moelab.cost.dtypes import COMPUTE_DTYPE, activation_bytes
+from moelab.cost.flops import decode_flops, prefill_flops
+from moelab.cost.memory import kv_bytes_per_token, kv_cache_bytes, weight_bytes
+from moelab.cost.params import count_params
+from moelab.cost.routing import distinct_experts
+from moelab.errors import MoelabError
+from moelab.spec.hardware import HardwareSpec
+from moelab.spec.model import ModelSpec
+
+PLANS = ("tp", "ep")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A serving workload: `batch` sequences of `prompt` tokens each generating `gen` tokens."""
+
+    batch: int = 1
+    prompt: int = 512
+    gen: int = 256
+    dtype: str = "bf16"
+    kv_dtype: str = "bf16"
+    skew: float = 0.0  # routing skew, see routing.expert_loads
+    gpus: int = 1
+    plan: str = "tp"
+
+    def __post_init__(self) -> None:
+        for key in ("batch", "prompt", "gen", "gpus"):
+            if getattr(self, key) <= 0:
+                raise MoelabError(f"--{key} must be a positive integer, got {getattr(self, key)}")
+        if self.plan not in PLANS:
+            raise MoelabError(f"plan must be one of {PLANS}, got {self.plan!r}")
+
+    @property
+    def decode_context(self) -> float:
+        """Mean context over the generation: the prompt plus half the generated tokens."""
+        return self.prompt + self.gen / 2
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Per-GPU cost of one prefill or one decode step."""
+
+    seconds: float
+    flops: float
+    bytes: float
+    compute_seconds: float
+    memory_seconds: float
+    comm_seconds: float
+    overhead_seconds: float
+    bound: str  # "memory" or "compute"
+    distinct_experts_per_layer: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _allreduce_seconds(hw: HardwareSpec, gpus: int, nbytes: float) -> float:
+    """Ring all-reduce: 2(G-1) latency hops and 2(G-1)/G of the bytes over the link."""
+    if gpus == 1:
+        return 0.0
+    bw, lat = hw.link(gpus)
+    return 2 * (gpus - 1) * lat + 2 * (gpus - 1) / gpus * nbytes / bw
+
+
+def _alltoall_seconds(hw: HardwareSpec, gpus: int, nbytes: float) -> float:
+    """All-to-all of `nbytes` per GPU: (G-1)/G of it crosses the link, after one latency."""
+    if gpus == 1:
+        return 0.0
+    bw, lat = hw.link(gpus)
+    return lat + (gpus - 1) / gpus * nbytes / bw
+
+
+def _kv_shards(spec: ModelSpec, gpus: int) -> int:
+    """Tensor parallelism splits KV heads, no finer than one per GPU; MLA's shared latent is replicated."""
+    a = spec.attention
+    return 1 if a.kind == "mla" else min(gpus, a.n_kv_heads)
+
+
+def _phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: float, kv_read: float,
+           kv_write: float) -> Phase:
+    """Cost of processing `tokens` tokens (whole system) whose FLOPs are `flops`, split over the plan."""
+    p = count_params(spec)
+    wb = weight_bytes(p, wl.dtype)
+    g, act = wl.gpus, activation_bytes(wl.dtype)
+    moe = spec.moe if spec.is_moe else None
+    touched = distinct_experts(moe.n_experts, moe.top_k, tokens, wl.skew) if moe else 0.0
+    expert_bytes = spec.n_moe_layers * touched * wb.expert
+    if wl.plan == "ep" and moe:  # each GPU: a replica of the non-expert weights, 1/g of sequences and experts
+        weights = wb.always_read + expert_bytes / g
+        kv = (kv_read + kv_write) / g
+        dispatched = tokens / g * moe.top_k * spec.d_model * act
+        comm = 2 * spec.n_moe_layers * _alltoall_seconds(hw, g, dispatched)
+    else:
+        weights = (wb.always_read + expert_bytes) / g
+        kv = (kv_read + kv_write) / _kv_shards(spec, g)
+        comm = 2 * spec.n_layers * _allreduce_seconds(hw, g, tokens * spec.d_model * act)
+    nbytes = weights + kv
+    per_gpu_flops = flops / g
+    compute_s = per_gpu_flops / hw.flops(COMPUTE_DTYPE[wl.dtype])
+    memory_s = nbytes / hw.bandwidth
+    overhead = spec.n_layers * hw.layer_overhead_s + spec.n_moe_layers * hw.moe_layer_overhead_s
+    return Phase(
+        seconds=max(compute_s, memory_s) + comm + overhead,
+        flops=per_gpu_flops,
+        bytes=nbytes,
+        compute_seconds=compute_s,
+        memory_seconds=memory_s,
+        comm_seconds=comm,
+        overhead_seconds=overhead,
+        bound="compute" if compute_s >= memory_s else "memory",
+        distinct_experts_per_layer=touched,
+    )
+
+
+def prefill(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> Phase:
+    """Prefill of the whole batch of prompts (time to first token), writing their KV cache."""
+    flops = prefill_flops(spec, count_params(spec), wl.batch, wl.prompt)
+    kv_write = kv_cache_bytes(spec, wl.kv_dtype, wl.batch, wl.prompt)
+    return _phase(spec, hw, wl, wl.batch * wl.prompt, flops, 0.0, kv_write)
+
+
+def decode_step(spec: ModelSpec, hw: HardwareSpec, wl: Workload, context: float | None = None) -> Phase:
+    """One decode step of the batch at `context` positions (default: the workload's mean context)."""
+    context = wl.decode_context if context is None else context
+    flops = decode_flops(spec, count_params(spec), wl.batch, context)
+    kv_read = kv_cache_bytes(spec, wl.kv_dtype, wl.batch, int(round(context)))
+    kv_write = wl.batch * kv_bytes_per_token(spec, wl.kv_dtype)
+    return _phase(spec, hw, wl, wl.batch, flops, kv_read, kv_write)
+
+
+def crossover_batch(spec: ModelSpec, hw: HardwareSpec, wl: Workload, limit: int = 1 << 20) -> int | None:
+    """Smallest decode batch at which the step turns compute-bound; None if not up to `limit`."""
+    def compute_bound(batch: int) -> bool:
+        return decode_step(spec, hw, replace(wl, batch=batch)).bound == "compute"
+
+    hi = 1
+    while not compute_bound(hi):
+        if hi >= limit:
+            return None
+        hi *= 2
+    lo = hi // 2  # memory-bound at lo (or lo == 0)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if compute_bound(mid) else (mid, hi)
+    return hi

@@ -1,0 +1,178 @@
+"""The hardware spec: datasheet ceilings, achievable fractions and prices of one accelerator, in SI units."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from moelab.errors import MoelabError
+
+DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
+_REQUIRED = ("peak_tflops", "memory_gb", "memory_bandwidth_gbps", "tdp_watts", "usd_per_hour")
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    """One accelerator. FLOP/s, bytes and bytes/s; links per direction, per GPU."""
+
+    name: str
+    peak_flops: dict[str, float]  # dense peak FLOP/s per compute dtype
+    memory_bytes: float
+    memory_bandwidth: float
+    intra_node_bandwidth: float
+    intra_node_latency_s: float
+    inter_node_bandwidth: float
+    inter_node_latency_s: float
+    tdp_watts: float
+    usd_per_hour: float
+    gpus_per_node: int = 8
+    compute_efficiency: float = 0.7
+    bandwidth_efficiency: float = 0.85
+    link_efficiency: float = 0.8
+    memory_utilization: float = 0.9
+    runtime_overhead_bytes: float = 1e9
+    layer_overhead_s: float = 4e-6
+    moe_layer_overhead_s: float = 8e-6
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        for key in ("memory_bytes", "memory_bandwidth", "tdp_watts"):
+            if getattr(self, key) <= 0:
+                raise MoelabError(f"hardware {self.name}: {key} must be positive")
+        for key in ("compute_efficiency", "bandwidth_efficiency", "link_efficiency", "memory_utilization"):
+            if not 0 < getattr(self, key) <= 1:
+                raise MoelabError(f"hardware {self.name}: {key} must be in (0, 1]")
+        if not self.peak_flops:
+            raise MoelabError(f"hardware {self.name}: peak_tflops names no dtype")
+
+    def flops(self, dtype: str) -> float:
+        """Achievable matmul FLOP/s for a compute dtype (falls back to bf16, then fp32, where unsupported)."""
+        for candidate in (dtype, "bf16", "fp32"):
+            if self.peak_flops.get(candidate):
+                return self.peak_flops[candidate] * self.compute_efficiency
+        raise MoelabError(f"hardware {self.name}: no peak FLOP/s for {dtype}")
+
+    @property
+    def bandwidth(self) -> float:
+        """Achievable memory bandwidth, bytes/s."""
+        return self.memory_bandwidth * self.bandwidth_efficiency
+
+    def link(self, gpus: int) -> tuple[float, float]:
+        """(achievable bytes/s per direction, latency s) of the slowest link a group of `gpus` spans."""
+        if gpus <= self.gpus_per_node:
+            return self.intra_node_bandwidth * self.link_efficiency, self.intra_node_latency_s
+        return self.inter_node_bandwidth * self.link_efficiency, self.inter_node_latency_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "peak_tflops": {k: v / 1e12 for k, v in self.peak_flops.items()},
+            "memory_gb": self.memory_bytes / 1e9,
+            "memory_bandwidth_gbps": self.memory_bandwidth / 1e9,
+            "intra_node_gbps": self.intra_node_bandwidth / 1e9,
+            "intra_node_latency_us": self.intra_node_latency_s * 1e6,
+            "inter_node_gbps": self.inter_node_bandwidth / 1e9,
+            "inter_node_latency_us": self.inter_node_latency_s * 1e6,
+            "gpus_per_node": self.gpus_per_node,
+            "tdp_watts": self.tdp_watts,
+            "usd_per_hour": self.usd_per_hour,
+            "compute_efficiency": self.compute_efficiency,
+            "bandwidth_efficiency": self.bandwidth_efficiency,
+            "link_efficiency": self.link_efficiency,
+            "memory_utilization": self.memory_utilization,
+            "runtime_overhead_gb": self.runtime_overhead_bytes / 1e9,
+            "layer_overhead_us": self.layer_overhead_s * 1e6,
+            "moe_layer_overhead_us": self.moe_layer_overhead_s * 1e6,
+            "sources": dict(self.sources),
+        }
+
+
+def _number(name: str, raw: dict[str, Any], key: str, default: Any = None) -> float:
+    value = raw.get(key, default)
+    if value is None:
+        raise MoelabError(f"hardware {name}: missing field '{key}'")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MoelabError(f"hardware {name}: field '{key}' must be a number, got {value!r}")
+    if value < 0:
+        raise MoelabError(f"hardware {name}: field '{key}' must not be negative")
+    return float(value)
+
+
+def hardware_from_dict(name: str, raw: Any, defaults: dict[str, Any] | None = None) -> HardwareSpec:
+    """Build a HardwareSpec from the human units of hardware.json (TFLOPS, GB, GB/s, us)."""
+    if not isinstance(raw, dict):
+        raise MoelabError(f"hardware {name}: expected a mapping of fields")
+    merged = {**(defaults or _defaults()), **raw}
+    merged["sources"] = {**(defaults or _defaults()).get("sources", {}), **raw.get("sources", {})}
+    for key in _REQUIRED:
+        if key not in merged:
+            raise MoelabError(f"hardware {name}: missing field '{key}'")
+    peaks = merged["peak_tflops"]
+    if not isinstance(peaks, dict) or not peaks:
+        raise MoelabError(f"hardware {name}: field 'peak_tflops' must map dtypes ({', '.join(DTYPES)}) to TFLOPS")
+    unknown = set(peaks) - set(DTYPES)
+    if unknown:
+        raise MoelabError(f"hardware {name}: unknown dtype(s) in peak_tflops: {', '.join(sorted(unknown))}")
+    n = lambda key, default=None: _number(name, merged, key, default)  # noqa: E731
+    return HardwareSpec(
+        name=str(merged.get("name", name)),
+        peak_flops={k: _number(name, peaks, k) * 1e12 for k in peaks},
+        memory_bytes=n("memory_gb") * 1e9,
+        memory_bandwidth=n("memory_bandwidth_gbps") * 1e9,
+        intra_node_bandwidth=n("intra_node_gbps", 64) * 1e9,
+        intra_node_latency_s=n("intra_node_latency_us", 10) * 1e-6,
+        inter_node_bandwidth=n("inter_node_gbps", 12.5) * 1e9,
+        inter_node_latency_s=n("inter_node_latency_us", 20) * 1e-6,
+        tdp_watts=n("tdp_watts"),
+        usd_per_hour=n("usd_per_hour"),
+        gpus_per_node=int(n("gpus_per_node", 8)) or 1,
+        compute_efficiency=n("compute_efficiency"),
+        bandwidth_efficiency=n("bandwidth_efficiency"),
+        link_efficiency=n("link_efficiency"),
+        memory_utilization=n("memory_utilization"),
+        runtime_overhead_bytes=n("runtime_overhead_gb") * 1e9,
+        layer_overhead_s=n("layer_overhead_us") * 1e-6,
+        moe_layer_overhead_s=n("moe_layer_overhead_us") * 1e-6,
+        sources={str(k): str(v) for k, v in merged["sources"].items()},
+    )
+
+
+@cache
+def _table() -> dict[str, Any]:
+    return json.loads(resources.files("moelab.spec").joinpath("presets/hardware.json").read_text())
+
+
+def _defaults() -> dict[str, Any]:
+    return _table()["defaults"]
+
+
+def hardware_presets() -> dict[str, HardwareSpec]:
+    """Every bundled hardware preset, by name."""
+    return {name: hardware_from_dict(name, raw) for name, raw in _table()["presets"].items()}
+
+
+def load_hardware(name_or_path: str) -> HardwareSpec:
+    """A preset name (case-insensitive) or a YAML/JSON file in the same units as the presets."""
+    presets = _table()["presets"]
+    by_lower = {k.lower(): k for k in presets}
+    if name_or_path.lower() in by_lower:
+        key = by_lower[name_or_path.lower()]
+        return hardware_from_dict(key, presets[key])
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise MoelabError(f"unknown hardware {name_or_path!r} (presets: {', '.join(presets)}; or a YAML/JSON file)")
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            raw = json.loads(text)
+        else:
+            import yaml
+
+            raw = yaml.safe_load(text)
+    except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
+        raise MoelabError(f"{path}: cannot parse hardware file ({str(e).splitlines()[0]})") from None
+    return hardware_from_dict(path.stem, raw)

@@ -1,0 +1,139 @@
+"""The model spec: one frozen description of a dense or MoE transformer, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from moelab.errors import MoelabError
+
+ROUTERS = ("topk_softmax", "softmax_topk", "sigmoid")
+QK_NORMS = ("none", "head", "full")
+
+
+def _positive(owner: str, **values: int | None) -> None:
+    for name, value in values.items():
+        if value is None or value <= 0:
+            raise MoelabError(f"{owner}: {name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """Grouped-query attention (kind="gqa") or DeepSeek multi-head latent attention (kind="mla")."""
+
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int  # GQA head size; for MLA the value head size v_head_dim
+    kind: str = "gqa"
+    qkv_bias: bool = False
+    o_bias: bool = False
+    qk_norm: str = "none"  # "head": RMSNorm(head_dim) (Qwen3); "full": RMSNorm(heads*head_dim) (OLMoE)
+    sliding_window: int | None = None
+    # MLA only
+    q_lora_rank: int | None = None  # None: a plain q_proj
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("attention", n_heads=self.n_heads, n_kv_heads=self.n_kv_heads, head_dim=self.head_dim)
+        if self.kind not in ("gqa", "mla"):
+            raise MoelabError(f"attention: kind must be 'gqa' or 'mla', got {self.kind!r}")
+        if self.qk_norm not in QK_NORMS:
+            raise MoelabError(f"attention: qk_norm must be one of {QK_NORMS}, got {self.qk_norm!r}")
+        if self.kind == "gqa" and self.n_heads % self.n_kv_heads:
+            raise MoelabError(
+                f"attention: num_attention_heads ({self.n_heads}) must be a multiple of "
+                f"num_key_value_heads ({self.n_kv_heads})"
+            )
+        if self.kind == "mla":
+            _positive("attention", kv_lora_rank=self.kv_lora_rank, qk_nope_head_dim=self.qk_nope_head_dim,
+                      qk_rope_head_dim=self.qk_rope_head_dim)
+            if self.q_lora_rank is not None:
+                _positive("attention", q_lora_rank=self.q_lora_rank)
+        if self.sliding_window is not None:
+            _positive("attention", sliding_window=self.sliding_window)
+
+    @property
+    def qk_head_dim(self) -> int:
+        """Size of one head's query/key vectors (MLA: nope + rope parts)."""
+        return self.qk_nope_head_dim + self.qk_rope_head_dim if self.kind == "mla" else self.head_dim
+
+    @property
+    def v_head_dim(self) -> int:
+        return self.head_dim
+
+
+@dataclass(frozen=True)
+class MoESpec:
+    """The routed experts of a MoE layer, its shared experts and its router."""
+
+    n_experts: int
+    top_k: int
+    expert_ffn: int  # intermediate size of one routed expert
+    n_shared: int = 0  # shared experts, each of width shared_ffn
+    shared_ffn: int = 0
+    shared_gate: bool = False  # Qwen2-MoE: shared output scaled by sigmoid(Linear(d -> 1))
+    router: str = "softmax_topk"  # "topk_softmax" (Mixtral), "softmax_topk" (Qwen, OLMoE), "sigmoid" (DS-V3)
+    norm_topk_prob: bool = True
+    n_group: int = 1
+    topk_group: int = 1
+    routed_scaling_factor: float = 1.0
+    selection_bias: bool = False  # DeepSeek-V3 e_score_correction_bias (a buffer, not a parameter)
+
+    def __post_init__(self) -> None:
+        _positive("moe", n_experts=self.n_experts, top_k=self.top_k, expert_ffn=self.expert_ffn,
+                  n_group=self.n_group, topk_group=self.topk_group)
+        if self.top_k > self.n_experts:
+            raise MoelabError(f"moe: top_k ({self.top_k}) exceeds the number of experts ({self.n_experts})")
+        if self.router not in ROUTERS:
+            raise MoelabError(f"moe: router must be one of {ROUTERS}, got {self.router!r}")
+        if self.n_shared < 0 or (self.n_shared and self.shared_ffn <= 0):
+            raise MoelabError("moe: shared experts need a positive count and width")
+        if self.n_experts % self.n_group:
+            raise MoelabError(f"moe: n_group ({self.n_group}) must divide the expert count ({self.n_experts})")
+        if self.topk_group > self.n_group:
+            raise MoelabError(f"moe: topk_group ({self.topk_group}) exceeds n_group ({self.n_group})")
+        if self.n_group > 1 and self.top_k > self.topk_group * (self.n_experts // self.n_group):
+            raise MoelabError("moe: top_k exceeds the experts left in the kept groups")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only transformer: which layers are MoE, and everything that decides its cost."""
+
+    name: str
+    family: str
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    ffn_dim: int  # intermediate size of the dense FFN layers (0 if there are none)
+    attention: AttentionSpec
+    moe: MoESpec | None = None
+    moe_layers: tuple[int, ...] = ()  # indices of the layers whose FFN is a MoE
+    tie_embeddings: bool = False
+    mlp_bias: bool = False
+    max_position: int | None = None
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        _positive(self.name, vocab_size=self.vocab_size, d_model=self.d_model, n_layers=self.n_layers)
+        if self.ffn_dim < 0:
+            raise MoelabError(f"{self.name}: intermediate_size must not be negative")
+        if self.moe is None and self.moe_layers:
+            raise MoelabError(f"{self.name}: MoE layers listed but no MoE spec")
+        if any(i < 0 or i >= self.n_layers for i in self.moe_layers):
+            raise MoelabError(f"{self.name}: a MoE layer index is outside 0..{self.n_layers - 1}")
+        if self.n_dense_layers and self.ffn_dim <= 0:
+            raise MoelabError(f"{self.name}: dense layers need a positive intermediate_size")
+
+    @property
+    def is_moe(self) -> bool:
+        return self.moe is not None and bool(self.moe_layers)
+
+    @property
+    def n_moe_layers(self) -> int:
+        return len(self.moe_layers)
+
+    @property
+    def n_dense_layers(self) -> int:
+        return self.n_layers - len(self.moe_layers)

@@ -1,0 +1,45 @@
+"""Bundled model presets (verbatim HF config.json files) and the published counts they are checked against."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from moelab.errors import MoelabError
+from moelab.spec.hf import spec_from_config, spec_from_file
+from moelab.spec.model import ModelSpec
+
+
+def _models_dir():
+    return resources.files("moelab.spec").joinpath("presets/models")
+
+
+@cache
+def model_presets() -> dict[str, dict]:
+    """Preset name -> raw config.json dict."""
+    return {
+        f.name.removesuffix(".json"): json.loads(f.read_text())
+        for f in sorted(_models_dir().iterdir(), key=lambda f: f.name)
+        if f.name.endswith(".json")
+    }
+
+
+@cache
+def published_counts() -> dict[str, dict]:
+    """Preset name -> {hf_id, published_total, published_active} as the model cards state them."""
+    rows = json.loads(resources.files("moelab.spec").joinpath("presets/published.json").read_text())
+    return {row["name"]: row for row in rows}
+
+
+def load_model(name_or_path: str) -> ModelSpec:
+    """A preset name, a config.json path, or a folder holding one."""
+    presets = model_presets()
+    if name_or_path.lower() in presets:
+        return spec_from_config(presets[name_or_path.lower()], name=name_or_path.lower())
+    if Path(name_or_path).exists():
+        return spec_from_file(name_or_path)
+    raise MoelabError(
+        f"unknown model {name_or_path!r} (presets: {', '.join(presets)}; or a config.json path or folder)"
+    )

@@ -1,0 +1,53 @@
+"""Turn one spec into its counterpart: dense -> MoE (`--as-moe ExK`), MoE -> fine-grained + shared."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from moelab.errors import MoelabError
+from moelab.spec.model import ModelSpec, MoESpec
+
+
+def parse_as_moe(text: str) -> tuple[int, int]:
+    """'8x2' -> (8 experts, top-2)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise MoelabError(f"--as-moe expects EXPERTSxTOPK such as 8x2, got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def as_moe(spec: ModelSpec, n_experts: int, top_k: int) -> ModelSpec:
+    """Every FFN becomes a MoE of `n_experts` copies of the dense FFN, top-k routed (Mixtral-style)."""
+    if spec.is_moe:
+        raise MoelabError(f"--as-moe needs a dense model; {spec.name} is already MoE")
+    moe = MoESpec(n_experts=n_experts, top_k=top_k, expert_ffn=spec.ffn_dim, router="topk_softmax")
+    return replace(spec, name=f"{spec.name}-as-{n_experts}x{top_k}", moe=moe,
+                   moe_layers=tuple(range(spec.n_layers)))
+
+
+def fine_grained(spec: ModelSpec, m: int, shared: int = 0) -> ModelSpec:
+    """DeepSeekMoE segmentation: split each expert into `m`, isolate `shared` of them as shared experts.
+
+    E experts of width f, top-k become E*m - S routed experts of width f/m with top k*m - S, plus S shared
+    experts of width f/m: total and active parameters are unchanged (up to rounding of f/m).
+    """
+    if not spec.is_moe:
+        raise MoelabError("--fine-grained needs a MoE model (use --as-moe first for a dense one)")
+    if m <= 0 or shared < 0:
+        raise MoelabError("--fine-grained needs M >= 1 and --shared S >= 0")
+    old = spec.moe
+    assert old is not None
+    width = old.expert_ffn // m
+    if width <= 0:
+        raise MoelabError(f"--fine-grained {m}: experts of width {old.expert_ffn} cannot be split {m} ways")
+    top_k = old.top_k * m - shared
+    if top_k < 1:
+        raise MoelabError(f"--shared {shared} leaves no routed expert active (top-k {old.top_k} x {m})")
+    n_shared = old.n_shared + shared
+    shared_ffn = old.shared_ffn if old.n_shared else width
+    if old.n_shared and shared and old.shared_ffn != width:
+        raise MoelabError("--shared: the model already has shared experts of another width")
+    moe = replace(old, n_experts=old.n_experts * m - shared, top_k=top_k, expert_ffn=width,
+                  n_shared=n_shared, shared_ffn=shared_ffn, n_group=1, topk_group=1)
+    return replace(spec, name=f"{spec.name}-fg{m}s{shared}", moe=moe)
