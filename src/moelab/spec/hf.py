@@ -30,6 +30,8 @@ class _Config:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise MoelabError(f"config.json ({self.family}): field '{key}' must be an integer, got {value!r}")
+        if value < 0:
+            raise MoelabError(f"config.json ({self.family}): field '{key}' must not be negative, got {value}")
         return value
 
     def float(self, key: str, default: Any = _MISSING) -> float:

@@ -30,7 +30,8 @@ def fine_grained(spec: ModelSpec, m: int, shared: int = 0) -> ModelSpec:
     """DeepSeekMoE segmentation: split each expert into `m`, isolate `shared` of them as shared experts.
 
     E experts of width f, top-k become E*m - S routed experts of width f/m with top k*m - S, plus S shared
-    experts of width f/m: total and active parameters are unchanged (up to rounding of f/m).
+    experts of width f/m: expert parameters, total and active, are unchanged (up to rounding of f/m); the
+    router grows to the new expert count.
     """
     if not spec.is_moe:
         raise MoelabError("--fine-grained needs a MoE model (use --as-moe first for a dense one)")

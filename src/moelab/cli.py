@@ -1,0 +1,266 @@
+"""The `moelab` command line: wiring only, every command a thin call into the packages, each with --json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from moelab import format as fmt
+from moelab.errors import MoelabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Dense or Mixture-of-Experts? Model the economics, build both, measure, decide.")
+# Piped output (files, tests, CI logs) gets a wide fixed width so that tables are not folded.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+HardwareOpt = Annotated[str, typer.Option("--hardware", "-H", help="Preset name or a YAML/JSON hardware file.")]
+GpusOpt = Annotated[int | None, typer.Option(min=1, help="GPU count (default: fewest that hold it, power of two).")]
+DtypeOpt = Annotated[str, typer.Option(help="Weight dtype: fp32, bf16, fp16, fp8, int8, int4.")]
+KvDtypeOpt = Annotated[str | None, typer.Option("--kv-dtype", help="KV cache dtype (default: 16-bit or --dtype).")]
+BatchOpt = Annotated[int, typer.Option(min=1, help="Concurrent sequences in a decode step.")]
+PromptOpt = Annotated[int, typer.Option(min=1, help="Prompt tokens per sequence.")]
+GenOpt = Annotated[int, typer.Option(min=1, help="Generated tokens per sequence.")]
+SkewOpt = Annotated[float, typer.Option(min=0.0, help="Routing skew: Zipf exponent of expert load (0 = uniform).")]
+AsMoeOpt = Annotated[str | None, typer.Option("--as-moe", help="Turn a dense model into EXPERTSxTOPK, e.g. 8x2.")]
+FineOpt = Annotated[int | None, typer.Option("--fine-grained", min=1, help="Split each expert into M (DeepSeekMoE).")]
+SharedOpt = Annotated[int, typer.Option("--shared", min=0, help="With --fine-grained: S of them become shared.")]
+
+
+def _emit_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def _spec(model: str, as_moe: str | None, fine: int | None, shared: int):
+    from moelab.spec import load_model
+    from moelab.spec.transform import as_moe as to_moe
+    from moelab.spec.transform import fine_grained, parse_as_moe
+
+    spec = load_model(model)
+    if as_moe:
+        spec = to_moe(spec, *parse_as_moe(as_moe))
+    if fine:
+        spec = fine_grained(spec, fine, shared)
+    elif shared:
+        raise MoelabError("--shared needs --fine-grained M")
+    return spec
+
+
+def _workload(dtype: str, kv_dtype: str | None, batch: int, prompt: int, gen: int, skew: float):
+    from moelab.cost.dtypes import KV_BYTES, check_dtype
+    from moelab.cost.roofline import Workload
+
+    check_dtype(dtype)
+    kv = kv_dtype or (dtype if dtype in ("fp32", "bf16", "fp16", "fp8") else "bf16")
+    check_dtype(kv, KV_BYTES, "--kv-dtype")
+    return Workload(batch=batch, prompt=prompt, gen=gen, dtype=dtype, kv_dtype=kv, skew=skew)
+
+
+@app.command()
+def models(as_json: JsonFlag = False) -> None:
+    """The bundled model presets, with computed and published parameter counts."""
+    from moelab.cost.params import count_params
+    from moelab.spec import load_model
+    from moelab.spec.presets import model_presets, published_counts
+
+    rows = []
+    published = published_counts()
+    for name in model_presets():
+        spec, p = load_model(name), count_params(load_model(name))
+        row = {"name": name, "family": spec.family, "total": p.total, "active": p.active,
+               "experts": spec.moe.n_experts if spec.is_moe else 0, "top_k": spec.moe.top_k if spec.is_moe else 0,
+               "layers": spec.n_layers, "d_model": spec.d_model}
+        row.update({k: v for k, v in published.get(name, {}).items() if k != "name"})
+        rows.append(row)
+    if as_json:
+        return _emit_json(rows)
+    table = Table(title="Model presets")
+    for col in ("name", "family", "layers", "d_model", "experts", "top-k", "total", "active", "published"):
+        table.add_column(col, justify="left" if col in ("name", "family") else "right")
+    for r in rows:
+        table.add_row(r["name"], r["family"], str(r["layers"]), str(r["d_model"]), str(r["experts"] or "-"),
+                      str(r["top_k"] or "-"), fmt.count(r["total"]), fmt.count(r["active"]),
+                      f"{r.get('published_total', '?')} / {r.get('published_active', '?')}")
+    out.print(table)
+
+
+@app.command()
+def hardware(as_json: JsonFlag = False) -> None:
+    """The bundled hardware presets (datasheet figures, with their sources)."""
+    from moelab.spec.hardware import hardware_presets
+
+    presets = hardware_presets()
+    if as_json:
+        return _emit_json([hw.to_dict() for hw in presets.values()])
+    table = Table(title="Hardware presets (dense peaks; links per direction)")
+    for col in ("name", "bf16 TFLOPS", "fp8 TFLOPS", "memory", "bandwidth", "intra-node", "TDP", "$/h"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for hw in presets.values():
+        fp8 = hw.peak_flops.get("fp8")
+        table.add_row(hw.name, f"{hw.peak_flops['bf16'] / 1e12:.0f}", f"{fp8 / 1e12:.0f}" if fp8 else "-",
+                      fmt.nbytes(hw.memory_bytes), f"{hw.memory_bandwidth / 1e9:.0f} GB/s",
+                      f"{hw.intra_node_bandwidth / 1e9:.0f} GB/s", f"{hw.tdp_watts:.0f} W", f"{hw.usd_per_hour:.2f}")
+    out.print(table)
+
+
+def _print_estimate(r: dict) -> None:
+    p, m, pre, dec, wl = r["params"], r["memory"], r["prefill"], r["decode"], r["workload"]
+    table = Table(title=f"{r['model']} on {r['gpus_label']}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    cross = dec["crossover_batch"]
+    experts = (f"{dec['distinct_experts_per_layer']:.2f} of {dec['experts_per_layer']} (top-{dec['top_k']})"
+               if dec["experts_per_layer"] else "dense")
+    rows = [
+        ("parameters", f"{fmt.count(p['total'])} total, {fmt.count(p['active'])} active "
+                       f"({p['active_fraction']:.0%})"),
+        ("weights", f"{fmt.nbytes(m['weights_bytes'])} at {wl['dtype']}"),
+        ("KV cache", f"{fmt.nbytes(m['kv_cache_bytes'])} ({fmt.nbytes(m['kv_bytes_per_token'])}/token, "
+                     f"{wl['kv_dtype']})"),
+        ("memory", f"{fmt.nbytes(m['total_bytes'])} in all; min {m['min_gpus']} GPU(s); "
+                   f"{fmt.nbytes(m['memory_per_gpu_bytes'])}/GPU on {m['gpus']} "
+                   f"({'fits' if m['fits'] else 'DOES NOT FIT'})"),
+        ("prefill", f"{fmt.seconds(pre['seconds'])} for {wl['batch']}x{wl['prompt']} tokens ({pre['bound']}-bound)"),
+        ("decode step", f"{fmt.seconds(dec['step_seconds'])} at batch {wl['batch']}, context {dec['context']:g} "
+                        f"({dec['bound']}-bound)"),
+        ("throughput", f"{fmt.rate(dec['tokens_per_second'])} tokens, "
+                       f"{fmt.rate(dec['tokens_per_second_per_gpu'])} per GPU"),
+        ("experts read", experts),
+        ("compute-bound from", f"batch {cross}" if cross else "never (KV reads keep decode memory-bound)"),
+        ("plan", f"{r['parallel']['plan']} x{r['parallel']['gpus']}, scaling efficiency "
+                 f"{r['parallel']['scaling_efficiency']:.0%}"),
+        ("energy", f"{r['energy']['kwh_per_million_tokens']:.3f} kWh per 1M output tokens"),
+        ("cost", f"${r['cost']['usd_per_million_tokens']:.3f} per 1M output tokens"),
+        ("training 1T tokens", f"{r['training']['gpu_hours']:.3g} GPU-hours, ${r['training']['usd']:.3g} at "
+                               f"{r['training']['mfu']:.0%} MFU"),
+        ("dense equivalent", f"{fmt.count(r['dense_equivalent']['heuristic'])} (heuristic), "
+                             f"{fmt.count(r['dense_equivalent']['workload'])} (this workload)"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    out.print(table)
+
+
+@app.command()
+def estimate(
+    model: Annotated[str, typer.Argument(help="Preset name, config.json path, or a folder holding one.")],
+    hardware: HardwareOpt = "H100-SXM",
+    gpus: GpusOpt = None,
+    dtype: DtypeOpt = "bf16",
+    kv_dtype: KvDtypeOpt = None,
+    batch: BatchOpt = 1,
+    prompt: PromptOpt = 512,
+    gen: GenOpt = 256,
+    skew: SkewOpt = 0.0,
+    as_moe: AsMoeOpt = None,
+    fine_grained: FineOpt = None,
+    shared: SharedOpt = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """What a model costs on a GPU: parameters, memory, FLOPs, latency, throughput, energy, dollars."""
+    from moelab.cost.estimate import estimate as run
+    from moelab.spec import load_hardware
+
+    spec = _spec(model, as_moe, fine_grained, shared)
+    result = run(spec, load_hardware(hardware), _workload(dtype, kv_dtype, batch, prompt, gen, skew), gpus)
+    if as_json:
+        return _emit_json(result)
+    result["gpus_label"] = f"{result['parallel']['gpus']} x {result['hardware']}"
+    _print_estimate(result)
+
+
+def _parse_batches(text: str) -> list[int]:
+    try:
+        batches = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise MoelabError(f"--batches expects comma-separated integers, got {text!r}") from None
+    if not batches or min(batches) <= 0:
+        raise MoelabError("--batches must list positive integers")
+    return batches
+
+
+@app.command()
+def compare(
+    model_a: Annotated[str, typer.Argument(help="First model (preset, config.json or folder).")],
+    model_b: Annotated[str, typer.Argument(help="Second model.")],
+    hardware: HardwareOpt = "H100-SXM",
+    gpus: GpusOpt = None,
+    dtype: DtypeOpt = "bf16",
+    kv_dtype: KvDtypeOpt = None,
+    prompt: PromptOpt = 512,
+    gen: GenOpt = 256,
+    skew: SkewOpt = 0.0,
+    batches: Annotated[str, typer.Option(help="Decode batch sizes, comma-separated.")] = "1,8,32,128",
+    as_moe: AsMoeOpt = None,
+    fine_grained: FineOpt = None,
+    shared: SharedOpt = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Two models side by side across batch sizes, and where the throughput winner flips.
+
+    --as-moe / --fine-grained apply to the second model, so `compare X X --as-moe 8x2` pits a dense model
+    against its MoE counterpart."""
+    from moelab.cost.compare import compare as run
+    from moelab.spec import load_hardware
+
+    spec_a = _spec(model_a, None, None, 0)
+    spec_b = _spec(model_b, as_moe, fine_grained, shared)
+    wl = _workload(dtype, kv_dtype, 1, prompt, gen, skew)
+    result = run(spec_a, spec_b, load_hardware(hardware), wl, _parse_batches(batches), gpus)
+    if as_json:
+        return _emit_json(result)
+    table = Table(title=f"{result['a']} vs {result['b']} on {result['hardware']}: decode, per GPU")
+    for col in ("batch", "A GPUs", "A tok/s/GPU", "A step", "A $/Mtok", "B GPUs", "B tok/s/GPU", "B step",
+                "B $/Mtok", "winner"):
+        table.add_column(col, justify="right")
+    names = {"a": result["a"], "b": result["b"]}
+    for row in result["rows"]:
+        a, b = row["a"], row["b"]
+        table.add_row(str(row["batch"]), str(a["gpus"]), f"{a['tokens_per_second_per_gpu']:.0f}",
+                      fmt.seconds(a["step_seconds"]), f"{a['usd_per_million_tokens']:.3f}", str(b["gpus"]),
+                      f"{b['tokens_per_second_per_gpu']:.0f}", fmt.seconds(b["step_seconds"]),
+                      f"{b['usd_per_million_tokens']:.3f}", names[row["winner"]])
+    out.print(table)
+    if result["flips"]:
+        for flip in result["flips"]:
+            out.print(f"{flip['to']} wins from batch {flip['batch']} (before it: {flip['from']})")
+    else:
+        winner = names[result["rows"][0]["winner"]]
+        out.print(f"{winner} wins at every batch listed")
+
+
+# Typer >= 0.22 raises its own click fork's exceptions; older releases raise click's.
+_CLI_ERRORS = tuple({click.ClickException, getattr(typer, "TyperException", click.ClickException)})
+_EXITS = tuple({click.exceptions.Exit, typer.Exit})
+_ABORTS = tuple({click.exceptions.Abort, typer.Abort})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except MoelabError as e:
+        return _fail(str(e))
+    except _EXITS as e:
+        return getattr(e, "exit_code", 0)
+    except _ABORTS:
+        sys.stderr.write("moelab: aborted\n")
+        return 130
+    except _CLI_ERRORS as e:
+        return _fail(e.format_message())
+    return 0
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"moelab: error: {' '.join(message.split())}\n")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""One full estimate of a model on a hardware preset and a workload: the object `moelab estimate --json` prints."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+from moelab.cost.economics import serving_economics, training_cost
+from moelab.cost.equivalent import heuristic_dense_equivalent, workload_dense_equivalent
+from moelab.cost.flops import prefill_flops, token_flops
+from moelab.cost.memory import inference_memory, kv_bytes_per_token, training_memory
+from moelab.cost.parallel import best_plan, default_gpus, plans
+from moelab.cost.params import count_params
+from moelab.cost.roofline import Workload, crossover_batch
+from moelab.spec.hardware import HardwareSpec
+from moelab.spec.model import ModelSpec
+
+TRAIN_TOKENS = 1e12  # the training-cost budget reported by default
+
+
+def resolve_gpus(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None) -> Workload:
+    """The workload on `gpus` GPUs, or on the fewest (rounded up to a power of two) that hold it."""
+    if gpus is None:
+        mem = inference_memory(spec, hw, wl.dtype, wl.kv_dtype, wl.batch, wl.prompt, wl.gen)
+        gpus = default_gpus(mem.min_gpus)
+    wl = replace(wl, gpus=gpus)
+    return replace(wl, plan=best_plan(plans(spec, hw, wl)).plan)
+
+
+def estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None = None) -> dict:
+    """Parameters, memory, FLOPs, prefill and decode, parallel plans, energy, dollars and dense equivalents."""
+    p = count_params(spec)
+    wl = resolve_gpus(spec, hw, wl, gpus)
+    results = plans(spec, hw, wl)
+    chosen = next(r for r in results if r.plan == wl.plan)
+    pre, dec = chosen.prefill, chosen.decode
+    mem = inference_memory(spec, hw, wl.dtype, wl.kv_dtype, wl.batch, wl.prompt, wl.gen)
+    cross = crossover_batch(spec, hw, wl)
+    moe = spec.moe if spec.is_moe else None
+    train = training_cost(spec, hw, TRAIN_TOKENS, wl.gpus)
+    train_mem = training_memory(spec, hw, micro_batch=1, seq=4096, dp=wl.gpus, zero=1)
+    money = serving_economics(hw, wl, pre, dec)
+    equivalent = workload_dense_equivalent(spec, hw, wl)
+    return {
+        "model": spec.name,
+        "family": spec.family,
+        "hardware": hw.name,
+        "workload": asdict(wl),
+        "params": {**p.to_dict(), "active_fraction": p.active / p.total},
+        "memory": {
+            **mem.to_dict(),
+            "kv_bytes_per_token": kv_bytes_per_token(spec, wl.kv_dtype),
+            "gpus": wl.gpus,
+            "memory_per_gpu_bytes": chosen.memory_per_gpu_bytes,
+            "fits": chosen.fits,
+        },
+        "flops": {
+            "per_token_decode": token_flops(spec, p, wl.decode_context),
+            "per_token_6n_training": 6.0 * p.active,
+            "prefill_total": prefill_flops(spec, p, wl.batch, wl.prompt),
+        },
+        "prefill": {
+            **pre.to_dict(),
+            "time_to_first_token_seconds": pre.seconds,
+            "tokens_per_second": wl.batch * wl.prompt / pre.seconds,
+        },
+        "decode": {
+            **dec.to_dict(),
+            "step_seconds": dec.seconds,
+            "per_token_latency_seconds": dec.seconds,
+            "context": wl.decode_context,
+            "tokens_per_second": chosen.tokens_per_second,
+            "tokens_per_second_per_gpu": chosen.tokens_per_second_per_gpu,
+            "experts_per_layer": moe.n_experts if moe else 0,
+            "top_k": moe.top_k if moe else 0,
+            "crossover_batch": cross,
+        },
+        "parallel": {
+            "plan": wl.plan,
+            "gpus": wl.gpus,
+            "scaling_efficiency": chosen.scaling_efficiency,
+            "plans": [r.to_dict() for r in results],
+        },
+        "energy": {k: v for k, v in money.items() if "usd" not in k},
+        "cost": {k: v for k, v in money.items() if "usd" in k or k == "request_seconds"},
+        "training": {**train, "memory_per_gpu_zero1_bytes": train_mem.total_bytes,
+                     "fits_zero1_seq4096": train_mem.fits},
+        "dense_equivalent": {
+            "heuristic": heuristic_dense_equivalent(spec),
+            "workload": equivalent["params"],
+            "workload_detail": equivalent,
+        },
+    }
