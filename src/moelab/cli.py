@@ -137,8 +137,10 @@ def _print_estimate(r: dict) -> None:
                  f"{r['parallel']['scaling_efficiency']:.0%}"),
         ("energy", f"{r['energy']['kwh_per_million_tokens']:.3f} kWh per 1M output tokens"),
         ("cost", f"${r['cost']['usd_per_million_tokens']:.3f} per 1M output tokens"),
-        ("training 1T tokens", f"{r['training']['gpu_hours']:.3g} GPU-hours, ${r['training']['usd']:.3g} at "
-                               f"{r['training']['mfu']:.0%} MFU"),
+        (f"training {fmt.count(r['training']['tokens'])} tok",
+         f"{r['training']['gpu_hours']:.3g} GPU-hours, ${r['training']['usd']:.3g} at {r['training']['mfu']:.0%} MFU;"
+         f" {fmt.nbytes(r['training']['memory']['total_bytes'])}/GPU with ZeRO-{r['training']['plan']['zero']}"
+         f" over {r['parallel']['gpus']}"),
         ("dense equivalent", f"{fmt.count(r['dense_equivalent']['heuristic'])} (heuristic), "
                              f"{fmt.count(r['dense_equivalent']['workload'])} (this workload)"),
     ]
@@ -161,14 +163,20 @@ def estimate(
     as_moe: AsMoeOpt = None,
     fine_grained: FineOpt = None,
     shared: SharedOpt = 0,
+    train_tokens: Annotated[float, typer.Option(min=1.0, help="Training budget to price, tokens.")] = 1e12,
+    mfu: Annotated[float, typer.Option(min=0.01, max=1.0, help="Training model-FLOPs utilisation.")] = 0.4,
+    zero: Annotated[int, typer.Option(min=0, max=3, help="ZeRO stage for training memory.")] = 1,
+    recompute: Annotated[bool, typer.Option(help="Activation recomputation in training.")] = True,
     as_json: JsonFlag = False,
 ) -> None:
     """What a model costs on a GPU: parameters, memory, FLOPs, latency, throughput, energy, dollars."""
+    from moelab.cost.estimate import TrainingPlan
     from moelab.cost.estimate import estimate as run
     from moelab.spec import load_hardware
 
     spec = _spec(model, as_moe, fine_grained, shared)
-    result = run(spec, load_hardware(hardware), _workload(dtype, kv_dtype, batch, prompt, gen, skew), gpus)
+    plan = TrainingPlan(tokens=train_tokens, mfu=mfu, zero=zero, recompute=recompute)
+    result = run(spec, load_hardware(hardware), _workload(dtype, kv_dtype, batch, prompt, gen, skew), gpus, plan)
     if as_json:
         return _emit_json(result)
     result["gpus_label"] = f"{result['parallel']['gpus']} x {result['hardware']}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 
 from moelab.cost.economics import serving_economics, training_cost
 from moelab.cost.equivalent import heuristic_dense_equivalent, workload_dense_equivalent
@@ -14,7 +14,17 @@ from moelab.cost.roofline import Workload, crossover_batch
 from moelab.spec.hardware import HardwareSpec
 from moelab.spec.model import ModelSpec
 
-TRAIN_TOKENS = 1e12  # the training-cost budget reported by default
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """The training run priced beside the serving estimate."""
+
+    tokens: float = 1e12
+    mfu: float = 0.4
+    seq: int = 4096
+    micro_batch: int = 1
+    zero: int = 1
+    recompute: bool = True
 
 
 def resolve_gpus(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None) -> Workload:
@@ -26,7 +36,8 @@ def resolve_gpus(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | No
     return replace(wl, plan=best_plan(plans(spec, hw, wl)).plan)
 
 
-def estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None = None) -> dict:
+def estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None = None,
+             training: TrainingPlan = TrainingPlan()) -> dict:
     """Parameters, memory, FLOPs, prefill and decode, parallel plans, energy, dollars and dense equivalents."""
     p = count_params(spec)
     wl = resolve_gpus(spec, hw, wl, gpus)
@@ -36,8 +47,9 @@ def estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None =
     mem = inference_memory(spec, hw, wl.dtype, wl.kv_dtype, wl.batch, wl.prompt, wl.gen)
     cross = crossover_batch(spec, hw, wl)
     moe = spec.moe if spec.is_moe else None
-    train = training_cost(spec, hw, TRAIN_TOKENS, wl.gpus)
-    train_mem = training_memory(spec, hw, micro_batch=1, seq=4096, dp=wl.gpus, zero=1)
+    train = training_cost(spec, hw, training.tokens, wl.gpus, training.mfu, training.seq)
+    train_mem = training_memory(spec, hw, training.micro_batch, training.seq, dp=wl.gpus, zero=training.zero,
+                                recompute=training.recompute)
     money = serving_economics(hw, wl, pre, dec)
     equivalent = workload_dense_equivalent(spec, hw, wl)
     return {
@@ -82,8 +94,7 @@ def estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None =
         },
         "energy": {k: v for k, v in money.items() if "usd" not in k},
         "cost": {k: v for k, v in money.items() if "usd" in k or k == "request_seconds"},
-        "training": {**train, "memory_per_gpu_zero1_bytes": train_mem.total_bytes,
-                     "fits_zero1_seq4096": train_mem.fits},
+        "training": {**train, "plan": asdict(training), "memory": train_mem.to_dict()},
         "dense_equivalent": {
             "heuristic": heuristic_dense_equivalent(spec),
             "workload": equivalent["params"],
