@@ -114,7 +114,31 @@ def _spec(c: _Config, name: str, attention: AttentionSpec, moe: MoESpec | None =
         tie_embeddings=c.bool("tie_word_embeddings", False),
         mlp_bias=mlp_bias,
         max_position=c.int("max_position_embeddings", None, optional=True),
+        rope_theta=_rope_theta(c),
+        norm_eps=c.float("rms_norm_eps", 1e-6),
+        rope_scaling=_rope_scaling(c),
+        rope_interleave=c.family == "deepseek_v3" and bool(c.raw.get("rope_interleave", True)),
     )
+
+
+def _rope_theta(c: _Config) -> float:
+    params = c.raw.get("rope_parameters")  # transformers >= 5 nests theta here
+    if isinstance(params, dict) and "rope_theta" in params:
+        return float(params["rope_theta"])
+    return c.float("rope_theta", 10000.0)
+
+
+def _rope_scaling(c: _Config) -> tuple:
+    scaling = c.raw.get("rope_scaling") or c.raw.get("rope_parameters")
+    if not isinstance(scaling, dict):
+        return ()
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "default":
+        return ()
+    items = {k: v for k, v in scaling.items()
+             if k not in ("type", "rope_theta") and isinstance(v, (int, float, str, bool))}
+    items["rope_type"] = kind
+    return tuple(sorted(items.items()))
 
 
 def _dense(c: _Config, name: str) -> ModelSpec:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from moelab.errors import MoelabError
 
@@ -113,6 +114,11 @@ class ModelSpec:
     tie_embeddings: bool = False
     mlp_bias: bool = False
     max_position: int | None = None
+    # numerics that do not change the cost but do change the forward pass
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    rope_scaling: tuple[tuple[str, Any], ...] = ()  # sorted items of HF rope_scaling (yarn), () for plain RoPE
+    rope_interleave: bool = False  # DeepSeek-V3: rotary pairs are interleaved (x0, x1), (x2, x3), ...
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:

@@ -1,0 +1,6 @@
+"""Torch modules: FFN, routers, MoE layer, dispatch backends, the transformer LM, and HF weight interop."""
+
+from moelab.nn.model import TransformerLM, build_model
+from moelab.nn.moe import MoELayer, MoEOptions
+
+__all__ = ["MoELayer", "MoEOptions", "TransformerLM", "build_model"]

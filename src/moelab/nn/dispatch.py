@@ -1,0 +1,92 @@
+"""Dispatch backends: run each token through its chosen experts and combine, by name.
+
+All take x (T, d), expert ids (T, k), combine weights (T, k), and the stacked expert weights
+gate_up (E, 2f, d) and down (E, d, f) (the transformers >= 5 layout), and return (T, d).
+
+- "loop": per expert, gather its tokens, two matmuls, weighted scatter-add. The reference.
+- "sorted": token-slots sorted by expert; one contiguous GEMM pair per expert that has tokens.
+- "grouped_mm": the sorted order through torch's grouped matmul (one kernel for all experts); falls back
+  to "sorted" where this torch has no grouped_mm, or the dtype (float64) or shapes do not meet its rules.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("loop", "sorted", "grouped_mm")
+
+
+def _swiglu(h: torch.Tensor) -> torch.Tensor:
+    gate, up = h.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def loop(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF):
+    out = torch.zeros_like(x_TD)
+    for e in range(gate_up_EFD.shape[0]):
+        tok, slot = torch.where(idx_TK == e)
+        if tok.numel() == 0:
+            continue
+        y = _swiglu(x_TD[tok] @ gate_up_EFD[e].T) @ down_EDF[e].T
+        out.index_add_(0, tok, y * w_TK[tok, slot, None].to(y.dtype))
+    return out
+
+
+def _sort(idx_TK: torch.Tensor, n_experts: int):
+    """Token-slot order grouped by expert: (token of each sorted slot, flat slot ids, per-expert counts)."""
+    flat = idx_TK.reshape(-1)
+    order = flat.argsort(stable=True)
+    counts = torch.bincount(flat, minlength=n_experts)
+    return order // idx_TK.shape[1], order, counts
+
+
+def sorted_gemm(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF):
+    tokens, order, counts = _sort(idx_TK, gate_up_EFD.shape[0])
+    xs = x_TD[tokens]
+    parts = []
+    start = 0
+    for e, n in enumerate(counts.tolist()):
+        if n:
+            chunk = xs[start:start + n]
+            parts.append(_swiglu(chunk @ gate_up_EFD[e].T) @ down_EDF[e].T)
+            start += n
+    ys = torch.cat(parts) if parts else xs.new_zeros(0, x_TD.shape[1])
+    weights = w_TK.reshape(-1)[order].to(ys.dtype)
+    return torch.zeros_like(x_TD).index_add_(0, tokens, ys * weights[:, None])
+
+
+def _grouped_mm_fn():
+    return getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+
+
+def grouped_mm_available(x_TD: torch.Tensor, gate_up_EFD: torch.Tensor, down_EDF: torch.Tensor) -> bool:
+    """torch has grouped_mm, the dtype is one it takes, and row strides are multiples of 16 bytes."""
+    if _grouped_mm_fn() is None or x_TD.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        return False
+    size = x_TD.element_size()
+    return all((n * size) % 16 == 0 for n in (x_TD.shape[1], gate_up_EFD.shape[1], down_EDF.shape[2]))
+
+
+def grouped_mm(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF):
+    if not grouped_mm_available(x_TD, gate_up_EFD, down_EDF):
+        return sorted_gemm(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF)
+    mm = _grouped_mm_fn()
+    tokens, order, counts = _sort(idx_TK, gate_up_EFD.shape[0])
+    offsets = counts.cumsum(0).to(torch.int32)
+    xs = x_TD[tokens]
+    h = _swiglu(mm(xs, gate_up_EFD.transpose(1, 2), offs=offsets))
+    ys = mm(h, down_EDF.transpose(1, 2), offs=offsets)
+    weights = w_TK.reshape(-1)[order].to(ys.dtype)
+    return torch.zeros_like(x_TD).index_add_(0, tokens, ys * weights[:, None])
+
+
+def dispatch(backend: str, *args):
+    """Run the named backend."""
+    if backend == "loop":
+        return loop(*args)
+    if backend == "sorted":
+        return sorted_gemm(*args)
+    if backend == "grouped_mm":
+        return grouped_mm(*args)
+    raise ValueError(f"unknown dispatch backend {backend!r} (choose from {', '.join(BACKENDS)})")

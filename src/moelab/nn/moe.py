@@ -1,0 +1,112 @@
+"""The MoE layer: router, routed experts through a dispatch backend, shared experts, balancing and capacity.
+
+Balancing signals, recomputed every forward and kept on the layer:
+- `aux_loss`: Switch load-balancing loss E * sum_i f_i * P_i (f_i: share of token-slots routed to expert i,
+  P_i: mean router probability of expert i); perfect balance scores 1. Multiply by your coefficient.
+- `z_loss`: mean over tokens of logsumexp(router logits)^2.
+- `load`: token-slots per expert, accumulated until `update_bias()` applies auxiliary-loss-free balancing:
+  bias_i += rate * sign(mean_load - load_i) (the bias only affects which experts are selected).
+
+Capacity: with `capacity_factor` c each expert takes at most ceil(c * T * k / E) token-slots. Slots are
+served by choice rank, then by token position (all first choices before any second choice, earlier tokens
+first, as in GShard); the rest are dropped and contribute nothing (the residual stream carries the token).
+`capacity_factor=None` is dropless.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moelab.nn.dispatch import dispatch
+from moelab.nn.layers import SwiGLU
+from moelab.nn.routers import Router, Routing
+from moelab.spec.model import MoESpec
+
+
+@dataclass(frozen=True)
+class MoEOptions:
+    """How a MoE layer routes and balances (training-time choices, not architecture)."""
+
+    backend: str = "auto"
+    capacity_factor: float | None = None
+    jitter: float = 0.0
+    bias_update_rate: float = 0.0  # auxiliary-loss-free balancing; 0 disables it
+
+
+def default_backend(device: torch.device | str, tokens: int) -> str:
+    """The fastest backend measured on this kind of device and size (see benchmarks/moe_layer.py)."""
+    return "grouped_mm" if torch.device(device).type == "cuda" else "sorted"
+
+
+class MoELayer(nn.Module):
+    """Routed experts (stacked weights) plus optional shared experts, on (batch, seq, d) inputs."""
+
+    def __init__(self, d: int, moe: MoESpec, options: MoEOptions = MoEOptions(), mlp_bias: bool = False) -> None:
+        super().__init__()
+        self.spec, self.options = moe, options
+        self.gate = Router(d, moe, options.jitter)
+        e, f = moe.n_experts, moe.expert_ffn
+        self.gate_up_proj = nn.Parameter(torch.empty(e, 2 * f, d))  # (E, 2f, d): gate rows, then up rows
+        self.down_proj = nn.Parameter(torch.empty(e, d, f))  # (E, d, f)
+        nn.init.normal_(self.gate_up_proj, std=d ** -0.5)
+        nn.init.normal_(self.down_proj, std=f ** -0.5)
+        self.shared_experts = SwiGLU(d, moe.n_shared * moe.shared_ffn, mlp_bias) if moe.n_shared else None
+        self.shared_expert_gate = nn.Linear(d, 1, bias=False) if moe.shared_gate else None
+        self.register_buffer("load", torch.zeros(e), persistent=False)
+        self.aux_loss = self.z_loss = torch.zeros(())
+        self.dropped = 0
+
+    def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
+        shape = x_BTD.shape
+        x_TD = x_BTD.reshape(-1, shape[-1])
+        routing = self.gate(x_TD)
+        weights = self._apply_capacity(routing)
+        self._record(routing)
+        backend = self.options.backend
+        if backend == "auto":
+            backend = default_backend(x_TD.device, x_TD.shape[0])
+        out = dispatch(backend, x_TD, routing.indices_TK, weights, self.gate_up_proj, self.down_proj)
+        if self.shared_experts is not None:
+            shared = self.shared_experts(x_TD)
+            if self.shared_expert_gate is not None:
+                shared = torch.sigmoid(self.shared_expert_gate(x_TD)) * shared
+            out = out + shared
+        return out.view(shape)
+
+    def _apply_capacity(self, routing: Routing) -> torch.Tensor:
+        """Combine weights with dropped slots zeroed (unchanged when dropless)."""
+        weights = routing.weights_TK
+        self.dropped = 0
+        if self.options.capacity_factor is None:
+            return weights
+        t, k = routing.indices_TK.shape
+        capacity = math.ceil(self.options.capacity_factor * t * k / self.spec.n_experts)
+        by_rank = routing.indices_TK.T.reshape(-1)  # slot order: rank-major, then token
+        onehot = F.one_hot(by_rank, self.spec.n_experts)
+        position = (onehot.cumsum(0) * onehot).sum(-1) - 1  # place of each slot in its expert's queue
+        keep = (position < capacity).view(k, t).T
+        self.dropped = int((~keep).sum())
+        return weights * keep
+
+    def _record(self, routing: Routing) -> None:
+        e = self.spec.n_experts
+        counts = torch.bincount(routing.indices_TK.reshape(-1), minlength=e).float()
+        if self.training or self.options.bias_update_rate:
+            self.load += counts.detach()
+        share = counts / counts.sum()  # f_i
+        self.aux_loss = e * (share.detach() * routing.probs_TE.mean(0)).sum()
+        self.z_loss = torch.logsumexp(routing.logits_TE, dim=-1).square().mean()
+        self.last_counts = counts.detach()
+
+    @torch.no_grad()
+    def update_bias(self) -> None:
+        """Auxiliary-loss-free balancing step from the load seen since the last call; then reset the load."""
+        rate = self.options.bias_update_rate
+        if rate and self.load.sum() > 0:
+            self.gate.bias += rate * torch.sign(self.load.mean() - self.load)
+        self.load.zero_()

@@ -1,0 +1,75 @@
+"""Routers: score the experts for every token and choose top-k, in each reference design.
+
+- "topk_softmax" (Mixtral): softmax over all experts, keep top-k, renormalise (= softmax over the kept logits).
+- "softmax_topk" (Qwen2/3-MoE, OLMoE): softmax, top-k, renormalise only if `norm_topk_prob`.
+- "sigmoid" (DeepSeek-V3): sigmoid scores; a per-expert bias is added for *selection only*; group-limited
+  routing keeps the `topk_group` groups with the best sum of their top-2 biased scores and masks the other
+  experts with -inf; weights are the unbiased scores of the chosen experts, renormalised if `norm_topk_prob`,
+  times `routed_scaling_factor`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from moelab.spec.model import MoESpec
+
+
+@dataclass
+class Routing:
+    """The routing of T tokens: chosen experts, their combine weights, and what the balancing losses need."""
+
+    indices_TK: torch.Tensor  # long
+    weights_TK: torch.Tensor  # float32
+    logits_TE: torch.Tensor  # float32 router logits
+    probs_TE: torch.Tensor  # float32 scores the aux loss uses (softmax, or normalised sigmoid)
+
+
+class Router(nn.Module):
+    """Linear d -> E scoring, plus the selection rule of `moe.router`."""
+
+    def __init__(self, d: int, moe: MoESpec, jitter: float = 0.0) -> None:
+        super().__init__()
+        self.moe, self.jitter = moe, jitter
+        self.weight = nn.Parameter(torch.empty(moe.n_experts, d))
+        nn.init.normal_(self.weight, std=0.02)
+        # Selection-only bias (DeepSeek-V3 e_score_correction_bias; auxiliary-loss-free balancing moves it).
+        self.register_buffer("bias", torch.zeros(moe.n_experts, dtype=torch.float32))
+
+    def forward(self, x_TD: torch.Tensor) -> Routing:
+        if self.training and self.jitter > 0:
+            x_TD = x_TD * torch.empty_like(x_TD).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
+        logits = nn.functional.linear(x_TD, self.weight).float()
+        m = self.moe
+        if m.router == "sigmoid":
+            scores = logits.sigmoid()
+            choice = self._group_limit(scores + self.bias)
+            idx = choice.topk(m.top_k, dim=-1).indices
+            weights = scores.gather(-1, idx)
+            if m.norm_topk_prob:
+                weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+            probs = scores / scores.sum(-1, keepdim=True)
+        else:
+            probs = logits.softmax(dim=-1)
+            choice = self._group_limit(probs + self.bias) if (m.n_group > 1 or self.bias.any()) else probs
+            idx = choice.topk(m.top_k, dim=-1).indices
+            weights = probs.gather(-1, idx)
+            if m.router == "topk_softmax" or m.norm_topk_prob:
+                weights = weights / weights.sum(-1, keepdim=True)
+        return Routing(idx, weights * m.routed_scaling_factor, logits, probs)
+
+    def _group_limit(self, choice_TE: torch.Tensor) -> torch.Tensor:
+        m = self.moe
+        if m.n_group <= 1:
+            return choice_TE
+        t = choice_TE.shape[0]
+        grouped = choice_TE.view(t, m.n_group, m.n_experts // m.n_group)
+        top = min(2, grouped.shape[-1])
+        group_scores = grouped.topk(top, dim=-1).values.sum(-1)  # (T, G)
+        keep = group_scores.topk(m.topk_group, dim=-1).indices
+        mask = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, keep, True)
+        mask = mask[:, :, None].expand_as(grouped).reshape(t, m.n_experts)
+        return choice_TE.masked_fill(~mask, float("-inf"))
