@@ -52,3 +52,27 @@ def fine_grained(spec: ModelSpec, m: int, shared: int = 0) -> ModelSpec:
     moe = replace(old, n_experts=old.n_experts * m - shared, top_k=top_k, expert_ffn=width,
                   n_shared=n_shared, shared_ffn=shared_ffn, n_group=1, topk_group=1)
     return replace(spec, name=f"{spec.name}-fg{m}s{shared}", moe=moe)
+
+
+LAYOUTS = ("dense", "moe", "first_k_dense", "every_n", "moe_head")
+
+
+def with_layout(spec: ModelSpec, layout: str, n: int = 1) -> ModelSpec:
+    """Choose which layers are MoE: "dense" (none), "moe" (all), "first_k_dense" (all but the first n),
+    "every_n" (every n-th layer, counting from 1: layers n-1, 2n-1, ...), "moe_head" (only the last n: the
+    seeds' dense backbone + MoE head). Dense layers use `spec.ffn_dim`; MoE layers `spec.moe`."""
+    if layout not in LAYOUTS:
+        raise MoelabError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if layout != "dense" and spec.moe is None:
+        raise MoelabError(f"layout {layout!r} needs a MoE spec")
+    if n < 1 or (layout in ("first_k_dense", "moe_head") and n > spec.n_layers):
+        raise MoelabError(f"layout {layout!r}: n must be in 1..{spec.n_layers}, got {n}")
+    layers = range(spec.n_layers)
+    chosen = {
+        "dense": [],
+        "moe": list(layers),
+        "first_k_dense": [i for i in layers if i >= n],
+        "every_n": [i for i in layers if (i + 1) % n == 0],
+        "moe_head": [i for i in layers if i >= spec.n_layers - n],
+    }[layout]
+    return replace(spec, moe=spec.moe if chosen else None, moe_layers=tuple(chosen))
