@@ -80,7 +80,10 @@ def count_params(spec: ModelSpec) -> ParamBreakdown:
     routed = shared = routers = 0
     if moe and n_moe:
         routed = n_moe * moe.n_experts * expert
-        shared = n_moe * moe.n_shared * swiglu_params(d, moe.shared_ffn, spec.mlp_bias)
+        # Shared experts run as one SwiGLU of width n_shared * shared_ffn; with biased MLPs (DeepSeek-V2's
+        # mlp_bias) transformers builds it even at width 0, leaving the down-projection bias.
+        if moe.n_shared or spec.mlp_bias:
+            shared = n_moe * swiglu_params(d, moe.n_shared * moe.shared_ffn, spec.mlp_bias)
         shared += n_moe * d * moe.shared_gate
         routers = n_moe * moe.n_experts * d
     return ParamBreakdown(

@@ -43,6 +43,8 @@ def distinct_experts(n_experts: int, top_k: int, tokens: float, skew: float = 0.
     """Expected number of distinct experts a batch of `tokens` tokens routes to, in one MoE layer."""
     if tokens < 0:
         raise MoelabError(f"token count must be >= 0, got {tokens}")
+    if not 0 < top_k <= n_experts:
+        raise MoelabError(f"top_k must be in 1..{n_experts}, got {top_k}")
     if skew == 0.0:
         return n_experts * (1.0 - (1.0 - top_k / n_experts) ** tokens)
     return sum(1.0 - (1.0 - top_k * load) ** tokens for load in expert_loads(n_experts, top_k, skew))

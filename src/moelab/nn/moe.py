@@ -55,7 +55,8 @@ class MoELayer(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(e, d, f))  # (E, d, f)
         nn.init.normal_(self.gate_up_proj, std=d ** -0.5)
         nn.init.normal_(self.down_proj, std=f ** -0.5)
-        self.shared_experts = SwiGLU(d, moe.n_shared * moe.shared_ffn, mlp_bias) if moe.n_shared else None
+        has_shared = moe.n_shared or mlp_bias  # mirrors transformers: a biased shared MLP exists even at width 0
+        self.shared_experts = SwiGLU(d, moe.n_shared * moe.shared_ffn, mlp_bias) if has_shared else None
         self.shared_expert_gate = nn.Linear(d, 1, bias=False) if moe.shared_gate else None
         self.register_buffer("load", torch.zeros(e), persistent=False)
         self.aux_loss = self.z_loss = torch.zeros(())

@@ -59,15 +59,18 @@ def _gqa(c: _Config, qkv_bias: bool, o_bias: bool, qk_norm: str = "none") -> Att
     d, heads = c.int("hidden_size"), c.int("num_attention_heads")
     if not heads or heads <= 0:
         raise MoelabError(f"config.json ({c.family}): field 'num_attention_heads' must be positive")
-    head_dim = c.int("head_dim", None, optional=True)
+    # Qwen3 (dense) defaults head_dim to 128 when the config omits it; the others derive it from the width.
+    head_dim = c.int("head_dim", 128 if c.family == "qwen3" else None, optional=True)
     if head_dim is None:
         if d % heads:
             raise MoelabError(
                 f"config.json ({c.family}): hidden_size ({d}) is not divisible by num_attention_heads ({heads})"
             )
         head_dim = d // heads
+    # As transformers reads it: Mistral/Mixtral slide whenever sliding_window is set; Qwen only with
+    # use_sliding_window (default false); the other families never do.
     window = None
-    if c.raw.get("use_sliding_window", True):
+    if c.family in ("mistral", "mixtral") or (c.family.startswith("qwen") and c.raw.get("use_sliding_window", False)):
         window = c.int("sliding_window", None, optional=True)
     return AttentionSpec(
         n_heads=heads,
@@ -170,7 +173,9 @@ def _mixtral(c: _Config, name: str) -> ModelSpec:
 
 def _qwen_moe(c: _Config, name: str) -> ModelSpec:
     layers = c.int("num_hidden_layers")
-    n_experts = c.int("num_experts")
+    # transformers >= 5 writes Qwen3-MoE's expert count as num_local_experts (its attribute_map alias)
+    n_experts = c.int("num_experts" if "num_experts" in c.raw or "num_local_experts" not in c.raw
+                      else "num_local_experts")
     step = c.int("decoder_sparse_step", 1)
     if step <= 0:
         raise MoelabError(f"config.json ({c.family}): field 'decoder_sparse_step' must be positive")
@@ -179,7 +184,8 @@ def _qwen_moe(c: _Config, name: str) -> ModelSpec:
     if c.family == "qwen2_moe":
         attention = _gqa(c, qkv_bias=c.bool("qkv_bias", True), o_bias=False)
         shared_ffn = c.int("shared_expert_intermediate_size", 0)
-        shared = dict(n_shared=1 if shared_ffn else 0, shared_ffn=shared_ffn, shared_gate=bool(shared_ffn))
+        # transformers builds the sigmoid gate d -> 1 even when the shared expert has width 0
+        shared = dict(n_shared=1 if shared_ffn else 0, shared_ffn=shared_ffn, shared_gate=True)
     else:
         bias = c.bool("attention_bias", False)
         attention = _gqa(c, qkv_bias=bias, o_bias=bias, qk_norm="head")
@@ -189,7 +195,7 @@ def _qwen_moe(c: _Config, name: str) -> ModelSpec:
         top_k=c.int("num_experts_per_tok"),
         expert_ffn=c.int("moe_intermediate_size"),
         router="softmax_topk",
-        norm_topk_prob=c.bool("norm_topk_prob", c.family == "qwen3_moe"),
+        norm_topk_prob=c.bool("norm_topk_prob", False),
         **shared,
     )
     return _spec(c, name, attention, moe, moe_layers)

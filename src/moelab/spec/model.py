@@ -88,7 +88,7 @@ class MoESpec:
             raise MoelabError(f"moe: top_k ({self.top_k}) exceeds the number of experts ({self.n_experts})")
         if self.router not in ROUTERS:
             raise MoelabError(f"moe: router must be one of {ROUTERS}, got {self.router!r}")
-        if self.n_shared < 0 or (self.n_shared and self.shared_ffn <= 0):
+        if self.n_shared < 0 or self.shared_ffn < 0 or (self.n_shared and self.shared_ffn <= 0):
             raise MoelabError("moe: shared experts need a positive count and width")
         if self.n_experts % self.n_group:
             raise MoelabError(f"moe: n_group ({self.n_group}) must divide the expert count ({self.n_experts})")
