@@ -106,14 +106,15 @@ class MLAAttention(nn.Module):
         self.layer, self.h = layer, a.n_heads
         self.nope, self.rope, self.vd, self.rank = a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim, a.kv_lora_rank
         qk = a.qk_head_dim
+        # The latent norms use eps 1e-6 whatever rms_norm_eps says, as in DeepSeek's and transformers' code.
         if a.q_lora_rank is None:
             self.q_proj = nn.Linear(d, a.n_heads * qk, bias=False)
         else:
             self.q_a_proj = nn.Linear(d, a.q_lora_rank, bias=a.qkv_bias)
-            self.q_a_layernorm = RMSNorm(a.q_lora_rank, spec.norm_eps)
+            self.q_a_layernorm = RMSNorm(a.q_lora_rank, 1e-6)
             self.q_b_proj = nn.Linear(a.q_lora_rank, a.n_heads * qk, bias=False)
         self.kv_a_proj_with_mqa = nn.Linear(d, a.kv_lora_rank + a.qk_rope_head_dim, bias=a.qkv_bias)
-        self.kv_a_layernorm = RMSNorm(a.kv_lora_rank, spec.norm_eps)
+        self.kv_a_layernorm = RMSNorm(a.kv_lora_rank, 1e-6)
         self.kv_b_proj = nn.Linear(a.kv_lora_rank, a.n_heads * (a.qk_nope_head_dim + a.v_head_dim), bias=False)
         self.o_proj = nn.Linear(a.n_heads * a.v_head_dim, d, bias=a.o_bias)
         self.scale = qk ** -0.5 * yarn_softmax_scale(dict(spec.rope_scaling))
