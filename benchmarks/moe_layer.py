@@ -21,7 +21,7 @@ import platform
 
 import torch
 import torch.nn.functional as F
-from common import median_seconds, read_bandwidth
+from common import interleaved_medians, read_bandwidth
 
 from moelab.nn.dispatch import BACKENDS, dispatch
 from moelab.nn.moe import default_backend
@@ -67,23 +67,18 @@ def run(args) -> dict:
             weights, idx = logits.softmax(-1).topk(k, dim=-1)
             weights = weights / weights.sum(-1, keepdim=True)
             row = {"dtype": str(dtype).removeprefix("torch."), "tokens": t}
+            args_ = (x, idx, weights, gate_up, down)
+            contenders = {f"moelab_{b}_s": (lambda b=b, a=args_: dispatch(b, *a)) for b in BACKENDS}
+            for impl, experts in hf.items():
+                if isinstance(experts, str) or (impl == "batched_mm" and t > args.batched_mm_max_tokens):
+                    row[f"transformers_{impl}_s"] = None  # unavailable, or skipped: far slower on CPU
+                else:
+                    contenders[f"transformers_{impl}_s"] = lambda m=experts, a=args_: m(*a[:3])
+            contenders["dense_ffn_s"] = lambda a=(x, dense_up, dense_down): dense_ffn(*a)
             with torch.inference_mode():
-                args_ = (x, idx, weights, gate_up, down)
-                for backend in BACKENDS:
-                    row[f"moelab_{backend}_s"] = median_seconds(lambda b=backend, a=args_: dispatch(b, *a))
-                auto = default_backend("cpu", t)
-                row["moelab_default"] = auto
-                row["moelab_default_s"] = row[f"moelab_{auto}_s"]
-                for impl, experts in hf.items():
-                    if isinstance(experts, str):
-                        row[f"transformers_{impl}_s"] = None
-                        continue
-                    try:
-                        row[f"transformers_{impl}_s"] = median_seconds(lambda m=experts, a=args_: m(*a[:3]))
-                    except Exception:  # noqa: BLE001 - e.g. grouped_mm alignment rules on this shape
-                        row[f"transformers_{impl}_s"] = None
-
-                row["dense_ffn_s"] = median_seconds(lambda a=(x, dense_up, dense_down): dense_ffn(*a))
+                row.update(interleaved_medians(contenders, rounds=args.rounds))
+            row["moelab_default"] = default_backend("cpu", dtype)
+            row["moelab_default_s"] = row[f"moelab_{row['moelab_default']}_s"]
             touched = idx.unique().numel()
             row["distinct_experts"] = touched
             row["streaming_floor_s"] = touched * expert_bytes / bandwidth
@@ -122,6 +117,9 @@ def main() -> None:
     parser.add_argument("--experts", type=int, default=8)
     parser.add_argument("--top-k", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="stop at T=1024")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating timing rounds per contender")
+    parser.add_argument("--batched-mm-max-tokens", type=int, default=256,
+                        help="skip transformers' batched_mm above this T (it computes every expert for every token)")
     args = parser.parse_args()
     args.progress = sys.stderr
     print(json.dumps(run(args), indent=2))

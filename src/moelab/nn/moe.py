@@ -38,9 +38,16 @@ class MoEOptions:
     bias_update_rate: float = 0.0  # auxiliary-loss-free balancing; 0 disables it
 
 
-def default_backend(device: torch.device | str, tokens: int) -> str:
-    """The fastest backend measured on this kind of device and size (see benchmarks/moe_layer.py)."""
-    return "grouped_mm" if torch.device(device).type == "cuda" else "sorted"
+def default_backend(device: torch.device | str, dtype: torch.dtype, backward: bool = False) -> str:
+    """The backend measured fastest for this device, dtype and pass (benchmarks/moe_layer.py, train_step.py).
+
+    On CUDA one grouped kernel beats a launch per expert. On the CPU the expert GEMMs are over 98% of the
+    time, so the backends differ only by the GEMM calls they make: grouped_mm was fastest or tied for 16-bit
+    and for float32 training steps; per-expert GEMMs ("sorted") for float32 inference.
+    """
+    if torch.device(device).type == "cuda" or dtype in (torch.bfloat16, torch.float16) or backward:
+        return "grouped_mm"
+    return "sorted"
 
 
 class MoELayer(nn.Module):
@@ -70,7 +77,7 @@ class MoELayer(nn.Module):
         self._record(routing)
         backend = self.options.backend
         if backend == "auto":
-            backend = default_backend(x_TD.device, x_TD.shape[0])
+            backend = default_backend(x_TD.device, x_TD.dtype, torch.is_grad_enabled() and self.training)
         out = dispatch(backend, x_TD, routing.indices_TK, weights, self.gate_up_proj, self.down_proj)
         if self.shared_experts is not None:
             shared = self.shared_experts(x_TD)
