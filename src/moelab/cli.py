@@ -17,7 +17,7 @@ from moelab.errors import MoelabError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Dense or Mixture-of-Experts? Model the economics, build both, measure, decide.")
 # Piped output (files, tests, CI logs) gets a wide fixed width so that tables are not folded.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 HardwareOpt = Annotated[str, typer.Option("--hardware", "-H", help="Preset name or a YAML/JSON hardware file.")]
@@ -87,7 +87,7 @@ def models(as_json: JsonFlag = False) -> None:
         table.add_row(r["name"], r["family"], str(r["layers"]), str(r["d_model"]), str(r["experts"] or "-"),
                       str(r["top_k"] or "-"), fmt.count(r["total"]), fmt.count(r["active"]),
                       f"{r.get('published_total', '?')} / {r.get('published_active', '?')}")
-    out.print(table)
+    console.print(table)
 
 
 @app.command()
@@ -106,7 +106,7 @@ def hardware(as_json: JsonFlag = False) -> None:
         table.add_row(hw.name, f"{hw.peak_flops['bf16'] / 1e12:.0f}", f"{fp8 / 1e12:.0f}" if fp8 else "-",
                       fmt.nbytes(hw.memory_bytes), f"{hw.memory_bandwidth / 1e9:.0f} GB/s",
                       f"{hw.intra_node_bandwidth / 1e9:.0f} GB/s", f"{hw.tdp_watts:.0f} W", f"{hw.usd_per_hour:.2f}")
-    out.print(table)
+    console.print(table)
 
 
 def _print_estimate(r: dict) -> None:
@@ -146,7 +146,7 @@ def _print_estimate(r: dict) -> None:
     ]
     for k, v in rows:
         table.add_row(k, v)
-    out.print(table)
+    console.print(table)
 
 
 @app.command()
@@ -234,13 +234,146 @@ def compare(
                       fmt.seconds(a["step_seconds"]), f"{a['usd_per_million_tokens']:.3f}", str(b["gpus"]),
                       f"{b['tokens_per_second_per_gpu']:.0f}", fmt.seconds(b["step_seconds"]),
                       f"{b['usd_per_million_tokens']:.3f}", names[row["winner"]])
-    out.print(table)
+    console.print(table)
     if result["flips"]:
         for flip in result["flips"]:
-            out.print(f"{flip['to']} wins from batch {flip['batch']} (before it: {flip['from']})")
+            console.print(f"{flip['to']} wins from batch {flip['batch']} (before it: {flip['from']})")
     else:
         winner = names[result["rows"][0]["winner"]]
-        out.print(f"{winner} wins at every batch listed")
+        console.print(f"{winner} wins at every batch listed")
+
+
+# --- training -------------------------------------------------------------------------------------------
+
+StepsOpt = Annotated[int, typer.Option(min=1, help="Optimizer steps.")]
+DataOpt = Annotated[str | None, typer.Option(help="Corpus: folder of domain subfolders, .txt or .jsonl "
+                                                  "(default: built from this Python installation).")]
+SeedOpt = Annotated[int, typer.Option(help="Seed for weights and data order.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per micro-batch.")]
+SeqLenOpt = Annotated[int, typer.Option("--seq-len", min=1, help="Tokens per sequence.")]
+LrOpt = Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW, warmup + cosine).")]
+AccumOpt = Annotated[int, typer.Option("--grad-accum", min=1, help="Micro-batches per optimizer step.")]
+BalanceOpt = Annotated[str, typer.Option(help="Expert balancing: none, aux, aux-free.")]
+EvalOpt = Annotated[int, typer.Option("--eval-every", min=1, help="Steps between validation evaluations.")]
+CkptOpt = Annotated[int, typer.Option("--ckpt-every", min=1, help="Steps between checkpoints.")]
+
+
+def _train_config(steps, batch_size, seq_len, lr, grad_accum, balancing, eval_every, ckpt_every, seed, data,
+                  **extra):
+    from moelab.train.config import TrainConfig
+
+    return TrainConfig(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, grad_accum=grad_accum,
+                       balancing=balancing, eval_every=eval_every, ckpt_every=ckpt_every, seed=seed, data=data,
+                       **extra)
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option(help="Training preset (tiny-dense, tiny-moe, tiny-moe-fine, "
+                                            "tiny-dense-wide), config.json or moelab spec JSON.")],
+    out: Annotated[str, typer.Option(help="Run folder: metrics.jsonl, ckpt-STEP/, final/.")],
+    steps: StepsOpt = 300,
+    data: DataOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")] = False,
+    seed: SeedOpt = 0,
+    batch_size: BatchSizeOpt = 16,
+    seq_len: SeqLenOpt = 128,
+    lr: LrOpt = 3e-3,
+    grad_accum: AccumOpt = 1,
+    balancing: BalanceOpt = "aux",
+    ds_moe: Annotated[bool, typer.Option("--ds-moe", help="Dense training, sparse top-k inference.")] = False,
+    capacity_factor: Annotated[float | None, typer.Option("--capacity-factor", help="Drop tokens beyond it.")] = None,
+    bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast.")] = False,
+    eval_every: EvalOpt = 50,
+    ckpt_every: CkptOpt = 50,
+    keep_last: Annotated[int, typer.Option("--keep-last", min=1, help="Checkpoints kept.")] = 2,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train a dense or MoE model on the default (or your) corpus; resumable bit for bit."""
+    from pathlib import Path
+
+    from moelab.train.loop import train as run
+    from moelab.train.presets import load_train_spec
+
+    cfg = _train_config(steps, batch_size, seq_len, lr, grad_accum, balancing, eval_every, ckpt_every, seed, data,
+                        ds_moe=ds_moe, capacity_factor=capacity_factor, bf16=bf16, keep_last=keep_last)
+    summary = run(load_train_spec(model), cfg, Path(out), resume=resume, progress=progress and not as_json,
+                  log=lambda msg: sys.stderr.write(msg + "\n"))
+    if as_json:
+        return _emit_json(summary)
+    val = summary["val"] or {}
+    out_line = ", ".join(f"{k} {v:.3f}" for k, v in val.items() if isinstance(v, float))
+    console.print(f"{summary['model']}: {summary['tokens']} tokens in {summary['wall_seconds']:.1f} s "
+              f"({summary['tokens_per_second']:.0f} tok/s); validation loss: {out_line}")
+
+
+@app.command("train-compare")
+def train_compare(
+    models: Annotated[list[str], typer.Argument(help="Two or more training presets or spec files.")],
+    target_loss: Annotated[float, typer.Option("--target-loss", help="Validation loss to reach.")],
+    out: Annotated[str, typer.Option(help="Folder; each model trains into out/<name>.")] = "runs/compare",
+    steps: StepsOpt = 300,
+    data: DataOpt = None,
+    seed: SeedOpt = 0,
+    batch_size: BatchSizeOpt = 16,
+    seq_len: SeqLenOpt = 128,
+    lr: LrOpt = 3e-3,
+    grad_accum: AccumOpt = 1,
+    balancing: BalanceOpt = "aux",
+    eval_every: EvalOpt = 25,
+    ckpt_every: CkptOpt = 50,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train several models on the same data order and budget: tokens, FLOPs and seconds to a target loss."""
+    from pathlib import Path
+
+    from moelab.train.compare import train_compare as run
+    from moelab.train.presets import load_train_spec
+
+    if len(models) < 2:
+        raise MoelabError("train-compare needs at least two models")
+    cfg = _train_config(steps, batch_size, seq_len, lr, grad_accum, balancing, eval_every, ckpt_every, seed, data)
+    result = run([load_train_spec(m) for m in models], cfg, Path(out), target_loss,
+                 progress=progress and not as_json, log=lambda msg: sys.stderr.write(msg + "\n"))
+    if as_json:
+        return _emit_json(result)
+    table = Table(title=f"Training to validation loss {target_loss:g} ({steps} steps budget)")
+    domains = sorted(k for k in (result["rows"][0]["final_val"] or {}) if k not in ("mean", "dense"))
+    for col in ("model", "total", "active", "tokens to target", "FLOPs to target", "seconds to target", "tok/s",
+                "final val", *domains):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in result["rows"]:
+        hit = r["to_target"]
+        val = r["final_val"] or {}
+        table.add_row(r["model"], fmt.count(r["params_total"]), fmt.count(r["params_active"]),
+                      fmt.count(hit["tokens"]) if hit else "not reached", f"{hit['flops']:.3g}" if hit else "-",
+                      f"{hit['wall_seconds']:.1f}" if hit else "-", f"{r['tokens_per_second']:.0f}",
+                      f"{val.get('mean', float('nan')):.3f}", *(f"{val.get(d, float('nan')):.3f}" for d in domains))
+    console.print(table)
+
+
+@app.command()
+def runs(
+    ids: Annotated[list[int] | None, typer.Argument(help="Run ids to compare (default: all).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Every recorded training run: what ran, where, its status and summary metrics, side by side."""
+    from moelab.train.store import list_runs
+
+    rows = list_runs(ids)
+    if as_json:
+        return _emit_json(rows)
+    table = Table(title="Training runs")
+    for col in ("id", "model", "status", "steps", "tokens", "tok/s", "val loss", "machine", "out"):
+        table.add_column(col, justify="right" if col in ("id", "steps", "tokens", "tok/s", "val loss") else "left")
+    for r in rows:
+        summary, val = r["summary"], (r["summary"].get("val") or {})
+        table.add_row(str(r["id"]), r["model"], r["status"], str(r["config"].get("steps", "")),
+                      fmt.count(summary.get("tokens", 0)), f"{summary.get('tokens_per_second', 0):.0f}",
+                      f"{val['mean']:.3f}" if "mean" in val else "-", r["machine"].get("processor", ""), r["out_dir"])
+    console.print(table)
 
 
 # Typer >= 0.22 raises its own click fork's exceptions; older releases raise click's.

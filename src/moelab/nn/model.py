@@ -72,6 +72,11 @@ class TransformerLM(nn.Module):
     def moe_layers(self) -> list[MoELayer]:
         return [m for m in self.modules() if isinstance(m, MoELayer)]
 
+    def set_dense_experts(self, dense: bool) -> None:
+        """DS-MoE: run every expert on every token (dense) or only the routed top-k (sparse)."""
+        for layer in self.moe_layers():
+            layer.dense_experts = dense
+
     def router_losses(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(aux, z) summed over the MoE layers of the last forward (zeros for a dense model)."""
         layers = self.moe_layers()

@@ -6,6 +6,11 @@ Balancing signals, recomputed every forward and kept on the layer:
 - `z_loss`: mean over tokens of logsumexp(router logits)^2.
 - `load`: token-slots per expert, accumulated until `update_bias()` applies auxiliary-loss-free balancing:
   bias_i += rate * sign(mean_load - load_i) (the bias only affects which experts are selected).
+- `last_counts`, `last_entropy`, `dropped`: the last forward's token-slots per expert, mean router entropy
+  (nats) and dropped slots, for metrics.
+
+DS-MoE (`dense_experts`): every expert processes every token, weighted by the router's probabilities, so that
+all experts learn; the training lab turns it on to train and off for sparse top-k inference.
 
 Capacity: with `capacity_factor` c each expert takes at most ceil(c * T * k / E) token-slots. Slots are
 served by choice rank, then by token position (all first choices before any second choice, earlier tokens
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from moelab.nn.dispatch import dispatch
 from moelab.nn.layers import SwiGLU
@@ -36,6 +42,7 @@ class MoEOptions:
     capacity_factor: float | None = None
     jitter: float = 0.0
     bias_update_rate: float = 0.0  # auxiliary-loss-free balancing; 0 disables it
+    dense_experts: bool = False  # DS-MoE dense training: every expert runs, weighted by the router's probabilities
 
 
 def default_backend(device: torch.device | str, dtype: torch.dtype, backward: bool = False) -> str:
@@ -68,17 +75,24 @@ class MoELayer(nn.Module):
         self.register_buffer("load", torch.zeros(e), persistent=False)
         self.aux_loss = self.z_loss = torch.zeros(())
         self.dropped = 0
+        self.dense_experts = options.dense_experts  # switch per phase with TransformerLM.set_dense_experts
 
     def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
         shape = x_BTD.shape
         x_TD = x_BTD.reshape(-1, shape[-1])
-        routing = self.gate(x_TD)
-        weights = self._apply_capacity(routing)
-        self._record(routing)
+        with record_function("moe.route"):  # labels for benchmarks/train_throughput.py's profile
+            routing = self.gate(x_TD)
+            self._record(routing)
+            if self.dense_experts:
+                indices = torch.arange(self.spec.n_experts, device=x_TD.device).expand(x_TD.shape[0], -1)
+                weights = routing.probs_TE * self.spec.routed_scaling_factor
+            else:
+                indices, weights = routing.indices_TK, self._apply_capacity(routing)
         backend = self.options.backend
         if backend == "auto":
             backend = default_backend(x_TD.device, x_TD.dtype, torch.is_grad_enabled() and self.training)
-        out = dispatch(backend, x_TD, routing.indices_TK, weights, self.gate_up_proj, self.down_proj)
+        with record_function("moe.dispatch"):
+            out = dispatch(backend, x_TD, indices, weights, self.gate_up_proj, self.down_proj)
         if self.shared_experts is not None:
             shared = self.shared_experts(x_TD)
             if self.shared_expert_gate is not None:
@@ -110,6 +124,8 @@ class MoELayer(nn.Module):
         self.aux_loss = e * (share.detach() * routing.probs_TE.mean(0)).sum()
         self.z_loss = torch.logsumexp(routing.logits_TE, dim=-1).square().mean()
         self.last_counts = counts.detach()
+        probs = routing.probs_TE.detach()
+        self.last_entropy = float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean())
 
     @torch.no_grad()
     def update_bias(self) -> None:

@@ -143,3 +143,27 @@ class ModelSpec:
     @property
     def n_dense_layers(self) -> int:
         return self.n_layers - len(self.moe_layers)
+
+
+def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
+    """A JSON-ready dict of the spec (the inverse of `spec_from_dict`)."""
+    from dataclasses import asdict
+
+    out = asdict(spec)
+    out["rope_scaling"] = dict(spec.rope_scaling)
+    out["moe_layers"] = list(spec.moe_layers)
+    out.pop("notes", None)
+    return out
+
+
+def spec_from_dict(raw: dict[str, Any]) -> ModelSpec:
+    """Rebuild a spec written by `spec_to_dict` (validated like any other)."""
+    try:
+        fields = dict(raw)
+        fields["attention"] = AttentionSpec(**fields["attention"])
+        fields["moe"] = MoESpec(**fields["moe"]) if fields.get("moe") else None
+        fields["moe_layers"] = tuple(fields.get("moe_layers", ()))
+        fields["rope_scaling"] = tuple(sorted(dict(fields.get("rope_scaling") or {}).items()))
+        return ModelSpec(**fields)
+    except (KeyError, TypeError) as e:
+        raise MoelabError(f"not a moelab model spec ({e})") from None
