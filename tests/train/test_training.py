@@ -43,6 +43,9 @@ def test_metrics_and_summary(tmp_path, corpus_dir):
     assert rows[1]["tokens"] == 2 * 4 * 32
     assert rows[0]["flops"] == pytest.approx(loop.step_flops(load_train_spec("tiny-moe"), small(corpus_dir)))
     assert set(rows[2]["val"]) == {"numbers", "prose", "mean"} and "val" not in rows[0]
+    by_domain = rows[2]["val_expert_load"]  # domain -> layer -> share of token-slots per expert
+    assert set(by_domain) == {"numbers", "prose"} and len(by_domain["prose"]) == 4
+    assert all(sum(layer) == pytest.approx(1, abs=1e-3) and len(layer) == 8 for layer in by_domain["prose"])
     assert summary["tokens"] == 6 * 4 * 32 and summary["val"] == rows[-1]["val"]
     assert (out / "final" / "model.safetensors").is_file()
     assert sorted(p.name for p in out.glob("ckpt-*")) == ["ckpt-3", "ckpt-6"]
@@ -142,3 +145,32 @@ def test_same_seed_same_data_order(tmp_path, corpus_dir):
 
     wa, wb = (load_file(str(tmp_path / n / "final" / "model.safetensors")) for n in "ab")
     assert all(torch.equal(wa[k], wb[k]) for k in wa) and a["val"] == b["val"]
+
+
+def _final_weights(out):
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "final" / "model.safetensors"))
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path, corpus_dir):
+    big = small(corpus_dir, steps=2, batch_size=4, grad_accum=1, eval_every=100, ckpt_every=100)
+    accumulated = small(corpus_dir, steps=2, batch_size=2, grad_accum=2, eval_every=100, ckpt_every=100)
+    loop.train(load_train_spec("tiny-dense"), big, tmp_path / "big", progress=False)
+    loop.train(load_train_spec("tiny-dense"), accumulated, tmp_path / "acc", progress=False)
+    a, b = _final_weights(tmp_path / "big"), _final_weights(tmp_path / "acc")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)  # equal up to float summation order
+
+
+def test_bf16_autocast_trains(tmp_path, corpus_dir):
+    summary = loop.train(load_train_spec("tiny-moe"), small(corpus_dir, steps=3, bf16=True), tmp_path / "bf16",
+                         progress=False)
+    assert summary["val"]["mean"] < 10 and summary["tokens"] == 3 * 4 * 32
+
+
+def test_capacity_factor_drops_tokens(tmp_path, corpus_dir):
+    out = tmp_path / "cap"
+    loop.train(load_train_spec("tiny-moe"), small(corpus_dir, steps=2, capacity_factor=0.5), out, progress=False)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # capacity 0.5 x fair share: at least half of the 4 layers x 128 tokens x 2 slots are dropped
+    assert all(r["dropped_tokens"] >= 0.5 * 4 * 128 * 2 for r in rows)

@@ -1,4 +1,5 @@
-"""Validation loss per domain (and, for DS-MoE, with dense and with sparse top-k experts)."""
+"""Validation loss per domain (and, for DS-MoE, with dense and with sparse top-k experts), and which experts
+each domain's tokens are routed to (the seeds' "experts specialise by domain", measured)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,27 @@ from moelab.nn.model import TransformerLM
 
 
 @torch.no_grad()
-def domain_losses(model: TransformerLM, streams: dict[str, torch.Tensor], seq_len: int, max_tokens: int) -> dict:
-    """Mean next-token cross-entropy per domain over up to `max_tokens` tokens of each stream, and their mean."""
+def domain_losses(model: TransformerLM, streams: dict[str, torch.Tensor], seq_len: int,
+                  max_tokens: int) -> tuple[dict[str, float], dict[str, list[list[float]]]]:
+    """(mean next-token cross-entropy per domain and their "mean", per domain the share of token-slots each
+    expert of each MoE layer received) over up to `max_tokens` tokens of each stream."""
     was_training = model.training
     model.eval()
-    losses = {}
+    losses, loads = {}, {}
+    layers = model.moe_layers()
     for domain, tokens in sorted(streams.items()):
         total, count = 0.0, 0
+        counts = [torch.zeros(layer.spec.n_experts) for layer in layers]
         for inputs, targets in eval_batches(tokens, seq_len, max_tokens):
             logits = model(inputs.long())
             total += F.cross_entropy(logits.float().flatten(0, 1), targets.long().flatten(), reduction="sum").item()
             count += targets.numel()
+            for acc, layer in zip(counts, layers, strict=True):
+                acc += layer.last_counts
         if count:
             losses[domain] = total / count
+            if layers:
+                loads[domain] = [[round(v, 5) for v in (c / c.sum()).tolist()] for c in counts]
     losses["mean"] = sum(losses.values()) / max(len(losses), 1)
     model.train(was_training)
-    return losses
+    return losses, loads

@@ -77,13 +77,14 @@ def _loss(model: TransformerLM, inputs, targets, cfg: TrainConfig) -> tuple[torc
     return total, parts
 
 
-def _evaluate(model: TransformerLM, corpus, cfg: TrainConfig) -> dict:
+def _evaluate(model: TransformerLM, corpus, cfg: TrainConfig) -> tuple[dict, dict]:
+    """(validation losses per domain, expert load per domain); DS-MoE adds the dense-experts losses."""
     if cfg.ds_moe and model.moe_layers():
         model.set_dense_experts(False)
-        sparse = domain_losses(model, corpus.val, cfg.seq_len, cfg.eval_tokens)
+        sparse, loads = domain_losses(model, corpus.val, cfg.seq_len, cfg.eval_tokens)
         model.set_dense_experts(True)
-        dense = domain_losses(model, corpus.val, cfg.seq_len, cfg.eval_tokens)
-        return {**sparse, "dense": dense}
+        dense, _ = domain_losses(model, corpus.val, cfg.seq_len, cfg.eval_tokens)
+        return {**sparse, "dense": dense}, loads
     return domain_losses(model, corpus.val, cfg.seq_len, cfg.eval_tokens)
 
 
@@ -147,7 +148,10 @@ def train(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool = False, pr
                     state["collapses"].append(warning)
                     log(f"warning: {warning}")
                 if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-                    row["val"] = state["last_eval"] = _evaluate(model, corpus, cfg)
+                    row["val"], loads = _evaluate(model, corpus, cfg)
+                    state["last_eval"] = row["val"]
+                    if loads:
+                        row["val_expert_load"] = loads
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
                 if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
