@@ -354,6 +354,161 @@ def train_compare(
     console.print(table)
 
 
+# --- decision -------------------------------------------------------------------------------------------
+
+
+@app.command()
+def decide(
+    workload: Annotated[str | None, typer.Option("--workload", "-w", help="Workload YAML file (default: the "
+                                                 "built-in chat-assistant workload on 8 x H100-SXM).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Dense, MoE or a hybrid for a workload: the seeds' factor table, the choice, and what would flip it."""
+    from moelab.decide import default_workload, load_workload, recommend
+
+    wl = load_workload(workload) if workload else default_workload()
+    result = recommend(wl)
+    if as_json:
+        return _emit_json(result)
+    table = Table(title=f"Candidates for {wl.name}: batch {wl.batch}, {wl.prompt}+{wl.gen} tokens, "
+                        f"{wl.gpus} x {result['hardware']} (modelled)")
+    for col in ("model", "kind", "total", "active", "dense-eq", "memory", "replica", "p99/token", "tok/s/GPU",
+                "fleet tok/s", "$/Mtok", "max batch @p99", "fails"):
+        table.add_column(col, justify="left" if col in ("model", "kind", "fails") else "right")
+    for c in result["candidates"]:
+        table.add_row(c["name"], c["kind"], fmt.count(c["params_total"]), fmt.count(c["params_active"]),
+                      f"{c['dense_equivalent_b']:.0f}B", f"{c['memory_gb']:.0f} GB",
+                      f"{c['gpus_per_replica']} GPU x{c['replicas']}", f"{c['latency_ms']:.1f} ms",
+                      f"{c['tokens_per_second_per_gpu']:.0f}", f"{c['tokens_per_second']:.0f}",
+                      f"{c['usd_per_million_tokens']:.2f}", str(c["max_batch_p99"]),
+                      ", ".join(c["violations"]) or "-")
+    console.print(table)
+    factors = Table(title=f"Factors ({result['best']['dense']} vs {result['best']['moe']})")
+    for col in ("factor", "favours", "basis", "why"):
+        factors.add_column(col, overflow="fold")
+    colour = {"moe": "magenta", "dense": "cyan", "neutral": "white"}
+    for f in result["factors"]:
+        factors.add_row(f["factor"], f"[{colour[f['favours']]}]{f['favours']}[/]", f["basis"], f["why"])
+    if result["factors"]:
+        console.print(factors)
+    rec = result["recommendation"]
+    console.print(f"[bold]Recommendation: {rec['choice']} — {rec['model']}[/bold]")
+    console.print(rec["reason"])
+    console.print("[bold]What would flip it:[/bold]")
+    for flip in result["flips"]:
+        console.print(f"  - {flip}")
+
+
+# --- measurement ----------------------------------------------------------------------------------------
+
+DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda.")]
+
+
+@app.command()
+def calibrate(
+    device: DeviceOpt = "cpu",
+    out: Annotated[str | None, typer.Option(help="Also write the hardware spec to this file.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer shapes and repeats (about 15 s).")] = False,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Measure again even if cached.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Measure this machine (matmul FLOP/s, bandwidth, overheads, all-to-all) into a hardware spec file."""
+    from pathlib import Path
+
+    from moelab.bench.calibrate import calibrated_hardware, write_hardware
+
+    path = calibrated_hardware(device, quick=quick, refresh=refresh)
+    hw = json.loads(path.read_text())
+    if out:
+        write_hardware(hw, Path(out))
+    if as_json:
+        return _emit_json({**hw, "path": str(path), "out": out})
+    table = Table(title=f"{hw['name']} ({hw['measurements']['machine']['cpu']}, "
+                        f"{hw['measurements']['threads']} threads)", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    links = (f"{hw['intra_node_gbps']:.2f} GB/s, {hw['intra_node_latency_us']:.0f} us latency"
+             if "intra_node_gbps" in hw else "not measured")
+    for key, value in (
+        ("matmul", ", ".join(f"{dt} {v * 1e3:.1f} GFLOP/s" for dt, v in hw["peak_tflops"].items())),
+        ("decode bandwidth", f"{hw['memory_bandwidth_gbps']:.1f} GB/s batched (2-8 rows), "
+                             f"{hw.get('gemv_bandwidth_gbps', 0):.1f} GB/s one row"),
+        ("cache", f"{fmt.nbytes(hw.get('cache_gb', 0) * 1e9)} at {hw.get('cache_bandwidth_gbps', 0):.1f} GB/s"),
+        ("overheads", f"step {hw['step_overhead_us']:.0f} us, layer {hw['layer_overhead_us']:.0f} us, MoE layer "
+                      f"{hw['moe_layer_overhead_us']:.0f} us, expert {hw['expert_overhead_us']:.0f} us"),
+        ("all-to-all", links),
+        ("memory", fmt.nbytes(hw["memory_gb"] * 1e9)),
+        ("file", str(path) + (f" (and {out})" if out else "")),
+    ):
+        table.add_row(key, value)
+    console.print(table)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.0%}"
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Argument(help="Training preset, model preset, config.json, run folder or HF folder.")],
+    model_b: Annotated[str | None, typer.Argument(help="A second model to compare.")] = None,
+    device: DeviceOpt = "cpu",
+    dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16.")] = "fp32",
+    batches: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,2,4,8,16,32,64",
+    prompt: Annotated[int, typer.Option(help="Prompt tokens per sequence.")] = 128,
+    gen: Annotated[int, typer.Option(help="Decode steps timed after the prefill.")] = 32,
+    shrink_to: Annotated[str | None, typer.Option("--shrink-to", help="Shrink to N parameters (e.g. 50M), "
+                                                                       "keeping the expert structure.")] = None,
+    hardware: Annotated[str | None, typer.Option("--hardware", "-H", help="Hardware for the prediction "
+                                                 "(default: this machine's calibration).")] = None,
+    repeats: Annotated[int | None, typer.Option(help="Rounds of prefill + decode per batch size.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A smaller sweep and fewer repeats.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Measure models on this machine beside the engine's prediction: latency, percentiles, memory, routing."""
+    from moelab.bench.run import bench as run
+
+    models = [model] + ([model_b] if model_b else [])
+    result = run(models, device=device, dtype=dtype, batches=_parse_batches(batches), prompt=prompt, gen=gen,
+                 shrink_to=shrink_to, hardware=hardware, repeats=repeats, quick=quick, progress=False)
+    if as_json:
+        return _emit_json(result)
+    table = Table(title=f"Measured vs predicted on {result['device']} ({result['dtype']}, hardware "
+                        f"{result['hardware']['name']}); error = (predicted - measured) / measured")
+    for col in ("model", "phase", "batch", "measured", "predicted", "error", "p50", "p95", "p99", "tok/s",
+                "pred tok/s", "KV", "act peak", "routing"):
+        table.add_column(col, justify="left" if col in ("model", "phase") else "right")
+    for r in result["rows"]:
+        mem = r["memory"]
+        act = mem.get("activations_bytes")
+        table.add_row(r["model"], r["phase"], str(r["batch"]), fmt.seconds(r["measured_s"]),
+                      fmt.seconds(r["predicted_s"]), _pct(r["rel_error"]), fmt.seconds(r["p50_s"]),
+                      fmt.seconds(r["p95_s"]), fmt.seconds(r["p99_s"]), f"{r['tokens_per_second']:.0f}",
+                      f"{r['predicted_tokens_per_second']:.0f}", fmt.nbytes(mem["kv_cache_bytes"]),
+                      "-" if act is None else fmt.nbytes(act),
+                      "-" if r["routing_share"] is None else f"{r['routing_share']:.0%}")
+    console.print(table)
+    for m in result["models"]:
+        shrunk = f", shrunk from {m['shrunk_from']}" if "shrunk_from" in m else ""
+        weights = next(r["memory"]["weights_bytes"] for r in result["rows"] if r["model"] == m["name"])
+        console.print(f"{m['name']}: {fmt.count(m['params_total'])} total, {fmt.count(m['params_active'])} active"
+                      f"{shrunk}; {fmt.nbytes(weights)} of weights ({m['weights']})")
+    s = result["summary"]
+    console.print("median |error|: " + ", ".join(
+        f"{phase} {s[phase]['median_abs_rel_error']:.0%} (n={s[phase]['n']})" for phase in ("prefill", "decode")))
+    for warning in result["warnings"]:
+        console.print(f"warning: {warning}")
+    flip = result["flip"]
+    if flip:
+        for kind in ("measured", "predicted"):
+            winners = flip[f"{kind}_winner_by_batch"]
+            at = flip[f"{kind}_batch"]
+            first = next(iter(winners.values()))
+            line = (f"{winners[str(at)]} wins decode throughput from batch {at} (before: {first})" if at
+                    else f"{first} wins decode throughput at every batch")
+            console.print(f"{kind}: {line}")
+
+
 @app.command()
 def runs(
     ids: Annotated[list[int] | None, typer.Argument(help="Run ids to compare (default: all).")] = None,
@@ -374,6 +529,40 @@ def runs(
                       fmt.count(summary.get("tokens", 0)), f"{summary.get('tokens_per_second', 0):.0f}",
                       f"{val['mean']:.3f}" if "mean" in val else "-", r["machine"].get("processor", ""), r["out_dir"])
     console.print(table)
+
+
+# --- study ----------------------------------------------------------------------------------------------
+
+
+@app.command()
+def study(
+    workload: Annotated[str | None, typer.Option(help="Workload YAML (default: the embedded chat-assistant "
+                                                      "workload; see `moelab decide`).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A smaller budget: at most 2 minutes here.")] = False,
+    out: Annotated[str, typer.Option(help="Folder for runs/, report.html, summary.json, study.json, CSVs.")]
+    = "runs/study",
+    progress: Annotated[bool, typer.Option(help="Show training progress bars.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """The whole decision end to end: train dense and MoE, calibrate, bench beside predictions, model the
+    frontier pairs, decide, and write DIR/report.html."""
+    from pathlib import Path
+
+    from moelab.decide.workload import load_workload
+    from moelab.study import run_study
+
+    wl = load_workload(workload) if workload else None
+    say = (lambda msg: None) if as_json else (lambda msg: sys.stderr.write(msg + "\n"))
+    result = run_study(Path(out), wl, quick=quick, progress=progress and not as_json, log=say)
+    summary = json.loads((Path(out) / "summary.json").read_text())
+    if as_json:
+        return _emit_json({**summary, "wall_seconds": result["wall_seconds"], "out": out})
+    rec = result["decision"]["recommendation"]
+    console.print(f"[bold]Recommendation: {rec['choice']} — {rec['model']}[/bold]")
+    console.print(rec["reason"])
+    for flip in result["decision"].get("flips", []):
+        console.print(f"  - {flip}")
+    console.print(f"study finished in {result['wall_seconds']:.0f} s; report: {Path(out) / 'report.html'}")
 
 
 # Typer >= 0.22 raises its own click fork's exceptions; older releases raise click's.

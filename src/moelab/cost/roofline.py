@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from moelab.cost.dtypes import COMPUTE_DTYPE, activation_bytes
-from moelab.cost.flops import decode_flops, prefill_flops
+from moelab.cost.flops import attention_flops, causal_attention_flops, decode_flops, prefill_flops
 from moelab.cost.memory import kv_bytes_per_token, kv_cache_bytes, weight_bytes
 from moelab.cost.params import count_params
 from moelab.cost.routing import distinct_experts
@@ -93,9 +93,47 @@ def _kv_shards(spec: ModelSpec, gpus: int) -> int:
     return 1 if a.kind == "mla" else min(gpus, a.n_kv_heads)
 
 
+def eager_elements_per_token(spec: ModelSpec) -> float:
+    """Activation elements an eager (unfused) forward reads and writes per token outside matmuls and attention:
+    RMSNorm ~7d each, residual adds 3d each, rotary ~10 per q/k element, KV cache copy, the attention output
+    copy, SwiGLU's silu and product 5f; a MoE layer's gather, combine and scatter ~8d and 5f_e per routed slot,
+    softmax/top-k/statistics ~10E, shared experts 5 f_s."""
+    a, d = spec.attention, spec.d_model
+    q = a.n_heads * a.qk_head_dim
+    kv = a.kv_lora_rank + a.qk_rope_head_dim if a.kind == "mla" else a.n_kv_heads * a.head_dim
+    common = 20 * d + 12 * q + 14 * kv
+    dense = 5 * spec.ffn_dim
+    moe = 0.0
+    if spec.is_moe:
+        m = spec.moe
+        moe = m.top_k * (8 * d + 5 * m.expert_ffn) + 10 * m.n_experts + d + (
+            5 * m.n_shared * m.shared_ffn + 3 * d if m.n_shared else 0)
+    return spec.n_layers * common + spec.n_dense_layers * dense + spec.n_moe_layers * moe + 7 * d
+
+
+def _single_row_share(moe, tokens: float) -> float:
+    """Share of the touched routed experts that get exactly one token (uniform routing): their products are
+    matrix-vector, the rest matrix-matrix."""
+    q = moe.top_k / moe.n_experts
+    touched = 1.0 - (1.0 - q) ** tokens
+    return tokens * q * (1.0 - q) ** max(tokens - 1.0, 0.0) / touched if touched > 0 else 0.0
+
+
+def _weight_seconds(nbytes: float, gemv_share: float, gemm_bandwidth: float, hw: HardwareSpec) -> float:
+    """Seconds to stream weights through matmuls: a one-row product (GEMV) at gemv_bandwidth, a few-row GEMM
+    at the (lower, on CPUs: the weights are packed every call) GEMM bandwidth."""
+    gemv = hw.gemv_bandwidth or gemm_bandwidth
+    return nbytes * (gemv_share / gemv + (1.0 - gemv_share) / gemm_bandwidth)
+
+
 def _phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: float, kv_read: float,
-           kv_write: float) -> Phase:
-    """Cost of processing `tokens` tokens (whole system) whose FLOPs are `flops`, split over the plan."""
+           kv_write: float, attn_flops: float = 0.0) -> Phase:
+    """Cost of processing `tokens` tokens (whole system) whose FLOPs are `flops`, split over the plan.
+
+    On eager hardware (a CPU calibration: `elementwise_bandwidth` set) kernels run one after another, so the
+    op classes add up: matmuls (FLOPs / FLOP/s + weight bytes / bandwidth: Hockney's r_inf, n_1/2 model of
+    a GEMM; one-row products at the GEMV bandwidth), attention (its own measured FLOP/s and KV-read bandwidth)
+    and unfused elementwise traffic."""
     p = count_params(spec)
     wb = weight_bytes(p, wl.dtype)
     g, act = wl.gpus, activation_bytes(wl.dtype)
@@ -114,10 +152,27 @@ def _phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: 
     nbytes = weights + kv
     per_gpu_flops = flops / g
     compute_s = per_gpu_flops / hw.flops(COMPUTE_DTYPE[wl.dtype])
-    memory_s = nbytes / hw.bandwidth
-    overhead = spec.n_layers * hw.layer_overhead_s + spec.n_moe_layers * hw.moe_layer_overhead_s
+    memory_s = nbytes / hw.bandwidth_for(nbytes)
+    overhead = (hw.step_overhead_s + spec.n_layers * hw.layer_overhead_s
+                + spec.n_moe_layers * (hw.moe_layer_overhead_s + touched * hw.expert_overhead_s))
+    seconds = max(compute_s, memory_s) + comm + overhead
+    if hw.elementwise_bandwidth:
+        attn = attn_flops / g
+        mm_compute = (per_gpu_flops - attn) / hw.flops(COMPUTE_DTYPE[wl.dtype])
+        gemm_bw = hw.bandwidth_for(nbytes)  # resident only if the step's weights and KV fit
+        local_experts = expert_bytes / g
+        rows_one = _single_row_share(moe, tokens / g) if moe else 0.0
+        mm_memory = (_weight_seconds(weights - local_experts, 1.0 if tokens / g <= 1 else 0.0, gemm_bw, hw)
+                     + _weight_seconds(local_experts, rows_one, gemm_bw, hw))
+        at_compute = attn / (hw.attention_flops or hw.flops(COMPUTE_DTYPE[wl.dtype]))
+        at_memory = kv_read / g / (hw.attention_bandwidth or hw.bandwidth)
+        heads = wl.batch / g * spec.attention.n_heads * spec.n_layers * hw.attention_head_overhead_s
+        elementwise = tokens / g * eager_elements_per_token(spec) * act / hw.elementwise_bandwidth
+        compute_s, memory_s = mm_compute + at_compute, mm_memory + at_memory + elementwise
+        overhead += heads
+        seconds = mm_compute + mm_memory + max(at_compute, at_memory) + elementwise + comm + overhead
     return Phase(
-        seconds=max(compute_s, memory_s) + comm + overhead,
+        seconds=seconds,
         flops=per_gpu_flops,
         bytes=nbytes,
         compute_seconds=compute_s,
@@ -133,7 +188,8 @@ def prefill(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> Phase:
     """Prefill of the whole batch of prompts (time to first token), writing their KV cache."""
     flops = prefill_flops(spec, count_params(spec), wl.batch, wl.prompt)
     kv_write = kv_cache_bytes(spec, wl.kv_dtype, wl.batch, wl.prompt)
-    return _phase(spec, hw, wl, wl.batch * wl.prompt, flops, 0.0, kv_write)
+    attn = wl.batch * causal_attention_flops(spec, wl.prompt)
+    return _phase(spec, hw, wl, wl.batch * wl.prompt, flops, 0.0, kv_write, attn)
 
 
 def decode_step(spec: ModelSpec, hw: HardwareSpec, wl: Workload, context: float | None = None) -> Phase:
@@ -142,7 +198,7 @@ def decode_step(spec: ModelSpec, hw: HardwareSpec, wl: Workload, context: float 
     flops = decode_flops(spec, count_params(spec), wl.batch, context)
     kv_read = kv_cache_bytes(spec, wl.kv_dtype, wl.batch, int(round(context)))
     kv_write = wl.batch * kv_bytes_per_token(spec, wl.kv_dtype)
-    return _phase(spec, hw, wl, wl.batch, flops, kv_read, kv_write)
+    return _phase(spec, hw, wl, wl.batch, flops, kv_read, kv_write, wl.batch * attention_flops(spec, context))
 
 
 def crossover_batch(spec: ModelSpec, hw: HardwareSpec, wl: Workload, limit: int = 1 << 20) -> int | None:

@@ -37,6 +37,20 @@ class HardwareSpec:
     runtime_overhead_bytes: float = 1e9
     layer_overhead_s: float = 4e-6
     moe_layer_overhead_s: float = 8e-6
+    # Fixed costs that matter on a CPU (0 on GPU presets; `moelab calibrate` measures them): per forward pass
+    # (embedding, rotary tables, final norm, lm_head dispatch) and per routed expert a MoE layer touches.
+    step_overhead_s: float = 0.0
+    expert_overhead_s: float = 0.0
+    # A last-level cache: a step whose bytes fit in it streams at cache_bandwidth (0: no cache term).
+    cache_bytes: float = 0.0
+    cache_bandwidth: float = 0.0
+    # Eager execution (a CPU calibration): op classes run one after another (see cost.roofline); attention at
+    # its own FLOP/s and KV-read bandwidth, unfused elementwise ops at elementwise_bandwidth (0: not eager).
+    elementwise_bandwidth: float = 0.0
+    attention_flops: float = 0.0
+    attention_bandwidth: float = 0.0
+    attention_head_overhead_s: float = 0.0  # per sequence, head and layer
+    gemv_bandwidth: float = 0.0  # one-row products (decode at batch 1); 0: memory_bandwidth
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -60,6 +74,12 @@ class HardwareSpec:
     def bandwidth(self) -> float:
         """Achievable memory bandwidth, bytes/s."""
         return self.memory_bandwidth * self.bandwidth_efficiency
+
+    def bandwidth_for(self, nbytes: float) -> float:
+        """Achievable bytes/s of streaming `nbytes`: the cache's when they fit in the last-level cache."""
+        if self.cache_bytes and self.cache_bandwidth and nbytes <= self.cache_bytes:
+            return self.cache_bandwidth * self.bandwidth_efficiency
+        return self.bandwidth
 
     def link(self, gpus: int) -> tuple[float, float]:
         """(achievable bytes/s per direction, latency s) of the slowest link a group of `gpus` spans."""
@@ -87,6 +107,15 @@ class HardwareSpec:
             "runtime_overhead_gb": self.runtime_overhead_bytes / 1e9,
             "layer_overhead_us": self.layer_overhead_s * 1e6,
             "moe_layer_overhead_us": self.moe_layer_overhead_s * 1e6,
+            "step_overhead_us": self.step_overhead_s * 1e6,
+            "expert_overhead_us": self.expert_overhead_s * 1e6,
+            "cache_gb": self.cache_bytes / 1e9,
+            "cache_bandwidth_gbps": self.cache_bandwidth / 1e9,
+            "elementwise_bandwidth_gbps": self.elementwise_bandwidth / 1e9,
+            "attention_tflops": self.attention_flops / 1e12,
+            "attention_bandwidth_gbps": self.attention_bandwidth / 1e9,
+            "attention_head_overhead_us": self.attention_head_overhead_s * 1e6,
+            "gemv_bandwidth_gbps": self.gemv_bandwidth / 1e9,
             "sources": dict(self.sources),
         }
 
@@ -137,6 +166,15 @@ def hardware_from_dict(name: str, raw: Any, defaults: dict[str, Any] | None = No
         runtime_overhead_bytes=n("runtime_overhead_gb") * 1e9,
         layer_overhead_s=n("layer_overhead_us") * 1e-6,
         moe_layer_overhead_s=n("moe_layer_overhead_us") * 1e-6,
+        step_overhead_s=n("step_overhead_us", 0) * 1e-6,
+        expert_overhead_s=n("expert_overhead_us", 0) * 1e-6,
+        cache_bytes=n("cache_gb", 0) * 1e9,
+        cache_bandwidth=n("cache_bandwidth_gbps", 0) * 1e9,
+        elementwise_bandwidth=n("elementwise_bandwidth_gbps", 0) * 1e9,
+        attention_flops=n("attention_tflops", 0) * 1e12,
+        attention_bandwidth=n("attention_bandwidth_gbps", 0) * 1e9,
+        attention_head_overhead_s=n("attention_head_overhead_us", 0) * 1e-6,
+        gemv_bandwidth=n("gemv_bandwidth_gbps", 0) * 1e9,
         sources={str(k): str(v) for k, v in merged["sources"].items()},
     )
 

@@ -1,0 +1,259 @@
+"""Calibrate this machine into a hardware spec the engine accepts (`--hardware FILE`), cached per machine.
+
+Every ceiling is a measured achievable figure, so bandwidth/link efficiencies are 1.0 and the engine uses
+them as they are:
+- peak_tflops per dtype: median achieved FLOP/s of `linear` over transformer-shaped GEMMs (probes.GEMM_SHAPES);
+- memory_bandwidth_gbps: weight bytes/s of batched-decode products (2-8 rows times a matrix twice the
+  last-level cache; on CPUs the weights are packed every call, far below a streaming read, also measured);
+  gemv_bandwidth_gbps: the same with one row (decode at batch 1);
+- in situ (CPU): torch.profiler splits the eager forward of a probe model into matmuls, attention and the
+  rest, giving compute_efficiency (in-forward / best GEMM FLOP/s), attention FLOP/s and KV bandwidth,
+  elementwise bandwidth and the in-cache weight bandwidth (cache_gb from sysfs);
+- step/layer/moe_layer/expert overheads: moelab's own tiny modules (probes.overheads);
+- link figures: all-to-all across processes (gloo / NCCL), alpha-beta fit;
+- memory_gb: MemTotal (CPU) or the device's memory; runtime overhead: this process's RSS after importing torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from moelab.errors import MoelabError
+
+CPU_TDP_W_PER_CORE = 8.0  # assumed: a server core's share of socket power
+CPU_USD_PER_CORE_HOUR = 0.02  # assumed: cloud vCPU price
+
+
+def _home() -> Path:
+    return Path(os.environ.get("MOELAB_HOME", Path.home() / ".cache" / "moelab"))
+
+
+def check_device(device: str) -> str:
+    import torch
+
+    if device not in ("cpu", "cuda"):
+        raise MoelabError(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MoelabError("--device cuda: no CUDA device is available on this machine")
+    return device
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: str) -> dict[str, Any]:
+    import torch
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "device": device,
+            "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None, "host": platform.node()}
+
+
+def machine_key(device: str) -> str:
+    m = machine(device)
+    ident = json.dumps({k: m[k] for k in ("cpu", "cores", "torch", "device", "gpu")}, sort_keys=True)
+    return f"{device}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+
+
+def _mem_total_bytes() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024.0
+    except OSError:
+        pass
+    return 16e9
+
+
+def calibrate(device: str = "cpu", quick: bool = False, progress: bool = False) -> dict:
+    """Measure this machine; return a hardware dict in the units of hardware.json plus raw `measurements`."""
+    import torch
+
+    from moelab.bench import alltoall, probes
+    from moelab.bench.timing import proc_status_bytes
+
+    check_device(device)
+    cores = os.cpu_count() or 1
+    if device == "cpu":
+        torch.set_num_threads(cores)
+    started = time.perf_counter()
+    say = (lambda msg: print(f"calibrate: {msg}", flush=True)) if progress else (lambda msg: None)
+    dtypes = ["fp32", "bf16"] if device == "cpu" else ["fp32", "bf16", "fp16"]
+    flops = {}
+    for dt in dtypes:
+        say(f"matmul {dt}")
+        flops[dt] = probes.matmul_flops(device, dt, quick)
+    if device == "cuda":
+        llc = int(torch.cuda.get_device_properties(0).L2_cache_size)
+        mem_total = float(torch.cuda.get_device_properties(0).total_memory)
+    else:
+        llc, mem_total = probes.last_level_cache_bytes(), _mem_total_bytes()
+    say("bandwidth")
+    big = max(2 * llc, (64 if quick else 256) * 2**20)
+    stream = probes.stream_bandwidth(device, big)
+    gemv = probes.gemv_bandwidth(device, max(2 * llc, 64 * 2**20), quick=quick)
+    one_row = probes.gemv_bandwidth(device, max(2 * llc, 64 * 2**20), rows=(1,), quick=quick)
+    attn = probes.attention(device, "fp32" if device == "cpu" else "bf16", quick, max(2 * llc, 64 * 2**20))
+    say("in situ")
+    situ = probes.in_situ(device, quick) if device == "cpu" else None
+    say("overheads")
+    over = probes.overheads(device, "fp32" if device == "cpu" else "bf16", quick)
+    op = probes.op_overhead(device)
+    say("all-to-all")
+    world = 2 if device == "cpu" else torch.cuda.device_count()
+    a2a, a2a_error = None, None
+    if world >= 2:
+        try:
+            a2a = alltoall.measure(device, world, quick)
+        except Exception as e:  # noqa: BLE001 - a failed probe is reported, the defaults stay
+            a2a_error = f"{type(e).__name__}: {e}"
+    else:
+        a2a_error = "one GPU: nothing to measure across"
+    rss = proc_status_bytes("VmRSS") or 0
+    name = f"calibrated-{machine_key(device)}"
+    gemv_how = (f"median weight bytes/s of linear(x[rows], W) for rows 2,4,8 and W of "
+                f"{gemv['weight_bytes'] / 2**20:.0f} MiB fp32 (twice the last-level cache): what batched decode "
+                f"GEMMs reach; a streaming read (sum) reached {stream['bandwidth'] / 1e9:.1f} GB/s")
+    hw: dict[str, Any] = {
+        "name": name,
+        "peak_tflops": {dt: flops[dt]["flops"] / 1e12 for dt in dtypes},
+        "memory_gb": mem_total / 1e9,
+        "memory_bandwidth_gbps": gemv["bandwidth"] / 1e9,
+        "gemv_bandwidth_gbps": one_row["bandwidth"] / 1e9,
+        "compute_efficiency": 1.0,
+        "bandwidth_efficiency": 1.0,
+        "link_efficiency": 1.0,
+        "memory_utilization": 0.9,
+        "runtime_overhead_gb": rss / 1e9 if device == "cpu" else 1.0,
+        "step_overhead_us": over["step_s"] * 1e6,
+        "layer_overhead_us": over["layer_s"] * 1e6,
+        "moe_layer_overhead_us": over["moe_layer_s"] * 1e6,
+        "expert_overhead_us": over["expert_s"] * 1e6,
+        "gpus_per_node": max(world, 1),
+        "tdp_watts": CPU_TDP_W_PER_CORE * cores if device == "cpu" else 700.0,
+        "usd_per_hour": CPU_USD_PER_CORE_HOUR * cores if device == "cpu" else 2.5,
+    }
+    if situ:  # eager execution: op classes add up (see cost.roofline), at their in-situ rates
+        hw["compute_efficiency"] = min(1.0, situ["gemm_flops"] / flops["fp32"]["flops"])
+        hw["elementwise_bandwidth_gbps"] = situ["elementwise_bandwidth"] / 1e9
+        hw["attention_tflops"] = situ["attention_flops"] / 1e12
+        hw["attention_bandwidth_gbps"] = situ["attention_bandwidth"] / 1e9
+        hw["attention_head_overhead_us"] = attn["pair_s"] * 1e6
+    if llc and situ:
+        hw["cache_gb"] = llc / 1e9
+        hw["cache_bandwidth_gbps"] = situ["gemm_weight_bandwidth"] / 1e9
+    if a2a:
+        for scope in ("intra", "inter"):
+            hw[f"{scope}_node_gbps"] = a2a["bandwidth"] / 1e9
+            hw[f"{scope}_node_latency_us"] = a2a["latency_s"] * 1e6
+    shapes = ", ".join(flops["fp32"]["per_shape_flops"])
+    sources = {
+        "peak_tflops": f"measured: median achieved FLOP/s of torch linear over shapes MxKxN {shapes} "
+                       f"({'quick' if quick else 'full'} calibration); efficiency 1.0 since it is achieved",
+        "memory_bandwidth_gbps": f"measured: {gemv_how}",
+        "gemv_bandwidth_gbps": "measured: the same product with one row (decode at batch 1, one token per expert)",
+        "memory_gb": "measured: MemTotal" if device == "cpu" else "measured: device total memory",
+        "runtime_overhead_gb": "measured: RSS of a process that has imported torch" if device == "cpu"
+        else "assumed: CUDA context and workspaces",
+        "step_overhead_us": "measured: t(1-layer d=16 model decode step) - layer overhead",
+        "layer_overhead_us": "measured: (t(5-layer) - t(1-layer)) / 4 decode steps of d=16 moelab models",
+        "moe_layer_overhead_us": "measured: tiny MoELayer on one token minus a tiny SwiGLU minus one expert",
+        "expert_overhead_us": "measured: (tiny MoELayer with 16 tokens on 16 experts - 1 token) / 15",
+        "tdp_watts": f"assumed: {CPU_TDP_W_PER_CORE} W per core" if device == "cpu" else "assumed: H100-class",
+        "usd_per_hour": f"assumed: ${CPU_USD_PER_CORE_HOUR} per core-hour" if device == "cpu" else "assumed",
+        "memory_utilization": "assumed: share of memory usable",
+    }
+    if situ:
+        situ_how = ("in situ: torch.profiler self times of the op classes of moelab's eager forward of a d=256, "
+                    "4-layer probe model (prefill 2x512 tokens; decode at batch 16, context 256)")
+        sources["compute_efficiency"] = (f"measured: {situ_how}: matmul FLOP/s in the forward / the best of "
+                                         "the GEMM shapes (fp32; applied to every dtype)")
+        sources["elementwise_bandwidth_gbps"] = (f"measured: {situ_how}: everything but matmuls and attention, "
+                                                 "bytes as cost.roofline counts them; with it the engine adds "
+                                                 "op classes up (eager CPU)")
+        sources["attention_tflops"] = f"measured: {situ_how}: attention FLOPs as the engine counts them / time"
+        sources["attention_bandwidth_gbps"] = f"measured: {situ_how}: KV bytes read per decode step / time"
+        sources["attention_head_overhead_us"] = ("measured: one-query attention of 64 sequences x 1 head over 8 "
+                                                 "positions, divided by 64")
+        sources["cache_bandwidth_gbps"] = (f"measured: {situ_how}: weight bytes / (decode matmul time - FLOPs "
+                                           "/ FLOP/s), weights within the last-level cache; cache_gb from sysfs")
+    if a2a:
+        sources["intra_node_gbps"] = (f"measured: all_to_all_single across {a2a['world']} processes "
+                                      f"({a2a['backend']}), alpha-beta fit of a tiny and a large buffer")
+        sources["inter_node_gbps"] = "assumed: same as the measured intra-machine all-to-all (one machine)"
+    else:
+        sources["intra_node_gbps"] = f"default: all-to-all not measured ({a2a_error})"
+    moe_situ = None
+    if situ:
+        say("MoE in situ")
+        moe_situ = probes.moe_in_situ(device, hw, quick)
+        hw["moe_layer_overhead_us"] = moe_situ["moe_layer_s"] * 1e6
+        sources["moe_layer_overhead_us"] = ("measured in situ: a d=192 8-expert top-2 probe model's decode step at "
+                                            "batch 1 minus the engine's prediction without it, per MoE layer")
+    hw["sources"] = sources
+    hw["measurements"] = {
+        "machine": machine(device),
+        "threads": torch.get_num_threads(),
+        "quick": quick,
+        "seconds": None,
+        "matmul_gflops": {dt: {k: v / 1e9 for k, v in f["per_shape_flops"].items()} for dt, f in flops.items()},
+        "stream_bandwidth_gbps": [s / 1e9 for s in stream["samples"]],
+        "gemv_bandwidth_gbps_by_rows": {**{k: v / 1e9 for k, v in gemv["per_rows"].items()},
+                                        "1": one_row["bandwidth"] / 1e9},
+        "last_level_cache_bytes": llc,
+        "overheads_us": {k: v * 1e6 for k, v in over["raw_median_s"].items()},
+        "op_overhead_us": op * 1e6,
+        "moe_in_situ": moe_situ,
+        "in_situ": ({k: (v if isinstance(v, dict) else v / 1e9) for k, v in situ.items()} if situ else None),
+        "attention": {"prefill_gflops": attn["prefill_flops"] / 1e9,
+                      "decode_kv_bandwidth_gbps": attn["decode_bandwidth"] / 1e9,
+                      "per_sequence_head_us": attn["pair_s"] * 1e6},
+        "alltoall": a2a if a2a else {"error": a2a_error},
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    hw["measurements"]["seconds"] = time.perf_counter() - started
+    return hw
+
+
+def cache_path(device: str = "cpu", quick: bool = False) -> Path:
+    return _home() / "hardware" / f"{machine_key(device)}{'-quick' if quick else ''}.json"
+
+
+def write_hardware(hw: dict, path: Path) -> Path:
+    """Atomic JSON write: temp file in the same folder, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(hw, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def calibrated_hardware(device: str = "cpu", quick: bool = False, refresh: bool = False) -> Path:
+    """The cached calibration of this machine (a full one if there is one, else quick if `quick`); measured
+    now when missing or when `refresh`."""
+    check_device(device)
+    full, fast = cache_path(device), cache_path(device, quick=True)
+    if not refresh:
+        if full.is_file():
+            return full
+        if quick and fast.is_file():
+            return fast
+    target = fast if quick else full
+    return write_hardware(calibrate(device, quick=quick), target)

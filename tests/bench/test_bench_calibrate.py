@@ -1,0 +1,75 @@
+"""Calibration: plausible measured figures, a file the engine accepts, and the per-machine cache."""
+
+import json
+import statistics
+
+import pytest
+
+from moelab.bench import calibrate as cal
+from moelab.cli import main
+from moelab.spec import load_hardware
+
+
+def test_quick_calibration_is_plausible(calibrated):
+    hw = calibrated
+    assert 1e-3 < hw["peak_tflops"]["fp32"] < 10  # 1 GFLOP/s .. 10 TFLOP/s
+    assert hw["peak_tflops"]["bf16"] > 1e-3
+    assert 1 < hw["memory_bandwidth_gbps"] < 1000
+    assert 1 < statistics.median(hw["measurements"]["stream_bandwidth_gbps"]) < 1000
+    for key in ("step_overhead_us", "layer_overhead_us", "moe_layer_overhead_us", "expert_overhead_us"):
+        assert 0 <= hw[key] < 1e6, key  # under a second, even on a busy machine
+    assert hw["layer_overhead_us"] > 1  # a decoder layer is a few dozen torch ops, each a microsecond or more
+    assert hw["bandwidth_efficiency"] == hw["link_efficiency"] == 1.0  # measured achievable figures
+    assert hw["memory_gb"] > 1 and hw["measurements"]["quick"] is True
+    a2a = hw["measurements"]["alltoall"]
+    if "error" not in a2a:
+        assert a2a["latency_s"] > 0 and a2a["bandwidth"] > 0
+        assert hw["intra_node_gbps"] == pytest.approx(a2a["bandwidth"] / 1e9)
+    for key in ("elementwise_bandwidth_gbps", "attention_bandwidth_gbps", "gemv_bandwidth_gbps",
+                "cache_bandwidth_gbps"):
+        assert 0.01 < hw[key] < 1000, key
+    assert 1e-4 < hw["attention_tflops"] < 10 and 0 < hw["compute_efficiency"] <= 1
+    for key in ("peak_tflops", "memory_bandwidth_gbps", "gemv_bandwidth_gbps", "layer_overhead_us",
+                "moe_layer_overhead_us", "expert_overhead_us", "elementwise_bandwidth_gbps", "attention_tflops",
+                "intra_node_gbps" if "error" not in hw["measurements"]["alltoall"] else "memory_gb"):
+        assert "measured" in hw["sources"][key], key
+    assert "assumed" in hw["sources"]["tdp_watts"] and "assumed" in hw["sources"]["usd_per_hour"]
+    assert hw["measurements"]["seconds"] < 60  # quick: about 15 s on a quiet 2-core machine
+
+
+def test_calibrated_file_loads_and_drives_estimate(calibrated, tmp_path, capsys):
+    path = cal.write_hardware(calibrated, tmp_path / "me.json")
+    spec = load_hardware(str(path))
+    eff = calibrated["compute_efficiency"]
+    assert spec.flops("fp32") == pytest.approx(calibrated["peak_tflops"]["fp32"] * 1e12 * eff)
+    assert spec.layer_overhead_s == pytest.approx(calibrated["layer_overhead_us"] * 1e-6)
+    assert spec.expert_overhead_s == pytest.approx(calibrated["expert_overhead_us"] * 1e-6)
+    assert main(["estimate", "mixtral-8x7b", "--hardware", str(path), "--dtype", "fp32", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["hardware"] == calibrated["name"] and out["decode"]["step_seconds"] > 0
+
+
+def test_calibrated_hardware_is_cached_per_machine(monkeypatch, tmp_path, calibrated):
+    monkeypatch.setenv("MOELAB_HOME", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(cal, "calibrate", lambda device="cpu", quick=False, progress=False: calls.append(quick)
+                        or calibrated)
+    first = cal.calibrated_hardware(quick=True)
+    again = cal.calibrated_hardware(quick=True)
+    assert first == again and calls == [True] and first.is_relative_to(tmp_path)
+    assert cal.machine_key("cpu") in first.name
+    cal.calibrated_hardware(quick=True, refresh=True)
+    assert calls == [True, True]
+    full = cal.calibrated_hardware(quick=False)  # no full calibration cached yet: measures one
+    assert calls == [True, True, False] and cal.calibrated_hardware(quick=True) == full
+
+
+def test_cli_calibrate_writes_out(monkeypatch, tmp_path, calibrated, capsys):
+    monkeypatch.setenv("MOELAB_HOME", str(tmp_path))
+    monkeypatch.setattr(cal, "calibrate", lambda device="cpu", quick=False, progress=False: calibrated)
+    out = tmp_path / "hw.json"
+    assert main(["calibrate", "--quick", "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["name"] == calibrated["name"] and load_hardware(str(out)).name == calibrated["name"]
+    assert main(["calibrate", "--quick"]) == 0
+    assert "overheads" in capsys.readouterr().out
