@@ -1,0 +1,539 @@
+"""The study report: one self-contained HTML page (inline CSS and SVG, no script, no network), summary.json and
+a CSV of every table, written into one folder.
+
+The page follows the seeds' method: objective -> resources -> workload -> scale (frontier economics) ->
+prototype (training) -> benchmark (measured vs predicted) -> decision. Every figure and table says whether its
+numbers were measured on this machine, modelled by the engine, or are priors; parts a study did not run are
+shown as "not run", never as an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from moelab.report import plots
+
+BASIS_LABEL = {"measured": "measured", "modelled": "modelled", "prior": "prior", "mixed": "measured + modelled"}
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    """A compact human number: 3 significant digits, thousands separators for big ones."""
+    if x is None or x == "":
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if math.isnan(x) or math.isinf(x):
+            return "–"
+        if x != 0 and (abs(x) >= 1e7 or abs(x) < 1e-3):
+            return f"{x:.{digits}g}"
+        if abs(x) >= 1000:
+            return f"{x:,.0f}"
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def _g(d: Any, *keys: str, default: Any = None) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d or d[k] is None:
+            return default
+        d = d[k]
+    return d
+
+
+class _Page:
+    """Collects tables (each also written as a CSV) and figures while the page is built."""
+
+    def __init__(self) -> None:
+        self.csvs: dict[str, tuple[list[str], list[list[Any]]]] = {}
+        self.figures = 0
+
+    def table(self, name: str, headers: list[str], rows: list[list[Any]], basis: str | None = None,
+              caption: str = "") -> str:
+        self.csvs[name] = (headers, rows)
+        head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+        body = "".join("<tr>" + "".join(_cell(c) for c in r) + "</tr>" for r in rows)
+        badge = _badge(basis) if basis else ""
+        cap = f"<caption>{badge}{_e(caption)} <span class='csv'>{_e(name)}.csv</span></caption>"
+        return f"<div class='tablewrap'><table id='table-{_e(name)}'>{cap}<thead><tr>{head}</tr></thead>" \
+               f"<tbody>{body}</tbody></table></div>"
+
+    def figure(self, key: str, svg: str | None, caption: str, basis: str, missing: str) -> str:
+        if not svg:
+            return _not_run(missing)
+        self.figures += 1
+        return (f"<figure class='plot' id='fig-{_e(key)}' data-basis='{_e(basis)}'>{svg}"
+                f"<figcaption>{_badge(basis)}<b>Figure {self.figures}.</b> {_e(caption)}</figcaption></figure>")
+
+
+def _cell(c: Any) -> str:
+    if isinstance(c, _Raw):
+        return f"<td>{c.html}</td>"
+    numeric = isinstance(c, (int, float)) and not isinstance(c, bool)
+    return f"<td class='num'>{_e(_num(c))}</td>" if numeric else f"<td>{_e(_num(c))}</td>"
+
+
+class _Raw:
+    def __init__(self, markup: str, text: str) -> None:
+        self.html, self.text = markup, text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _badge(basis: str | None) -> str:
+    b = basis or "modelled"
+    return f"<span class='badge {_e(b.split()[0])}'>{_e(BASIS_LABEL.get(b, b))}</span>"
+
+
+def _not_run(what: str) -> str:
+    return f"<div class='notrun'><b>Not run.</b> {_e(what)}</div>"
+
+
+def _section(sid: str, n: int, title: str, intro: str, body: str) -> str:
+    return (f"<section id='{sid}'><h2><span class='step'>{n}</span>{_e(title)}</h2>"
+            f"<p class='intro'>{intro}</p>{body}</section>")
+
+
+# --- the headline ------------------------------------------------------------------------------------------
+
+def key_figures(study: dict) -> dict:
+    """The headline numbers: the chosen model against the best of the other kind, and what was measured."""
+    dec = study.get("decision") or {}
+    rec = dec.get("recommendation") or {}
+    cands = {c["name"]: c for c in dec.get("candidates") or []}
+    best = dec.get("best") or {}
+    chosen_name = next((n for n in cands if n in str(rec.get("model", "")).split(" ")), None)
+    chosen = cands.get(chosen_name) if chosen_name else None
+    if chosen:
+        other_kind = "dense" if chosen["kind"] == "moe" else "moe"
+        other = cands.get(best.get(other_kind) or "")
+    else:
+        other = None
+    wl = study.get("workload") or dec.get("workload") or {}
+    out: dict[str, Any] = {"choice": rec.get("choice"), "model": rec.get("model")}
+    if chosen:
+        out.update(model_usd_per_mtok=chosen["usd_per_million_tokens"],
+                   model_tokens_per_s_per_gpu=chosen["tokens_per_second_per_gpu"],
+                   model_latency_ms=chosen["latency_ms"], latency_target_ms=wl.get("latency_p99_ms"),
+                   model_memory_gb=chosen["memory_gb"], memory_budget_gb=wl.get("memory_budget_gb"),
+                   model_max_batch_p99=chosen.get("max_batch_p99"), batch=wl.get("batch"))
+    if other:
+        out.update(alternative=other["name"], alternative_usd_per_mtok=other["usd_per_million_tokens"],
+                   alternative_tokens_per_s_per_gpu=other["tokens_per_second_per_gpu"])
+    flip = dec.get("throughput_flip")
+    out["throughput_flip_batch"] = flip["batch"] if flip else None
+    bench = study.get("bench") or {}
+    out["measured_decode_median_abs_rel_error"] = _g(bench, "summary", "decode", "median_abs_rel_error")
+    out["measured_flip_batch"] = _g(bench, "flip", "measured_batch")
+    out["predicted_flip_batch"] = _g(bench, "flip", "predicted_batch")
+    tr = study.get("training") or {}
+    rows = {r.get("model"): r for r in tr.get("rows") or []}
+    pairs = tr.get("pairs") or {}
+    for kind in ("dense", "moe"):
+        r = rows.get(pairs.get(kind))
+        if r:
+            out[f"measured_{kind}_final_val"] = _g(r, "final_val", "mean")
+            out[f"measured_{kind}_flops_to_target"] = _g(r, "to_target", "flops")
+    return out
+
+
+def _tile(value: str, label: str, basis: str) -> str:
+    return f"<div class='tile'><div class='value'>{value}</div><div class='label'>{label}</div>{_badge(basis)}</div>"
+
+
+
+def _headline(study: dict, kf: dict) -> str:
+    rec = _g(study, "decision", "recommendation") or {}
+    if not rec:
+        return "<div class='headline none'><h1>No decision</h1>" + _not_run("The decision step did not run.") + \
+               "</div>"
+    choice = rec.get("choice", "")
+    kind = "moe" if choice == "moe" else "dense" if choice == "dense" else "hybrid"
+    tiles = []
+    if kf.get("model_usd_per_mtok") is not None:
+        alt = (f"<br><small>vs ${kf['alternative_usd_per_mtok']:.2f} for {_e(kf['alternative'])}</small>"
+               if kf.get("alternative") else "")
+        tiles.append(_tile(f"${kf['model_usd_per_mtok']:.2f}", f"per million output tokens{alt}", "modelled"))
+        alt = (f"<br><small>vs {kf['alternative_tokens_per_s_per_gpu']:.0f} for {_e(kf['alternative'])}</small>"
+               if kf.get("alternative") else "")
+        tiles.append(_tile(f"{kf['model_tokens_per_s_per_gpu']:.0f}",
+                           f"tokens/s per GPU at batch {kf['batch']}{alt}", "modelled"))
+        tiles.append(_tile(f"{kf['model_latency_ms']:.1f} ms", f"p99 per output token<br><small>target "
+                           f"{_num(kf['latency_target_ms'])} ms; within it up to batch {kf['model_max_batch_p99']}"
+                           "</small>", "modelled"))
+        tiles.append(_tile(f"{kf['model_memory_gb']:.0f} GB", f"per replica<br><small>budget "
+                           f"{_num(kf['memory_budget_gb'])} GB</small>", "modelled"))
+    if kf.get("measured_decode_median_abs_rel_error") is not None:
+        tiles.append(_tile(f"{kf['measured_decode_median_abs_rel_error']:.0%}",
+                           "median decode prediction error<br><small>engine vs stopwatch, this machine</small>",
+                           "measured"))
+    elif kf.get("measured_moe_final_val") is not None:
+        tiles.append(_tile(f"{kf['measured_moe_final_val']:.2f}", "MoE validation loss (tiny, here)", "measured"))
+    return (f"<div class='headline {kind}'><div class='eyebrow'>Recommendation</div>"
+            f"<h1>{_e(choice.upper() if choice in ('dense', 'moe') else choice)} "
+            f"<span class='model'>{_e(rec.get('model', ''))}</span></h1>"
+            f"<p class='reason'>{_e(rec.get('reason', ''))}</p><div class='tiles'>{''.join(tiles)}</div></div>")
+
+
+# --- sections ----------------------------------------------------------------------------------------------
+
+def _objective(study: dict, page: _Page) -> str:
+    wl = study.get("workload") or {}
+    if not wl:
+        return _not_run("No workload was recorded.")
+    rows = [["p99 latency per output token", f"{_num(wl.get('latency_p99_ms'))} ms"],
+            ["throughput target", f"{_num(wl.get('throughput_tokens_per_s'))} tokens/s" if
+             wl.get("throughput_tokens_per_s") is not None else "none"],
+            ["quality floor (dense-equivalent)", f"{_num(wl.get('quality_floor_b'))}B parameters"],
+            ["training", f"{wl.get('training')} on {_num(float(wl.get('train_tokens') or 0))} tokens"],
+            ["candidates", ", ".join(wl.get("candidates") or [])]]
+    return page.table("objective", ["objective", "value"], rows, "prior", "What the deployment must achieve")
+
+
+def _resources(study: dict, page: _Page) -> str:
+    wl = study.get("workload") or {}
+    out = []
+    hw = None
+    try:
+        from moelab.spec.hardware import load_hardware
+
+        hw = load_hardware(wl["hardware"]).to_dict() if wl.get("hardware") else None
+    except Exception:  # noqa: BLE001 - a report renders whatever it can
+        hw = None
+    cal = study.get("calibration") or {}
+    keys = [("peak bf16 TFLOPS", lambda h: _g(h, "peak_tflops", "bf16")),
+            ("peak fp32 TFLOPS", lambda h: _g(h, "peak_tflops", "fp32")),
+            ("memory (GB)", lambda h: h.get("memory_gb")),
+            ("memory bandwidth (GB/s)", lambda h: h.get("memory_bandwidth_gbps")),
+            ("layer overhead (µs)", lambda h: h.get("layer_overhead_us")),
+            ("MoE layer overhead (µs)", lambda h: h.get("moe_layer_overhead_us")),
+            ("$/hour", lambda h: h.get("usd_per_hour"))]
+    if hw or cal:
+        rows = [[k, f(hw) if hw else None, f(cal) if cal else None] for k, f in keys]
+        rows.insert(0, ["GPUs × memory budget", f"{wl.get('gpus')} × {_num(_g(hw or {}, 'memory_gb'))} GB, budget "
+                        f"{_num(wl.get('memory_budget_gb'))} GB", "–"])
+        out.append(page.table("hardware", ["", f"{wl.get('hardware', '?')} (datasheet, deployment target)",
+                                           "this machine (calibrated)" if cal else "this machine (not calibrated)"],
+                              rows, "mixed", "The deployment GPU beside the machine the prototypes ran on"))
+    if not cal:
+        out.append(_not_run("Calibration of this machine did not run: predictions for it use datasheet defaults."))
+    machine = study.get("machine") or {}
+    if machine:
+        out.append(f"<p class='note'>Prototypes ran on {_e(machine.get('processor') or '?')}, "
+                   f"{_e(machine.get('cores', '?'))} cores, torch {_e(machine.get('torch', '?'))}, Python "
+                   f"{_e(machine.get('python', '?'))} ({_e(machine.get('platform', ''))}).</p>")
+    return "".join(out) or _not_run("No hardware recorded.")
+
+
+def _workload(study: dict, page: _Page) -> str:
+    wl = study.get("workload") or {}
+    if not wl:
+        return _not_run("No workload was recorded.")
+    mix = wl.get("task_mix") or {}
+    bars = "".join(f"<div class='mixrow'><span>{_e(k)}</span><div class='bar'><div style='width:{v * 100:.1f}%'>"
+                   f"</div></div><b>{v:.0%}</b></div>" for k, v in mix.items())
+    rows = [["typical batch", wl.get("batch")], ["batch sweep", ", ".join(map(str, wl.get("batches") or []))],
+            ["prompt tokens", wl.get("prompt")], ["generated tokens", wl.get("gen")], ["weight dtype", wl.get("dtype")],
+            ["hardware", f"{wl.get('gpus')} × {wl.get('hardware')}"]]
+    return (f"<div class='cols'><div>{page.table('workload', ['workload', 'value'], rows, 'prior', wl.get('name', ''))}"
+            f"</div><div class='mix'><h3>Task mix</h3>{bars}<p class='note'>The seeds: MoE excels at knowledge-heavy "
+            "and multilingual work, dense at reasoning-heavy work and fine-tunes more stably.</p></div></div>")
+
+
+def _scale(study: dict, page: _Page) -> str:
+    fr = study.get("frontier") or {}
+    est = fr.get("estimates") or {}
+    pairs = fr.get("pairs") or []
+    if not est and not pairs:
+        return _not_run("The frontier-scale economics were not modelled in this run.")
+    out = [page.figure("params-memory", plots.params_memory(est),
+                       "Parameters by component and serving memory at the workload's batch: MoE models carry "
+                       "most of their weight in routed experts a token never touches, yet all of it must be resident.",
+                       "modelled", "No frontier estimates.")]
+    out.append(page.figure("crossover", plots.crossover(pairs, study.get("bench")),
+                           "Decode throughput per GPU against batch, each model on the fewest GPUs that hold it: where "
+                           "the lines cross, the cheaper architecture changes (dotted: flip). The last panel is the "
+                           "same question measured on this machine's tiny models.", "modelled",
+                           "No frontier pairs."))
+    if est:
+        rows = []
+        for name, e in est.items():
+            p, m, d = e["params"], e["memory"], e["decode"]
+            rows.append([name, p["total"] / 1e9, p["active"] / 1e9, m["weights_bytes"] / 1e9,
+                         m["kv_cache_bytes"] / 1e9, m["min_gpus"], e["parallel"]["plan"], e["parallel"]["gpus"],
+                         d["step_seconds"] * 1e3, d["tokens_per_second_per_gpu"],
+                         _g(e, "cost", "usd_per_million_tokens"),
+                         _g(e, "dense_equivalent", "heuristic", default=0) / 1e9])
+        out.append(page.table("frontier", ["model", "total (B)", "active (B)", "weights (GB)", "KV (GB)", "min GPUs",
+                                           "plan", "GPUs", "decode step (ms)", "tok/s/GPU", "$/Mtok",
+                                           "dense-equivalent (B)"], rows, "modelled",
+                              f"Frontier models on {fr.get('hardware', '?')}"))
+    if pairs:
+        rows = []
+        for pr in pairs:
+            flips = "; ".join(f"{f['to']} from batch {f['batch']}" for f in pr.get("flips") or []) or "none"
+            first, last = pr["rows"][0], pr["rows"][-1]
+            win = {"a": pr["a"], "b": pr["b"]}
+            rows.append([pr["a"], pr["b"], win[first["winner"]], f"{first['batch']}", win[last["winner"]],
+                         f"{last['batch']}", flips])
+        out.append(page.table("pairs", ["A", "B", "wins at smallest batch", "batch", "wins at largest batch",
+                                        "batch", "flips"], rows, "modelled",
+                              "Who wins decode tokens/s per GPU, and where it flips"))
+    return "".join(out)
+
+
+def _prototype(study: dict, page: _Page) -> str:
+    tr = study.get("training") or {}
+    if not tr:
+        return _not_run("Training of the prototypes did not run.")
+    target = tr.get("target_loss")
+    out = [page.figure("training", plots.training(tr.get("curves"), target),
+                       "Training loss of matched models (same data order, budget and schedule) against tokens, "
+                       "training FLOPs and wall-clock: an iso-active MoE costs the same FLOPs per token as the "
+                       "dense model but more seconds on a CPU; dots are validation losses.", "measured",
+                       "No loss curves were recorded.")]
+    out.append(page.figure("expert-load", plots.expert_load(tr.get("expert_load")),
+                           "Where each domain's tokens go: share of token-slots per expert and layer at the last "
+                           "evaluation. Dark cells are experts a domain relies on; a flat row is balanced routing.",
+                           "measured", "No expert load was recorded (no MoE model trained)."))
+    rows = []
+    domains = sorted({k for r in tr.get("rows") or [] for k in (r.get("final_val") or {}) if k not in ("mean",
+                                                                                                       "dense")})
+    for r in tr.get("rows") or []:
+        hit = r.get("to_target") or {}
+        val = r.get("final_val") or {}
+        rows.append([r.get("model"), r.get("params_total"), r.get("params_active"), hit.get("tokens", "not reached"),
+                     hit.get("flops"), hit.get("wall_seconds"), r.get("tokens_per_second"), val.get("mean"),
+                     *(val.get(d) for d in domains)])
+    if rows:
+        out.append(page.table("training", ["model", "total params", "active params", "tokens to target",
+                                           "FLOPs to target", "seconds to target", "tokens/s", "final val loss",
+                                           *(f"val {d}" for d in domains)], rows, "measured",
+                              f"Matched training to validation loss {_num(target)} (tiny models, this machine)"))
+    return "".join(out)
+
+
+def _benchmark(study: dict, page: _Page) -> str:
+    bench = study.get("bench") or {}
+    if not bench.get("rows"):
+        return _not_run("The benchmark did not run: no measured latency or throughput in this report.")
+    out = [page.figure("bench", plots.bench_curves(bench),
+                       "Latency and throughput against batch on this machine: solid lines measured, dashed lines "
+                       "the engine's prediction for the same model and calibrated hardware.", "measured",
+                       "No benchmark rows.")]
+    out.append(page.figure("prediction-error", plots.prediction_error(bench),
+                           "Prediction error of every benchmarked point (predicted/measured − 1): bars near zero mean "
+                           "the frontier numbers above can be trusted to that margin.", "measured",
+                           "No prediction errors."))
+    rows = [[r.get("model"), r.get("phase"), r.get("batch"), (r.get("measured_s") or 0) * 1e3,
+             (r.get("predicted_s") or 0) * 1e3, r.get("rel_error"), (r.get("p50_s") or 0) * 1e3,
+             (r.get("p99_s") or 0) * 1e3, r.get("tokens_per_second"), r.get("predicted_tokens_per_second")]
+            for r in bench["rows"]]
+    page.csvs["errors"] = (["model", "phase", "batch", "measured_s", "predicted_s", "rel_error"],
+                           [[r.get("model"), r.get("phase"), r.get("batch"), r.get("measured_s"), r.get("predicted_s"),
+                             r.get("rel_error")] for r in bench["rows"]])
+    s = bench.get("summary") or {}
+    flip = bench.get("flip") or {}
+    summary = " ".join(f"{p}: median |error| {_num(_g(s, p, 'median_abs_rel_error'))} over {_g(s, p, 'n')} points."
+                       for p in ("prefill", "decode") if p in s)
+    out.append(f"<p class='note'>{_e(summary)} Throughput flip: measured at batch {_e(flip.get('measured_batch'))}, "
+               f"predicted at batch {_e(flip.get('predicted_batch'))}. Device {_e(bench.get('device', '?'))}, dtype "
+               f"{_e(bench.get('dtype', '?'))}.</p>")
+    table = page.table("bench", ["model", "phase", "batch", "measured (ms)", "predicted (ms)", "rel. error",
+                                 "p50 (ms)", "p99 (ms)", "tokens/s", "predicted tokens/s"], rows, "measured",
+                       "Every benchmarked point, measured beside predicted")
+    out.append(f"<details><summary>All {len(rows)} benchmarked points (bench.csv)</summary>{table}</details>")
+    return "".join(out)
+
+
+def _decision(study: dict, page: _Page) -> str:
+    dec = study.get("decision") or {}
+    if not dec:
+        return _not_run("The decision step did not run.")
+    wl = study.get("workload") or dec.get("workload") or {}
+    cands = dec.get("candidates") or []
+    out = [page.figure("candidates", plots.candidates(cands, wl.get("latency_p99_ms")),
+                       "Every candidate's cost per token and p99 per-token latency at the typical batch; hatched bars "
+                       "fail a hard constraint (memory, latency, throughput or quality floor).", "modelled",
+                       "No candidates.")]
+    if cands:
+        rows = [[c["name"], c["kind"], c["params_total"] / 1e9, c["params_active"] / 1e9, c["dense_equivalent_b"],
+                 c["memory_gb"], f"{c['gpus_per_replica']} × {c['replicas']}", c["latency_ms"],
+                 c["tokens_per_second_per_gpu"], c["tokens_per_second"], c["usd_per_million_tokens"],
+                 c.get("max_batch_p99"), ", ".join(c["violations"]) or "feasible"] for c in cands]
+        out.append(page.table("candidates", ["model", "kind", "total (B)", "active (B)", "dense-eq. (B)",
+                                             "memory (GB)", "GPUs × replicas", "p99 (ms/token)", "tok/s/GPU",
+                                             "fleet tok/s", "$/Mtok", "max batch @ p99", "constraints"], rows,
+                              "modelled", f"Candidates on the workload ({dec.get('latency_basis', '')})"))
+    factors = dec.get("factors") or []
+    if factors:
+        rows = [[f["factor"].replace("_", " "), _Raw(f"<span class='fav {_e(f['favours'])}'>{_e(f['favours'])}</span>",
+                                                     f["favours"]),
+                 _Raw(_badge(f["basis"]), f["basis"]), f["why"]] for f in factors]
+        out.append(page.table("factors", ["factor", "favours", "basis", "the numbers behind it"], rows, None,
+                              f"The seeds' factor table: {_g(dec, 'best', 'dense')} (dense) vs "
+                              f"{_g(dec, 'best', 'moe')} (MoE); vote {dec.get('vote', 0):+d}"))
+        page.csvs["factors"] = (["factor", "favours", "basis", "why", "numbers"],
+                                [[f["factor"], f["favours"], f["basis"], f["why"], json.dumps(f["numbers"])]
+                                 for f in factors])
+    flips = dec.get("flip_details") or [{"text": t} for t in dec.get("flips") or []]
+    if flips:
+        items = "".join(f"<li>{_e(f['text'])}</li>" for f in flips)
+        out.append(f"<div class='flips'><h3>What would flip it</h3><ul>{items}</ul></div>")
+        page.csvs["flips"] = (["input", "direction", "threshold", "from", "to", "text"],
+                              [[f.get("input"), f.get("direction"), f.get("threshold"), f.get("from"), f.get("to"),
+                                f.get("text")] for f in flips])
+    return "".join(out)
+
+
+CSS = """
+:root{--ink:#111827;--muted:#4b5563;--line:#e5e7eb;--dense:#1f5fa8;--moe:#c2410c;--hybrid:#7c3aed;--bg:#f8fafc}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--ink);font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,
+"DejaVu Sans",sans-serif}
+main{max-width:1180px;margin:0 auto;padding:28px 28px 60px}
+header.top{display:flex;justify-content:space-between;align-items:baseline;gap:16px;flex-wrap:wrap;color:var(--muted);
+font-size:13px;margin-bottom:14px}
+header.top b{color:var(--ink);font-size:16px;letter-spacing:.02em}
+.headline{background:#fff;border:1px solid var(--line);border-left:8px solid var(--hybrid);border-radius:12px;
+padding:22px 26px;box-shadow:0 1px 3px rgba(0,0,0,.05)}
+.headline.moe{border-left-color:var(--moe)}.headline.dense{border-left-color:var(--dense)}
+.eyebrow{text-transform:uppercase;font-size:12px;letter-spacing:.12em;color:var(--muted)}
+.headline h1{margin:2px 0 6px;font-size:34px;line-height:1.15}
+.headline.moe h1{color:var(--moe)}.headline.dense h1{color:var(--dense)}.headline.hybrid h1{color:var(--hybrid)}
+.headline h1 .model{color:var(--ink);font-weight:600;font-size:26px;margin-left:8px}
+.reason{max-width:920px;color:#1f2937;margin:6px 0 16px}
+.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(180px,1fr));gap:12px}
+.tile{background:var(--bg);border:1px solid var(--line);border-radius:10px;padding:12px 14px;position:relative}
+.tile .value{font-size:26px;font-weight:700}.tile .label{font-size:13px;color:var(--muted)}
+.tile .badge{margin-top:8px}
+nav.toc{margin:18px 0 6px;display:flex;flex-wrap:wrap;gap:8px}
+nav.toc a{font-size:13px;color:var(--ink);text-decoration:none;background:#fff;border:1px solid var(--line);
+border-radius:999px;padding:4px 12px}
+section{background:#fff;border:1px solid var(--line);border-radius:12px;padding:18px 24px;margin-top:18px}
+h2{margin:0 0 4px;font-size:21px}
+h2 .step{display:inline-block;width:28px;height:28px;line-height:28px;border-radius:50%;background:var(--ink);
+color:#fff;text-align:center;font-size:14px;margin-right:10px;vertical-align:2px}
+h3{font-size:15px;margin:6px 0 8px}
+.intro{color:var(--muted);margin:0 0 12px;max-width:960px}
+figure.plot{margin:14px 0 18px;padding:10px;border:1px solid var(--line);border-radius:10px;background:#fff}
+figure.plot svg{display:block;margin:0 auto;height:auto}
+figcaption{font-size:13px;color:#374151;margin-top:6px}
+.badge{display:inline-block;font-size:11px;font-weight:600;border-radius:4px;padding:1px 6px;margin-right:6px;
+text-transform:uppercase;letter-spacing:.04em;vertical-align:1px}
+.badge.measured{background:#dcfce7;color:#166534}.badge.modelled{background:#dbeafe;color:#1e40af}
+.badge.prior{background:#f3f4f6;color:#374151}.badge.mixed{background:#fef9c3;color:#854d0e}
+.tablewrap{overflow-x:auto;margin:10px 0 16px}
+table{border-collapse:collapse;width:100%;font-size:13px}
+caption{text-align:left;font-weight:600;padding:4px 0 6px;color:#1f2937}
+caption .csv{font-weight:400;color:#9ca3af;font-size:11px;margin-left:6px}
+th,td{padding:5px 9px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+td.num{text-align:right;font-variant-numeric:tabular-nums}th{text-align:left}td:first-child{white-space:nowrap}
+th{background:#f9fafb;font-weight:600;color:#374151}
+tbody tr:nth-child(even){background:#fcfcfd}
+#table-factors td:last-child,#table-objective td:last-child{text-align:left}
+.fav{font-weight:700;text-transform:uppercase;font-size:12px}.fav.moe{color:var(--moe)}.fav.dense{color:var(--dense)}
+.fav.neutral{color:var(--muted)}
+.notrun{border:1px dashed #cbd5e1;border-radius:10px;padding:14px;color:var(--muted);background:#f8fafc;margin:10px 0}
+.note{font-size:13px;color:var(--muted)}
+.cols{display:grid;grid-template-columns:1fr 1fr;gap:24px}
+.mixrow{display:grid;grid-template-columns:110px 1fr 44px;gap:8px;align-items:center;font-size:13px;margin:5px 0}
+.mixrow .bar{background:#f1f5f9;border-radius:4px;height:14px}
+.mixrow .bar div{background:linear-gradient(90deg,#c2410c,#f97316);height:14px;border-radius:4px}
+.flips{background:#faf5ff;border:1px solid #e9d5ff;border-radius:10px;padding:10px 18px;margin-top:8px}
+.flips li{margin:3px 0}
+details{margin:8px 0 14px}summary{cursor:pointer;font-weight:600;font-size:14px;color:#1f2937}
+footer{margin-top:24px;font-size:12px;color:var(--muted)}
+@media (max-width:800px){.cols{grid-template-columns:1fr}}
+"""
+
+
+def _write_csv(path: Path, headers: list[str], rows: list[list[Any]]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(headers)
+        for r in rows:
+            w.writerow(["" if c is None else str(c) if isinstance(c, _Raw) else c for c in r])
+
+
+def render(study: dict) -> tuple[str, _Page]:
+    """The report page's HTML and the tables it holds."""
+    page = _Page()
+    kf = key_figures(study)
+    sections = [
+        ("objective", "Objective", "What must the deployment achieve? Hard constraints first: latency, throughput, "
+         "quality; then cost.", _objective),
+        ("resources", "Resources", "What hardware is there: the deployment GPUs as the datasheet states them, and this "
+         "machine as calibration measured it.", _resources),
+        ("workload", "Workload", "What the traffic looks like: batch, context and the mix of tasks.", _workload),
+        ("scale", "Scale: frontier economics", "The pairs the seeds discuss, modelled on the deployment GPU: "
+         "parameters, memory, and who serves a token cheaper at each batch.", _scale),
+        ("prototype", "Prototype: training", "Both kinds built and trained here at tiny scale on the same data, "
+         "budget and schedule: what the FLOP advantage and the routing look like for real.", _prototype),
+        ("benchmark", "Benchmark: measured vs predicted", "The engine held against a stopwatch on this machine: "
+         "every prediction beside its measurement, with its error.", _benchmark),
+        ("decision", "Decision", "Hard constraints, cost per token at the workload's batch, then the seeds' soft "
+         "factors; and the concrete thresholds that would change the answer.", _decision),
+    ]
+    body = []
+    for n, (sid, title, intro, fn) in enumerate(sections, 1):
+        try:
+            content = fn(study, page)
+        except Exception as e:  # noqa: BLE001 - one broken part must not take the report down
+            content = _not_run(f"This part could not be rendered ({type(e).__name__}: {e}).")
+        body.append(_section(sid, n, title, _e(intro), content))
+    toc = "".join(f"<a href='#{sid}'>{n}. {_e(title)}</a>" for n, (sid, title, *_r) in enumerate(sections, 1))
+    wl = study.get("workload") or {}
+    meta = (f"{_e(study.get('created', ''))} · {'quick run · ' if study.get('quick') else ''}"
+            f"study took {_num(study.get('wall_seconds'))} s")
+    choice = _e(_g(study, "decision", "recommendation", "choice", default="report"))
+    name = _e(wl.get("name", "this workload"))
+    doc = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>moelab study: {choice} for {name}</title><style>{CSS}</style></head>
+<body><main>
+<header class="top"><span><b>moelab study</b> · dense or Mixture-of-Experts for <i>{name}</i></span>
+<span>{meta}</span></header>
+{_headline(study, kf)}
+<nav class="toc">{toc}</nav>
+{''.join(body)}
+<footer>Badges: <span class='badge measured'>measured</span> on this machine (tiny models) ·
+<span class='badge modelled'>modelled</span> by moelab's cost engine (frontier scale) ·
+<span class='badge prior'>prior</span> the seeds' guidance or the workload's own statement. Every table is beside this
+file as CSV; the key figures are in summary.json.</footer>
+</main></body></html>
+"""
+    return doc, page
+
+
+def write_report(study: dict, out_dir: Path) -> Path:
+    """Write out_dir/report.html, out_dir/summary.json and one CSV per table; returns the report's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc, page = render(study)
+    files = ["report.html", "summary.json"]
+    for name, (headers, rows) in page.csvs.items():
+        _write_csv(out_dir / f"{name}.csv", headers, rows)
+        files.append(f"{name}.csv")
+    report = out_dir / "report.html"
+    report.write_text(doc, encoding="utf-8")
+    dec = study.get("decision") or {}
+    summary = {"version": 1, "created": study.get("created"), "quick": study.get("quick"),
+               "recommendation": dec.get("recommendation"), "key_figures": key_figures(study),
+               "flips": dec.get("flips") or [], "factors": [{k: f[k] for k in ("factor", "favours", "basis")}
+                                                            for f in dec.get("factors") or []],
+               "figures": page.figures, "files": files}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return report

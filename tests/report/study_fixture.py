@@ -1,0 +1,157 @@
+"""A realistic `moelab study` dict for the report tests.
+
+- training: a real tiny `train_compare` run (tiny-dense, tiny-moe, tiny-moe-fine on a small two-domain corpus),
+  made once by `python tests/report/study_fixture.py` and stored in fixtures/study_parts.json (training takes
+  about a minute on two CPU cores; the `slow` test in test_report.py redoes it live);
+- bench, calibration: synthesised with plausible values (their producers live in moelab.bench);
+- frontier, decision: computed live from the engine on every test run, so they follow the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+FIXTURE = Path(__file__).parent / "fixtures" / "study_parts.json"
+PAIRS = [("mistral-7b", "mixtral-8x7b"), ("llama-3-70b", "mixtral-8x7b"), ("llama-3-70b", "deepseek-v3"),
+         ("llama-3-70b", "qwen3-235b-a22b")]
+FRONTIER = ("mixtral-8x7b", "mistral-7b", "llama-3-70b", "deepseek-v3", "qwen3-235b-a22b")
+
+
+def write_corpus(root: Path) -> Path:
+    """Two small domains (prose, math) of generated text."""
+    rng = random.Random(0)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    for domain in ("prose", "math"):
+        folder = root / domain
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(12):
+            if domain == "prose":
+                text = " ".join(rng.choice(words) for _ in range(400))
+            else:
+                text = "\n".join(f"{a} + {b} = {a + b}" for a, b in
+                                 ((rng.randrange(100), rng.randrange(100)) for _ in range(150)))
+            (folder / f"doc{i}.txt").write_text(text)
+    return root
+
+
+def train_part(work: Path, steps: int = 24) -> dict:
+    """A real matched training comparison, with loss curves and per-domain expert load, as `study` stores it."""
+    from moelab.train.compare import train_compare
+    from moelab.train.config import TrainConfig
+    from moelab.train.presets import load_train_spec
+
+    corpus = write_corpus(work / "corpus")
+    cfg = TrainConfig(steps=steps, batch_size=4, seq_len=64, eval_every=max(1, steps // 4), ckpt_every=steps,
+                      warmup=4, vocab_size=512, eval_tokens=2048, data=str(corpus))
+    names = ("tiny-dense", "tiny-moe", "tiny-moe-fine")
+    result = train_compare([load_train_spec(m) for m in names], cfg, work / "runs", target_loss=4.0,
+                           progress=False, log=lambda msg: None)
+    curves, loads = {}, {}
+    for name in names:
+        lines = [json.loads(x) for x in (work / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+        curves[name] = [{"step": r["step"], "tokens": r["tokens"], "flops": r["flops"],
+                         "wall_seconds": r["wall_seconds"], "loss": r["loss"],
+                         **({"val_mean": r["val"]["mean"]} if "val" in r else {})} for r in lines]
+        last = [r for r in lines if r.get("val_expert_load")]
+        if last:
+            loads[name] = last[-1]["val_expert_load"]
+    return {**result, "curves": curves, "expert_load": loads,
+            "pairs": {"dense": "tiny-dense", "moe": "tiny-moe", "moe_fine": "tiny-moe-fine"}}
+
+
+def synthetic_bench() -> dict:
+    """Plausible CPU measurements: MoE decode pays routing overhead at small batch and wins at large batch."""
+    rng = random.Random(1)
+    shape = {"tiny-dense": (1.4e-3, 0.22e-3, 1.0), "tiny-moe": (2.6e-3, 0.11e-3, 1.15),
+             "tiny-moe-fine": (3.4e-3, 0.10e-3, 1.3)}
+    rows = []
+    for model, (base, per_seq, prefill_x) in shape.items():
+        for phase in ("prefill", "decode"):
+            for batch in (1, 2, 4, 8, 16, 32, 64):
+                tokens = batch * (64 if phase == "prefill" else 1)
+                measured = base * (4 if phase == "prefill" else 1) + per_seq * tokens * (prefill_x if phase ==
+                                                                                          "prefill" else 1)
+                measured *= 1 + rng.uniform(-0.05, 0.05)
+                predicted = measured * (1 + rng.uniform(-0.3, 0.25))
+                p50 = measured
+                rows.append({
+                    "model": model, "phase": phase, "batch": batch, "measured_s": measured, "predicted_s": predicted,
+                    "rel_error": (predicted - measured) / measured, "p50_s": p50,
+                    "p95_s": p50 * (1.08 + rng.uniform(0, 0.05)), "p99_s": p50 * (1.15 + rng.uniform(0, 0.1)),
+                    "tokens_per_second": tokens / measured, "predicted_tokens_per_second": tokens / predicted,
+                    "memory": {"weights_bytes": 4 * (1.6e6 if model == "tiny-dense" else 3.9e6)},
+                    "routing_share": None if model == "tiny-dense" else 0.2 + rng.uniform(0, 0.1),
+                })
+
+    def med(phase: str) -> float:
+        errs = sorted(abs(r["rel_error"]) for r in rows if r["phase"] == phase)
+        return errs[len(errs) // 2]
+
+    return {"device": "cpu", "dtype": "fp32",
+            "models": [{"name": m, "params_total": 1.57e6 if m == "tiny-dense" else 3.94e6} for m in shape],
+            "rows": rows,
+            "summary": {p: {"median_abs_rel_error": med(p), "n": sum(r["phase"] == p for r in rows)}
+                        for p in ("prefill", "decode")},
+            "flip": {"measured_batch": 16, "predicted_batch": 13}}
+
+
+def synthetic_calibration() -> dict:
+    return {"name": "calibrated-cpu", "peak_tflops": {"fp32": 0.21, "bf16": 0.08}, "memory_gb": 16,
+            "memory_bandwidth_gbps": 11.5, "tdp_watts": 65, "usd_per_hour": 0.05, "layer_overhead_us": 45.0,
+            "moe_layer_overhead_us": 180.0, "compute_efficiency": 1.0, "bandwidth_efficiency": 1.0,
+            "measurements": {"matmul_fp32_tflops": [0.19, 0.21, 0.2], "stream_copy_gbps": [11.1, 11.5, 11.4],
+                             "layer_overhead_us": [44.0, 45.0, 47.0]}}
+
+
+def build_parts(steps: int = 24) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("MOELAB_HOME", str(Path(tmp) / "home"))
+        os.environ.setdefault("MOELAB_CACHE", str(Path(tmp) / "cache"))
+        training = train_part(Path(tmp), steps)
+    return {"training": training, "bench": synthetic_bench(), "calibration": synthetic_calibration(),
+            "machine": {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                        "torch": __import__("torch").__version__, "python": platform.python_version(),
+                        "platform": platform.platform()}}
+
+
+def frontier(hardware: str = "H100-SXM", batch: int = 32) -> dict:
+    from moelab.cost.compare import compare
+    from moelab.cost.estimate import estimate
+    from moelab.cost.roofline import Workload
+    from moelab.spec import load_hardware, load_model
+
+    hw = load_hardware(hardware)
+    wl = Workload(batch=batch, prompt=1024, gen=256)
+    batches = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+    return {"hardware": hw.name,
+            "estimates": {m: estimate(load_model(m), hw, wl) for m in FRONTIER},
+            "pairs": [compare(load_model(a), load_model(b), hw, Workload(prompt=1024, gen=256), batches)
+                      for a, b in PAIRS]}
+
+
+def study(parts: dict | None = None) -> dict:
+    """The full study dict: stored training/bench/calibration parts, live frontier and decision."""
+    from moelab.decide import default_workload, recommend
+
+    parts = parts if parts is not None else json.loads(FIXTURE.read_text())
+    wl = default_workload()
+    evidence = {"training": parts.get("training"), "bench": parts.get("bench")}
+    return {"version": 1, "created": "2026-01-01T00:00:00+00:00", "quick": False, "wall_seconds": 95.2,
+            "machine": parts.get("machine"), "workload": wl.to_dict(), "training": parts.get("training"),
+            "calibration": parts.get("calibration"), "bench": parts.get("bench"),
+            "frontier": frontier(wl.hardware, wl.batch), "decision": recommend(wl, evidence)}
+
+
+if __name__ == "__main__":
+    parts = build_parts(int(sys.argv[1]) if len(sys.argv) > 1 else 24)
+    FIXTURE.parent.mkdir(exist_ok=True)
+    FIXTURE.write_text(json.dumps(parts, indent=1, default=lambda x: None if isinstance(x, float) and
+                                  math.isnan(x) else x) + "\n")
+    print(f"wrote {FIXTURE} ({FIXTURE.stat().st_size} bytes)")
