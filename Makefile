@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test test-all lint study
+.PHONY: setup test test-all lint study study-quick
 
 $(BIN)/moelab: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -11,15 +11,19 @@ $(BIN)/moelab: pyproject.toml scripts/setup.sh
 setup: $(BIN)/moelab
 
 test: setup
+	bash scripts/setup-browser.sh
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 test-all: setup
+	bash scripts/setup-browser.sh
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
 study: setup
-	$(BIN)/moelab estimate mixtral-8x7b --hardware H100-SXM --batch 8
-	$(BIN)/moelab compare mixtral-8x7b llama-3-70b --hardware H100-SXM --batches 1,8,32,128,512
+	$(BIN)/moelab study --out runs/study
+
+study-quick: setup
+	$(BIN)/moelab study --quick --out runs/study-quick

@@ -1,0 +1,43 @@
+"""How much a study trains and measures: the default (at most 10 minutes on a 2-core CPU) and --quick (2)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+# The dense model and its two MoE counterparts (moelab.train.presets): iso-active, and fine-grained + shared.
+PAIRS = {"dense": "tiny-dense", "moe": "tiny-moe", "moe_fine": "tiny-moe-fine"}
+
+# The frontier pairs the seeds discuss: (dense, MoE).
+FRONTIER_PAIRS = (("mistral-7b", "mixtral-8x7b"), ("llama-3-70b", "mixtral-8x7b"), ("llama-3-70b", "deepseek-v3"),
+                  ("llama-3-70b", "qwen3-235b-a22b"))
+FRONTIER_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    quick: bool = False
+    # training: the same budget and data order for every model
+    steps: int = 200
+    batch_size: int = 16
+    seq_len: int = 128
+    eval_every: int = 25
+    eval_tokens: int = 8192
+    max_bytes_per_domain: int = 1_500_000
+    # measurement: decode sweep and the prompt / generated tokens per sequence
+    bench_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    bench_prompt: int = 128
+    bench_gen: int = 32
+
+    @classmethod
+    def default(cls) -> StudyPlan:
+        return cls()
+
+    @classmethod
+    def quick_plan(cls) -> StudyPlan:
+        return cls(quick=True, steps=30, batch_size=8, seq_len=64, eval_every=10, eval_tokens=2048,
+                   max_bytes_per_domain=200_000, bench_batches=(1, 4, 16), bench_prompt=64, bench_gen=8)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["bench_batches"] = list(self.bench_batches)
+        return out

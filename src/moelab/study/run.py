@@ -1,0 +1,141 @@
+"""Run the default (or a workload's) study end to end and write the report.
+
+Stages, in the seeds' order: prototype both kinds (train a dense model, an iso-active MoE and a fine-grained +
+shared MoE on the default corpus, same data order and budget), calibrate this machine, benchmark the trained
+models beside the engine's predictions, model the frontier pairs on the workload's GPU, decide, report.
+Every stage's output lands in one `study` dict (DIR/study.json), which `moelab.report` renders.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from moelab.decide.workload import Workload, default_workload
+from moelab.study.plan import FRONTIER_BATCHES, FRONTIER_PAIRS, PAIRS, StudyPlan
+
+Log = Callable[[str], None]
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def train_stage(runs: Path, plan: StudyPlan, progress: bool, log: Log) -> dict:
+    """Train the three models on one budget; the target loss is the dense model's final validation loss, so
+    `to_target` answers "how soon does each MoE reach what dense reached with the whole budget?"."""
+    from moelab.train.compare import reached, train_compare
+    from moelab.train.config import TrainConfig
+    from moelab.train.presets import load_train_spec
+
+    cfg = TrainConfig(steps=plan.steps, batch_size=plan.batch_size, seq_len=plan.seq_len, eval_every=plan.eval_every,
+                      eval_tokens=plan.eval_tokens, ckpt_every=plan.steps, warmup=max(1, plan.steps // 10),
+                      max_bytes_per_domain=plan.max_bytes_per_domain)
+    names = list(PAIRS.values())
+    result = train_compare([load_train_spec(n) for n in names], cfg, runs, target_loss=float("-inf"),
+                           progress=progress, log=log)
+    dense_row = next(r for r in result["rows"] if r["model"] == PAIRS["dense"])
+    target = dense_row["final_val"]["mean"]
+    curves, loads = {}, {}
+    for row in result["rows"]:
+        metrics = runs / row["model"] / "metrics.jsonl"
+        row["to_target"] = reached(metrics, target)
+        lines = _read_jsonl(metrics)
+        curves[row["model"]] = [{"step": r["step"], "tokens": r["tokens"], "flops": r["flops"],
+                                 "wall_seconds": r["wall_seconds"], "loss": r["loss"],
+                                 **({"val_mean": r["val"]["mean"]} if "val" in r else {})} for r in lines]
+        evaluated = [r for r in lines if r.get("val_expert_load")]
+        if evaluated:
+            loads[row["model"]] = evaluated[-1]["val_expert_load"]
+    return {**result, "target_loss": target,
+            "target_rule": f"the final mean validation loss of {PAIRS['dense']} after the whole budget",
+            "curves": curves, "expert_load": loads, "pairs": dict(PAIRS)}
+
+
+def calibrate_stage(plan: StudyPlan, log: Log) -> dict:
+    from moelab.bench.calibrate import calibrated_hardware
+
+    started = time.perf_counter()
+    path = calibrated_hardware("cpu", quick=plan.quick)
+    hw = json.loads(path.read_text())
+    seconds = time.perf_counter() - started
+    log(f"calibration: {path} ({'measured now' if seconds > 1 else 'cached'}, {seconds:.1f} s)")
+    return {**hw, "path": str(path), "seconds": seconds}
+
+
+def bench_stage(runs: Path, hardware: str, plan: StudyPlan, log: Log) -> dict:
+    """The trained dense model and its iso-active MoE, measured across batch sizes beside the prediction."""
+    from moelab.bench.run import bench
+
+    models = [str(runs / PAIRS["dense"]), str(runs / PAIRS["moe"])]
+    return bench(models, device="cpu", dtype="fp32", batches=plan.bench_batches, prompt=plan.bench_prompt,
+                 gen=plan.bench_gen, hardware=hardware, quick=plan.quick)
+
+
+def frontier_stage(wl: Workload) -> dict:
+    """The seeds' frontier pairs on the workload's GPU: one estimate per model, a batch sweep per pair."""
+    from moelab.cost.compare import compare
+    from moelab.cost.estimate import estimate
+    from moelab.cost.roofline import Workload as CostWorkload
+    from moelab.spec import load_hardware, load_model
+
+    hw = load_hardware(wl.hardware)
+    cost_wl = CostWorkload(batch=wl.batch, prompt=wl.prompt, gen=wl.gen, dtype=wl.dtype)
+    names = list(dict.fromkeys(m for pair in FRONTIER_PAIRS for m in pair))
+    return {"hardware": hw.name,
+            "estimates": {m: estimate(load_model(m), hw, cost_wl) for m in names},
+            "pairs": [compare(load_model(a), load_model(b), hw, CostWorkload(prompt=wl.prompt, gen=wl.gen,
+                                                                            dtype=wl.dtype), list(FRONTIER_BATCHES))
+                      for a, b in FRONTIER_PAIRS]}
+
+
+def machine() -> dict:
+    import torch
+
+    from moelab.bench.calibrate import cpu_model
+
+    return {"processor": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def run_study(out: Path, workload: Workload | None = None, quick: bool = False, progress: bool = True,
+              log: Log = print) -> dict:
+    """Run every stage into `out` (runs/, study.json, report.html, summary.json, CSVs); returns the study."""
+    from moelab.decide.recommend import recommend
+    from moelab.report import write_report
+
+    started = time.perf_counter()
+    plan = StudyPlan.quick_plan() if quick else StudyPlan.default()
+    wl = workload or default_workload()
+    out.mkdir(parents=True, exist_ok=True)
+    stage_seconds: dict[str, float] = {}
+
+    def stage(name: str, fn: Callable[[], dict]) -> dict:
+        log(f"study: {name} ...")
+        t0 = time.perf_counter()
+        result = fn()
+        stage_seconds[name] = round(time.perf_counter() - t0, 2)
+        log(f"study: {name} done in {stage_seconds[name]:.1f} s")
+        return result
+
+    training = stage("train", lambda: train_stage(out / "runs", plan, progress, log))
+    calibration = stage("calibrate", lambda: calibrate_stage(plan, log))
+    bench = stage("bench", lambda: bench_stage(out / "runs", calibration["path"], plan, log))
+    frontier = stage("frontier", lambda: frontier_stage(wl))
+    decision = stage("decide", lambda: recommend(wl, {"training": training, "bench": bench}))
+    study = {"version": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+             "quick": quick, "plan": plan.to_dict(), "machine": machine(), "workload": wl.to_dict(),
+             "training": training, "calibration": calibration, "bench": bench, "frontier": frontier,
+             "decision": decision, "stage_seconds": stage_seconds}
+    study["wall_seconds"] = round(time.perf_counter() - started, 2)
+    t0 = time.perf_counter()
+    write_report(study, out)
+    stage_seconds["report"] = round(time.perf_counter() - t0, 2)
+    study["wall_seconds"] = round(time.perf_counter() - started, 2)
+    (out / "study.json").write_text(json.dumps(study, indent=1, default=str) + "\n")
+    return study
