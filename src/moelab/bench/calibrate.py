@@ -20,11 +20,11 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from moelab.atomic import write_json
 from moelab.errors import MoelabError
 
 CPU_TDP_W_PER_CORE = 8.0  # assumed: a server core's share of socket power
@@ -234,15 +234,8 @@ def cache_path(device: str = "cpu", quick: bool = False) -> Path:
 
 
 def write_hardware(hw: dict, path: Path) -> Path:
-    """Atomic JSON write: temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(hw, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    """The hardware file, written atomically."""
+    return write_json(path, hw)
 
 
 def calibrated_hardware(device: str = "cpu", quick: bool = False, refresh: bool = False) -> Path:

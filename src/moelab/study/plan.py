@@ -17,7 +17,7 @@ FRONTIER_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 class StudyPlan:
     quick: bool = False
     # training: the same budget and data order for every model
-    steps: int = 200
+    steps: int = 300
     batch_size: int = 16
     seq_len: int = 128
     eval_every: int = 25
@@ -36,6 +36,10 @@ class StudyPlan:
     def quick_plan(cls) -> StudyPlan:
         return cls(quick=True, steps=30, batch_size=8, seq_len=64, eval_every=10, eval_tokens=2048,
                    max_bytes_per_domain=200_000, bench_batches=(1, 4, 16), bench_prompt=64, bench_gen=8)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> StudyPlan:
+        return cls(**{**raw, "bench_batches": tuple(raw["bench_batches"])})
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -1,8 +1,9 @@
 """Run the default (or a workload's) study end to end and write the report.
 
 Stages, in the seeds' order: prototype both kinds (train a dense model, an iso-active MoE and a fine-grained +
-shared MoE on the default corpus, same data order and budget), calibrate this machine, benchmark the trained
-models beside the engine's predictions, model the frontier pairs on the workload's GPU, decide, report.
+shared MoE on the default corpus, same data order and budget), calibrate this machine and benchmark the trained
+models beside the engine's predictions (in a fresh process), model the frontier pairs on the workload's GPU,
+decide, report.
 Every stage's output lands in one `study` dict (DIR/study.json), which `moelab.report` renders.
 """
 
@@ -12,11 +13,14 @@ import datetime as dt
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from moelab.decide.workload import Workload, default_workload
+from moelab.errors import MoelabError
 from moelab.study.plan import FRONTIER_BATCHES, FRONTIER_PAIRS, PAIRS, StudyPlan
 
 Log = Callable[[str], None]
@@ -57,24 +61,16 @@ def train_stage(runs: Path, plan: StudyPlan, progress: bool, log: Log) -> dict:
             "curves": curves, "expert_load": loads, "pairs": dict(PAIRS)}
 
 
-def calibrate_stage(plan: StudyPlan, log: Log) -> dict:
-    from moelab.bench.calibrate import calibrated_hardware
-
-    started = time.perf_counter()
-    path = calibrated_hardware("cpu", quick=plan.quick)
-    hw = json.loads(path.read_text())
-    seconds = time.perf_counter() - started
-    log(f"calibration: {path} ({'measured now' if seconds > 1 else 'cached'}, {seconds:.1f} s)")
-    return {**hw, "path": str(path), "seconds": seconds}
-
-
-def bench_stage(runs: Path, hardware: str, plan: StudyPlan, log: Log) -> dict:
-    """The trained dense model and its iso-active MoE, measured across batch sizes beside the prediction."""
-    from moelab.bench.run import bench
-
-    models = [str(runs / PAIRS["dense"]), str(runs / PAIRS["moe"])]
-    return bench(models, device="cpu", dtype="fp32", batches=plan.bench_batches, prompt=plan.bench_prompt,
-                 gen=plan.bench_gen, hardware=hardware, quick=plan.quick)
+def measure_stage(out: Path, plan: StudyPlan, log: Log) -> tuple[dict, dict]:
+    """Calibrate and bench in a fresh process (see moelab.study.measure for why); (hardware, bench)."""
+    proc = subprocess.run([sys.executable, "-m", "moelab.study.measure", str(out), json.dumps(plan.to_dict())],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        raise MoelabError(f"the measurement stage failed: {lines[-1] if lines else f'exit {proc.returncode}'}")
+    hw = json.loads((out / "hardware.json").read_text())
+    log(f"calibration: {out / 'hardware.json'} ({hw['measurements']['seconds']:.1f} s)")
+    return {**hw, "path": str(out / "hardware.json")}, json.loads((out / "bench.json").read_text())
 
 
 def frontier_stage(wl: Workload) -> dict:
@@ -124,8 +120,7 @@ def run_study(out: Path, workload: Workload | None = None, quick: bool = False, 
         return result
 
     training = stage("train", lambda: train_stage(out / "runs", plan, progress, log))
-    calibration = stage("calibrate", lambda: calibrate_stage(plan, log))
-    bench = stage("bench", lambda: bench_stage(out / "runs", calibration["path"], plan, log))
+    calibration, bench = stage("calibrate and bench", lambda: measure_stage(out, plan, log))
     frontier = stage("frontier", lambda: frontier_stage(wl))
     decision = stage("decide", lambda: recommend(wl, {"training": training, "bench": bench}))
     study = {"version": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
