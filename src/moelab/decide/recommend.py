@@ -208,6 +208,19 @@ def _vram(d: dict, m: dict, wl: Workload) -> dict:
     return _factor("vram", favours, numbers, "modelled", why)
 
 
+def _bench_flip(flip: dict) -> str:
+    """The measured and predicted decode-throughput winners of the bench, in words."""
+    def one(kind: str) -> str:
+        winners = flip.get(f"{kind}_winner_by_batch") or {}
+        at = flip.get(f"{kind}_batch")
+        if at is not None:
+            return f"{kind}, {winners.get(str(at), 'the other')} wins from batch {at}"
+        first = next(iter(winners.values()), None)
+        return f"{kind}, {first} wins at every batch" if first else f"{kind}, no flip"
+
+    return f"throughput winner {one('measured')}; {one('predicted')}"
+
+
 def _throughput(d: dict, m: dict, wl: Workload, flip: dict | None, evidence: dict | None) -> dict:
     ratio = m["tokens_per_second_per_gpu"] / d["tokens_per_second_per_gpu"]
     numbers = {"batch": wl.batch, "dense_tokens_per_s_per_gpu": d["tokens_per_second_per_gpu"],
@@ -226,8 +239,7 @@ def _throughput(d: dict, m: dict, wl: Workload, flip: dict | None, evidence: dic
     bflip = bench.get("flip") or {}
     numbers.update(measured_flip_batch=bflip.get("measured_batch"), predicted_flip_batch=bflip.get("predicted_batch"),
                    decode_median_abs_rel_error=err, measured_on=bench.get("device", "this machine"))
-    why += (f". Measured on tiny models on this machine: throughput flip at batch {bflip.get('measured_batch')} "
-            f"(predicted {bflip.get('predicted_batch')})")
+    why += f". Measured on tiny models on this machine: {_bench_flip(bflip)}"
     if err is not None:
         why += f", decode prediction error {err:.0%} (median)"
         if abs(ratio - 1) < err:
@@ -289,7 +301,7 @@ def _training(d: dict, m: dict, wl: Workload, evidence: dict | None) -> dict:
                    measured_moe_final_val=(moe.get("final_val") or {}).get("mean"))
     if dt and mt:
         favours = _favour(dt["flops"] / mt["flops"] - 1)
-        m_why = (f"to validation loss {target}: {moe['model']} {mt['tokens']:,} tokens, {mt['flops']:.3g} FLOPs, "
+        m_why = (f"to validation loss {target:.3f}: {moe['model']} {mt['tokens']:,} tokens, {mt['flops']:.3g} FLOPs, "
                  f"{mt['wall_seconds']:.1f} s vs {dense['model']} {dt['tokens']:,} tokens, {dt['flops']:.3g} FLOPs, "
                  f"{dt['wall_seconds']:.1f} s")
     elif dt or mt:

@@ -66,6 +66,10 @@ def _moe_name(name: str) -> bool:
 
 
 def _plain(v: float, _pos=None) -> str:
+    if v >= 1e12:
+        return f"{v / 1e12:g}T"
+    if v >= 1e9:
+        return f"{v / 1e9:g}G"
     if v >= 1e6:
         return f"{v / 1e6:g}M"
     if v >= 1e4:
@@ -80,7 +84,9 @@ def _loglog(ax, ylog: bool = True) -> None:
     if ylog:
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(_plain))
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        low, high = ax.get_ylim()
+        # under a decade there may be no major tick at all: label the minor ones (2, 3, ..., 9 x 10^k)
+        ax.yaxis.set_minor_formatter(FuncFormatter(_plain) if high < 10 * low else NullFormatter())
 
 
 # --- frontier ----------------------------------------------------------------------------------------------
@@ -275,6 +281,15 @@ def prediction_error(bench: dict | None) -> str | None:
     return _svg(fig, "prediction-error")
 
 
+def _moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over `window` points (shorter at the start): per-step losses jump with each batch's domain."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def training(curves: dict | None, target: float | None = None) -> str | None:
     """Training loss against tokens, FLOPs and wall-clock seconds (validation loss as markers)."""
     if not curves or not any(curves.values()):
@@ -286,14 +301,17 @@ def training(curves: dict | None, target: float | None = None) -> str | None:
         for model, pts in curves.items():
             if not pts:
                 continue
-            ax.plot([p[key] for p in pts], [p["loss"] for p in pts], "-", lw=1.2, color=colours[model],
-                    label=f"{model} train")
+            xs, losses = [p[key] for p in pts], [p["loss"] for p in pts]
+            ax.plot(xs, losses, "-", lw=0.5, alpha=0.25, color=colours[model])
+            ax.plot(xs, _moving_average(losses, max(1, len(losses) // 25)), "-", lw=1.2, color=colours[model],
+                    label=f"{model} train (moving average)")
             val = [p for p in pts if p.get("val_mean") is not None]
-            ax.plot([p[key] for p in val], [p["val_mean"] for p in val], "o", ms=4, color=colours[model],
+            ax.plot([p[key] for p in val], [p["val_mean"] for p in val], "o--", ms=4, lw=0.9, color=colours[model],
                     markeredgecolor="white", label=f"{model} validation")
+        ax.xaxis.set_major_formatter(FuncFormatter(_plain))
         if target is not None:
             ax.axhline(target, color=GREY, ls=":", lw=1)
-            ax.annotate(f"target {target:g}", (ax.get_xlim()[0], target), xytext=(2, 2), textcoords="offset points",
+            ax.annotate(f"target {target:.3f}", (ax.get_xlim()[0], target), xytext=(2, 2), textcoords="offset points",
                         fontsize=7, color=GREY)
         ax.set_xlabel(label)
         ax.set_ylabel("loss (nats/token)")
