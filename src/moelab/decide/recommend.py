@@ -128,6 +128,7 @@ def assess(fig: dict, wl: Workload, tail: float) -> dict:
         d = fig["deployments"][-1]
     replicas = max(1, wl.gpus // d["gpus"])
     fleet = replicas * d["tokens_per_second"]
+    trained = fig["deployments"][-1]["training"]  # training (fine-tuning) spreads over all the workload's GPUs
     fits = bool(fitting)
     # latency is judged on its own: a model that fits nowhere still "meets latency" if some replica size would
     meets_latency = bool(fast) if fitting else any(x["step_seconds"] * tail * 1e3 <= wl.latency_p99_ms
@@ -146,9 +147,9 @@ def assess(fig: dict, wl: Workload, tail: float) -> dict:
         "latency_ms": round(d["step_seconds"] * tail * 1e3, 3), "step_ms": round(d["step_seconds"] * 1e3, 3),
         "tokens_per_second": round(fleet, 1), "tokens_per_second_per_gpu": round(d["tokens_per_second_per_gpu"], 1),
         "usd_per_million_tokens": round(d["usd_per_million_tokens"], 4),
-        "train_flops": d["training"]["flops"], "train_usd": round(d["training"]["usd"], 2),
-        "train_gpu_hours": round(d["training"]["gpu_hours"], 1),
-        "train_memory_gb_per_gpu": _gb(d["training"]["memory"]["total_bytes"]),
+        "train_flops": trained["flops"], "train_usd": round(trained["usd"], 2),
+        "train_gpu_hours": round(trained["gpu_hours"], 1),
+        "train_memory_gb_per_gpu": _gb(trained["memory"]["total_bytes"]),
         "fits": fits, "meets_latency": meets_latency, "meets_throughput": meets_tput,
         "meets_quality": meets_quality, "feasible": not violations, "violations": violations,
     }
