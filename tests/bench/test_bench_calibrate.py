@@ -33,6 +33,9 @@ def test_quick_calibration_is_plausible(calibrated):
                 "moe_layer_overhead_us", "expert_overhead_us", "elementwise_bandwidth_gbps", "attention_tflops",
                 "intra_node_gbps" if "error" not in hw["measurements"]["alltoall"] else "memory_gb"):
         assert "measured" in hw["sources"][key], key
+    if "fresh_page_bandwidth_gbps" in hw:  # an allocator that maps large tensors fresh (glibc)
+        assert 0.1 < hw["fresh_page_bandwidth_gbps"] < 1000 and 0 <= hw["fresh_page_mb"] < 1e3
+        assert "measured" in hw["sources"]["fresh_page_bandwidth_gbps"]
     assert "assumed" in hw["sources"]["tdp_watts"] and "assumed" in hw["sources"]["usd_per_hour"]
     assert hw["measurements"]["seconds"] < 60  # quick: about 15 s on a quiet 2-core machine
 
@@ -73,3 +76,20 @@ def test_cli_calibrate_writes_out(monkeypatch, tmp_path, calibrated, capsys):
     assert printed["name"] == calibrated["name"] and load_hardware(str(out)).name == calibrated["name"]
     assert main(["calibrate", "--quick"]) == 0
     assert "overheads" in capsys.readouterr().out
+
+
+def test_fresh_pages_probe_finds_the_threshold_and_the_fault_rate(monkeypatch):
+    from moelab.bench import probes
+
+    def fake(fn, device, **kw):  # an allocator mapping outputs above 32 MiB fresh, faulting at 4 GB/s
+        x, *rest = fn.__defaults__
+        out = x.numel() * 4
+        fresh = len(rest) == 1 and out >= 32 * 2**20
+        return 3 * out / 40e9 + (out / 4e9 if fresh else 0.0)
+
+    monkeypatch.setattr(probes, "median_time", fake)
+    monkeypatch.setattr(probes.torch, "randn", lambda n, device=None: probes.torch.empty(n))
+    got = probes.fresh_pages("cpu", sizes_mib=(4, 16, 31, 32, 33, 64))
+    assert got["threshold_bytes"] == 31 * 2**20 and got["bandwidth"] == pytest.approx(4e9)
+    monkeypatch.setattr(probes, "median_time", lambda fn, device, **kw: fn.__defaults__[0].numel() * 12 / 40e9)
+    assert probes.fresh_pages("cpu", sizes_mib=(4, 16, 64))["bandwidth"] == 0.0  # a caching allocator: no term

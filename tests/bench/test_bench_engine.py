@@ -41,3 +41,23 @@ def test_gpu_presets_keep_the_plain_roofline():
     assert hw.elementwise_bandwidth == 0 and hw.step_overhead_s == 0 and hw.expert_overhead_s == 0
     d = decode_step(tiny_moe(), hw, Workload(batch=8))
     assert d.seconds == pytest.approx(max(d.compute_seconds, d.memory_seconds) + d.overhead_seconds)
+
+
+def test_fresh_page_faults_charge_activation_tensors_above_the_threshold():
+    from moelab.train.presets import TRAIN_PRESETS
+
+    spec = TRAIN_PRESETS["tiny-dense-wide"]()  # ffn_dim 2048: tokens x 2048 fp32 tensors pass 32 MB at 4096 tokens
+    plain = hardware_from_dict("cpu", FIXED_HW)
+    assert plain.fresh_page_bandwidth == 0  # off unless calibrated
+    hw = hardware_from_dict("cpu", {**FIXED_HW, "fresh_page_mb": 32.5, "fresh_page_bandwidth_gbps": 4})
+    for batch, faulting in ((16, 0.0), (64, 4 * 4 * 64 * 128 * 2048 * 4.0)):  # 4 layers x gate, up, silu, product
+        wl = Workload(batch=batch, prompt=128, gen=8, dtype="fp32", kv_dtype="fp32")
+        extra = prefill(spec, hw, wl).seconds - prefill(spec, plain, wl).seconds
+        assert extra == pytest.approx(faulting / 4e9)
+        assert decode_step(spec, hw, wl).seconds == pytest.approx(decode_step(spec, plain, wl).seconds)
+
+
+def test_gpu_presets_have_no_fresh_page_term():
+    for name in ("H100-SXM",):
+        hw = load_hardware(name)
+        assert hw.fresh_page_bandwidth == 0 and hw.fresh_page_bytes == 0

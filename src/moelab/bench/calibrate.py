@@ -109,6 +109,7 @@ def calibrate(device: str = "cpu", quick: bool = False, progress: bool = False) 
     attn = probes.attention(device, "fp32" if device == "cpu" else "bf16", quick, max(2 * llc, 64 * 2**20))
     say("in situ")
     situ = probes.in_situ(device, quick) if device == "cpu" else None
+    fresh = probes.fresh_pages(device, quick=quick) if situ else None  # CUDA's caching allocator: no faults
     say("overheads")
     over = probes.overheads(device, "fp32" if device == "cpu" else "bf16", quick)
     op = probes.op_overhead(device)
@@ -155,6 +156,9 @@ def calibrate(device: str = "cpu", quick: bool = False, progress: bool = False) 
     if llc and situ:
         hw["cache_gb"] = llc / 1e9
         hw["cache_bandwidth_gbps"] = situ["gemm_weight_bandwidth"] / 1e9
+    if fresh and fresh["bandwidth"]:
+        hw["fresh_page_mb"] = fresh["threshold_bytes"] / 1e6
+        hw["fresh_page_bandwidth_gbps"] = fresh["bandwidth"] / 1e9
     if a2a:
         for scope in ("intra", "inter"):
             hw[f"{scope}_node_gbps"] = a2a["bandwidth"] / 1e9
@@ -190,6 +194,15 @@ def calibrate(device: str = "cpu", quick: bool = False, progress: bool = False) 
                                                  "positions, divided by 64")
         sources["cache_bandwidth_gbps"] = (f"measured: {situ_how}: weight bytes / (decode matmul time - FLOPs "
                                            "/ FLOP/s), weights within the last-level cache; cache_gb from sysfs")
+    if fresh and fresh["bandwidth"]:
+        sources["fresh_page_mb"] = ("measured: the largest of fp32 tensors of "
+                                    f"{', '.join(str(m) for m in probes.FRESH_PAGE_SIZES_MIB)} MiB below which an "
+                                    "out-of-place product costs no more than one into a preallocated output (the "
+                                    "allocator's mmap threshold; larger tensors come fresh from the OS)")
+        sources["fresh_page_bandwidth_gbps"] = ("measured: output bytes / (out-of-place product - product into a "
+                                                "preallocated output) for the sizes above fresh_page_mb: first-touch "
+                                                "page faults; the engine charges every activation tensor above "
+                                                "the threshold at it")
     if a2a:
         sources["intra_node_gbps"] = (f"measured: all_to_all_single across {a2a['world']} processes "
                                       f"({a2a['backend']}), alpha-beta fit of a tiny and a large buffer")
@@ -214,6 +227,7 @@ def calibrate(device: str = "cpu", quick: bool = False, progress: bool = False) 
         "gemv_bandwidth_gbps_by_rows": {**{k: v / 1e9 for k, v in gemv["per_rows"].items()},
                                         "1": one_row["bandwidth"] / 1e9},
         "last_level_cache_bytes": llc,
+        "fresh_page_extra_s_per_gb_by_mib": fresh["extra_s_per_gb"] if fresh else None,
         "overheads_us": {k: v * 1e6 for k, v in over["raw_median_s"].items()},
         "op_overhead_us": op * 1e6,
         "moe_in_situ": moe_situ,

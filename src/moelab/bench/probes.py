@@ -59,6 +59,36 @@ def gemv_bandwidth(device: str, weight_bytes: int, dtype: str = "fp32", rows=(2,
     return {"bandwidth": statistics.median(per_rows.values()), "per_rows": per_rows, "weight_bytes": n * n * size}
 
 
+FRESH_PAGE_SIZES_MIB = (4, 8, 16, 31, 32, 33, 64, 128)  # around glibc's largest mmap threshold (32 MiB)
+
+
+def fresh_pages(device: str, sizes_mib=FRESH_PAGE_SIZES_MIB, quick: bool = False) -> dict:
+    """The cost of eager tensors that the allocator maps fresh from the OS (every page faults on first touch):
+    per size, an out-of-place product (a fresh output, as an eager forward allocates) minus the same product
+    into a preallocated output. bandwidth: output bytes / extra seconds, the median over the sizes that fault;
+    threshold_bytes: the largest size below which none faults (0: every size faults). No fault anywhere
+    (extra under a quarter of the large sizes' or the allocator caches): bandwidth 0."""
+    extra = {}
+    with torch.inference_mode():
+        for mib in sizes_mib:
+            n = int(mib * 2**20) // 4
+            x, y, o = (torch.randn(n, device=device) for _ in range(3))
+            reps = dict(min_reps=5, min_time=0.05 if quick else 0.15, warmup=2)
+            fresh = median_time(lambda x=x, y=y: x * y, device, **reps)
+            reused = median_time(lambda x=x, y=y, o=o: torch.mul(x, y, out=o), device, **reps)
+            extra[mib] = max(fresh - reused, 0.0) / (n * 4)
+            del x, y, o
+    large = statistics.median(extra[m] for m in sorted(sizes_mib)[-2:])  # seconds per byte where it faults
+    faults = {m: extra[m] > large / 4 for m in sizes_mib}
+    if large * 100e9 < 1 or faults[min(sizes_mib)] == faults[max(sizes_mib)] == False:  # noqa: E712
+        return {"bandwidth": 0.0, "threshold_bytes": 0.0, "extra_s_per_gb": {m: e * 1e9 for m, e in extra.items()}}
+    below = [m for m in sorted(sizes_mib) if not any(faults[k] for k in sizes_mib if k <= m)]
+    threshold = below[-1] * 2**20 if below else 0.0
+    faulting = [extra[m] for m in sizes_mib if m * 2**20 > threshold]
+    return {"bandwidth": 1.0 / statistics.median(faulting), "threshold_bytes": float(threshold),
+            "extra_s_per_gb": {m: e * 1e9 for m, e in extra.items()}}
+
+
 def attention(device: str, dtype: str = "fp32", quick: bool = False, kv_bytes: int = 64 * 2**20) -> dict:
     """scaled_dot_product_attention as moelab calls it:
     - causal prefill FLOP/s (FLOPs as the engine counts them: 4*head_dim per pair of the causal triangle);

@@ -111,6 +111,37 @@ def eager_elements_per_token(spec: ModelSpec) -> float:
     return spec.n_layers * common + spec.n_dense_layers * dense + spec.n_moe_layers * moe + 7 * d
 
 
+def activation_tensors_per_token(spec: ModelSpec) -> list[tuple[float, float]]:
+    """The activation tensors an eager forward allocates, as (tensors per token-step, width): per layer 10 of
+    d_model (two RMSNorms' three each, o_proj, the MLP output, two residual adds), 6 of the query width
+    (q_proj, rotary, attention output) and 6 of the KV width; a dense MLP's gate, up, silu and product (4 of
+    ffn_dim); a MoE layer's router logits, scores and masks (3 of n_experts), gather, expert outputs and
+    weighted outputs (3 of top_k*d), combine (2 of d), each expert's gate, up, silu and product (4 of its
+    rows: top_k*f_e/E per token) and the shared experts' (4 of n_shared*f_s)."""
+    a, d = spec.attention, spec.d_model
+    q = a.n_heads * a.qk_head_dim
+    kv = a.kv_lora_rank + a.qk_rope_head_dim if a.kind == "mla" else a.n_kv_heads * a.head_dim
+    out = [(spec.n_layers * 10 + 1, d), (spec.n_layers * 6, q), (spec.n_layers * 6, kv)]
+    if spec.n_dense_layers:
+        out.append((spec.n_dense_layers * 4, spec.ffn_dim))
+    if spec.is_moe:
+        m, n = spec.moe, spec.n_moe_layers
+        out += [(n * 3, m.n_experts), (n * 3, m.top_k * d), (n * 2, d), (n * 4, m.top_k * m.expert_ffn / m.n_experts)]
+        if m.n_shared:
+            out.append((n * 4, m.n_shared * m.shared_ffn))
+    return out
+
+
+def fresh_page_bytes(spec: ModelSpec, hw: HardwareSpec, tokens: float, act: float) -> float:
+    """Bytes of the step's activation tensors that are larger than the allocator's fresh-page threshold
+    (`hw.fresh_page_bytes`: glibc maps such allocations from the OS each time, and every 4 KiB page faults on
+    first touch); 0 where the hardware has no fresh-page figures."""
+    if not hw.fresh_page_bandwidth:
+        return 0.0
+    return sum(count * tokens * width * act for count, width in activation_tensors_per_token(spec)
+               if tokens * width * act > hw.fresh_page_bytes)
+
+
 def _single_row_share(moe, tokens: float) -> float:
     """Share of the touched routed experts that get exactly one token (uniform routing): their products are
     matrix-vector, the rest matrix-matrix."""
@@ -133,7 +164,8 @@ def _phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: 
     On eager hardware (a CPU calibration: `elementwise_bandwidth` set) kernels run one after another, so the
     op classes add up: matmuls (FLOPs / FLOP/s + weight bytes / bandwidth: Hockney's r_inf, n_1/2 model of
     a GEMM; one-row products at the GEMV bandwidth), attention (its own measured FLOP/s and KV-read bandwidth)
-    and unfused elementwise traffic."""
+    and unfused elementwise traffic (plus the page faults of activation tensors above the allocator's
+    fresh-page threshold)."""
     p = count_params(spec)
     wb = weight_bytes(p, wl.dtype)
     g, act = wl.gpus, activation_bytes(wl.dtype)
@@ -168,6 +200,8 @@ def _phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: 
         at_memory = kv_read / g / (hw.attention_bandwidth or hw.bandwidth)
         heads = wl.batch / g * spec.attention.n_heads * spec.n_layers * hw.attention_head_overhead_s
         elementwise = tokens / g * eager_elements_per_token(spec) * act / hw.elementwise_bandwidth
+        if hw.fresh_page_bandwidth:  # page faults of tensors the allocator maps fresh from the OS
+            elementwise += fresh_page_bytes(spec, hw, tokens / g, act) / hw.fresh_page_bandwidth
         compute_s, memory_s = mm_compute + at_compute, mm_memory + at_memory + elementwise
         overhead += heads
         seconds = mm_compute + mm_memory + max(at_compute, at_memory) + elementwise + comm + overhead

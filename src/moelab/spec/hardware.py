@@ -51,6 +51,10 @@ class HardwareSpec:
     attention_bandwidth: float = 0.0
     attention_head_overhead_s: float = 0.0  # per sequence, head and layer
     gemv_bandwidth: float = 0.0  # one-row products (decode at batch 1); 0: memory_bandwidth
+    # Eager CPU allocations larger than fresh_page_bytes come fresh from the OS (glibc's mmap threshold) and
+    # fault in on first touch, at fresh_page_bandwidth bytes/s (0: no such term).
+    fresh_page_bytes: float = 0.0
+    fresh_page_bandwidth: float = 0.0
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -116,6 +120,8 @@ class HardwareSpec:
             "attention_bandwidth_gbps": self.attention_bandwidth / 1e9,
             "attention_head_overhead_us": self.attention_head_overhead_s * 1e6,
             "gemv_bandwidth_gbps": self.gemv_bandwidth / 1e9,
+            "fresh_page_mb": self.fresh_page_bytes / 1e6,
+            "fresh_page_bandwidth_gbps": self.fresh_page_bandwidth / 1e9,
             "sources": dict(self.sources),
         }
 
@@ -175,6 +181,8 @@ def hardware_from_dict(name: str, raw: Any, defaults: dict[str, Any] | None = No
         attention_bandwidth=n("attention_bandwidth_gbps", 0) * 1e9,
         attention_head_overhead_s=n("attention_head_overhead_us", 0) * 1e-6,
         gemv_bandwidth=n("gemv_bandwidth_gbps", 0) * 1e9,
+        fresh_page_bytes=n("fresh_page_mb", 0) * 1e6,
+        fresh_page_bandwidth=n("fresh_page_bandwidth_gbps", 0) * 1e9,
         sources={str(k): str(v) for k, v in merged["sources"].items()},
     )
 
