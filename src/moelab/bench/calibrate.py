@@ -24,15 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from moelab.atomic import write_json
+from moelab.data.cache import atomic_write_json, home_dir
 from moelab.errors import MoelabError
 
 CPU_TDP_W_PER_CORE = 8.0  # assumed: a server core's share of socket power
 CPU_USD_PER_CORE_HOUR = 0.02  # assumed: cloud vCPU price
-
-
-def _home() -> Path:
-    return Path(os.environ.get("MOELAB_HOME", Path.home() / ".cache" / "moelab"))
 
 
 def check_device(device: str) -> str:
@@ -244,12 +240,13 @@ def calibrate(device: str = "cpu", quick: bool = False, progress: bool = False) 
 
 
 def cache_path(device: str = "cpu", quick: bool = False) -> Path:
-    return _home() / "hardware" / f"{machine_key(device)}{'-quick' if quick else ''}.json"
+    return home_dir() / "hardware" / f"{machine_key(device)}{'-quick' if quick else ''}.json"
 
 
 def write_hardware(hw: dict, path: Path) -> Path:
-    """The hardware file, written atomically."""
-    return write_json(path, hw)
+    """The hardware file, written atomically (its folder created if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_json(path, hw)
 
 
 def calibrated_hardware(device: str = "cpu", quick: bool = False, refresh: bool = False) -> Path:

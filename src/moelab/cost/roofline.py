@@ -93,14 +93,19 @@ def _kv_shards(spec: ModelSpec, gpus: int) -> int:
     return 1 if a.kind == "mla" else min(gpus, a.n_kv_heads)
 
 
+def _qkv_widths(spec: ModelSpec) -> tuple[int, int]:
+    """(query width, cached KV width per token) of one attention layer: MLA caches its latent and rope key."""
+    a = spec.attention
+    kv = a.kv_lora_rank + a.qk_rope_head_dim if a.kind == "mla" else a.n_kv_heads * a.head_dim
+    return a.n_heads * a.qk_head_dim, kv
+
+
 def eager_elements_per_token(spec: ModelSpec) -> float:
     """Activation elements an eager (unfused) forward reads and writes per token outside matmuls and attention:
     RMSNorm ~7d each, residual adds 3d each, rotary ~10 per q/k element, KV cache copy, the attention output
     copy, SwiGLU's silu and product 5f; a MoE layer's gather, combine and scatter ~8d and 5f_e per routed slot,
     softmax/top-k/statistics ~10E, shared experts 5 f_s."""
-    a, d = spec.attention, spec.d_model
-    q = a.n_heads * a.qk_head_dim
-    kv = a.kv_lora_rank + a.qk_rope_head_dim if a.kind == "mla" else a.n_kv_heads * a.head_dim
+    d, (q, kv) = spec.d_model, _qkv_widths(spec)
     common = 20 * d + 12 * q + 14 * kv
     dense = 5 * spec.ffn_dim
     moe = 0.0
@@ -118,9 +123,7 @@ def activation_tensors_per_token(spec: ModelSpec) -> list[tuple[float, float]]:
     ffn_dim); a MoE layer's router logits, scores and masks (3 of n_experts), gather, expert outputs and
     weighted outputs (3 of top_k*d), combine (2 of d), each expert's gate, up, silu and product (4 of its
     rows: top_k*f_e/E per token) and the shared experts' (4 of n_shared*f_s)."""
-    a, d = spec.attention, spec.d_model
-    q = a.n_heads * a.qk_head_dim
-    kv = a.kv_lora_rank + a.qk_rope_head_dim if a.kind == "mla" else a.n_kv_heads * a.head_dim
+    d, (q, kv) = spec.d_model, _qkv_widths(spec)
     out = [(spec.n_layers * 10 + 1, d), (spec.n_layers * 6, q), (spec.n_layers * 6, kv)]
     if spec.n_dense_layers:
         out.append((spec.n_dense_layers * 4, spec.ffn_dim))

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+
+def home_dir() -> Path:
+    """$MOELAB_HOME, else ~/.cache/moelab: the runs store and this machine's calibrations."""
+    return Path(os.environ.get("MOELAB_HOME", Path.home() / ".cache" / "moelab"))
 
 
 def default_cache_dir() -> Path:
@@ -38,3 +45,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Atomically write UTF-8 text to `path`."""
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> Path:
+    """Atomically write `obj` as indented JSON to `path`."""
+    atomic_write_text(path, json.dumps(obj, indent=2))
+    return path

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from moelab.atomic import write_json
+from moelab.data.cache import atomic_write_json
 from moelab.study.plan import PAIRS, StudyPlan
 
 
@@ -29,7 +29,7 @@ def measure(out: Path, plan: StudyPlan) -> tuple[dict, dict]:
     models = [str(out / "runs" / PAIRS["dense"]), str(out / "runs" / PAIRS["moe"])]
     result = bench(models, device="cpu", dtype="fp32", batches=plan.bench_batches, prompt=plan.bench_prompt,
                    gen=plan.bench_gen, hardware=str(path), quick=plan.quick)
-    write_json(out / "bench.json", result)
+    atomic_write_json(out / "bench.json", result)
     return {**hw, "path": str(path)}, result
 
 

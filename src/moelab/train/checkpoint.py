@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from moelab.atomic import write_json
+from moelab.data.cache import atomic_write_json
 from moelab.errors import MoelabError
 
 PREFIX = "ckpt-"
@@ -47,7 +47,7 @@ def save_checkpoint(out: Path, step: int, model: torch.nn.Module, optimizer: tor
     tensors, groups = _optimizer_tensors(optimizer)
     tensors["rng.torch"] = torch.get_rng_state()
     save_file(tensors, str(tmp / "optimizer.safetensors"))
-    write_json(tmp / "state.json", {**state, "step": step, "optimizer": groups})
+    atomic_write_json(tmp / "state.json", {**state, "step": step, "optimizer": groups})
     for file in tmp.iterdir():
         _fsync(file)
     if final.exists():
@@ -88,7 +88,7 @@ def save_final(out: Path, model: torch.nn.Module, meta: dict[str, Any]) -> Path:
     final = out / "final"
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".final."))
     save_model(model, str(tmp / "model.safetensors"))
-    write_json(tmp / "meta.json", meta)
+    atomic_write_json(tmp / "meta.json", meta)
     for file in tmp.iterdir():
         _fsync(file)
     if final.exists():

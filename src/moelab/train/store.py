@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from moelab.data.cache import home_dir
+
 SCHEMA = """CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started REAL NOT NULL, updated REAL NOT NULL, status TEXT NOT NULL,
@@ -19,7 +21,7 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS runs (
 
 def store_path() -> Path:
     """$MOELAB_HOME/runs.sqlite, default ~/.cache/moelab/runs.sqlite."""
-    home = Path(os.environ.get("MOELAB_HOME", Path.home() / ".cache" / "moelab"))
+    home = home_dir()
     home.mkdir(parents=True, exist_ok=True)
     return home / "runs.sqlite"
 
