@@ -18,10 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from moelab.study.plan import PAIRS
+
 FIXTURE = Path(__file__).parent / "fixtures" / "study_parts.json"
-PAIRS = [("mistral-7b", "mixtral-8x7b"), ("llama-3-70b", "mixtral-8x7b"), ("llama-3-70b", "deepseek-v3"),
-         ("llama-3-70b", "qwen3-235b-a22b")]
-FRONTIER = ("mixtral-8x7b", "mistral-7b", "llama-3-70b", "deepseek-v3", "qwen3-235b-a22b")
 
 
 def write_corpus(root: Path) -> Path:
@@ -50,20 +49,9 @@ def train_part(work: Path, steps: int = 24) -> dict:
     corpus = write_corpus(work / "corpus")
     cfg = TrainConfig(steps=steps, batch_size=4, seq_len=64, eval_every=max(1, steps // 4), ckpt_every=steps,
                       warmup=4, vocab_size=512, eval_tokens=2048, data=str(corpus))
-    names = ("tiny-dense", "tiny-moe", "tiny-moe-fine")
-    result = train_compare([load_train_spec(m) for m in names], cfg, work / "runs", target_loss=4.0,
+    result = train_compare([load_train_spec(m) for m in PAIRS.values()], cfg, work / "runs", target_loss=4.0,
                            progress=False, log=lambda msg: None)
-    curves, loads = {}, {}
-    for name in names:
-        lines = [json.loads(x) for x in (work / "runs" / name / "metrics.jsonl").read_text().splitlines()]
-        curves[name] = [{"step": r["step"], "tokens": r["tokens"], "flops": r["flops"],
-                         "wall_seconds": r["wall_seconds"], "loss": r["loss"],
-                         **({"val_mean": r["val"]["mean"]} if "val" in r else {})} for r in lines]
-        last = [r for r in lines if r.get("val_expert_load")]
-        if last:
-            loads[name] = last[-1]["val_expert_load"]
-    return {**result, "curves": curves, "expert_load": loads,
-            "pairs": {"dense": "tiny-dense", "moe": "tiny-moe", "moe_fine": "tiny-moe-fine"}}
+    return {**result, "pairs": dict(PAIRS)}
 
 
 def synthetic_bench() -> dict:
@@ -121,24 +109,10 @@ def build_parts(steps: int = 24) -> dict:
                         "platform": platform.platform()}}
 
 
-def frontier(hardware: str = "H100-SXM", batch: int = 32) -> dict:
-    from moelab.cost.compare import compare
-    from moelab.cost.estimate import estimate
-    from moelab.cost.roofline import Workload
-    from moelab.spec import load_hardware, load_model
-
-    hw = load_hardware(hardware)
-    wl = Workload(batch=batch, prompt=1024, gen=256)
-    batches = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
-    return {"hardware": hw.name,
-            "estimates": {m: estimate(load_model(m), hw, wl) for m in FRONTIER},
-            "pairs": [compare(load_model(a), load_model(b), hw, Workload(prompt=1024, gen=256), batches)
-                      for a, b in PAIRS]}
-
-
 def study(parts: dict | None = None) -> dict:
     """The full study dict: stored training/bench/calibration parts, live frontier and decision."""
     from moelab.decide import default_workload, recommend
+    from moelab.study.run import frontier_stage
 
     parts = parts if parts is not None else json.loads(FIXTURE.read_text())
     wl = default_workload()
@@ -146,7 +120,7 @@ def study(parts: dict | None = None) -> dict:
     return {"version": 1, "created": "2026-01-01T00:00:00+00:00", "quick": False, "wall_seconds": 95.2,
             "machine": parts.get("machine"), "workload": wl.to_dict(), "training": parts.get("training"),
             "calibration": parts.get("calibration"), "bench": parts.get("bench"),
-            "frontier": frontier(wl.hardware, wl.batch), "decision": recommend(wl, evidence)}
+            "frontier": frontier_stage(wl), "decision": recommend(wl, evidence)}
 
 
 if __name__ == "__main__":

@@ -26,39 +26,21 @@ from moelab.study.plan import FRONTIER_BATCHES, FRONTIER_PAIRS, PAIRS, StudyPlan
 Log = Callable[[str], None]
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def train_stage(runs: Path, plan: StudyPlan, progress: bool, log: Log) -> dict:
-    """Train the three models on one budget; the target loss is the dense model's final validation loss, so
-    `to_target` answers "how soon does each MoE reach what dense reached with the whole budget?"."""
-    from moelab.train.compare import reached, train_compare
+    """Train the three models on one budget, the dense model first: the target loss is its final validation
+    loss, so `to_target` answers "how soon does each MoE reach what dense reached with the whole budget?"."""
+    from moelab.train.compare import train_compare
     from moelab.train.config import TrainConfig
     from moelab.train.presets import load_train_spec
 
     cfg = TrainConfig(steps=plan.steps, batch_size=plan.batch_size, seq_len=plan.seq_len, eval_every=plan.eval_every,
                       eval_tokens=plan.eval_tokens, ckpt_every=plan.steps, warmup=max(1, plan.steps // 10),
                       max_bytes_per_domain=plan.max_bytes_per_domain)
-    names = list(PAIRS.values())
-    result = train_compare([load_train_spec(n) for n in names], cfg, runs, target_loss=float("-inf"),
-                           progress=progress, log=log)
-    dense_row = next(r for r in result["rows"] if r["model"] == PAIRS["dense"])
-    target = dense_row["final_val"]["mean"]
-    curves, loads = {}, {}
-    for row in result["rows"]:
-        metrics = runs / row["model"] / "metrics.jsonl"
-        row["to_target"] = reached(metrics, target)
-        lines = _read_jsonl(metrics)
-        curves[row["model"]] = [{"step": r["step"], "tokens": r["tokens"], "flops": r["flops"],
-                                 "wall_seconds": r["wall_seconds"], "loss": r["loss"],
-                                 **({"val_mean": r["val"]["mean"]} if "val" in r else {})} for r in lines]
-        evaluated = [r for r in lines if r.get("val_expert_load")]
-        if evaluated:
-            loads[row["model"]] = evaluated[-1]["val_expert_load"]
-    return {**result, "target_loss": target,
-            "target_rule": f"the final mean validation loss of {PAIRS['dense']} after the whole budget",
-            "curves": curves, "expert_load": loads, "pairs": dict(PAIRS)}
+    names = [PAIRS["dense"], PAIRS["moe"], PAIRS["moe_fine"]]
+    result = train_compare([load_train_spec(n) for n in names], cfg, runs, target_loss=None, progress=progress,
+                           log=log)
+    return {**result, "target_rule": f"the final mean validation loss of {PAIRS['dense']} after the whole budget",
+            "pairs": dict(PAIRS)}
 
 
 def measure_stage(out: Path, plan: StudyPlan, log: Log) -> tuple[dict, dict]:
