@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from moelab.errors import MoelabError
-from moelab.schema.errors import error_items, format_errors, register_model
+from moelab.validation import error_items, format_errors, register_model
 
 
 class StrictModel(BaseModel):
