@@ -200,6 +200,14 @@ def _loader():
     return Loader
 
 
+def _yaml_problem(e: Exception) -> str:
+    """PyYAML's error as `problem at line L, column C` (its own text quotes the whole stream's name and context)."""
+    problem, mark = getattr(e, "problem", None), getattr(e, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{' '.join(str(problem).split())[:160]} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(e).split())[:200]
+
+
 def parse_yaml(text: str, source: str = "YAML") -> Any:
     """Safe YAML 1.2 scalars, no aliases, no duplicate keys: see the module docstring."""
     import yaml
@@ -211,7 +219,7 @@ def parse_yaml(text: str, source: str = "YAML") -> Any:
     except RecursionError:
         raise MoelabError(f"{source}: YAML nested too deeply (at most {MAX_DEPTH} levels)") from None
     except yaml.YAMLError as e:
-        raise MoelabError(f"{source}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
+        raise MoelabError(f"{source}: not valid YAML ({_yaml_problem(e)})") from None
     except ValueError:  # Python's own limit on integer digits (4300)
         raise MoelabError(f"{source}: an integer of more than {MAX_INT_DIGITS} digits is not accepted") from None
     return _checked_tree(value, source)

@@ -1,7 +1,7 @@
 """Validation of the files a user gives: pydantic models, one error line per file, JSON Schemas for editors.
 
-- `moelab.validation` (beside this package): `format_errors` and `validation_error`, every problem of a file on one line
-  (imports no pydantic, so it costs nothing to import).
+- `moelab.validation` (beside this package): `format_errors` and `validation_error`, every problem of a file
+  on one capped line (imports no pydantic, so it costs nothing to import).
 - `moelab.schema.base`: the strict base model (unknown keys refused, finite numbers, no coercion).
 - `moelab.schema.hardware`, `moelab.schema.workload`: the models of the hardware and workload files.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -202,23 +203,31 @@ def hardware_presets() -> dict[str, HardwareSpec]:
 
 
 def load_hardware(name_or_path: str) -> HardwareSpec:
-    """A preset name (case-insensitive) or a YAML/JSON file in the same units as the presets."""
+    """A preset name (case-insensitive) or a YAML/JSON file in the same units as the presets.
+
+    Presets are bundled, trusted data and are built directly; a file is read by moelab.userfile and validated
+    by moelab.schema.hardware (every error at once, on one line) before it is built."""
     presets = _table()["presets"]
     by_lower = {k.lower(): k for k in presets}
     if name_or_path.lower() in by_lower:
         key = by_lower[name_or_path.lower()]
         return hardware_from_dict(key, presets[key])
     path = Path(name_or_path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise MoelabError(f"unknown hardware {name_or_path!r} (presets: {', '.join(presets)}; or a YAML/JSON file)")
-    text = path.read_text()
-    try:
-        if path.suffix == ".json":
-            raw = json.loads(text)
-        else:
-            import yaml
+    return hardware_from_file(path)
 
-            raw = yaml.safe_load(text)
-    except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
-        raise MoelabError(f"{path}: cannot parse hardware file ({str(e).splitlines()[0]})") from None
-    return hardware_from_dict(path.stem, raw)
+
+def hardware_from_file(path: str | Path) -> HardwareSpec:
+    """A user's hardware file, validated: see load_hardware."""
+    from moelab.schema.base import validate
+    from moelab.schema.hardware import HardwareFile
+    from moelab.userfile import load_user_file
+
+    path = Path(path)
+    raw = load_user_file(path, "hardware file")
+    if not isinstance(raw, dict):
+        raise MoelabError(f"{path.name}: a hardware file must be a mapping of keys to values, got "
+                          f"{type(raw).__name__}")
+    given = validate(HardwareFile, raw, path.name).given()
+    return hardware_from_dict(path.stem, given)
