@@ -1,0 +1,77 @@
+"""Documented upper bounds for every number a user gives moelab, in flags and in files.
+
+Every number must be finite and at most its bound here; the bounds sit far above any real use (the largest
+clusters, batches, contexts and training runs of today) and far below where arithmetic stops being exact or
+fast (2**53 for floats holding integers, Python ints that grow without limit, loops over a count). The CLI's
+options and the validation models of user files import them from here, so that one bound holds everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+
+from moelab.errors import MoelabError
+
+# --- the serving / cost model: `estimate`, `compare`, workloads ---
+MAX_GPUS = 1_048_576  # 2**20 GPUs: ten times the largest clusters built so far
+MAX_BATCH = 1_048_576  # concurrent sequences in one decode step
+MAX_TOKENS = 16_777_216  # 2**24 prompt or generated tokens per sequence (the longest contexts are ~10M)
+MAX_TRAIN_TOKENS = 1e17  # tokens to price; the largest published runs are ~4e13
+MAX_SKEW = 10.0  # Zipf exponent of expert load: at 10 the top expert already takes >99.9% of the load
+MAX_EXPERTS = 65_536  # experts per layer, for --as-moe and --fine-grained
+
+# --- model configs (config.json, moelab specs): real models sit orders of magnitude below each ---
+MAX_VOCAB = 16_777_216  # 2**24 tokens (the largest vocabularies are ~256K)
+MAX_WIDTH = 1_048_576  # d_model, head_dim, LoRA ranks (the widest models are ~18K)
+MAX_FFN = 4_194_304  # FFN / expert intermediate width (the widest are ~53K)
+MAX_HEADS = 65_536  # attention or KV heads (the most are 128)
+MAX_LAYERS = 16_384  # layers (the deepest are ~126)
+MAX_POSITIONS = 1_073_741_824  # 2**30 max positions / sliding window (the longest contexts are ~10M)
+MAX_ROPE_THETA = 1e12  # RoPE base (the largest are ~1e8)
+MAX_ROPE_FACTOR = 1e4  # RoPE scaling factor (YaRN uses up to ~40)
+MAX_NORM_EPS = 1.0  # RMSNorm epsilon, in (0, 1]
+MAX_ROUTER_SCALE = 1e3  # routed_scaling_factor (DeepSeek-V3 uses 2.5)
+
+# --- measurement on this machine: `bench`, `calibrate` ---
+MAX_BENCH_BATCH = 65_536  # sequences per bench batch (the memory guard refuses most of these anyway)
+MAX_BENCH_TOKENS = 1_048_576  # prompt or generated tokens per bench sequence (also bounded by the model)
+MAX_REPEATS = 10_000  # rounds of prefill + decode per batch size
+
+# --- training: `train`, `train-compare` ---
+MAX_SEED = 2**32 - 1  # an unsigned 32-bit seed: what torch, numpy and random all take, with room to mix
+MAX_STEPS = 100_000_000
+MAX_SEQ_LEN = 1_048_576
+MAX_TRAIN_BATCH = 1_048_576
+
+# --- model configs: config.json, moelab spec JSON, presets (read by spec.hf, checked by spec.model) ---
+# MAX_EXPERTS above also bounds a config's routed experts (and so its top-k and expert groups).
+MAX_VOCAB = 16_777_216  # 2**24 token ids: 60 times the largest vocabularies in use (~262k)
+MAX_WIDTH = 1_048_576  # 2**20: hidden_size, head_dim, LoRA ranks; 40 times the widest models (~25k)
+MAX_FFN = 16_777_216  # 2**24: dense, expert and shared intermediate sizes; 300 times the widest FFN (~53k)
+MAX_LAYERS = 16_384  # 2**14 decoder layers: 100 times the deepest models (~126); the engine loops over them
+MAX_HEADS = 65_536  # 2**16 attention or key/value heads; the most today is 128
+MAX_POSITIONS = 134_217_728  # 2**27: max_position_embeddings, sliding_window; 10x the longest context (10M)
+MAX_ROPE_THETA = 1e12  # rotary base; real ones are 1e4..1e7, and float32 frequencies lose all meaning far above
+MAX_NORM_EPS = 1.0  # RMSNorm epsilon (real ones 1e-6..1e-5): above 1 it swamps the mean square of activations
+MAX_ROUTER_SCALE = 1e3  # routed_scaling_factor (DeepSeek-V3: 2.5): it multiplies the experts' output
+MAX_ROPE_FACTOR = 1e6  # a rope_scaling factor (YaRN's are 4..64): the context it stretches to stays finite
+
+
+def check_finite(name: str, value: float, low: float | None = None, high: float | None = None) -> float:
+    """`value` if it is a finite number within [low, high], else a one-line MoelabError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MoelabError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MoelabError(f"{name} must be a finite number, got {value}")
+    if low is not None and value < low:
+        raise MoelabError(f"{name} must be at least {low:g}, got {show_number(value)}")
+    if high is not None and value > high:
+        raise MoelabError(f"{name} must be at most {high:g}, got {show_number(value)}")
+    return value
+
+
+def show_number(value: float) -> str:
+    """A number for an error message, short even for a 5000-digit integer."""
+    if isinstance(value, int) and abs(value) >= 10**15:
+        return f"an integer of about {int(abs(value).bit_length() * math.log10(2)) + 1} digits"
+    return f"{value:g}"
