@@ -59,11 +59,25 @@ def test_estimate_flags(capsys, tmp_path):
 
 
 def test_compare_finds_the_flip(capsys):
-    r = run_json(capsys, "compare", "llama-3-70b", "mixtral-8x7b", "--gpus", "4", "--batches", "1,8,32,128")
+    """On 4 GPUs each, Qwen3-30B-A3B (3.3B active) wins decode per GPU at batch 1 and Llama-3-8B from a few
+    sequences on (the MoE then reads most of its 30B of experts per step); the flip batch must be where the
+    per-GPU winners, recomputed here from `estimate` one batch at a time, change."""
+    a, b = "llama-3-8b", "qwen3-30b-a3b"
+    r = run_json(capsys, "compare", a, b, "--gpus", "4", "--batches", "1,8,32,128")
     assert [row["batch"] for row in r["rows"]] == [1, 8, 32, 128]
-    assert all(row["winner"] in ("a", "b") for row in r["rows"])
-    for flip in r["flips"]:
-        assert flip["from"] != flip["to"]
+    assert [row["winner"] for row in r["rows"]] == ["b", "a", "a", "a"]
+    assert [(f["from"], f["to"]) for f in r["flips"]] == [(b, a)]
+    flip = r["flips"][0]["batch"]
+    assert 1 < flip <= 8
+
+    def per_gpu(model, batch):
+        e = run_json(capsys, "estimate", model, "--gpus", "4", "--batch", str(batch))
+        assert e["parallel"]["gpus"] == 4
+        return e["decode"]["tokens_per_second"] / 4
+
+    winners = [a if per_gpu(a, batch) >= per_gpu(b, batch) else b for batch in range(1, 9)]
+    changes = [batch for batch in range(2, 9) if winners[batch - 1] != winners[batch - 2]]
+    assert changes == [flip] and winners[flip - 1] == a and winners[flip - 2] == b
 
 
 def test_tables_render(capsys):
