@@ -43,19 +43,6 @@ MAX_STEPS = 100_000_000
 MAX_SEQ_LEN = 1_048_576
 MAX_TRAIN_BATCH = 1_048_576
 
-# --- model configs: config.json, moelab spec JSON, presets (read by spec.hf, checked by spec.model) ---
-# MAX_EXPERTS above also bounds a config's routed experts (and so its top-k and expert groups).
-MAX_VOCAB = 16_777_216  # 2**24 token ids: 60 times the largest vocabularies in use (~262k)
-MAX_WIDTH = 1_048_576  # 2**20: hidden_size, head_dim, LoRA ranks; 40 times the widest models (~25k)
-MAX_FFN = 16_777_216  # 2**24: dense, expert and shared intermediate sizes; 300 times the widest FFN (~53k)
-MAX_LAYERS = 16_384  # 2**14 decoder layers: 100 times the deepest models (~126); the engine loops over them
-MAX_HEADS = 65_536  # 2**16 attention or key/value heads; the most today is 128
-MAX_POSITIONS = 134_217_728  # 2**27: max_position_embeddings, sliding_window; 10x the longest context (10M)
-MAX_ROPE_THETA = 1e12  # rotary base; real ones are 1e4..1e7, and float32 frequencies lose all meaning far above
-MAX_NORM_EPS = 1.0  # RMSNorm epsilon (real ones 1e-6..1e-5): above 1 it swamps the mean square of activations
-MAX_ROUTER_SCALE = 1e3  # routed_scaling_factor (DeepSeek-V3: 2.5): it multiplies the experts' output
-MAX_ROPE_FACTOR = 1e6  # a rope_scaling factor (YaRN's are 4..64): the context it stretches to stays finite
-
 
 def check_finite(name: str, value: float, low: float | None = None, high: float | None = None) -> float:
     """`value` if it is a finite number within [low, high], else a one-line MoelabError naming `name`."""
