@@ -86,12 +86,14 @@ def test_flip_logic():
 def test_run_dir_hf_folder_config_and_shrink(tmp_path, hw_file):
     from safetensors.torch import save_model
 
+    from moelab.bench.models import load
     from moelab.nn.hf import save_pretrained
     from moelab.nn.model import build_model
     from moelab.spec.model import spec_to_dict
     from moelab.train.presets import tiny_moe
 
     spec = tiny_moe()
+    torch.manual_seed(1234)  # not the seed bench builds random weights with: a load that was skipped shows
     model = build_model(spec)
     final = tmp_path / "run" / "final"
     final.mkdir(parents=True)
@@ -102,9 +104,28 @@ def test_run_dir_hf_folder_config_and_shrink(tmp_path, hw_file):
     one = dict(batches=(2,), prompt=8, gen=2, repeats=1, hardware=hw_file, threads=1)
     r = bench([str(tmp_path / "run"), str(hf)], **one)
     assert [m["source"] for m in r["models"]] == ["run", "hf"]
-    assert r["models"][0]["weights"].endswith("model.safetensors") and r["flip"] is not None
+    assert [m["weights"] for m in r["models"]] == [str(final / "model.safetensors"), str(hf)]
+    assert r["threads"] == 1
+    numel = sum(p.numel() for p in model.parameters())
+    for m in r["models"]:  # the analytic count beside the built model's, and the structure it was given
+        assert m["params_total"] == numel
+        assert (m["n_layers"], m["d_model"], m["experts"], m["top_k"]) == (
+            spec.n_layers, spec.d_model, spec.moe.n_experts, spec.moe.top_k)
+    names = [m["name"] for m in r["models"]]
+    assert names == [spec.name, "hf"]  # a run keeps its spec's name; an HF folder is named after the folder
+    assert sorted((row["model"], row["phase"]) for row in r["rows"]) == [
+        (name, phase) for name in sorted(names) for phase in ("decode", "prefill")]
+    assert set(r["flip"]["measured_winner_by_batch"]) == {"2"}
+    # both folders load the saved weights, not random ones
+    saved = model.state_dict()
+    for ref in (tmp_path / "run", hf):
+        loaded = load(str(ref), "cpu", torch.float32, "fp32", 1e12).model.state_dict()
+        assert set(loaded) == set(saved) and all(torch.equal(loaded[k], saved[k]) for k in saved), ref
     small = bench(["mixtral-8x7b"], shrink_to="3M", **one)
     m = small["models"][0]
+    assert m["source"] == "config" and m["weights"] == "random"
     assert m["shrunk_from"] == "mixtral-8x7b" and m["experts"] == 8 and m["top_k"] == 2
+    assert m["shared_experts"] == 0 and m["moe_layers"] == list(range(m["n_layers"]))  # Mixtral: every layer MoE
     assert m["params_total"] == pytest.approx(3e6, rel=0.3) and small["flip"] is None
-    assert torch.get_num_threads() >= 1
+    shrunk = load("mixtral-8x7b", "cpu", torch.float32, "fp32", 1e12, shrink_to="3M").model
+    assert m["params_total"] == sum(p.numel() for p in shrunk.parameters())
