@@ -19,12 +19,14 @@ candidates: [mixtral-8x7b, llama-3-70b, mistral-7b]   # presets or config.json p
 dtype: bf16                     # optional; weight dtype
 ```
 
-Unknown keys are errors (a typo must not silently fall back to a default); every error names its field.
+Unknown keys are errors, with the closest known key suggested (a typo must not silently fall back to a
+default); numbers are finite and bounded; every error names its field, and all of a file's errors (the
+hardware and candidates that do not load among them) come on one line. The checks are the pydantic model
+moelab.schema.workload.WorkloadFile; `moelab schema workload` prints its JSON Schema for editors.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,137 +106,97 @@ def default_workload() -> Workload:
 
 def load_workload(path: str | Path) -> Workload:
     """Read and validate a YAML (or JSON) workload file; any problem is one MoelabError line."""
-    path = Path(path)
-    if not path.is_file():
-        raise MoelabError(f"workload file {str(path)!r} not found")
-    try:
-        import yaml
+    from moelab.userfile import load_user_file
 
-        raw = yaml.safe_load(path.read_text())
-    except UnicodeDecodeError:
-        raise MoelabError(f"{path}: not a text file") from None
-    except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
-        raise MoelabError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    path = Path(path)
+    raw = load_user_file(path, "workload file")
     return workload_from_dict(raw, path.name, base=path.parent)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def workload_from_dict(raw: Any, source: str = "workload", base: Path | None = None) -> Workload:
-    """Validate a parsed workload mapping. `base` resolves relative hardware and candidate paths."""
+    """Validate a parsed workload mapping. `base` resolves relative hardware and candidate paths.
+
+    The fields are checked by moelab.schema.workload; the hardware and each candidate are then loaded, and
+    every failure of either kind is reported together, on one line."""
     if not isinstance(raw, dict):
         raise MoelabError(f"{source}: expected a mapping of fields ({', '.join(REQUIRED)}), got {type(raw).__name__}")
+    from moelab.schema.base import check
+    from moelab.schema.workload import WorkloadFile
+    from moelab.validation import format_errors
 
-    def fail(key: str, what: str, value: Any) -> MoelabError:
-        return MoelabError(f"{source}: {key} must be {what}, got {value!r}")
-
-    unknown = [str(k) for k in raw if k not in FIELDS]
-    if unknown:
-        raise MoelabError(f"{source}: unknown field(s) {', '.join(sorted(unknown))} (fields: {', '.join(FIELDS)})")
-    missing = [k for k in REQUIRED if raw.get(k) is None]
-    if missing:
-        raise MoelabError(f"{source}: missing field(s) {', '.join(missing)}")
-
-    def integer(key: str, minimum: int = 1) -> int:
-        value = raw[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise fail(key, f"an integer >= {minimum}", value)
-        return value
-
-    def number(key: str, positive: bool = True) -> float:
-        value = raw[key]
-        if not _is_number(value) or value < 0 or (positive and value == 0):
-            raise fail(key, "a positive number" if positive else "a non-negative number", value)
-        return float(value)
-
-    from moelab.spec.hardware import load_hardware
-
-    hw_name = raw["hardware"]
-    if not isinstance(hw_name, str) or not hw_name:
-        raise fail("hardware", "a hardware preset name or file path", hw_name)
-    if base is not None and (base / hw_name).is_file():
-        hw_name = str(base / hw_name)
-    try:
-        hw = load_hardware(hw_name)
-    except MoelabError as e:
-        raise MoelabError(f"{source}: hardware: {e}") from None
-    gpus = integer("gpus")
-    budget = number("memory_budget_gb") if raw.get("memory_budget_gb") is not None else gpus * hw.memory_bytes / 1e9
-
-    mix_raw = raw["task_mix"]
-    if not isinstance(mix_raw, dict) or not mix_raw:
-        raise fail("task_mix", f"a mapping of {', '.join(TASKS)} to shares", mix_raw)
-    for key, value in mix_raw.items():
-        if key not in TASKS:
-            raise MoelabError(f"{source}: task_mix.{key} is not a task (tasks: {', '.join(TASKS)})")
-        if not _is_number(value) or value < 0:
-            raise fail(f"task_mix.{key}", "a non-negative number", value)
-    total = sum(float(v) for v in mix_raw.values())
-    if total <= 0:
-        raise fail("task_mix", "shares with a positive sum", mix_raw)
-    mix = {t: float(mix_raw.get(t, 0.0)) / total for t in TASKS}
-
-    training = raw["training"]
-    if training not in TRAINING:
-        raise fail("training", f"one of {', '.join(TRAINING)}", training)
-
-    cands = raw["candidates"]
-    if isinstance(cands, str):
-        cands = [cands]
-    if not isinstance(cands, list) or not cands:
-        raise fail("candidates", "a non-empty list of model presets or config.json paths", cands)
-    from moelab.spec.presets import load_model
-
-    resolved = []
-    for i, c in enumerate(cands):
-        if not isinstance(c, str) or not c:
-            raise fail(f"candidates[{i}]", "a model preset name or config.json path", c)
-        if base is not None and (base / c).exists():
-            c = str(base / c)
-        try:
-            load_model(c)
-        except MoelabError as e:
-            raise MoelabError(f"{source}: candidates[{i}]: {e}") from None
-        resolved.append(c)
-    if len(set(resolved)) != len(resolved):
-        raise fail("candidates", "a list without repeats", cands)
-
-    batches = DEFAULT_BATCHES
-    if raw.get("batches") is not None:
-        b = raw["batches"]
-        if not isinstance(b, list) or not b or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1
-                                                       for x in b):
-            raise fail("batches", "a non-empty list of positive integers", b)
-        batches = tuple(sorted(set(b)))
-
-    from moelab.cost.dtypes import WEIGHT_BYTES
-
-    dtype = raw.get("dtype", "bf16")
-    if dtype not in WEIGHT_BYTES:
-        raise fail("dtype", f"one of {', '.join(WEIGHT_BYTES)}", dtype)
-    name = raw.get("name", Path(source).stem if source else "workload")
-    if not isinstance(name, str):
-        raise fail("name", "a string", name)
+    model, errors = check(WorkloadFile, raw)
+    hw_name, hw = _hardware(raw.get("hardware"), base, errors)
+    candidates = _candidates(raw.get("candidates"), base, errors)
+    if errors or model is None:
+        raise MoelabError(format_errors(source, errors))
+    shares = {task: getattr(model.task_mix, task) or 0.0 for task in TASKS}
+    total = sum(shares.values())
+    budget = model.memory_budget_gb if model.memory_budget_gb is not None else model.gpus * hw.memory_bytes / 1e9
     return Workload(
         hardware=hw_name,
-        gpus=gpus,
-        memory_budget_gb=budget,
-        latency_p99_ms=number("latency_p99_ms"),
-        batch=integer("batch"),
-        prompt=integer("prompt"),
-        gen=integer("gen"),
-        task_mix=mix,
-        training=training,
-        candidates=tuple(resolved),
-        throughput_tokens_per_s=number("throughput_tokens_per_s", positive=False)
-        if raw.get("throughput_tokens_per_s") is not None else None,
-        batches=batches,
-        train_tokens=number("train_tokens") if raw.get("train_tokens") is not None
-        else DEFAULT_TRAIN_TOKENS[training],
-        quality_floor_b=number("quality_floor_b", positive=False) if raw.get("quality_floor_b") is not None else 0.0,
-        dtype=dtype,
-        name=name,
+        gpus=model.gpus,
+        memory_budget_gb=float(budget),
+        latency_p99_ms=float(model.latency_p99_ms),
+        batch=model.batch,
+        prompt=model.prompt,
+        gen=model.gen,
+        task_mix={task: share / total for task, share in shares.items()},
+        training=model.training,
+        candidates=tuple(candidates),
+        throughput_tokens_per_s=None if model.throughput_tokens_per_s is None
+        else float(model.throughput_tokens_per_s),
+        batches=DEFAULT_BATCHES if model.batches is None else tuple(sorted(set(model.batches))),
+        train_tokens=DEFAULT_TRAIN_TOKENS[model.training] if model.train_tokens is None
+        else float(model.train_tokens),
+        quality_floor_b=float(model.quality_floor_b or 0.0),
+        dtype=model.dtype or "bf16",
+        name=model.name if model.name is not None else (Path(source).stem if source else "workload"),
         source=source,
     )
+
+
+def _loadable_name(value: Any) -> bool:
+    """A value worth trying as a preset name or path (the model reports every other kind)."""
+    from moelab.schema.workload import MAX_PATH_CHARS
+
+    return isinstance(value, str) and 0 < len(value) <= MAX_PATH_CHARS
+
+
+def _beside(name: str, base: Path | None, exists=Path.is_file) -> str:
+    """`name` resolved from the workload file's folder when a file of that name is there."""
+    return str(base / name) if base is not None and exists(base / name) else name
+
+
+def _hardware(name: Any, base: Path | None, errors: list[str]) -> tuple[str, Any]:
+    """(resolved name, HardwareSpec) of the workload's hardware; a failure is appended to `errors`."""
+    from moelab.spec.hardware import load_hardware
+
+    if not _loadable_name(name):
+        return "", None
+    name = _beside(name, base)
+    try:
+        return name, load_hardware(name)
+    except MoelabError as e:
+        errors.append(f"hardware ({e})")
+        return name, None
+
+
+def _candidates(names: Any, base: Path | None, errors: list[str]) -> list[str]:
+    """The candidates, resolved from the workload's folder; each one that does not load is appended to `errors`."""
+    from moelab.schema.workload import MAX_CANDIDATES
+    from moelab.spec.presets import load_model
+
+    names = [names] if isinstance(names, str) else names
+    if not isinstance(names, list) or len(names) > MAX_CANDIDATES:
+        return []
+    resolved = []
+    for i, name in enumerate(names):
+        if not _loadable_name(name):
+            continue
+        name = _beside(name, base, Path.exists)
+        try:
+            load_model(name)
+        except MoelabError as e:
+            errors.append(f"candidates[{i}] ({e})")
+        resolved.append(name)
+    return resolved

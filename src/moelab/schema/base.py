@@ -43,21 +43,6 @@ def validate(model: type[BaseModel], raw: Any, source: str) -> BaseModel:
     return value
 
 
-def _drop_null_defaults(node: Any) -> None:
-    """Remove `"default": null` where null is only a "not given" marker (the field's type has no null)."""
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if "default" in item and item["default"] is None:
-                del item["default"]
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-
-
 def schema_of(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON Schema for editors (optional keys without a null default)."""
-    schema = model.model_json_schema()
-    _drop_null_defaults(schema)
-    return schema
+    """The model's JSON Schema for editors (draft 2020-12)."""
+    return model.model_json_schema()

@@ -1,9 +1,9 @@
 """The hardware file's model: the units of spec/presets/hardware.json (TFLOPS per dtype, GB, GB/s, µs).
 
 Every key a bundled preset, `moelab hardware --json` or `moelab calibrate` writes is known here; any other key
-is an error naming the closest known one. Keys left out take the presets' defaults (spec.hardware). Zero is
-refused where it means nothing (a link of 0 GB/s divides by zero); it is allowed where the engine reads 0 as
-"no such term" (cache, eager-CPU rates, overheads).
+is an error naming the closest known one. Keys left out (or null) take the presets' defaults (spec.hardware).
+Zero is refused where it means nothing (a link of 0 GB/s divides by zero); it is allowed where the engine reads
+0 as "no such term" (cache, eager-CPU rates, overheads).
 """
 
 from __future__ import annotations
@@ -30,64 +30,60 @@ MAX_SOURCES = 256  # source notes in one file
 
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
 Tflops = Annotated[float, Field(ge=0, le=MAX_TFLOPS)]
+Link = Annotated[float, Field(gt=0, le=MAX_BANDWIDTH_GBPS)]  # a link of 0 GB/s divides by zero
+Rate = Annotated[float, Field(ge=0, le=MAX_BANDWIDTH_GBPS)]  # 0: the engine has no such term
+Micros = Annotated[float, Field(ge=0, le=MAX_LATENCY_US)]
+Share = Annotated[float, Field(gt=0, le=1)]
 SourceKey = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)]
 SourceNote = Annotated[str, StringConstraints(max_length=MAX_SOURCE_CHARS)]
 
 
-def _rate(high: float, what: str, positive: bool = False) -> Any:
-    return Field(None, gt=0, le=high, description=what) if positive else Field(None, ge=0, le=high,
-                                                                                 description=what)
-
-
-def _share(what: str) -> Any:
-    return Field(None, gt=0, le=1, description=what)
+def _opt(what: str) -> Any:
+    """An optional key: left out or null, it takes the presets' default."""
+    return Field(None, description=what)
 
 
 class HardwareFile(StrictModel):
     """One accelerator, in the units of hardware.json. Links are per direction, per GPU."""
 
-    name: str = Field(None, min_length=1, max_length=MAX_NAME_CHARS,
-                      description="Shown in results (default: the file's name without extension).")
+    name: str | None = Field(None, min_length=1, max_length=MAX_NAME_CHARS,
+                             description="Shown in results (default: the file's name without extension).")
     peak_tflops: dict[Dtype, Tflops] = Field(
         min_length=1, description="Dense datasheet peak TFLOPS per compute dtype (no 2:4 sparsity); 0: unsupported. "
                                   "bf16 or fp32 is required: unsupported dtypes fall back to them.")
-    memory_gb: float = _rate(MAX_MEMORY_GB, "Memory per GPU, GB (1e9 bytes).", positive=True)
-    memory_bandwidth_gbps: float = _rate(MAX_BANDWIDTH_GBPS, "Memory bandwidth per GPU, GB/s.", positive=True)
-    intra_node_gbps: float = _rate(MAX_BANDWIDTH_GBPS, "GPU-to-GPU link inside a node, GB/s per direction "
-                                                       "(default 64).", positive=True)
-    intra_node_latency_us: float = _rate(MAX_LATENCY_US, "Latency of that link, µs (default 10).")
-    inter_node_gbps: float = _rate(MAX_BANDWIDTH_GBPS, "Network between nodes, GB/s per direction per GPU "
-                                                       "(default 12.5).", positive=True)
-    inter_node_latency_us: float = _rate(MAX_LATENCY_US, "Latency between nodes, µs (default 20).")
-    gpus_per_node: int = Field(None, ge=1, le=MAX_GPUS, description="GPUs on the fast link (default 8).")
-    tdp_watts: float = _rate(MAX_WATTS, "Board power, W.", positive=True)
-    usd_per_hour: float = _rate(MAX_USD_PER_HOUR, "Rental price per GPU-hour, USD.")
-    compute_efficiency: float = _share("Achievable share of peak FLOP/s, in (0, 1] (default 0.7).")
-    bandwidth_efficiency: float = _share("Achievable share of memory bandwidth, in (0, 1] (default 0.85).")
-    link_efficiency: float = _share("Achievable share of link bandwidth, in (0, 1] (default 0.8).")
-    memory_utilization: float = _share("Share of memory a server may use, in (0, 1] (default 0.9).")
-    runtime_overhead_gb: float = _rate(MAX_MEMORY_GB, "Memory taken by the runtime per GPU, GB (default 1).")
-    layer_overhead_us: float = _rate(MAX_LATENCY_US, "Fixed cost per layer per step, µs (default 4).")
-    moe_layer_overhead_us: float = _rate(MAX_LATENCY_US, "Extra fixed cost per MoE layer per step, µs (default 8).")
-    step_overhead_us: float = _rate(MAX_LATENCY_US, "Fixed cost per forward pass, µs (default 0).")
-    expert_overhead_us: float = _rate(MAX_LATENCY_US, "Fixed cost per routed expert touched, µs (default 0).")
-    cache_gb: float = _rate(MAX_CACHE_GB, "Last-level cache, GB (0: no cache term).")
-    cache_bandwidth_gbps: float = _rate(MAX_BANDWIDTH_GBPS, "Bandwidth of data within that cache, GB/s.")
-    elementwise_bandwidth_gbps: float = _rate(MAX_BANDWIDTH_GBPS, "Eager execution: unfused elementwise ops, "
-                                                                  "GB/s (0: not eager).")
-    attention_tflops: float = _rate(MAX_TFLOPS, "Eager execution: attention TFLOPS (0: the matmul rate).")
-    attention_bandwidth_gbps: float = _rate(MAX_BANDWIDTH_GBPS, "Eager execution: KV-read GB/s (0: memory "
-                                                                "bandwidth).")
-    attention_head_overhead_us: float = _rate(MAX_LATENCY_US, "Fixed attention cost per sequence, head and layer, "
-                                                              "µs.")
-    gemv_bandwidth_gbps: float = _rate(MAX_BANDWIDTH_GBPS, "One-row products (decode at batch 1), GB/s (0: memory "
-                                                           "bandwidth).")
-    fresh_page_mb: float = _rate(MAX_PAGE_MB, "Allocations above this many MB fault in fresh pages (0: no term).")
-    fresh_page_bandwidth_gbps: float = _rate(MAX_BANDWIDTH_GBPS, "Bytes/s of those first-touch faults, GB/s.")
-    sources: dict[SourceKey, SourceNote] = Field(None, max_length=MAX_SOURCES,
-                                    description="Where each figure comes from: key -> note.")
-    measurements: dict[str, JsonValue] = Field(None, description="Raw figures `moelab calibrate` keeps beside "
-                                                                 "the fitted ones (not read by the engine).")
+    memory_gb: float = Field(gt=0, le=MAX_MEMORY_GB, description="Memory per GPU, GB (1e9 bytes).")
+    memory_bandwidth_gbps: float = Field(gt=0, le=MAX_BANDWIDTH_GBPS, description="Memory bandwidth per GPU, GB/s.")
+    intra_node_gbps: Link | None = _opt("GPU-to-GPU link inside a node, GB/s per direction (default 64).")
+    intra_node_latency_us: Micros | None = _opt("Latency of that link, µs (default 10).")
+    inter_node_gbps: Link | None = _opt("Network between nodes, GB/s per direction per GPU (default 12.5).")
+    inter_node_latency_us: Micros | None = _opt("Latency between nodes, µs (default 20).")
+    gpus_per_node: int | None = Field(None, ge=1, le=MAX_GPUS, description="GPUs on the fast link (default 8).")
+    tdp_watts: float = Field(gt=0, le=MAX_WATTS, description="Board power, W.")
+    usd_per_hour: float = Field(ge=0, le=MAX_USD_PER_HOUR, description="Rental price per GPU-hour, USD.")
+    compute_efficiency: Share | None = _opt("Achievable share of peak FLOP/s, in (0, 1] (default 0.7).")
+    bandwidth_efficiency: Share | None = _opt("Achievable share of memory bandwidth, in (0, 1] (default 0.85).")
+    link_efficiency: Share | None = _opt("Achievable share of link bandwidth, in (0, 1] (default 0.8).")
+    memory_utilization: Share | None = _opt("Share of memory a server may use, in (0, 1] (default 0.9).")
+    runtime_overhead_gb: Annotated[float, Field(ge=0, le=MAX_MEMORY_GB)] | None = _opt(
+        "Memory the runtime takes per GPU, GB (default 1).")
+    layer_overhead_us: Micros | None = _opt("Fixed cost per layer per step, µs (default 4).")
+    moe_layer_overhead_us: Micros | None = _opt("Extra fixed cost per MoE layer per step, µs (default 8).")
+    step_overhead_us: Micros | None = _opt("Fixed cost per forward pass, µs (default 0).")
+    expert_overhead_us: Micros | None = _opt("Fixed cost per routed expert a MoE layer touches, µs (default 0).")
+    cache_gb: Annotated[float, Field(ge=0, le=MAX_CACHE_GB)] | None = _opt("Last-level cache, GB (0: no cache term).")
+    cache_bandwidth_gbps: Rate | None = _opt("Bandwidth of data within that cache, GB/s.")
+    elementwise_bandwidth_gbps: Rate | None = _opt("Eager execution: unfused elementwise ops, GB/s (0: not eager).")
+    attention_tflops: Tflops | None = _opt("Eager execution: attention TFLOPS (0: the matmul rate).")
+    attention_bandwidth_gbps: Rate | None = _opt("Eager execution: KV-read GB/s (0: the memory bandwidth).")
+    attention_head_overhead_us: Micros | None = _opt("Fixed attention cost per sequence, head and layer, µs.")
+    gemv_bandwidth_gbps: Rate | None = _opt("One-row products (decode at batch 1), GB/s (0: the memory bandwidth).")
+    fresh_page_mb: Annotated[float, Field(ge=0, le=MAX_PAGE_MB)] | None = _opt(
+        "Allocations above this many MB fault in fresh pages (0: no such term).")
+    fresh_page_bandwidth_gbps: Rate | None = _opt("Bytes/s of those first-touch page faults, GB/s.")
+    sources: dict[SourceKey, SourceNote] | None = Field(None, max_length=MAX_SOURCES,
+                                                        description="Where each figure comes from: key -> note.")
+    measurements: dict[str, JsonValue] | None = _opt("Raw figures `moelab calibrate` keeps beside the fitted ones "
+                                                     "(not read by the engine).")
 
     @model_validator(mode="after")
     def _fallback_dtype(self) -> HardwareFile:
@@ -96,5 +92,6 @@ class HardwareFile(StrictModel):
         return self
 
     def given(self) -> dict[str, Any]:
-        """The keys the file gave, in hardware.json units (what spec.hardware builds a HardwareSpec from)."""
-        return self.model_dump(exclude_unset=True)
+        """The keys the file gave a value (not null), in hardware.json units: what spec.hardware builds a
+        HardwareSpec from, the presets' defaults filling in the rest."""
+        return self.model_dump(exclude_none=True)
