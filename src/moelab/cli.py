@@ -109,6 +109,14 @@ def hardware(as_json: JsonFlag = False) -> None:
     console.print(table)
 
 
+@app.command()
+def schema(kind: Annotated[str, typer.Argument(help="The file kind: workload or hardware.")]) -> None:
+    """The JSON Schema of a workload or hardware file, for editors (on stdout)."""
+    from moelab.schema import json_schema
+
+    _emit_json(json_schema(kind))
+
+
 def _print_estimate(r: dict) -> None:
     p, m, pre, dec, wl = r["params"], r["memory"], r["prefill"], r["decode"], r["workload"]
     table = Table(title=f"{r['model']} on {r['gpus_label']}", show_header=False)
