@@ -3,6 +3,7 @@
 import csv
 import json
 import re
+import statistics
 
 import pytest
 from study_fixture import build_parts, study
@@ -14,7 +15,7 @@ CSVS = ("factors", "candidates", "training", "bench", "frontier", "errors", "fli
 FIGURES = ("params-memory", "crossover", "training", "expert-load", "bench", "prediction-error", "candidates")
 
 
-def test_writes_report_summary_and_every_table(report_dir):
+def test_writes_report_summary_and_every_table(report_dir, study):
     summary = json.loads((report_dir / "summary.json").read_text())
     for name in CSVS:
         path = report_dir / f"{name}.csv"
@@ -27,7 +28,24 @@ def test_writes_report_summary_and_every_table(report_dir):
     kf = summary["key_figures"]
     assert kf["model"] == "mixtral-8x7b" and kf["alternative"] == "llama-3-70b"
     assert kf["model_usd_per_mtok"] < kf["alternative_usd_per_mtok"]
-    assert 0 < kf["measured_decode_median_abs_rel_error"] < 1
+    # the headline error is the median |error| of the decode rows, recomputed here from the rows themselves
+    rows = study["bench"]["rows"]
+    median = {p: statistics.median(abs(r["rel_error"]) for r in rows if r["phase"] == p) for p in ("prefill", "decode")}
+    assert f"{median['prefill']:.0%}" != f"{median['decode']:.0%}"  # a report that took the prefill figure shows
+    assert kf["measured_decode_median_abs_rel_error"] == pytest.approx(median["decode"], rel=1e-12)
+    assert f"<div class='value'>{median['decode']:.0%}</div>" in (report_dir / "report.html").read_text()
+    # errors.csv and bench.csv carry every row's exact numbers (bench.csv in milliseconds)
+    errors = list(csv.DictReader((report_dir / "errors.csv").open()))
+    bench = list(csv.DictReader((report_dir / "bench.csv").open()))
+    assert len(errors) == len(bench) == len(rows)
+    for r, e, b in zip(rows, errors, bench, strict=True):
+        assert (e["model"], e["phase"], int(e["batch"])) == (b["model"], b["phase"], int(b["batch"])) == (
+            r["model"], r["phase"], r["batch"])
+        assert [float(e[k]) for k in ("measured_s", "predicted_s", "rel_error")] == [
+            r["measured_s"], r["predicted_s"], r["rel_error"]]
+        assert float(b["measured (ms)"]) == pytest.approx(r["measured_s"] * 1e3, rel=1e-12)
+        assert float(b["predicted (ms)"]) == pytest.approx(r["predicted_s"] * 1e3, rel=1e-12)
+        assert float(b["rel. error"]) == r["rel_error"] and float(b["tokens/s"]) == r["tokens_per_second"]
     assert summary["figures"] == len(FIGURES) and summary["flips"]
 
 
