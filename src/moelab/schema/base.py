@@ -45,4 +45,4 @@ def validate(model: type[BaseModel], raw: Any, source: str) -> BaseModel:
 
 def schema_of(model: type[BaseModel]) -> dict[str, Any]:
     """The model's JSON Schema for editors (draft 2020-12)."""
-    return model.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **model.model_json_schema()}
