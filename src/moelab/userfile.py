@@ -8,8 +8,11 @@
   MAX_INT_DIGITS digits, nesting at most MAX_DEPTH.
 - YAML through PyYAML's safe loader with three changes: aliases are refused (an alias bomb of n levels
   expands to 9^n nodes from a few hundred bytes), duplicate keys are refused, and plain scalars resolve by
-  YAML 1.2's core schema, so `2e9` is the number 2e9 (YAML 1.1 reads it as a string) and only
-  true/false are booleans (1.1 also takes yes/no/on/off). Nesting is bounded as for JSON.
+  YAML 1.2's core schema (https://yaml.org/spec/1.2.2/#103-core-schema), so `2e9` is the number 2e9 (YAML
+  1.1 reads it as a string), only true/false are booleans (1.1 also takes yes/no/on/off), `012` is twelve
+  (1.1: octal ten), and `1:30`, `1_000` and `2024-01-01` stay strings (1.1: 90, 1000 and a date). Nesting
+  and integer sizes are bounded as for JSON, and a float too large for a double is refused.
+  (A 1.2 resolver set for PyYAML rather than ruamel.yaml: one YAML library, already a dependency.)
 
 Every failure is a MoelabError of one line that starts with the file's name.
 """
@@ -42,6 +45,8 @@ def read_user_bytes(path: str | Path, what: str = "file", max_bytes: int = MAX_F
         raise MoelabError(f"{what} {str(path)!r} not found") from None
     except OSError as e:
         raise MoelabError(f"{path}: cannot read {what} ({e.strerror})") from None
+    except ValueError:  # a NUL byte in the name
+        raise MoelabError(f"{what} {str(path)!r}: not a valid path") from None
     if not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
         raise MoelabError(f"{path}: {what} is {kind}")
@@ -150,6 +155,38 @@ _FLOAT_12 = re.compile(r"""^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]
                             |[-+]?\.(?:inf|Inf|INF)
                             |\.(?:nan|NaN|NAN))$""", re.X)
 _BOOL_12 = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT_12 = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")  # no 1.1 octal 012, 1_000 or 1:30
+_REPLACED = ("tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int",
+             "tag:yaml.org,2002:timestamp")  # 1.2's core schema has no timestamps: 2024-01-01 is a string
+
+
+def _construct_int_12(loader, node) -> int:
+    """A YAML 1.2 core integer: decimal (leading zeros are decimal), 0o octal or 0x hexadecimal."""
+    text = loader.construct_scalar(node)
+    digits = text.lstrip("+-")
+    if len(digits) > MAX_INT_DIGITS:
+        raise _Refused(f"an integer of {len(digits)} digits at line {node.start_mark.line + 1}")
+    try:
+        if digits[:2] in ("0o", "0x"):
+            return int(text.replace(digits[:2], "", 1), 8 if digits[1] == "o" else 16)
+        return int(text, 10)
+    except ValueError:
+        raise _Refused(f"{text!r} is not an integer (line {node.start_mark.line + 1})") from None
+
+
+def _construct_float_12(loader, node) -> float:
+    """A YAML 1.2 core float; one too large for a double is refused, as in JSON (`.inf` stays infinite)."""
+    text = loader.construct_scalar(node)
+    lowered = text.lower().lstrip("+-")
+    if lowered in (".inf", ".nan"):
+        return float(lowered.replace(".", "")) * (-1 if text.startswith("-") else 1)
+    try:
+        value = float(text)
+    except ValueError:
+        raise _Refused(f"{text!r} is not a number (line {node.start_mark.line + 1})") from None
+    if value in (float("inf"), float("-inf")):
+        raise _Refused(f"{text} is out of range (line {node.start_mark.line + 1})")
+    return value
 
 
 @cache
@@ -160,8 +197,7 @@ def _loader():
         """PyYAML's safe loader without aliases or duplicate keys, resolving scalars as YAML 1.2 does."""
 
         yaml_implicit_resolvers = {
-            first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:float",
-                                                                     "tag:yaml.org,2002:bool")]
+            first: [(tag, rx) for tag, rx in resolvers if tag not in _REPLACED]
             for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
         }
 
@@ -197,6 +233,9 @@ def _loader():
 
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
     Loader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL_12, list("tTfF"))
+    Loader.add_implicit_resolver("tag:yaml.org,2002:int", _INT_12, list("-+0123456789"))
+    Loader.add_constructor("tag:yaml.org,2002:int", _construct_int_12)
+    Loader.add_constructor("tag:yaml.org,2002:float", _construct_float_12)
     return Loader
 
 
