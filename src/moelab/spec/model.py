@@ -2,19 +2,51 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from moelab import limits
 from moelab.errors import MoelabError
+from moelab.validation import format_errors, show_value
 
 ROUTERS = ("topk_softmax", "softmax_topk", "sigmoid")
 QK_NORMS = ("none", "head", "full")
 
 
-def _positive(owner: str, **values: int | None) -> None:
-    for name, value in values.items():
-        if value is None or value <= 0:
-            raise MoelabError(f"{owner}: {name} must be a positive integer, got {value!r}")
+class _Checks:
+    """Field checks of one spec: every type and bound error is collected, then raised on one line."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner, self.errors = owner, []
+
+    def count(self, name: str, value: Any, high: int, low: int = 1, optional: bool = False) -> None:
+        """An integer in [low, high] (None allowed when optional)."""
+        if value is None and optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.errors.append(f"{name} must be an integer, got {show_value(value)}")
+        elif value < low:
+            self.errors.append(f"{name} must be {'a positive integer' if low == 1 else f'at least {low}'}, "
+                               f"got {value}")
+        elif value > high:
+            self.errors.append(f"{name} must be at most {high}, got {limits.show_number(value)}")
+
+    def number(self, name: str, value: Any, high: float) -> None:
+        """A finite number in (0, high]."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.errors.append(f"{name} must be a number, got {show_value(value)}")
+        elif not math.isfinite(value) or not 0 < value <= high:
+            self.errors.append(f"{name} must be a finite number in (0, {high:g}], got {limits.show_number(value)}")
+
+    def flags(self, **values: Any) -> None:
+        for name, value in values.items():
+            if not isinstance(value, bool):
+                self.errors.append(f"{name} must be true or false, got {show_value(value)}")
+
+    def raise_any(self) -> None:
+        if self.errors:
+            raise MoelabError(format_errors(self.owner, self.errors))
 
 
 @dataclass(frozen=True)
@@ -36,23 +68,26 @@ class AttentionSpec:
     qk_rope_head_dim: int = 0
 
     def __post_init__(self) -> None:
-        _positive("attention", n_heads=self.n_heads, n_kv_heads=self.n_kv_heads, head_dim=self.head_dim)
+        check = _Checks("attention")
+        check.count("n_heads", self.n_heads, limits.MAX_HEADS)
+        check.count("n_kv_heads", self.n_kv_heads, limits.MAX_HEADS)
+        check.count("head_dim", self.head_dim, limits.MAX_WIDTH)
+        check.count("sliding_window", self.sliding_window, limits.MAX_POSITIONS, optional=True)
+        if self.kind == "mla":
+            check.count("q_lora_rank", self.q_lora_rank, limits.MAX_WIDTH, optional=True)
+            for name in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim"):
+                check.count(name, getattr(self, name), limits.MAX_WIDTH)
+        check.flags(qkv_bias=self.qkv_bias, o_bias=self.o_bias)
+        check.raise_any()
         if self.kind not in ("gqa", "mla"):
-            raise MoelabError(f"attention: kind must be 'gqa' or 'mla', got {self.kind!r}")
+            raise MoelabError(f"attention: kind must be 'gqa' or 'mla', got {show_value(self.kind)}")
         if self.qk_norm not in QK_NORMS:
-            raise MoelabError(f"attention: qk_norm must be one of {QK_NORMS}, got {self.qk_norm!r}")
+            raise MoelabError(f"attention: qk_norm must be one of {QK_NORMS}, got {show_value(self.qk_norm)}")
         if self.kind == "gqa" and self.n_heads % self.n_kv_heads:
             raise MoelabError(
                 f"attention: num_attention_heads ({self.n_heads}) must be a multiple of "
                 f"num_key_value_heads ({self.n_kv_heads})"
             )
-        if self.kind == "mla":
-            _positive("attention", kv_lora_rank=self.kv_lora_rank, qk_nope_head_dim=self.qk_nope_head_dim,
-                      qk_rope_head_dim=self.qk_rope_head_dim)
-            if self.q_lora_rank is not None:
-                _positive("attention", q_lora_rank=self.q_lora_rank)
-        if self.sliding_window is not None:
-            _positive("attention", sliding_window=self.sliding_window)
 
     @property
     def qk_head_dim(self) -> int:
@@ -82,12 +117,20 @@ class MoESpec:
     selection_bias: bool = False  # DeepSeek-V3 e_score_correction_bias (a buffer, not a parameter)
 
     def __post_init__(self) -> None:
-        _positive("moe", n_experts=self.n_experts, top_k=self.top_k, expert_ffn=self.expert_ffn,
-                  n_group=self.n_group, topk_group=self.topk_group)
+        check = _Checks("moe")
+        for name in ("n_experts", "top_k", "n_group", "topk_group"):
+            check.count(name, getattr(self, name), limits.MAX_EXPERTS)
+        check.count("n_shared", self.n_shared, limits.MAX_EXPERTS, low=0)
+        check.count("expert_ffn", self.expert_ffn, limits.MAX_FFN)
+        check.count("shared_ffn", self.shared_ffn, limits.MAX_FFN, low=0)
+        check.number("routed_scaling_factor", self.routed_scaling_factor, limits.MAX_ROUTER_SCALE)
+        check.flags(shared_gate=self.shared_gate, norm_topk_prob=self.norm_topk_prob,
+                    selection_bias=self.selection_bias)
+        check.raise_any()
         if self.top_k > self.n_experts:
             raise MoelabError(f"moe: top_k ({self.top_k}) exceeds the number of experts ({self.n_experts})")
         if self.router not in ROUTERS:
-            raise MoelabError(f"moe: router must be one of {ROUTERS}, got {self.router!r}")
+            raise MoelabError(f"moe: router must be one of {ROUTERS}, got {show_value(self.router)}")
         if self.n_shared < 0 or self.shared_ffn < 0 or (self.n_shared and self.shared_ffn <= 0):
             raise MoelabError("moe: shared experts need a positive count and width")
         if self.n_experts % self.n_group:
@@ -122,9 +165,29 @@ class ModelSpec:
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
-        _positive(self.name, vocab_size=self.vocab_size, d_model=self.d_model, n_layers=self.n_layers)
-        if self.ffn_dim < 0:
-            raise MoelabError(f"{self.name}: intermediate_size must not be negative")
+        check = _Checks(str(self.name))
+        check.count("vocab_size", self.vocab_size, limits.MAX_VOCAB)
+        check.count("d_model", self.d_model, limits.MAX_WIDTH)
+        check.count("n_layers", self.n_layers, limits.MAX_LAYERS)
+        check.count("ffn_dim", self.ffn_dim, limits.MAX_FFN, low=0)
+        check.count("max_position", self.max_position, limits.MAX_POSITIONS, optional=True)
+        check.number("rope_theta", self.rope_theta, limits.MAX_ROPE_THETA)
+        check.number("norm_eps", self.norm_eps, limits.MAX_NORM_EPS)
+        check.flags(tie_embeddings=self.tie_embeddings, mlp_bias=self.mlp_bias, rope_interleave=self.rope_interleave)
+        if not isinstance(self.attention, AttentionSpec):
+            check.errors.append("attention must be an attention spec")
+        if self.moe is not None and not isinstance(self.moe, MoESpec):
+            check.errors.append("moe must be a MoE spec or absent")
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in self.moe_layers):
+            check.errors.append("moe_layers must be a list of layer indices")
+        elif len(set(self.moe_layers)) != len(self.moe_layers):
+            check.errors.append("moe_layers lists a layer twice")
+        for key, value in self.rope_scaling:
+            if not isinstance(key, str) or not isinstance(value, str | int | float | bool):
+                check.errors.append(f"rope_scaling {show_value(key)} must be a string, number or boolean")
+            elif isinstance(value, float) and not math.isfinite(value):
+                check.errors.append(f"rope_scaling {key} must be a finite number, got {value}")
+        check.raise_any()
         if self.moe is None and self.moe_layers:
             raise MoelabError(f"{self.name}: MoE layers listed but no MoE spec")
         if any(i < 0 or i >= self.n_layers for i in self.moe_layers):
@@ -165,5 +228,7 @@ def spec_from_dict(raw: dict[str, Any]) -> ModelSpec:
         fields["moe_layers"] = tuple(fields.get("moe_layers", ()))
         fields["rope_scaling"] = tuple(sorted(dict(fields.get("rope_scaling") or {}).items()))
         return ModelSpec(**fields)
-    except (KeyError, TypeError) as e:
-        raise MoelabError(f"not a moelab model spec ({e})") from None
+    except MoelabError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise MoelabError(f"not a moelab model spec ({str(e)[:160]})") from None
