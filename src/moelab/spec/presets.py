@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
 from importlib import resources
-from pathlib import Path
 
 from moelab.errors import MoelabError
 from moelab.spec.hf import spec_from_config, spec_from_file
 from moelab.spec.model import ModelSpec
+from moelab.validation import show_value
 
 
 def _models_dir():
@@ -33,13 +34,22 @@ def published_counts() -> dict[str, dict]:
     return {row["name"]: row for row in rows}
 
 
+def path_exists(name: str) -> bool:
+    """Whether `name` names something on disk (a FIFO or device too: the reader refuses those by name).
+    A name the OS cannot take (too long, a NUL byte) is no path."""
+    try:
+        return os.path.lexists(name)
+    except (OSError, ValueError):
+        return False
+
+
 def load_model(name_or_path: str) -> ModelSpec:
     """A preset name, a config.json path, or a folder holding one."""
     presets = model_presets()
     if name_or_path.lower() in presets:
         return spec_from_config(presets[name_or_path.lower()], name=name_or_path.lower())
-    if Path(name_or_path).exists():
+    if path_exists(name_or_path):
         return spec_from_file(name_or_path)
     raise MoelabError(
-        f"unknown model {name_or_path!r} (presets: {', '.join(presets)}; or a config.json path or folder)"
+        f"unknown model {show_value(name_or_path)} (presets: {', '.join(presets)}; or a config.json path or folder)"
     )

@@ -5,16 +5,23 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from moelab import limits
 from moelab.errors import MoelabError
 from moelab.spec.model import ModelSpec, MoESpec
+from moelab.validation import show_value
 
 
 def parse_as_moe(text: str) -> tuple[int, int]:
-    """'8x2' -> (8 experts, top-2)."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    """'8x2' -> (8 experts, top-2), with 1 <= top-k <= experts <= limits.MAX_EXPERTS."""
+    match = re.fullmatch(r"\s*(\d{1,12})\s*[xX]\s*(\d{1,12})\s*", text)
     if not match:
-        raise MoelabError(f"--as-moe expects EXPERTSxTOPK such as 8x2, got {text!r}")
-    return int(match.group(1)), int(match.group(2))
+        raise MoelabError(f"--as-moe expects EXPERTSxTOPK such as 8x2, got {show_value(text)}")
+    n_experts, top_k = int(match.group(1)), int(match.group(2))
+    if not 1 <= n_experts <= limits.MAX_EXPERTS:
+        raise MoelabError(f"--as-moe: the expert count must be in 1..{limits.MAX_EXPERTS}, got {n_experts}")
+    if not 1 <= top_k <= n_experts:
+        raise MoelabError(f"--as-moe: top-k must be in 1..{n_experts} (the expert count), got {top_k}")
+    return n_experts, top_k
 
 
 def as_moe(spec: ModelSpec, n_experts: int, top_k: int) -> ModelSpec:
