@@ -120,16 +120,23 @@ def test_collapse_detector():
 
 
 def test_train_compare_and_runs_cli(tmp_path, corpus_dir, capsys):
-    args = ["train-compare", "tiny-dense", "tiny-moe", "--target-loss", "50", "--out", str(tmp_path / "cmp"),
+    # 7.5 splits the two: validation loss here is about 7.39 then 7.06 for tiny-dense (steps 2, 4) and 7.64 then
+    # 7.59 for tiny-moe, so dense reaches it at its first evaluation and the MoE never does in 4 steps
+    target = 7.5
+    args = ["train-compare", "tiny-dense", "tiny-moe", "--target-loss", str(target), "--out", str(tmp_path / "cmp"),
             "--steps", "4", "--batch-size", "4", "--seq-len", "32", "--eval-every", "2", "--data", str(corpus_dir),
             "--json"]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
+    assert result["target_loss"] == target
     assert [r["model"] for r in result["rows"]] == ["tiny-dense", "tiny-moe"]
-    for r in result["rows"]:
-        assert r["to_target"]["step"] == 2  # a loss of 50 is reached at the first evaluation
-        assert r["to_target"]["tokens"] == 2 * 4 * 32
     dense, moe = result["rows"]
+    vals = {m: [(p["step"], p["val_mean"]) for p in c if "val_mean" in p] for m, c in result["curves"].items()}
+    assert [s for s, _ in vals["tiny-dense"]] == [s for s, _ in vals["tiny-moe"]] == [2, 4]
+    assert vals["tiny-dense"][0][1] <= target < min(v for _, v in vals["tiny-moe"])  # the target splits them
+    assert dense["to_target"]["step"] == 2 and dense["to_target"]["tokens"] == 2 * 4 * 32
+    assert dense["to_target"]["flops"] == result["curves"]["tiny-dense"][1]["flops"]
+    assert moe["to_target"] is None
     assert moe["params_total"] > 2 * dense["params_total"]
     assert main(["runs", "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)
