@@ -10,6 +10,7 @@ pydantic: the error it is given has already loaded it.
 from __future__ import annotations
 
 import difflib
+import re
 import reprlib
 import typing
 from typing import Any
@@ -34,12 +35,25 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
 
 
+def _fair_share(lengths: list[int], budget: int) -> int:
+    """The clip length L for which the items, each cut to L, fill `budget` (short ones keep their length, long
+    ones, such as a nested file's own errors, share the rest); at least _MIN_ITEM_CHARS."""
+    low, high = _MIN_ITEM_CHARS, max(max(lengths), _MIN_ITEM_CHARS)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if sum(min(n, mid) for n in lengths) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
 def format_errors(source: str, errors: list[str]) -> str:
     """`source: item` for one error, `source: N errors: a; b; c` for several, on one line of at most
     MAX_LINE_CHARS (later items replaced by "; … and N more")."""
     items = [" ".join(str(e).split()) for e in errors] or ["invalid"]
     head = f"{' '.join(str(source).split())}: " + (f"{len(items)} errors: " if len(items) > 1 else "")
-    item_limit = max(MAX_LINE_CHARS - len(head) - len("; … and 99 more"), _MIN_ITEM_CHARS)
+    item_limit = _fair_share([len(i) for i in items], MAX_LINE_CHARS - len(head) - 2 * (len(items) - 1))
     line = head
     for i, item in enumerate(items):
         piece = ("; " if i else "") + _clip(item, item_limit)
@@ -114,8 +128,8 @@ _WORDS = {"a valid integer": "an integer", "a valid number": "a number", "a vali
 
 def _message(msg: str) -> str:
     msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if msg.startswith("Input should be "):
-        msg = "must be " + msg.removeprefix("Input should be ")
+    msg = re.sub(r"^(?:Input|List|String|Dictionary|Value|Tuple|Set|Object) should ", "must ", msg)
+    msg = re.sub(r" after validation, not \d+$", "", msg)
     for pydantic_word, file_word in _WORDS.items():
         msg = msg.replace(pydantic_word, file_word)
     return msg[:1].lower() + msg[1:] if not msg[:2].isupper() else msg
