@@ -18,21 +18,25 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from moelab.errors import MoelabError
+from moelab.nn.layers import check_rope_buildable
 from moelab.nn.model import TransformerLM, build_model
 from moelab.nn.moe import MoELayer, MoEOptions
-from moelab.spec.hf import spec_from_config
+from moelab.spec.hf import read_config, spec_from_config
 from moelab.spec.model import ModelSpec
+from moelab.userfile import parse_json, read_user_text
+from moelab.validation import show_value
 
 ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
@@ -48,6 +52,8 @@ ARCHITECTURES = {
 FAMILIES = tuple(ARCHITECTURES)
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 _WEIGHTS, _INDEX, _CONFIG = "model.safetensors", "model.safetensors.index.json", "config.json"
+# A shard index names every tensor once (~100 bytes each): DeepSeek-V3's 91k tensors take ~9 MB.
+MAX_INDEX_BYTES = 64 * 2**20
 
 
 # --------------------------------------------------------------------------------------------- name layout
@@ -126,16 +132,22 @@ def _layout(model: TransformerLM, family: str) -> _Layout:
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
-    path = folder / _CONFIG
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MoelabError(f"{folder}: no {_CONFIG} (not a Hugging Face model folder)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MoelabError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(raw, dict):
-        raise MoelabError(f"{path}: the top level must be a JSON object")
-    return raw
+    if not os.path.lexists(folder / _CONFIG):
+        raise MoelabError(f"{folder}: no {_CONFIG} (not a Hugging Face model folder)")
+    return read_config(folder / _CONFIG)
+
+
+def _shard_name(name: Any, index: Path) -> str:
+    """A shard named by the index, if it is a plain relative path that stays inside the folder.
+
+    Checked on the name itself, not its resolved target: Hugging Face's cache links each file of a snapshot
+    to a blob two folders up, so resolving would refuse every cached model."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise MoelabError(f"{index}: a shard name must be a file name, got {show_value(name)}")
+    parts = PurePosixPath(name).parts
+    if PurePosixPath(name).is_absolute() or ".." in parts or not name.endswith(".safetensors"):
+        raise MoelabError(f"{index}: shard {show_value(name)} is not a .safetensors file inside {index.parent}")
+    return name
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -143,28 +155,53 @@ def _weight_files(folder: Path) -> list[Path]:
     if (folder / _WEIGHTS).is_file():
         return [folder / _WEIGHTS]
     index = folder / _INDEX
-    if not index.is_file():
+    if not os.path.lexists(index):
         found = sorted(p.name for p in folder.glob("*.safetensors"))
         hint = f" (found {', '.join(found)})" if found else ""
         raise MoelabError(f"{folder}: no {_WEIGHTS} or {_INDEX}{hint}")
-    try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-        shards = sorted(set(weight_map.values()))
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
-        raise MoelabError(f"{index}: not a safetensors index ({e})") from None
-    missing = [s for s in shards if not (folder / s).is_file()]
-    if missing:
-        raise MoelabError(f"{index}: shard {missing[0]} is missing")
+    raw = parse_json(read_user_text(index, "safetensors index", MAX_INDEX_BYTES), str(index))
+    weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+    if not isinstance(weight_map, dict):
+        raise MoelabError(f"{index}: not a safetensors index (no \"weight_map\" object)")
+    shards = sorted({_shard_name(name, index) for name in weight_map.values()})
+    for shard in shards:
+        try:
+            mode = os.stat(folder / shard).st_mode
+        except OSError:
+            raise MoelabError(f"{index}: shard {shard} is missing") from None
+        if not stat.S_ISREG(mode):
+            raise MoelabError(f"{index}: shard {shard} is not a regular file")
     return [folder / s for s in shards]
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Any]:
+    """safe_open(path), with a truncated or corrupt file as one line naming it."""
+    try:
+        handle = safe_open(path, framework="pt")
+    except (SafetensorError, OSError) as e:
+        raise MoelabError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
+    with handle as f:
+        yield f
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:160] if text else type(e).__name__
 
 
 def _layer_types_expected(raw: dict, family: str, n_layers: int) -> list[str] | None:
     """The per-layer attention kinds transformers will use (None where the family has no such notion)."""
     types = raw.get("layer_types")
     if types is not None:
-        return list(types)
+        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+            raise MoelabError(f"{_CONFIG} ({family}): field 'layer_types' must be a list of strings")
+        return types
     sliding = bool(raw.get("use_sliding_window")) and bool(raw.get("sliding_window"))
     max_window = raw.get("max_window_layers", 28)
+    if isinstance(max_window, bool) or not isinstance(max_window, int):
+        raise MoelabError(f"{_CONFIG} ({family}): field 'max_window_layers' must be an integer, "
+                          f"got {show_value(max_window)}")
     if family in ("qwen2", "qwen3"):
         return ["sliding_attention" if sliding and i >= max_window else "full_attention" for i in range(n_layers)]
     if family == "qwen2_moe":
@@ -178,9 +215,7 @@ def _check_supported(raw: dict, spec: ModelSpec, where: Path) -> None:
     family = spec.family
     if family not in FAMILIES:
         raise MoelabError(f"{where}: model_type {family!r} has no weight loader (supported: {', '.join(FAMILIES)})")
-    rope_type = dict(spec.rope_scaling).get("rope_type", "default")
-    if rope_type not in ("default", "yarn"):
-        raise MoelabError(f"{where}: rope_type {rope_type!r} is not implemented by moelab.nn (default and yarn are)")
+    check_rope_buildable(spec.rope_scaling, spec.max_position, where=str(where))
     if family == "olmoe" and raw.get("clip_qkv") is not None:
         raise MoelabError(f"{where}: olmoe clip_qkv is not implemented by moelab.nn")
     if family == "olmoe" and spec.attention.n_heads * spec.attention.head_dim != spec.d_model:
@@ -200,7 +235,7 @@ def _resolve_dtype(dtype: Any, files: list[Path]) -> torch.dtype:
         return dtype
     if dtype == "auto":  # the dtype the file stores the embeddings in
         for path in files:
-            with safe_open(path, framework="pt") as f:
+            with _opened(path) as f:
                 if "model.embed_tokens.weight" in f.keys():
                     return _DTYPES.get(f.get_slice("model.embed_tokens.weight").get_dtype(), torch.float32)
         return torch.float32
@@ -254,7 +289,7 @@ def load_pretrained(path: str | Path, dtype: torch.dtype | str | None = None,
     with contextlib.ExitStack() as stack:
         handles = {}  # HF name -> the open file that holds it
         for file in files:
-            f = stack.enter_context(safe_open(file, framework="pt"))
+            f = stack.enter_context(_opened(file))
             for name in f.keys():
                 canonical = layout.aliases.get(name, name)
                 if canonical in handles:
@@ -286,7 +321,10 @@ def load_pretrained(path: str | Path, dtype: torch.dtype | str | None = None,
         with torch.no_grad():
             for slot in slots:
                 f, name = handles[slot.hf]
-                tensor = f.get_tensor(name)
+                try:
+                    tensor = f.get_tensor(name)
+                except (SafetensorError, OSError, RuntimeError) as e:
+                    raise MoelabError(f"{folder}: tensor {name} cannot be read ({_first_line(e)})") from None
                 target = state[slot.ours][slot.index]
                 if tuple(tensor.shape) != tuple(target.shape):
                     raise MoelabError(f"{folder}: tensor {name} has shape {tuple(tensor.shape)}, "

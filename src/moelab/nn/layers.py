@@ -8,6 +8,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moelab.errors import MoelabError
+
+ROPE_TYPES = ("default", "yarn")  # the rope_scaling types Rotary builds; others are the families issue's to add
+
+
+def check_rope_buildable(scaling: dict | tuple | None, max_position: int | None = None, where: str = "") -> None:
+    """Refuse, in one line, a rope_scaling that Rotary cannot build (the cost engine takes any: rope scaling
+    does not change what a step costs). `scaling`: the spec's sorted items or a dict; `where` prefixes."""
+    scaling = dict(scaling or ())
+    kind = scaling.get("rope_type", "default") if scaling else "default"
+    prefix = f"{where}: " if where else ""
+    if kind not in ROPE_TYPES:
+        raise MoelabError(f"{prefix}rope_scaling type {kind!r} is not implemented in moelab.nn (the engine still "
+                          f"estimates it; moelab.nn builds {' and '.join(ROPE_TYPES)})")
+    if kind == "yarn":
+        factor = scaling.get("factor")
+        if isinstance(factor, bool) or not isinstance(factor, int | float) or not 0 < factor < math.inf:
+            raise MoelabError(f"{prefix}rope_scaling type 'yarn' needs a positive factor, got {factor!r}")
+        if not (scaling.get("original_max_position_embeddings") or max_position):
+            raise MoelabError(f"{prefix}rope_scaling type 'yarn' needs original_max_position_embeddings "
+                              "or max_position_embeddings")
+
 
 class RMSNorm(nn.Module):
     """x / rms(x) * weight, computed in float32 like the reference implementations."""
@@ -81,10 +103,9 @@ class Rotary(nn.Module):
     def __init__(self, dim: int, base: float, scaling: dict | None = None, max_position: int | None = None,
                  interleave: bool = False) -> None:
         super().__init__()
+        check_rope_buildable(scaling, max_position)
         if scaling and scaling.get("rope_type") == "yarn":
             inv_freq, self.attention_factor = _yarn(dim, base, scaling, max_position)
-        elif scaling:
-            raise NotImplementedError(f"rope_type {scaling.get('rope_type')!r} is not supported")
         else:
             inv_freq = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
             self.attention_factor = 1.0
