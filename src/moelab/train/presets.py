@@ -9,15 +9,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 from moelab.errors import MoelabError
 from moelab.spec.hf import spec_from_config
 from moelab.spec.model import ModelSpec, spec_from_dict
-from moelab.spec.presets import load_model
+from moelab.spec.presets import load_model, model_presets, path_exists
 from moelab.spec.transform import as_moe, fine_grained
+from moelab.userfile import parse_json, read_user_text
+from moelab.validation import show_value
 
 VOCAB = 2048
 
@@ -55,19 +56,32 @@ TRAIN_PRESETS = {
 
 
 def load_train_spec(name_or_path: str) -> ModelSpec:
-    """A training preset, a moelab spec JSON (as checkpoints write it), or anything `load_model` reads."""
+    """A training preset, a moelab spec JSON (as checkpoints write it), or anything `load_model` reads.
+
+    Files are read through moelab.userfile (a regular file, a size cap, strict JSON); a spec moelab.nn cannot
+    build (a rope type it does not implement) is refused here, before any training work starts."""
     if name_or_path in TRAIN_PRESETS:
         return TRAIN_PRESETS[name_or_path]()
     path = Path(name_or_path)
-    if path.is_file() and path.suffix == ".json":
-        try:
-            raw = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise MoelabError(f"{path}: not valid JSON ({e})") from None
+    if not path_exists(name_or_path):
+        if name_or_path.lower() in model_presets():
+            return _buildable(load_model(name_or_path), name_or_path)
+        raise MoelabError(f"unknown model {show_value(name_or_path)} (training presets: "
+                          f"{', '.join(TRAIN_PRESETS)}; or a config.json / moelab spec JSON)")
+    if path.suffix == ".json" and not path.is_dir():
+        raw = parse_json(read_user_text(path, "model file"), str(path))
         if isinstance(raw, dict) and "attention" in raw and "d_model" in raw:
-            return spec_from_dict(raw)
-    try:
-        return load_model(name_or_path)
-    except MoelabError:
-        raise MoelabError(f"unknown model {name_or_path!r} (training presets: {', '.join(TRAIN_PRESETS)}; "
-                          "or a config.json / moelab spec JSON)") from None
+            try:
+                return _buildable(spec_from_dict(raw), name_or_path)
+            except MoelabError as e:
+                raise MoelabError(f"{path}: {e}") from None
+        name = path.parent.name if path.name == "config.json" else path.stem
+        return _buildable(spec_from_config(raw, name=name, source=str(path)), name_or_path)
+    return _buildable(load_model(name_or_path), name_or_path)
+
+
+def _buildable(spec: ModelSpec, where: str) -> ModelSpec:
+    from moelab.nn.layers import check_rope_buildable
+
+    check_rope_buildable(spec.rope_scaling, spec.max_position, where=where)
+    return spec
