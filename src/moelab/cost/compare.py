@@ -1,4 +1,14 @@
-"""Two models side by side across decode batch sizes, and the batch at which the throughput winner flips."""
+"""Two models side by side across decode batch sizes, and the batch at which the throughput winner flips.
+
+What a row means. Without `gpus`, each model is served at each batch on the fewest GPUs (a power of two) that
+hold it there, which is what an operator provisions for that batch; so a model's GPU count can step up from one
+row to the next, every row carries it, and a flip found at a batch where either model's GPU count changes
+carries `gpus_changed: true` and says so in its `note` ("A moves from 4 to 8 GPUs here"): a per-GPU winner
+that changes exactly there may be an artefact of the provisioning step, not of the architectures. With `gpus`,
+both models stay on that count at every row, which is the question "these GPUs, which model" a careful user
+asks when they name a count. A model that does not fit (memory per GPU above the usable capacity) is marked
+`fits: false`, never wins a row against one that fits, and a flip caused by a change of fit says so too.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +30,8 @@ def _side(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None) -> 
         "gpus": wl.gpus,
         "plan": wl.plan,
         "fits": chosen.fits,
+        "memory_per_gpu_bytes": chosen.memory_per_gpu_bytes,
+        "capacity_per_gpu_bytes": hw.memory_bytes * hw.memory_utilization,
         "step_seconds": chosen.decode.seconds,
         "bound": chosen.decode.bound,
         "tokens_per_second": chosen.tokens_per_second,
@@ -30,19 +42,44 @@ def _side(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None) -> 
 
 
 def _winner(a: dict, b: dict) -> str:
+    """The side that fits, if only one does; else the higher decode tokens/s per GPU."""
+    if a["fits"] != b["fits"]:
+        return "a" if a["fits"] else "b"
     return "a" if a["tokens_per_second_per_gpu"] >= b["tokens_per_second_per_gpu"] else "b"
+
+
+def _flip_causes(before: dict, at: dict) -> dict:
+    """What else changes between the row before a flip and the flip's row: GPU counts, fit, in words."""
+    notes, gpus_changed, fits_changed = [], False, False
+    for side in ("a", "b"):
+        x, y = before[side], at[side]
+        if x["gpus"] != y["gpus"]:
+            gpus_changed = True
+            notes.append(f"{side.upper()} moves from {x['gpus']} to {y['gpus']} GPUs here")
+        if x["fits"] != y["fits"]:
+            fits_changed = True
+            notes.append(f"{side.upper()} {'stops' if x['fits'] else 'starts'} fitting on {y['gpus']} GPUs here")
+    return {"gpus_changed": gpus_changed, "fits_changed": fits_changed,
+            "gpus": {"a": [before["a"]["gpus"], at["a"]["gpus"]], "b": [before["b"]["gpus"], at["b"]["gpus"]]},
+            "note": f"({'; '.join(notes)})" if notes else ""}
 
 
 def compare(spec_a: ModelSpec, spec_b: ModelSpec, hw: HardwareSpec, wl: Workload, batches: list[int],
             gpus: int | None = None) -> dict:
-    """Decode throughput per GPU of A and B at each batch (each on its own GPU count unless `gpus`)."""
+    """Decode throughput per GPU of A and B at each batch (each on its own GPU count unless `gpus`; see the
+    module docstring for why, and for what a flip's `gpus_changed` and `note` say)."""
+    cache: dict[int, dict] = {}
+
     def row(batch: int) -> dict:
-        b_wl = replace(wl, batch=batch)
-        a, b = _side(spec_a, hw, b_wl, gpus), _side(spec_b, hw, b_wl, gpus)
-        return {"batch": batch, "a": a, "b": b, "winner": _winner(a, b)}
+        if batch not in cache:
+            b_wl = replace(wl, batch=batch)
+            a, b = _side(spec_a, hw, b_wl, gpus), _side(spec_b, hw, b_wl, gpus)
+            cache[batch] = {"batch": batch, "a": a, "b": b, "winner": _winner(a, b)}
+        return cache[batch]
 
     rows = [row(b) for b in sorted(set(batches))]
     flips = []
+    names = {"a": spec_a.name, "b": spec_b.name}
     for left, right in zip(rows, rows[1:], strict=False):
         if left["winner"] == right["winner"]:
             continue
@@ -50,13 +87,15 @@ def compare(spec_a: ModelSpec, spec_b: ModelSpec, hw: HardwareSpec, wl: Workload
         while hi - lo > 1:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if row(mid)["winner"] == left["winner"] else (lo, mid)
-        names = {"a": spec_a.name, "b": spec_b.name}
-        flips.append({"batch": hi, "from": names[left["winner"]], "to": names[right["winner"]]})
+        flips.append({"batch": hi, "from": names[left["winner"]], "to": names[right["winner"]],
+                      **_flip_causes(row(lo), row(hi))})
     return {
         "a": spec_a.name,
         "b": spec_b.name,
         "hardware": hw.name,
         "metric": "decode tokens/s per GPU",
+        "gpus": gpus,
+        "gpus_basis": "fixed by --gpus" if gpus else "fewest GPUs (power of two) that hold each model at each batch",
         "rows": rows,
         "flips": flips,
     }

@@ -8,7 +8,7 @@ from moelab.cost.economics import serving_economics, training_cost
 from moelab.cost.equivalent import heuristic_dense_equivalent, workload_dense_equivalent
 from moelab.cost.flops import prefill_flops, token_flops
 from moelab.cost.memory import inference_memory, kv_bytes_per_token, training_memory
-from moelab.cost.parallel import best_plan, default_gpus, plans
+from moelab.cost.parallel import best_plan, default_gpus, plan_notes, plans
 from moelab.cost.params import count_params
 from moelab.cost.roofline import Workload, crossover_batch
 from moelab.spec.hardware import HardwareSpec
@@ -63,6 +63,7 @@ def estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None =
             "kv_bytes_per_token": kv_bytes_per_token(spec, wl.kv_dtype),
             "gpus": wl.gpus,
             "memory_per_gpu_bytes": chosen.memory_per_gpu_bytes,
+            "capacity_per_gpu_bytes": hw.memory_bytes * hw.memory_utilization,
             "fits": chosen.fits,
         },
         "flops": {
@@ -91,10 +92,12 @@ def estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None =
             "gpus": wl.gpus,
             "scaling_efficiency": chosen.scaling_efficiency,
             "plans": [r.to_dict() for r in results],
+            "notes": plan_notes(spec, wl.gpus),
         },
         "energy": {k: v for k, v in money.items() if "usd" not in k},
         "cost": {k: v for k, v in money.items() if "usd" in k or k == "request_seconds"},
-        "training": {**train, "plan": asdict(training), "memory": train_mem.to_dict()},
+        "training": {**train, "plan": asdict(training),
+                     "memory": {**train_mem.to_dict(), "capacity_per_gpu_bytes": hw.memory_bytes}},
         "dense_equivalent": {
             "heuristic": heuristic_dense_equivalent(spec),
             "workload": equivalent["params"],

@@ -1,4 +1,9 @@
-"""Multi-GPU serving plans: memory per GPU, time per phase, throughput and scaling efficiency per plan."""
+"""Multi-GPU serving plans: memory per GPU, time per phase, throughput and scaling efficiency per plan.
+
+Expert parallelism places whole experts on GPUs, so it needs at least one routed expert per GPU: on more GPUs
+than experts it is refused when asked for (`evaluate_plan` with plan "ep") and not offered by `plans` (whose
+`plan_notes` say why), rather than modelled with fractions of an expert per GPU.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from dataclasses import dataclass, replace
 from moelab.cost.memory import kv_cache_bytes, prefill_activation_bytes, weight_bytes
 from moelab.cost.params import count_params
 from moelab.cost.roofline import Phase, Workload, decode_step, prefill
+from moelab.errors import MoelabError
 from moelab.spec.hardware import HardwareSpec
 from moelab.spec.model import ModelSpec
 
@@ -42,7 +48,24 @@ class PlanResult:
         return out
 
 
+def ep_applies(spec: ModelSpec, gpus: int) -> bool:
+    """Expert parallelism is a plan for a MoE on 2 to n_experts GPUs (whole experts per GPU)."""
+    return spec.is_moe and 1 < gpus <= spec.moe.n_experts
+
+
+def plan_notes(spec: ModelSpec, gpus: int) -> list[str]:
+    """Why a plan that might be expected is not offered on this many GPUs (empty when none is missing)."""
+    if spec.is_moe and gpus > spec.moe.n_experts:
+        return [f"expert parallelism not offered: {spec.name} has {spec.moe.n_experts} experts per layer, fewer "
+                f"than the {gpus} GPUs (EP places whole experts on GPUs)"]
+    return []
+
+
 def evaluate_plan(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> PlanResult:
+    """Memory, phase times and throughput of the workload's plan; EP on more GPUs than experts is refused."""
+    if wl.plan == "ep" and spec.is_moe and wl.gpus > spec.moe.n_experts:
+        raise MoelabError(f"expert parallelism needs at least one expert per GPU: {spec.name} has "
+                          f"{spec.moe.n_experts} experts, {wl.gpus} GPUs requested")
     dec = decode_step(spec, hw, wl)
     single = decode_step(spec, hw, replace(wl, gpus=1, plan="tp"))
     per_gpu = wl.batch / dec.seconds / wl.gpus
@@ -61,8 +84,8 @@ def evaluate_plan(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> PlanResult
 
 
 def plans(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> list[PlanResult]:
-    """Every plan that applies: tensor parallel, and for a MoE on several GPUs expert parallel."""
-    kinds = ["tp", "ep"] if spec.is_moe and wl.gpus > 1 else ["tp"]
+    """Every plan that applies: tensor parallel, and for a MoE on 2 to n_experts GPUs expert parallel."""
+    kinds = ["tp", "ep"] if ep_applies(spec, wl.gpus) else ["tp"]
     return [evaluate_plan(spec, hw, replace(wl, plan=k)) for k in kinds]
 
 
