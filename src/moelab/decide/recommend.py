@@ -5,9 +5,10 @@ How the choice is made (simple on purpose, every step citing numbers):
 
 1. Figures. Each candidate is modelled by the cost engine on the workload's hardware, dtype, batch and
    context, served as replicas of the fewest GPUs (a power of two, up to the workload's `gpus`) that hold it
-   and meet the p99 per-token latency target; replicas fill the GPUs. Modelled step times are means; with
+   and meet the p99 per-token latency target; replicas fill the GPUs. Modelled step times are means, and a
+   candidate's `latency_ms` is that modelled mean held against the p99 target (`latency_label` says so); with
    bench evidence from the workload's own hardware they are scaled by the measured p99/p50 ratio of decode
-   steps (the model has no tail).
+   steps (the model has no tail), and only then is `latency_ms` an estimate of a p99.
 2. Hard constraints. A candidate is feasible when it fits the memory budget, meets the p99 target at the
    typical batch, sustains the throughput target on the workload's GPUs, and is at least the quality floor
    (the seeds' dense equivalent total/(E^0.44/k^0.63), in billions). The best dense and the best MoE are the
@@ -28,8 +29,11 @@ How the choice is made (simple on purpose, every step citing numbers):
    plus the batch where the throughput winner between the best dense and the best MoE flips.
 
 Factor rows follow the seeds' table (VRAM, batch and throughput, task type, training, scale, fine-tuning
-stability). basis: "modelled" (the engine), "measured" (moelab study's tiny models on this machine: these
-cite measurements, while frontier figures beside them stay modelled), "prior" (the seeds' guidance).
+stability). Each row's `basis` is one of BASES: "modelled" (the engine), "measured" (measured at the scale of
+the candidates), "measured at tiny scale" (moelab study's tiny models, trained and benchmarked on this machine:
+a measurement, but of models thousands of times smaller than the candidates), "modelled + measured at tiny
+scale" (a modelled figure checked against such a measurement) or "prior" (the seeds' guidance); rows measured
+at tiny scale also carry `basis_detail`, e.g. "CPU, 24 steps, 1.57M-3.94M params".
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import replace
 
+from moelab import format as fmt
 from moelab.cost.compare import compare
 from moelab.cost.equivalent import heuristic_dense_equivalent
 from moelab.cost.estimate import TrainingPlan, estimate
@@ -54,6 +59,49 @@ SCALE_MOE_FROM = 30e9  # total parameters from which the seeds' "MoE pays off at
 SCALE_DENSE_BELOW = 10e9  # below it, dense is simpler and as cheap
 MARGIN = 0.10  # a modelled gap under 10% is "neutral"
 FLIP_BATCHES = (1, 4096)  # the range searched for the throughput flip
+
+# The basis of every factor row (and of the report's badges): a small closed vocabulary.
+BASIS_MODELLED = "modelled"
+BASIS_MEASURED = "measured"
+BASIS_TINY = "measured at tiny scale"
+BASIS_MODELLED_TINY = "modelled + measured at tiny scale"
+BASIS_PRIOR = "prior"
+BASES = (BASIS_MODELLED, BASIS_MEASURED, BASIS_TINY, BASIS_MODELLED_TINY, BASIS_PRIOR)
+TINY_PARAMS = 1e9  # models measured below this many parameters are "tiny" next to the frontier candidates
+LATENCY_MEAN = "modelled mean per-token latency"
+LATENCY_SCALED = "modelled mean x measured p99/p50"
+
+
+def _span(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return fmt.count(lo) if lo == hi else f"{fmt.count(lo)}-{fmt.count(hi)}"
+
+
+def tiny_detail(device: str | None, params: list[float], steps: int | None = None) -> str:
+    """Where a measurement at tiny scale comes from, e.g. "CPU, 24 steps, 1.57M-3.94M params"."""
+    parts = [(device or "cpu").upper() if (device or "cpu") in ("cpu", "cuda") else str(device)]
+    if steps:
+        parts.append(f"{steps} steps")
+    if params:
+        parts.append(f"{_span(params)} params")
+    return ", ".join(parts)
+
+
+def training_basis(training: dict | None) -> tuple[str, str]:
+    """The basis of measurements from a training comparison, and its detail (device, steps, parameters)."""
+    tr = training or {}
+    params = [r["params_total"] for r in tr.get("rows") or [] if r.get("params_total")]
+    cfg = tr.get("config") or {}
+    basis = BASIS_TINY if not params or max(params) < TINY_PARAMS else BASIS_MEASURED
+    return basis, tiny_detail(cfg.get("device", "cpu"), params, cfg.get("steps"))
+
+
+def bench_basis(bench: dict | None) -> tuple[str, str]:
+    """The basis of a bench's measurements, and its detail (device, parameters, warnings)."""
+    b = bench or {}
+    params = [m["params_total"] for m in b.get("models") or [] if m.get("params_total")]
+    basis = BASIS_TINY if not params or max(params) < TINY_PARAMS else BASIS_MEASURED
+    return basis, tiny_detail(b.get("device"), params)
 
 
 def _gb(x: float) -> float:
@@ -150,6 +198,7 @@ def assess(fig: dict, wl: Workload, tail: float) -> dict:
         "train_flops": trained["flops"], "train_usd": round(trained["usd"], 2),
         "train_gpu_hours": round(trained["gpu_hours"], 1),
         "train_memory_gb_per_gpu": _gb(trained["memory"]["total_bytes"]),
+        "train_memory_fits": bool(trained["memory"]["fits"]),
         "fits": fits, "meets_latency": meets_latency, "meets_throughput": meets_tput,
         "meets_quality": meets_quality, "feasible": not violations, "violations": violations,
     }
@@ -190,8 +239,18 @@ def _favour(moe_better: float, margin: float = MARGIN) -> str:
     return "moe" if moe_better > margin else "dense" if moe_better < -margin else "neutral"
 
 
-def _factor(name: str, favours: str, numbers: dict, basis: str, why: str) -> dict:
-    return {"factor": name, "favours": favours, "numbers": numbers, "basis": basis, "why": why}
+def _factor(name: str, favours: str, numbers: dict, basis: str, why: str, detail: str = "") -> dict:
+    assert basis in BASES, basis
+    out = {"factor": name, "favours": favours, "numbers": numbers, "basis": basis, "why": why}
+    if detail:
+        out["basis_detail"] = detail
+    return out
+
+
+def basis_text(factor: dict) -> str:
+    """A factor's basis as shown to a reader: "measured at tiny scale (CPU, 24 steps, 1.57M-3.94M params)"."""
+    detail = factor.get("basis_detail")
+    return f"{factor['basis']} ({detail})" if detail else factor["basis"]
 
 
 def _vram(d: dict, m: dict, wl: Workload) -> dict:
@@ -203,10 +262,13 @@ def _vram(d: dict, m: dict, wl: Workload) -> dict:
         favours = "dense" if d["fits"] else "moe"
     else:
         favours = _favour(d["memory_gb"] / m["memory_gb"] - 1)
-    why = (f"{m['name']} needs {m['memory_gb']:.0f} GB at batch {wl.batch} ({m['weights_gb']:.0f} GB of weights: "
-           f"all {m['experts']} experts resident, {numbers['moe_total_over_active']}x its active size) vs "
-           f"{d['memory_gb']:.0f} GB for {d['name']}; budget {wl.memory_budget_gb:.0f} GB.")
-    return _factor("vram", favours, numbers, "modelled", why)
+    def fit(c: dict) -> str:
+        return "" if c["fits"] else ", DOES NOT FIT"
+
+    why = (f"{m['name']} needs {m['memory_gb']:.0f} GB at batch {wl.batch}{fit(m)} ({m['weights_gb']:.0f} GB of "
+           f"weights: all {m['experts']} experts resident, {numbers['moe_total_over_active']}x its active size) vs "
+           f"{d['memory_gb']:.0f} GB for {d['name']}{fit(d)}; budget {wl.memory_budget_gb:.0f} GB.")
+    return _factor("vram", favours, numbers, BASIS_MODELLED, why)
 
 
 def _bench_flip(flip: dict) -> str:
@@ -232,21 +294,33 @@ def _throughput(d: dict, m: dict, wl: Workload, flip: dict | None, evidence: dic
     why = (f"at batch {wl.batch}, {m['name']} {m['tokens_per_second_per_gpu']:.0f} vs {d['name']} "
            f"{d['tokens_per_second_per_gpu']:.0f} tokens/s/GPU (${m['usd_per_million_tokens']:.2f} vs "
            f"${d['usd_per_million_tokens']:.2f} per Mtok)")
-    why += f"; the winner flips at batch {flip['batch']} to {flip['to']}" if flip else "; no flip in batch 1-4096"
+    if flip:
+        why += f"; the winner flips at batch {flip['batch']} to {flip['to']}" + (
+            f" {flip['note']}" if flip.get("note") else "")
+    else:
+        why += f"; no flip in batch {FLIP_BATCHES[0]}-{FLIP_BATCHES[1]}"
+    numbers["flip_gpus_changed"] = bool(flip and flip.get("gpus_changed"))
     bench = (evidence or {}).get("bench") or {}
     if not bench.get("rows"):
-        return _factor("batch_throughput", favours, numbers, "modelled", why + ".")
+        return _factor("batch_throughput", favours, numbers, BASIS_MODELLED, why + " (modelled).")
     err = (bench.get("summary") or {}).get("decode", {}).get("median_abs_rel_error")
     bflip = bench.get("flip") or {}
+    warnings = list(bench.get("warnings") or [])
     numbers.update(measured_flip_batch=bflip.get("measured_batch"), predicted_flip_batch=bflip.get("predicted_batch"),
-                   decode_median_abs_rel_error=err, measured_on=bench.get("device", "this machine"))
-    why += f". Measured on tiny models on this machine: {_bench_flip(bflip)}"
+                   decode_median_abs_rel_error=err, measured_on=bench.get("device", "this machine"),
+                   measurement_warnings=warnings)
+    measured_basis, detail = bench_basis(bench)
+    scale = "on tiny models on this machine" if measured_basis == BASIS_TINY else "on this machine"
+    why += f" (modelled). Measured {scale} ({detail}): {_bench_flip(bflip)}"
     if err is not None:
         why += f", decode prediction error {err:.0%} (median)"
         if abs(ratio - 1) < err:
             favours = "neutral"
             why += ", larger than the modelled gap, so neutral"
-    return _factor("batch_throughput", favours, numbers, "measured", why + "; frontier figures are modelled.")
+    if warnings:
+        why += f"; measurement warning: {'; '.join(warnings)}"
+    basis = BASIS_MODELLED_TINY if measured_basis == BASIS_TINY else BASIS_MODELLED
+    return _factor("batch_throughput", favours, numbers, basis, why + "; frontier figures are modelled.", detail)
 
 
 def _task_type(wl: Workload, evidence: dict | None) -> dict:
@@ -260,7 +334,7 @@ def _task_type(wl: Workload, evidence: dict | None) -> dict:
                  "dense at reasoning-heavy work)")
     pair = _training_pair(evidence)
     if not pair or not pair[0].get("final_val") or not pair[1].get("final_val"):
-        return _factor("task_type", prior_favours, numbers, "prior", prior_why + ".")
+        return _factor("task_type", prior_favours, numbers, BASIS_PRIOR, prior_why + ".")
     dense, moe = pair
     weighted, per_domain, weight = 0.0, {}, 0.0
     for domain, dl in dense["final_val"].items():
@@ -275,10 +349,15 @@ def _task_type(wl: Workload, evidence: dict | None) -> dict:
     numbers.update(measured_val_loss=per_domain, measured_weighted_loss_gap=round(delta, 4),
                    dense_model=dense["model"], moe_model=moe["model"])
     favours = "moe" if delta > 0.01 else "dense" if delta < -0.01 else prior_favours
+    basis, detail = training_basis((evidence or {}).get("training"))
     best = ", ".join(f"{k} {v['dense']:.2f}→{v['moe']:.2f}" for k, v in per_domain.items())
-    why = (f"measured on tiny models on this machine, validation loss {dense['model']} → {moe['model']}: {best}; "
+    scale = "on tiny models on this machine" if basis == BASIS_TINY else "on this machine"
+    why = (f"measured {scale} ({detail}), validation loss {dense['model']} → {moe['model']}: {best}; "
            f"weighted by the task mix the MoE is {delta:+.3f} nats better; prior: {prior_why}.")
-    return _factor("task_type", favours, numbers, "measured", why)
+    if favours == prior_favours and abs(delta) <= 0.01:
+        basis, detail = BASIS_PRIOR, ""
+        why += " The measured gap is within 0.01 nats, so the prior decides."
+    return _factor("task_type", favours, numbers, basis, why, detail)
 
 
 def _training(d: dict, m: dict, wl: Workload, evidence: dict | None) -> dict:
@@ -286,14 +365,19 @@ def _training(d: dict, m: dict, wl: Workload, evidence: dict | None) -> dict:
                "moe_flops": m["train_flops"], "dense_usd": d["train_usd"], "moe_usd": m["train_usd"],
                "dense_memory_gb_per_gpu": d["train_memory_gb_per_gpu"], "moe_memory_gb_per_gpu":
                m["train_memory_gb_per_gpu"]}
+    numbers.update(dense_train_memory_fits=d["train_memory_fits"], moe_train_memory_fits=m["train_memory_fits"])
     favours = _favour(d["train_flops"] / m["train_flops"] - 1)
+
+    def fit(c: dict) -> str:
+        return "" if c["train_memory_fits"] else " (DOES NOT FIT)"
+
     why = (f"{wl.training} on {wl.train_tokens:.3g} tokens: {m['name']} {m['train_flops']:.3g} FLOPs "
            f"(${m['train_usd']:,.0f}) vs {d['name']} {d['train_flops']:.3g} (${d['train_usd']:,.0f}), 6 x active "
-           f"params x tokens; Adam state needs {m['train_memory_gb_per_gpu']:.0f} vs "
-           f"{d['train_memory_gb_per_gpu']:.0f} GB/GPU over {wl.gpus} GPUs (ZeRO-3)")
+           f"params x tokens; Adam state needs {m['train_memory_gb_per_gpu']:.0f} GB/GPU{fit(m)} vs "
+           f"{d['train_memory_gb_per_gpu']:.0f} GB/GPU{fit(d)} over {wl.gpus} GPUs (ZeRO-3)")
     pair = _training_pair(evidence)
     if not pair:
-        return _factor("training", favours, numbers, "modelled", why + ".")
+        return _factor("training", favours, numbers, BASIS_MODELLED, why + ".")
     dense, moe = pair
     dt, mt = dense.get("to_target"), moe.get("to_target")
     target = ((evidence or {}).get("training") or {}).get("target_loss")
@@ -315,9 +399,11 @@ def _training(d: dict, m: dict, wl: Workload, evidence: dict | None) -> dict:
             "dense" if mv is not None and dv is not None and dv < mv - 0.01 else favours
         m_why = (f"neither reached validation loss {target}; final mean loss {moe['model']} "
                  f"{mv if mv is None else round(mv, 3)} vs {dense['model']} {dv if dv is None else round(dv, 3)}")
-    return _factor("training", favours, numbers, "measured",
-                   f"measured on tiny models on this machine (same data, budget, schedule): {m_why}; modelled at "
-                   f"frontier scale: {why}.")
+    basis, detail = training_basis((evidence or {}).get("training"))
+    scale = "on tiny models on this machine" if basis == BASIS_TINY else "on this machine"
+    return _factor("training", favours, numbers, basis,
+                   f"measured {scale} ({detail}; same data, budget, schedule): {m_why}; modelled at "
+                   f"frontier scale: {why}.", detail)
 
 
 def _scale(d: dict, m: dict) -> dict:
@@ -330,16 +416,16 @@ def _scale(d: dict, m: dict) -> dict:
            f"{m['dense_equivalent_b']:.0f}B dense model by the seeds' heuristic, vs {d['name']} at "
            f"{d['params_total'] / 1e9:.1f}B; MoE's advantage grows with scale (from ~{SCALE_MOE_FROM / 1e9:.0f}B "
            f"total), below {SCALE_DENSE_BELOW / 1e9:.0f}B dense is as cheap and simpler.")
-    return _factor("scale", favours, numbers, "prior", why)
+    return _factor("scale", favours, numbers, BASIS_PRIOR, why)
 
 
 def _stability(wl: Workload) -> dict:
     if wl.training == "fine-tune":
         why = (f"fine-tuning on {wl.train_tokens:.3g} tokens: MoE fine-tuning is less stable (overfitting, router "
                "drift; needs lower learning rates, frozen routers or more data), dense fine-tunes predictably.")
-        return _factor("fine_tuning_stability", "dense", {"mode": wl.training, "tokens": wl.train_tokens}, "prior",
-                       why)
-    return _factor("fine_tuning_stability", "neutral", {"mode": wl.training, "tokens": wl.train_tokens}, "prior",
+        return _factor("fine_tuning_stability", "dense", {"mode": wl.training, "tokens": wl.train_tokens},
+                       BASIS_PRIOR, why)
+    return _factor("fine_tuning_stability", "neutral", {"mode": wl.training, "tokens": wl.train_tokens}, BASIS_PRIOR,
                    "training from scratch: fine-tuning stability does not enter.")
 
 
@@ -352,6 +438,9 @@ class _Context:
         self.wl, self.evidence = wl, evidence
         self.hw = load_hardware(wl.hardware)
         self.tail, self.tail_note = _tail(evidence, wl.hardware)
+        self.latency_label = LATENCY_MEAN if self.tail_note.startswith("modelled mean") else LATENCY_SCALED
+        self.latency_word = ("modelled mean" if self.latency_label == LATENCY_MEAN
+                             else f"estimated p99 (modelled mean x {self.tail:.2f})")
         self.figures = figures or [candidate_figures(c, self.hw, wl) for c in wl.candidates]
         self.paths = {f["name"]: f["path"] for f in self.figures}
         self._flips: dict[tuple[str, str], dict] = {}
@@ -397,9 +486,11 @@ def _decide(ctx: _Context, wl: Workload) -> dict:
                  f"{', training x2' if wl.training == 'scratch' else ''})")
         if flip and lo < flip["batch"] <= hi and abs(vote) <= 2:
             choice, model = CHOICES[3], f"{dense_ok['name']} + {moe_ok['name']}"
-            reason = (f"both meet the constraints and the evidence is split ({tally}); the throughput winner flips "
-                      f"from {flip['from']} to {flip['to']} at batch {flip['batch']}, inside the workload's batch "
-                      f"range {lo}-{hi}: route batches below {flip['batch']} to {flip['from']}, above to {flip['to']}.")
+            note = f" {flip['note']}" if flip.get("note") else ""
+            reason = (f"both meet the constraints and the evidence is split ({tally}); the modelled throughput "
+                      f"winner flips from {flip['from']} to {flip['to']} at batch {flip['batch']}{note}, inside the "
+                      f"workload's batch range {lo}-{hi}: route batches below {flip['batch']} to {flip['from']}, "
+                      f"above to {flip['to']}.")
         elif abs(vote) <= 1 and mix["reasoning"] >= 0.3 and knowledge >= 0.3:
             other = dense_ok if cheaper is moe_ok else moe_ok
             choice, model = CHOICES[4], f"{cheaper['name']} → {other['name']}"
@@ -414,8 +505,7 @@ def _decide(ctx: _Context, wl: Workload) -> dict:
             reason = (f"both kinds meet the constraints; {tally} picks {pick['name']}: "
                       f"${pick['usd_per_million_tokens']:.2f} vs ${other['usd_per_million_tokens']:.2f} per Mtok, "
                       f"{pick['tokens_per_second_per_gpu']:.0f} vs {other['tokens_per_second_per_gpu']:.0f} "
-                      f"tokens/s/GPU at batch {wl.batch}, p99 {pick['latency_ms']:.1f} ms/token against "
-                      f"{wl.latency_p99_ms:g} ms.")
+                      f"tokens/s/GPU at batch {wl.batch}, {_latency_clause(pick, wl, ctx.latency_word)}.")
     elif moe_ok or dense_ok:
         pick = moe_ok or dense_ok
         other = _best(cands, "dense" if pick is moe_ok else "moe", False)
@@ -431,21 +521,36 @@ def _decide(ctx: _Context, wl: Workload) -> dict:
         else:
             choice, model = pick["kind"], pick["name"]
             reason = (f"{pick['name']} is the cheapest candidate meeting every constraint "
-                      f"(${pick['usd_per_million_tokens']:.2f}/Mtok, p99 {pick['latency_ms']:.1f} ms/token against "
-                      f"{wl.latency_p99_ms:g} ms, {pick['tokens_per_second']:.0f} tokens/s on {wl.gpus} GPUs, "
-                      f"{pick['memory_gb']:.0f} GB per replica){why_not}.")
+                      f"(${pick['usd_per_million_tokens']:.2f}/Mtok; "
+                      f"{'; '.join(constraint_clauses(pick, wl, ctx.latency_word))}){why_not}.")
     else:
         feasible = False
         pick = min(cands, key=lambda c: (len(c["violations"]), c["usd_per_million_tokens"]))
         choice, model = pick["kind"], pick["name"]
         reason = (f"no candidate meets every constraint; {pick['name']} comes closest, failing on "
-                  f"{', '.join(pick['violations'])} (p99 {pick['latency_ms']:.1f} ms vs {wl.latency_p99_ms:g} ms, "
-                  f"{pick['memory_gb']:.0f} GB vs {wl.memory_budget_gb:.0f} GB budget, {pick['tokens_per_second']:.0f} "
-                  "tokens/s vs target"
-                  f" {wl.throughput_tokens_per_s:g})." if wl.throughput_tokens_per_s is not None else " no target).")
+                  f"{', '.join(pick['violations'])} ({'; '.join(constraint_clauses(pick, wl, ctx.latency_word))}).")
     return {"candidates": cands, "factors": factors, "vote": vote, "throughput_flip": flip,
             "best": {"dense": dense["name"] if dense else None, "moe": moe["name"] if moe else None},
             "recommendation": {"choice": choice, "model": model, "reason": reason, "feasible": feasible}}
+
+
+def _latency_clause(c: dict, wl: Workload, word: str) -> str:
+    return f"{word} {c['latency_ms']:.1f} ms/token vs p99 target {wl.latency_p99_ms:g} ms"
+
+
+def constraint_clauses(c: dict, wl: Workload, latency_word: str = "modelled mean") -> list[str]:
+    """A candidate's figure beside each hard constraint, in words; a constraint the workload leaves out (no
+    throughput target, no quality floor) is said to be absent, never printed as a number."""
+    fit = "fits" if c["fits"] else "DOES NOT FIT"
+    out = [_latency_clause(c, wl, latency_word),
+           f"{c['memory_gb']:.0f} GB per replica of {c['gpus_per_replica']} GPU(s), {fit} (budget "
+           f"{wl.memory_budget_gb:.0f} GB)"]
+    tput = f"{c['tokens_per_second']:.0f} tokens/s on {wl.gpus} GPUs"
+    out.append(f"{tput} vs target {wl.throughput_tokens_per_s:g}" if wl.throughput_tokens_per_s is not None
+               else f"{tput}, no throughput target")
+    if wl.quality_floor_b > 0:
+        out.append(f"dense-equivalent {c['dense_equivalent_b']:.0f}B vs floor {wl.quality_floor_b:g}B")
+    return out
 
 
 def _label(rec: dict) -> str:
@@ -521,16 +626,16 @@ def _flips(ctx: _Context, base: dict) -> list[dict]:
     if best["dense"] and best["moe"]:
         if flip:
             kind = "MoE" if flip["to"] == best["moe"] else "dense"
-            text = (f"{kind} ({flip['to']}) wins decode tokens/s per GPU above batch {flip['batch'] - 1} "
-                    f"({flip['from']} below)")
+            text = (f"{kind} ({flip['to']}) wins modelled decode tokens/s per GPU above batch {flip['batch'] - 1} "
+                    f"({flip['from']} below)" + (f" {flip['note']}" if flip.get("note") else ""))
         else:
             row = ctx.pair_compare(best["dense"], best["moe"])["rows"][0]
             winner = best["dense"] if row["winner"] == "a" else best["moe"]
-            text = (f"no throughput flip in batch {FLIP_BATCHES[0]}-{FLIP_BATCHES[1]}: {winner} wins tokens/s per GPU "
-                    f"at every batch")
+            text = (f"no throughput flip in batch {FLIP_BATCHES[0]}-{FLIP_BATCHES[1]}: {winner} wins modelled "
+                    f"tokens/s per GPU at every batch")
         flips.insert(0, {"input": "throughput_winner_batch", "direction": "above", "threshold": flip["batch"]
                          if flip else None, "from": flip["from"] if flip else None, "to": flip["to"] if flip else None,
-                         "text": text})
+                         "gpus_changed": bool(flip and flip.get("gpus_changed")), "text": text})
     return flips
 
 
@@ -570,6 +675,7 @@ def recommend(workload: Workload, evidence: dict | None = None) -> dict:
         "workload": workload.to_dict(),
         "hardware": ctx.hw.name,
         "latency_basis": ctx.tail_note,
+        "latency_label": ctx.latency_label,
         "candidates": base["candidates"],
         "deployments": sizes,
         "best": base["best"],
