@@ -61,7 +61,7 @@ def test_the_workload_example_loads_as_written(readme_files):
 
 
 def test_the_examples_block_has_the_commands_it_should():
-    assert {argv[0] for argv in example_commands()} == {"models", "hardware", "estimate", "compare"}
+    assert {argv[0] for argv in example_commands()} >= {"models", "hardware", "estimate", "compare"}
     assert any(p in argv for argv in example_commands() for p in PLACEHOLDERS)
 
 
