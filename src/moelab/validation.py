@@ -148,6 +148,10 @@ def error_items(exc: Any, model: type | None = None) -> list[str]:
             hint = (f" (did you mean {_path((*loc[:-1], close[0]))!r}?)" if close
                     else f" (known: {', '.join(known)})" if 0 < len(known) <= 8 else "")
             items.append(f"unknown key {_clip(_path(loc), MAX_VALUE_CHARS + 20)!r}{hint}")
+        elif kind == "invalid_key":  # a YAML key that is not a string (`1: x`, `null: x`)
+            parent = _path(loc[:-1])
+            items.append(f"key {show_value(loc[-1] if loc else err.get('input'))}{' in ' + parent if parent else ''} "
+                         "(keys must be strings)")
         elif kind == "missing":
             items.append(f"missing key {path!r}")
         elif not loc:  # a check across fields: its message says it all

@@ -119,7 +119,8 @@ def workload_from_dict(raw: Any, source: str = "workload", base: Path | None = N
     The fields are checked by moelab.schema.workload; the hardware and each candidate are then loaded, and
     every failure of either kind is reported together, on one line."""
     if not isinstance(raw, dict):
-        raise MoelabError(f"{source}: expected a mapping of fields ({', '.join(REQUIRED)}), got {type(raw).__name__}")
+        got = "an empty file" if raw is None else type(raw).__name__
+        raise MoelabError(f"{source}: expected a mapping of fields ({', '.join(REQUIRED)}), got {got}")
     from moelab.schema.base import check
     from moelab.schema.workload import WorkloadFile
     from moelab.validation import format_errors

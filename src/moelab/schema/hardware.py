@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, JsonValue, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from moelab.limits import MAX_GPUS
 from moelab.schema.base import StrictModel
@@ -82,7 +82,7 @@ class HardwareFile(StrictModel):
     fresh_page_bandwidth_gbps: Rate | None = _opt("Bytes/s of those first-touch page faults, GB/s.")
     sources: dict[SourceKey, SourceNote] | None = Field(None, max_length=MAX_SOURCES,
                                                         description="Where each figure comes from: key -> note.")
-    measurements: dict[str, JsonValue] | None = _opt("Raw figures `moelab calibrate` keeps beside the fitted ones "
+    measurements: dict[str, Any] | None = _opt("Raw figures `moelab calibrate` keeps beside the fitted ones "
                                                      "(not read by the engine).")
 
     @model_validator(mode="after")

@@ -227,7 +227,7 @@ def hardware_from_file(path: str | Path) -> HardwareSpec:
     path = Path(path)
     raw = load_user_file(path, "hardware file")
     if not isinstance(raw, dict):
-        raise MoelabError(f"{path.name}: a hardware file must be a mapping of keys to values, got "
-                          f"{type(raw).__name__}")
+        got = "an empty file" if raw is None else f"a {type(raw).__name__}"
+        raise MoelabError(f"{path.name}: a hardware file must be a mapping of keys to values, got {got}")
     given = validate(HardwareFile, raw, path.name).given()
     return hardware_from_dict(path.stem, given)
