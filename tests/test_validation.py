@@ -163,6 +163,17 @@ def test_every_error_of_a_file_at_once(tmp_path):
     assert msg.count(";") == 6
 
 
+def test_empty_file_and_keys_that_are_not_strings(tmp_path):
+    assert hw_error(tmp_path, "") == "hw.yaml: a hardware file must be a mapping of keys to values, got an empty file"
+    assert "key 1 (keys must be strings)" in hw_error(tmp_path, yaml_of(GOOD_HW) + "1: 2\n")
+    assert "got an empty file" in wl_error(tmp_path, "")
+
+
+def test_a_huge_value_is_shown_short(tmp_path):
+    msg = hw_error(tmp_path, yaml_of({**GOOD_HW, "name": [list(range(100))] * 100}))
+    assert msg.startswith("hw.yaml: name (must be a string, got [[0, 1, 2, 3, ...], ") and len(msg) < 150
+
+
 def test_rich_markup_in_a_name_is_accepted(tmp_path, capsys):
     path = _write(tmp_path, {**GOOD_HW, "name": "box [/red] [bold]"})
     assert load_hardware(str(path)).name == "box [/red] [bold]"
