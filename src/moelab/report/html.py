@@ -16,9 +16,25 @@ import math
 from pathlib import Path
 from typing import Any
 
+from moelab.decide.recommend import (
+    BASIS_MEASURED,
+    BASIS_MODELLED,
+    BASIS_MODELLED_TINY,
+    BASIS_PRIOR,
+    BASIS_TINY,
+    LATENCY_MEAN,
+    basis_text,
+    bench_basis,
+    training_basis,
+)
 from moelab.report import plots
 
-BASIS_LABEL = {"measured": "measured", "modelled": "modelled", "prior": "prior", "mixed": "measured + modelled"}
+DATASHEET_MEASURED = "datasheet + measured"  # the hardware table: a datasheet column beside a calibrated one
+BASIS_LABEL = {BASIS_MEASURED: "measured", BASIS_MODELLED: "modelled", BASIS_PRIOR: "prior",
+               BASIS_TINY: "measured at tiny scale", BASIS_MODELLED_TINY: "modelled + measured at tiny scale",
+               DATASHEET_MEASURED: "datasheet + measured"}
+BADGE_CLASS = {BASIS_MEASURED: "measured", BASIS_MODELLED: "modelled", BASIS_PRIOR: "prior", BASIS_TINY: "tiny",
+               BASIS_MODELLED_TINY: "mixed", DATASHEET_MEASURED: "mixed"}
 
 
 def _e(x: Any) -> str:
@@ -60,21 +76,24 @@ class _Page:
         self.figures = 0
 
     def table(self, name: str, headers: list[str], rows: list[list[Any]], basis: str | None = None,
-              caption: str = "") -> str:
+              caption: str = "", detail: str = "") -> str:
         self.csvs[name] = (headers, rows)
         head = "".join(f"<th>{_e(h)}</th>" for h in headers)
         body = "".join("<tr>" + "".join(_cell(c) for c in r) + "</tr>" for r in rows)
-        badge = _badge(basis) if basis else ""
+        badge = _badge(basis, detail) if basis else ""
         cap = f"<caption>{badge}{_e(caption)} <span class='csv'>{_e(name)}.csv</span></caption>"
         return f"<div class='tablewrap'><table id='table-{_e(name)}'>{cap}<thead><tr>{head}</tr></thead>" \
                f"<tbody>{body}</tbody></table></div>"
 
-    def figure(self, key: str, svg: str | None, caption: str, basis: str, missing: str) -> str:
+    def figure(self, key: str, svg: str | None, caption: str, basis: str, missing: str, detail: str = "") -> str:
+        """A figure with its basis badge; data-basis holds the coarse kind (measured, modelled, prior), the
+        badge the full basis ("measured at tiny scale") and its detail."""
         if not svg:
             return _not_run(missing)
         self.figures += 1
-        return (f"<figure class='plot' id='fig-{_e(key)}' data-basis='{_e(basis)}'>{svg}"
-                f"<figcaption>{_badge(basis)}<b>Figure {self.figures}.</b> {_e(caption)}</figcaption></figure>")
+        return (f"<figure class='plot' id='fig-{_e(key)}' data-basis='{_e(_coarse(basis))}'>{svg}"
+                f"<figcaption>{_badge(basis, detail)}<b>Figure {self.figures}.</b> {_e(caption)}</figcaption>"
+                "</figure>")
 
 
 def _cell(c: Any) -> str:
@@ -92,9 +111,24 @@ class _Raw:
         return self.text
 
 
-def _badge(basis: str | None) -> str:
-    b = basis or "modelled"
-    return f"<span class='badge {_e(b.split()[0])}'>{_e(BASIS_LABEL.get(b, b))}</span>"
+def _coarse(basis: str) -> str:
+    """measured, modelled or prior: the first word of a basis ("measured at tiny scale" is measured)."""
+    return basis.split()[0]
+
+
+def _badge(basis: str | None, detail: str = "") -> str:
+    """The basis as a coloured badge, and its detail beside it ("CPU, 24 steps, 1.57M-3.94M params")."""
+    b = basis or BASIS_MODELLED
+    out = f"<span class='badge {_e(BADGE_CLASS.get(b, _coarse(b)))}'>{_e(BASIS_LABEL.get(b, b))}</span>"
+    return out + (f"<span class='basis-detail'>({_e(detail)})</span> " if detail else "")
+
+
+def _warning_badge(warnings: list[str]) -> str:
+    """A visible warning badge and the warnings' text (empty when there are none)."""
+    if not warnings:
+        return ""
+    return ("<div class='warnbox'><span class='badge warning'>warning</span>"
+            + "".join(f"<span class='warntext'>{_e(w)}</span>" for w in warnings) + "</div>")
 
 
 def _not_run(what: str) -> str:
@@ -126,8 +160,10 @@ def key_figures(study: dict) -> dict:
     if chosen:
         out.update(model_usd_per_mtok=chosen["usd_per_million_tokens"],
                    model_tokens_per_s_per_gpu=chosen["tokens_per_second_per_gpu"],
-                   model_latency_ms=chosen["latency_ms"], latency_target_ms=wl.get("latency_p99_ms"),
-                   model_memory_gb=chosen["memory_gb"], memory_budget_gb=wl.get("memory_budget_gb"),
+                   model_latency_ms=chosen["latency_ms"], model_latency_label=dec.get("latency_label", LATENCY_MEAN),
+                   latency_target_ms=wl.get("latency_p99_ms"),
+                   model_memory_gb=chosen["memory_gb"], model_fits=chosen.get("fits", True),
+                   model_gpus_per_replica=chosen.get("gpus_per_replica"), memory_budget_gb=wl.get("memory_budget_gb"),
                    model_max_batch_p99=chosen.get("max_batch_p99"), batch=wl.get("batch"))
     if other:
         out.update(alternative=other["name"], alternative_usd_per_mtok=other["usd_per_million_tokens"],
@@ -135,9 +171,15 @@ def key_figures(study: dict) -> dict:
     flip = dec.get("throughput_flip")
     out["throughput_flip_batch"] = flip["batch"] if flip else None
     bench = study.get("bench") or {}
+    tr = study.get("training") or {}
     out["measured_decode_median_abs_rel_error"] = _g(bench, "summary", "decode", "median_abs_rel_error")
     out["measured_flip_batch"] = _g(bench, "flip", "measured_batch")
     out["predicted_flip_batch"] = _g(bench, "flip", "predicted_batch")
+    out["measurement_warnings"] = list(bench.get("warnings") or [])
+    if bench.get("rows"):
+        out["measured_basis"], out["measured_basis_detail"] = bench_basis(bench)
+    elif tr.get("rows"):
+        out["measured_basis"], out["measured_basis_detail"] = training_basis(tr)
     tr = study.get("training") or {}
     rows = {r.get("model"): r for r in tr.get("rows") or []}
     pairs = tr.get("pairs") or {}
@@ -149,8 +191,10 @@ def key_figures(study: dict) -> dict:
     return out
 
 
-def _tile(value: str, label: str, basis: str) -> str:
-    return f"<div class='tile'><div class='value'>{value}</div><div class='label'>{label}</div>{_badge(basis)}</div>"
+def _tile(value: str, label: str, basis: str, detail: str = "", warnings: list[str] | None = None) -> str:
+    warn = " warned" if warnings else ""
+    return (f"<div class='tile{warn}'><div class='value'>{value}</div><div class='label'>{label}</div>"
+            f"{_badge(basis, detail)}{_warning_badge(warnings or [])}</div>")
 
 
 
@@ -165,22 +209,30 @@ def _headline(study: dict, kf: dict) -> str:
     if kf.get("model_usd_per_mtok") is not None:
         alt = (f"<br><small>vs ${kf['alternative_usd_per_mtok']:.2f} for {_e(kf['alternative'])}</small>"
                if kf.get("alternative") else "")
-        tiles.append(_tile(f"${kf['model_usd_per_mtok']:.2f}", f"per million output tokens{alt}", "modelled"))
+        tiles.append(_tile(f"${kf['model_usd_per_mtok']:.2f}", f"per million output tokens{alt}", BASIS_MODELLED))
         alt = (f"<br><small>vs {kf['alternative_tokens_per_s_per_gpu']:.0f} for {_e(kf['alternative'])}</small>"
                if kf.get("alternative") else "")
         tiles.append(_tile(f"{kf['model_tokens_per_s_per_gpu']:.0f}",
-                           f"tokens/s per GPU at batch {kf['batch']}{alt}", "modelled"))
-        tiles.append(_tile(f"{kf['model_latency_ms']:.1f} ms", f"p99 per output token<br><small>target "
+                           f"tokens/s per GPU at batch {kf['batch']}{alt}", BASIS_MODELLED))
+        label = _e(kf.get("model_latency_label") or LATENCY_MEAN)
+        tiles.append(_tile(f"{kf['model_latency_ms']:.1f} ms", f"{label}<br><small>vs a p99 target of "
                            f"{_num(kf['latency_target_ms'])} ms; within it up to batch {kf['model_max_batch_p99']}"
-                           "</small>", "modelled"))
-        tiles.append(_tile(f"{kf['model_memory_gb']:.0f} GB", f"per replica<br><small>budget "
-                           f"{_num(kf['memory_budget_gb'])} GB</small>", "modelled"))
+                           "</small>", BASIS_MODELLED))
+        fit = "" if kf.get("model_fits", True) else " <b class='nofit'>DOES NOT FIT</b>"
+        gpus = f" of {kf['model_gpus_per_replica']} GPU(s)" if kf.get("model_gpus_per_replica") else ""
+        tiles.append(_tile(f"{kf['model_memory_gb']:.0f} GB", f"per replica{gpus}{fit}<br><small>budget "
+                           f"{_num(kf['memory_budget_gb'])} GB</small>", BASIS_MODELLED))
+    basis, detail = kf.get("measured_basis", BASIS_TINY), kf.get("measured_basis_detail", "")
+    warnings = kf.get("measurement_warnings") or []
     if kf.get("measured_decode_median_abs_rel_error") is not None:
         tiles.append(_tile(f"{kf['measured_decode_median_abs_rel_error']:.0%}",
                            "median decode prediction error<br><small>engine vs stopwatch, this machine</small>",
-                           "measured"))
+                           basis, detail, warnings))
     elif kf.get("measured_moe_final_val") is not None:
-        tiles.append(_tile(f"{kf['measured_moe_final_val']:.2f}", "MoE validation loss (tiny, here)", "measured"))
+        tiles.append(_tile(f"{kf['measured_moe_final_val']:.2f}", "MoE validation loss (tiny, here)", basis, detail,
+                           warnings))
+    elif warnings:
+        tiles.append(_tile("!", "measurement warning", basis, detail, warnings))
     return (f"<div class='headline {kind}'><div class='eyebrow'>Recommendation</div>"
             f"<h1>{_e(choice.upper() if choice in ('dense', 'moe') else choice)} "
             f"<span class='model'>{_e(rec.get('model', ''))}</span></h1>"
@@ -193,13 +245,13 @@ def _objective(study: dict, page: _Page) -> str:
     wl = study.get("workload") or {}
     if not wl:
         return _not_run("No workload was recorded.")
-    rows = [["p99 latency per output token", f"{_num(wl.get('latency_p99_ms'))} ms"],
+    rows = [["p99 latency target per output token", f"{_num(wl.get('latency_p99_ms'))} ms"],
             ["throughput target", f"{_num(wl.get('throughput_tokens_per_s'))} tokens/s" if
              wl.get("throughput_tokens_per_s") is not None else "none"],
             ["quality floor (dense-equivalent)", f"{_num(wl.get('quality_floor_b'))}B parameters"],
             ["training", f"{wl.get('training')} on {_num(float(wl.get('train_tokens') or 0))} tokens"],
             ["candidates", ", ".join(wl.get("candidates") or [])]]
-    return page.table("objective", ["objective", "value"], rows, "prior", "What the deployment must achieve")
+    return page.table("objective", ["objective", "value"], rows, BASIS_PRIOR, "What the deployment must achieve")
 
 
 def _resources(study: dict, page: _Page) -> str:
@@ -226,7 +278,7 @@ def _resources(study: dict, page: _Page) -> str:
                         f"{_num(wl.get('memory_budget_gb'))} GB", "–"])
         out.append(page.table("hardware", ["", f"{wl.get('hardware', '?')} (datasheet, deployment target)",
                                            "this machine (calibrated)" if cal else "this machine (not calibrated)"],
-                              rows, "mixed", "The deployment GPU beside the machine the prototypes ran on"))
+                              rows, DATASHEET_MEASURED, "The deployment GPU beside the machine the prototypes ran on"))
     if not cal:
         out.append(_not_run("Calibration of this machine did not run: predictions for it use datasheet defaults."))
     machine = study.get("machine") or {}
@@ -247,7 +299,8 @@ def _workload(study: dict, page: _Page) -> str:
     rows = [["typical batch", wl.get("batch")], ["batch sweep", ", ".join(map(str, wl.get("batches") or []))],
             ["prompt tokens", wl.get("prompt")], ["generated tokens", wl.get("gen")], ["weight dtype", wl.get("dtype")],
             ["hardware", f"{wl.get('gpus')} × {wl.get('hardware')}"]]
-    return (f"<div class='cols'><div>{page.table('workload', ['workload', 'value'], rows, 'prior', wl.get('name', ''))}"
+    table = page.table("workload", ["workload", "value"], rows, BASIS_PRIOR, wl.get("name", ""))
+    return (f"<div class='cols'><div>{table}"
             f"</div><div class='mix'><h3>Task mix</h3>{bars}<p class='note'>The seeds: MoE excels at knowledge-heavy "
             "and multilingual work, dense at reasoning-heavy work and fine-tunes more stably.</p></div></div>")
 
@@ -261,36 +314,44 @@ def _scale(study: dict, page: _Page) -> str:
     out = [page.figure("params-memory", plots.params_memory(est),
                        "Parameters by component and serving memory at the workload's batch: MoE models carry "
                        "most of their weight in routed experts a token never touches, yet all of it must be resident.",
-                       "modelled", "No frontier estimates.")]
+                       BASIS_MODELLED, "No frontier estimates.")]
     out.append(page.figure("crossover", plots.crossover(pairs, study.get("bench")),
-                           "Decode throughput per GPU against batch, each model on the fewest GPUs that hold it: where "
-                           "the lines cross, the cheaper architecture changes (dotted: flip). The last panel is the "
-                           "same question measured on this machine's tiny models.", "modelled",
+                           "Modelled decode throughput per GPU against batch, each model on the fewest GPUs that hold "
+                           "it at that batch (so a model's GPU count can step up along its line): where the lines "
+                           "cross, the cheaper architecture changes (dotted: flip; a flip marked 'GPUs change' falls "
+                           "where a GPU count steps, and may be an artefact of that step). The last panel is the same "
+                           "question measured at tiny scale on this machine.", BASIS_MODELLED,
                            "No frontier pairs."))
     if est:
         rows = []
         for name, e in est.items():
             p, m, d = e["params"], e["memory"], e["decode"]
+            per_gpu = m.get("memory_per_gpu_bytes")
+            per_gpu = None if per_gpu is None else per_gpu / 1e9 if m.get("fits", True) else \
+                f"{per_gpu / 1e9:.1f} DOES NOT FIT"
             rows.append([name, p["total"] / 1e9, p["active"] / 1e9, m["weights_bytes"] / 1e9,
                          m["kv_cache_bytes"] / 1e9, m["min_gpus"], e["parallel"]["plan"], e["parallel"]["gpus"],
+                         per_gpu,
                          d["step_seconds"] * 1e3, d["tokens_per_second_per_gpu"],
                          _g(e, "cost", "usd_per_million_tokens"),
                          _g(e, "dense_equivalent", "heuristic", default=0) / 1e9])
         out.append(page.table("frontier", ["model", "total (B)", "active (B)", "weights (GB)", "KV (GB)", "min GPUs",
-                                           "plan", "GPUs", "decode step (ms)", "tok/s/GPU", "$/Mtok",
-                                           "dense-equivalent (B)"], rows, "modelled",
+                                           "plan", "GPUs", "memory/GPU (GB)", "decode step (ms)", "tok/s/GPU", "$/Mtok",
+                                           "dense-equivalent (B)"], rows, BASIS_MODELLED,
                               f"Frontier models on {fr.get('hardware', '?')}"))
     if pairs:
         rows = []
         for pr in pairs:
-            flips = "; ".join(f"{f['to']} from batch {f['batch']}" for f in pr.get("flips") or []) or "none"
+            flips = "; ".join(f"{f['to']} from batch {f['batch']}" + (f" {f['note']}" if f.get("note") else "")
+                              for f in pr.get("flips") or []) or "none"
             first, last = pr["rows"][0], pr["rows"][-1]
             win = {"a": pr["a"], "b": pr["b"]}
             rows.append([pr["a"], pr["b"], win[first["winner"]], f"{first['batch']}", win[last["winner"]],
                          f"{last['batch']}", flips])
         out.append(page.table("pairs", ["A", "B", "wins at smallest batch", "batch", "wins at largest batch",
-                                        "batch", "flips"], rows, "modelled",
-                              "Who wins decode tokens/s per GPU, and where it flips"))
+                                        "batch", "flips"], rows, BASIS_MODELLED,
+                              "Who wins modelled decode tokens/s per GPU, and where it flips (each model on the fewest "
+                              "GPUs that hold it at each batch)"))
     return "".join(out)
 
 
@@ -299,15 +360,16 @@ def _prototype(study: dict, page: _Page) -> str:
     if not tr:
         return _not_run("Training of the prototypes did not run.")
     target = tr.get("target_loss")
+    basis, detail = training_basis(tr)
     out = [page.figure("training", plots.training(tr.get("curves"), target),
                        "Training loss of matched models (same data order, budget and schedule) against tokens, "
                        "training FLOPs and wall-clock: an iso-active MoE costs the same FLOPs per token as the "
-                       "dense model but more seconds on a CPU; dots are validation losses.", "measured",
-                       "No loss curves were recorded.")]
+                       "dense model but more seconds on a CPU; dots are validation losses.", basis,
+                       "No loss curves were recorded.", detail)]
     out.append(page.figure("expert-load", plots.expert_load(tr.get("expert_load")),
                            "Where each domain's tokens go: share of token-slots per expert and layer at the last "
                            "evaluation. Dark cells are experts a domain relies on; a flat row is balanced routing.",
-                           "measured", "No expert load was recorded (no MoE model trained)."))
+                           basis, "No expert load was recorded (no MoE model trained).", detail))
     rows = []
     domains = sorted({k for r in tr.get("rows") or [] for k in (r.get("final_val") or {}) if k not in ("mean",
                                                                                                        "dense")})
@@ -320,8 +382,9 @@ def _prototype(study: dict, page: _Page) -> str:
     if rows:
         out.append(page.table("training", ["model", "total params", "active params", "tokens to target",
                                            "FLOPs to target", "seconds to target", "tokens/s", "final val loss",
-                                           *(f"val {d}" for d in domains)], rows, "measured",
-                              f"Matched training to validation loss {_num(target)} (tiny models, this machine)"))
+                                           *(f"val {d}" for d in domains)], rows, basis,
+                              f"Matched training to validation loss {_num(target)} (tiny models, this machine)",
+                              detail))
     return "".join(out)
 
 
@@ -329,14 +392,17 @@ def _benchmark(study: dict, page: _Page) -> str:
     bench = study.get("bench") or {}
     if not bench.get("rows"):
         return _not_run("The benchmark did not run: no measured latency or throughput in this report.")
-    out = [page.figure("bench", plots.bench_curves(bench),
-                       "Latency and throughput against batch on this machine: solid lines measured, dashed lines "
-                       "the engine's prediction for the same model and calibrated hardware.", "measured",
-                       "No benchmark rows.")]
+    basis, detail = bench_basis(bench)
+    out = [_warning_badge(list(bench.get("warnings") or []))]
+    out.append(page.figure("bench", plots.bench_curves(bench),
+                           "Latency (measured median step) and throughput against batch on this machine: solid lines "
+                           "measured, dashed lines the engine's prediction for the same model and calibrated "
+                           "hardware.", basis, "No benchmark rows.", detail))
     out.append(page.figure("prediction-error", plots.prediction_error(bench),
                            "Prediction error of every benchmarked point (predicted/measured − 1): bars near zero mean "
-                           "the frontier numbers above can be trusted to that margin.", "measured",
-                           "No prediction errors."))
+                           "the engine reproduces these models on this machine; the frontier figures above come from "
+                           "the same engine on datasheet GPUs, which this check does not reach.", basis,
+                           "No prediction errors.", detail))
     rows = [[r.get("model"), r.get("phase"), r.get("batch"), (r.get("measured_s") or 0) * 1e3,
              (r.get("predicted_s") or 0) * 1e3, r.get("rel_error"), (r.get("p50_s") or 0) * 1e3,
              (r.get("p99_s") or 0) * 1e3, r.get("tokens_per_second"), r.get("predicted_tokens_per_second")]
@@ -352,8 +418,9 @@ def _benchmark(study: dict, page: _Page) -> str:
                f"predicted at batch {_e(flip.get('predicted_batch'))}. Device {_e(bench.get('device', '?'))}, dtype "
                f"{_e(bench.get('dtype', '?'))}.</p>")
     table = page.table("bench", ["model", "phase", "batch", "measured (ms)", "predicted (ms)", "rel. error",
-                                 "p50 (ms)", "p99 (ms)", "tokens/s", "predicted tokens/s"], rows, "measured",
-                       "Every benchmarked point, measured beside predicted")
+                                 "measured p50 (ms)", "measured p99 (ms)", "tokens/s", "predicted tokens/s"], rows,
+                       basis, "Every benchmarked point, measured (median of the timed rounds) beside predicted (a "
+                       "modelled mean)", detail)
     out.append(f"<details><summary>All {len(rows)} benchmarked points (bench.csv)</summary>{table}</details>")
     return "".join(out)
 
@@ -364,30 +431,33 @@ def _decision(study: dict, page: _Page) -> str:
         return _not_run("The decision step did not run.")
     wl = study.get("workload") or dec.get("workload") or {}
     cands = dec.get("candidates") or []
-    out = [page.figure("candidates", plots.candidates(cands, wl.get("latency_p99_ms")),
-                       "Every candidate's cost per token and p99 per-token latency at the typical batch; hatched bars "
-                       "fail a hard constraint (memory, latency, throughput or quality floor).", "modelled",
-                       "No candidates.")]
+    latency_label = dec.get("latency_label", LATENCY_MEAN)
+    out = [page.figure("candidates", plots.candidates(cands, wl.get("latency_p99_ms"), latency_label),
+                       f"Every candidate's cost per token and {latency_label} at the typical batch, against the p99 "
+                       "target; hatched bars fail a hard constraint (memory, latency, throughput or quality floor).",
+                       BASIS_MODELLED, "No candidates.")]
     if cands:
         rows = [[c["name"], c["kind"], c["params_total"] / 1e9, c["params_active"] / 1e9, c["dense_equivalent_b"],
-                 c["memory_gb"], f"{c['gpus_per_replica']} × {c['replicas']}", c["latency_ms"],
+                 c["memory_gb"] if c.get("fits", True) else f"{c['memory_gb']:.0f} DOES NOT FIT",
+                 f"{c['gpus_per_replica']} × {c['replicas']}", c["latency_ms"],
                  c["tokens_per_second_per_gpu"], c["tokens_per_second"], c["usd_per_million_tokens"],
                  c.get("max_batch_p99"), ", ".join(c["violations"]) or "feasible"] for c in cands]
         out.append(page.table("candidates", ["model", "kind", "total (B)", "active (B)", "dense-eq. (B)",
-                                             "memory (GB)", "GPUs × replicas", "p99 (ms/token)", "tok/s/GPU",
-                                             "fleet tok/s", "$/Mtok", "max batch @ p99", "constraints"], rows,
-                              "modelled", f"Candidates on the workload ({dec.get('latency_basis', '')})"))
+                                             "memory per replica (GB)", "GPUs × replicas",
+                                             f"{latency_label} (ms)", "tok/s/GPU", "fleet tok/s", "$/Mtok",
+                                             "max batch within p99 target", "constraints"], rows,
+                              BASIS_MODELLED, f"Candidates on the workload ({dec.get('latency_basis', '')})"))
     factors = dec.get("factors") or []
     if factors:
         rows = [[f["factor"].replace("_", " "), _Raw(f"<span class='fav {_e(f['favours'])}'>{_e(f['favours'])}</span>",
                                                      f["favours"]),
-                 _Raw(_badge(f["basis"]), f["basis"]), f["why"]] for f in factors]
+                 _Raw(_badge(f["basis"], f.get("basis_detail", "")), basis_text(f)), f["why"]] for f in factors]
         out.append(page.table("factors", ["factor", "favours", "basis", "the numbers behind it"], rows, None,
                               f"The seeds' factor table: {_g(dec, 'best', 'dense')} (dense) vs "
                               f"{_g(dec, 'best', 'moe')} (MoE); vote {dec.get('vote', 0):+d}"))
-        page.csvs["factors"] = (["factor", "favours", "basis", "why", "numbers"],
-                                [[f["factor"], f["favours"], f["basis"], f["why"], json.dumps(f["numbers"])]
-                                 for f in factors])
+        page.csvs["factors"] = (["factor", "favours", "basis", "basis_detail", "why", "numbers"],
+                                [[f["factor"], f["favours"], f["basis"], f.get("basis_detail", ""), f["why"],
+                                  json.dumps(f["numbers"])] for f in factors])
     flips = dec.get("flip_details") or [{"text": t} for t in dec.get("flips") or []]
     if flips:
         items = "".join(f"<li>{_e(f['text'])}</li>" for f in flips)
@@ -415,7 +485,7 @@ padding:22px 26px;box-shadow:0 1px 3px rgba(0,0,0,.05)}
 .headline.moe h1{color:var(--moe)}.headline.dense h1{color:var(--dense)}.headline.hybrid h1{color:var(--hybrid)}
 .headline h1 .model{color:var(--ink);font-weight:600;font-size:26px;margin-left:8px}
 .reason{max-width:920px;color:#1f2937;margin:6px 0 16px}
-.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(180px,1fr));gap:12px}
+.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(180px,1fr));gap:12px;align-items:start}
 .tile{background:var(--bg);border:1px solid var(--line);border-radius:10px;padding:12px 14px;position:relative}
 .tile .value{font-size:26px;font-weight:700}.tile .label{font-size:13px;color:var(--muted)}
 .tile .badge{margin-top:8px}
@@ -435,6 +505,11 @@ figcaption{font-size:13px;color:#374151;margin-top:6px}
 text-transform:uppercase;letter-spacing:.04em;vertical-align:1px}
 .badge.measured{background:#dcfce7;color:#166534}.badge.modelled{background:#dbeafe;color:#1e40af}
 .badge.prior{background:#f3f4f6;color:#374151}.badge.mixed{background:#fef9c3;color:#854d0e}
+.badge.tiny{background:#ecfccb;color:#3f6212}.badge.warning{background:#dc2626;color:#fff}
+.basis-detail{font-size:11px;color:var(--muted);margin-right:6px}
+.warnbox{margin-top:6px;padding:6px 8px;border:1px solid #fca5a5;background:#fef2f2;border-radius:6px;font-size:12px;
+color:#991b1b}.warnbox .warntext{display:block;margin-top:3px}
+.tile.warned{border-color:#f87171}.nofit{color:#b91c1c}
 .tablewrap{overflow-x:auto;margin:10px 0 16px}
 table{border-collapse:collapse;width:100%;font-size:13px}
 caption{text-align:left;font-weight:600;padding:4px 0 6px;color:#1f2937}
@@ -509,8 +584,12 @@ def render(study: dict) -> tuple[str, _Page]:
 {_headline(study, kf)}
 <nav class="toc">{toc}</nav>
 {''.join(body)}
-<footer>Badges: <span class='badge measured'>measured</span> on this machine (tiny models) ·
-<span class='badge modelled'>modelled</span> by moelab's cost engine (frontier scale) ·
+<footer>Badges: <span class='badge tiny'>measured at tiny scale</span> on this machine, on models thousands of times
+smaller than the candidates (device, steps and parameters beside the badge) ·
+<span class='badge measured'>measured</span> at the candidates' own scale ·
+<span class='badge modelled'>modelled</span> by moelab's cost engine (frontier scale; step times are means) ·
+<span class='badge mixed'>modelled + measured at tiny scale</span> a modelled figure checked against such a
+measurement ·
 <span class='badge prior'>prior</span> the seeds' guidance or the workload's own statement. Every table is beside this
 file as CSV; the key figures are in summary.json.</footer>
 </main></body></html>

@@ -166,7 +166,8 @@ def crossover(pairs: list[dict], bench: dict | None) -> str | None:
         _loglog(ax)
         for flip in pair.get("flips", []):
             ax.axvline(flip["batch"], color=GREY, ls=":", lw=1)
-            ax.annotate(f"flip @ {flip['batch']}", (flip["batch"], ax.get_ylim()[0]), xytext=(-3, 4),
+            changed = " (GPUs change)" if flip.get("gpus_changed") else ""
+            ax.annotate(f"flip @ {flip['batch']}{changed}", (flip["batch"], ax.get_ylim()[0]), xytext=(-3, 4),
                         textcoords="offset points", ha="right", fontsize=7, color="#374151")
         ax.set_title(f"{pair['a']} vs {pair['b']}", fontsize=8.5)
         ax.set_xlabel("decode batch")
@@ -190,7 +191,7 @@ def crossover(pairs: list[dict], bench: dict | None) -> str | None:
             ax.axvline(flip["predicted_batch"], color=GREY, ls=":", lw=1)
             ax.annotate(f"predicted @ {flip['predicted_batch']}", (flip["predicted_batch"], ax.get_ylim()[0]),
                         xytext=(-3, 14), textcoords="offset points", ha="right", fontsize=7, color=GREY)
-        ax.set_title(f"measured on {(bench or {}).get('device', 'this machine')} (tiny models)", fontsize=8.5)
+        ax.set_title(f"measured at tiny scale on {(bench or {}).get('device', 'this machine')}", fontsize=8.5)
         ax.set_xlabel("decode batch")
         ax.set_ylabel("tokens/s (measured)")
         ax.legend(loc="upper left", fontsize=7)
@@ -352,14 +353,16 @@ def expert_load(loads: dict | None) -> str | None:
     return _svg(fig, "expert-load")
 
 
-def candidates(cands: list[dict] | None, latency_target: float | None = None) -> str | None:
-    """$/Mtok and p99 per-token latency of every candidate; infeasible ones hatched."""
+def candidates(cands: list[dict] | None, latency_target: float | None = None,
+               latency_label: str = "modelled mean per-token latency") -> str | None:
+    """$/Mtok and per-token latency (`latency_label`: a modelled mean unless a measured tail scaled it) of every
+    candidate against the p99 target; infeasible ones hatched."""
     if not cands:
         return None
     names = [c["name"] for c in cands]
     fig, axes = _figure(2, width=4.6, height=0.42 * len(cands) + 1.4)
     for ax, key, label in ((axes[0][0], "usd_per_million_tokens", "$ per million output tokens"),
-                           (axes[0][1], "latency_ms", "p99 ms per output token")):
+                           (axes[0][1], "latency_ms", f"{latency_label} (ms)")):
         for i, c in enumerate(cands):
             colour = MOE[0] if c["kind"] == "moe" else DENSE[0]
             ax.barh(i, c[key], color=colour if c["feasible"] else "white", edgecolor=colour,
@@ -373,9 +376,9 @@ def candidates(cands: list[dict] | None, latency_target: float | None = None) ->
         ax.set_xlim(0, max(c[key] for c in cands) * 1.6)
         if key == "latency_ms" and latency_target:
             ax.axvline(latency_target, color="#dc2626", ls="--", lw=1)
-            ax.annotate(f"target {latency_target:g} ms", (latency_target, -0.5), xytext=(3, 0),
+            ax.annotate(f"p99 target {latency_target:g} ms", (latency_target, -0.5), xytext=(3, 0),
                         textcoords="offset points", fontsize=7, color="#dc2626", va="bottom")
     axes[0][0].set_title("Cost per token (solid: feasible)")
-    axes[0][1].set_title("Latency against the p99 target")
+    axes[0][1].set_title("Modelled latency against the p99 target")
     fig.tight_layout()
     return _svg(fig, "candidates")
