@@ -133,7 +133,7 @@ def _print_estimate(r: dict) -> None:
                      f"{wl['kv_dtype']})"),
         ("memory", f"{fmt.nbytes(m['total_bytes'])} in all; min {m['min_gpus']} GPU(s); "
                    f"{fmt.nbytes(m['memory_per_gpu_bytes'])}/GPU on {m['gpus']} "
-                   f"({'fits' if m['fits'] else 'DOES NOT FIT'})"),
+                   f"({'fits' if m['fits'] else 'DOES NOT FIT'} in {fmt.nbytes(m['capacity_per_gpu_bytes'])} usable)"),
         ("prefill", f"{fmt.seconds(pre['seconds'])} for {wl['batch']}x{wl['prompt']} tokens ({pre['bound']}-bound)"),
         ("decode step", f"{fmt.seconds(dec['step_seconds'])} at batch {wl['batch']}, context {dec['context']:g} "
                         f"({dec['bound']}-bound)"),
@@ -142,13 +142,14 @@ def _print_estimate(r: dict) -> None:
         ("experts read", experts),
         ("compute-bound from", f"batch {cross}" if cross else "never (KV reads keep decode memory-bound)"),
         ("plan", f"{r['parallel']['plan']} x{r['parallel']['gpus']}, scaling efficiency "
-                 f"{r['parallel']['scaling_efficiency']:.0%}"),
+                 f"{r['parallel']['scaling_efficiency']:.0%}" + "".join(f"; {n}" for n in r["parallel"]["notes"])),
         ("energy", f"{r['energy']['kwh_per_million_tokens']:.3f} kWh per 1M output tokens"),
         ("cost", f"${r['cost']['usd_per_million_tokens']:.3f} per 1M output tokens"),
         (f"training {fmt.count(r['training']['tokens'])} tok",
          f"{r['training']['gpu_hours']:.3g} GPU-hours, ${r['training']['usd']:.3g} at {r['training']['mfu']:.0%} MFU;"
          f" {fmt.nbytes(r['training']['memory']['total_bytes'])}/GPU with ZeRO-{r['training']['plan']['zero']}"
-         f" over {r['parallel']['gpus']}"),
+         f" over {r['parallel']['gpus']} ({'fits' if r['training']['memory']['fits'] else 'DOES NOT FIT'} in "
+         f"{fmt.nbytes(r['training']['memory']['capacity_per_gpu_bytes'])})"),
         ("dense equivalent", f"{fmt.count(r['dense_equivalent']['heuristic'])} (heuristic), "
                              f"{fmt.count(r['dense_equivalent']['workload'])} (this workload)"),
     ]
@@ -231,24 +232,38 @@ def compare(
     result = run(spec_a, spec_b, load_hardware(hardware), wl, _parse_batches(batches), gpus)
     if as_json:
         return _emit_json(result)
-    table = Table(title=f"{result['a']} vs {result['b']} on {result['hardware']}: decode, per GPU")
-    for col in ("batch", "A GPUs", "A tok/s/GPU", "A step", "A $/Mtok", "B GPUs", "B tok/s/GPU", "B step",
-                "B $/Mtok", "winner"):
-        table.add_column(col, justify="right")
+    usable = fmt.nbytes(result["rows"][0]["a"]["capacity_per_gpu_bytes"])
+    table = Table(title=f"A = {result['a']} vs B = {result['b']} on {result['hardware']} ({usable} usable per GPU): "
+                        f"decode, per GPU, modelled; GPUs: {result['gpus_basis']}")
+    for col in ("batch", "A GPUs", "A mem/GPU", "A tok/s/GPU", "A step", "A $/Mtok", "B GPUs", "B mem/GPU",
+                "B tok/s/GPU", "B step", "B $/Mtok", "winner"):
+        table.add_column(col, justify="right", no_wrap=col.endswith("mem/GPU") or col == "winner")
     names = {"a": result["a"], "b": result["b"]}
+
+    def mem(side: dict) -> str:
+        used = f"{side['memory_per_gpu_bytes'] / 1e9:.1f} GB"
+        return used if side["fits"] else f"{used} DOES NOT FIT"
+
     for row in result["rows"]:
         a, b = row["a"], row["b"]
-        table.add_row(str(row["batch"]), str(a["gpus"]), f"{a['tokens_per_second_per_gpu']:.0f}",
-                      fmt.seconds(a["step_seconds"]), f"{a['usd_per_million_tokens']:.3f}", str(b["gpus"]),
+        winner = names[row["winner"]] if a["fits"] or b["fits"] else "neither fits"
+        table.add_row(str(row["batch"]), str(a["gpus"]), mem(a), f"{a['tokens_per_second_per_gpu']:.0f}",
+                      fmt.seconds(a["step_seconds"]), f"{a['usd_per_million_tokens']:.3f}", str(b["gpus"]), mem(b),
                       f"{b['tokens_per_second_per_gpu']:.0f}", fmt.seconds(b["step_seconds"]),
-                      f"{b['usd_per_million_tokens']:.3f}", names[row["winner"]])
+                      f"{b['usd_per_million_tokens']:.3f}", winner)
     console.print(table)
+    if any(not row[k]["fits"] for row in result["rows"] for k in ("a", "b")):
+        console.print(f"DOES NOT FIT: memory per GPU above the usable {usable}; a model that does not fit never "
+                      "wins a row against one that fits")
     if result["flips"]:
         for flip in result["flips"]:
-            console.print(f"{flip['to']} wins from batch {flip['batch']} (before it: {flip['from']})")
+            note = f" {flip['note']}" if flip.get("note") else ""
+            console.print(f"{flip['to']} wins from batch {flip['batch']} (before it: {flip['from']}){note}")
     else:
         winner = names[result["rows"][0]["winner"]]
-        console.print(f"{winner} wins at every batch listed")
+        neither = any(not (row["a"]["fits"] or row["b"]["fits"]) for row in result["rows"])
+        console.print(f"{winner} wins at every batch listed" + (" (by modelled tokens/s per GPU where neither fits)"
+                                                                 if neither else ""))
 
 
 # --- training -------------------------------------------------------------------------------------------
@@ -378,14 +393,20 @@ def decide(
     result = recommend(wl)
     if as_json:
         return _emit_json(result)
+    from moelab.decide.recommend import LATENCY_MEAN, basis_text
+
     table = Table(title=f"Candidates for {wl.name}: batch {wl.batch}, {wl.prompt}+{wl.gen} tokens, "
-                        f"{wl.gpus} x {result['hardware']} (modelled)")
-    for col in ("model", "kind", "total", "active", "dense-eq", "memory", "replica", "p99/token", "tok/s/GPU",
-                "fleet tok/s", "$/Mtok", "max batch @p99", "fails"):
-        table.add_column(col, justify="left" if col in ("model", "kind", "fails") else "right")
+                        f"{wl.gpus} x {result['hardware']} (modelled; latency: {result['latency_label']} against the "
+                        f"p99 target of {wl.latency_p99_ms:g} ms)")
+    latency_col = "mean/token" if result["latency_label"] == LATENCY_MEAN else "est. p99/token"
+    for col in ("model", "kind", "total", "active", "dense-eq", "memory", "replica", latency_col, "tok/s/GPU",
+                "fleet tok/s", "$/Mtok", "max batch in target", "fails"):
+        table.add_column(col, justify="left" if col in ("model", "kind", "fails") else "right",
+                         no_wrap=col == "memory")
     for c in result["candidates"]:
+        memory = f"{c['memory_gb']:.0f} GB" + ("" if c["fits"] else " DOES NOT FIT")
         table.add_row(c["name"], c["kind"], fmt.count(c["params_total"]), fmt.count(c["params_active"]),
-                      f"{c['dense_equivalent_b']:.0f}B", f"{c['memory_gb']:.0f} GB",
+                      f"{c['dense_equivalent_b']:.0f}B", memory,
                       f"{c['gpus_per_replica']} GPU x{c['replicas']}", f"{c['latency_ms']:.1f} ms",
                       f"{c['tokens_per_second_per_gpu']:.0f}", f"{c['tokens_per_second']:.0f}",
                       f"{c['usd_per_million_tokens']:.2f}", str(c["max_batch_p99"]),
@@ -396,7 +417,7 @@ def decide(
         factors.add_column(col, overflow="fold")
     colour = {"moe": "magenta", "dense": "cyan", "neutral": "white"}
     for f in result["factors"]:
-        factors.add_row(f["factor"], f"[{colour[f['favours']]}]{f['favours']}[/]", f["basis"], f["why"])
+        factors.add_row(f["factor"], f"[{colour[f['favours']]}]{f['favours']}[/]", basis_text(f), f["why"])
     if result["factors"]:
         console.print(factors)
     rec = result["recommendation"]
