@@ -37,7 +37,8 @@ def test_quick_calibration_is_plausible(calibrated):
         assert 0.1 < hw["fresh_page_bandwidth_gbps"] < 1000 and 0 <= hw["fresh_page_mb"] < 1e3
         assert "measured" in hw["sources"]["fresh_page_bandwidth_gbps"]
     assert "assumed" in hw["sources"]["tdp_watts"] and "assumed" in hw["sources"]["usd_per_hour"]
-    assert hw["measurements"]["seconds"] < 60  # quick: about 15 s on a quiet 2-core machine
+    # How long it took is recorded, not asserted (speed belongs in benchmarks/; about 15 s on a quiet machine).
+    assert isinstance(hw["measurements"]["seconds"], float) and hw["measurements"]["seconds"] > 0
 
 
 def test_calibrated_file_loads_and_drives_estimate(calibrated, tmp_path, capsys):
