@@ -413,11 +413,9 @@ def spec_from_config(raw: Any, name: str = "model", source: str = "config.json")
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    """The parsed config.json at `path` (or in the folder `path`): a regular file of at most
-    userfile.MAX_FILE_BYTES, strict JSON, a JSON object at the top."""
+    """The parsed config.json at `path`: a regular file of at most userfile.MAX_FILE_BYTES, strict JSON,
+    a JSON object at the top."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "config.json"
     if not path.exists() and not path.is_symlink():
         raise MoelabError(f"no such file: {path}")
     raw = parse_json(read_user_text(path, "config.json"), str(path))
