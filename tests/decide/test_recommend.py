@@ -113,7 +113,8 @@ def test_evidence_switches_basis_to_measured():
     r = recommend(default_workload(), _evidence())
     basis = {f["factor"]: f for f in r["factors"]}
     for name in ("training", "task_type", "batch_throughput"):
-        assert basis[name]["basis"] == "measured"
+        assert basis[name]["basis"] == ("modelled + measured at tiny scale" if name == "batch_throughput"
+                                        else "measured at tiny scale")
         assert "tiny models on this machine" in basis[name]["why"]
     assert basis["training"]["favours"] == "moe"  # 2.4e10 vs 3.0e10 FLOPs to target
     assert basis["training"]["numbers"]["measured_moe_to_target"]["flops"] == 2.4e10

@@ -105,4 +105,4 @@ def test_live_study_with_real_training(tmp_path, monkeypatch):
     report = write_report(live, tmp_path / "out")
     text = report.read_text()
     assert text.count("<figure class='plot'") == len(FIGURES)
-    assert {f["basis"] for f in live["decision"]["factors"] if f["factor"] == "training"} == {"measured"}
+    assert {f["basis"] for f in live["decision"]["factors"] if f["factor"] == "training"} == {"measured at tiny scale"}
