@@ -8,6 +8,7 @@ scoring or top-k method) are refused by name. Field errors are collected and rep
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -416,8 +417,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
     """The parsed config.json at `path`: a regular file of at most userfile.MAX_FILE_BYTES, strict JSON,
     a JSON object at the top."""
     path = Path(path)
-    if not path.exists() and not path.is_symlink():
-        raise MoelabError(f"no such file: {path}")
+    if not os.path.lexists(path):
+        raise MoelabError(f"no such file: {show_value(str(path))}")
     raw = parse_json(read_user_text(path, "config.json"), str(path))
     if not isinstance(raw, dict):
         raise MoelabError(f"{path}: the top level must be a JSON object")
@@ -427,7 +428,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
 def spec_from_file(path: str | Path) -> ModelSpec:
     """Read a config.json (or a folder holding one)."""
     path = Path(path)
-    if path.is_dir():
+    if os.path.isdir(path):
         path = path / "config.json"
     name = path.parent.name if path.name == "config.json" else path.stem
     return spec_from_config(read_config(path), name=name, source=str(path))
