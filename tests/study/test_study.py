@@ -23,17 +23,36 @@ def test_every_stage_ran(study_dir):
     study = json.loads((study_dir / "study.json").read_text())
     assert study["quick"] is True
     assert set(study["stage_seconds"]) >= {"train", "calibrate and bench", "frontier", "decide", "report"}
-    training = study["training"]
+    training, plan = study["training"], study["plan"]
     assert [r["model"] for r in training["rows"]] == list(PAIRS.values())
-    dense = next(r for r in training["rows"] if r["model"] == PAIRS["dense"])
-    # the target is the dense model's final validation loss, which it reaches at its last evaluation
-    assert training["target_loss"] == dense["final_val"]["mean"]
-    assert dense["to_target"]["step"] == study["plan"]["steps"]
+    # each run folder: every step in metrics.jsonl, final weights; the numbers below are read from those files
+    evals = {}
+    for row in training["rows"]:
+        run = study_dir / "runs" / row["model"]
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in lines] == list(range(1, plan["steps"] + 1))
+        assert lines[-1]["tokens"] == plan["steps"] * plan["batch_size"] * plan["seq_len"]
+        assert (run / "final" / "model.safetensors").is_file() and (run / "final" / "meta.json").is_file()
+        evals[row["model"]] = [r for r in lines if "val" in r]
+        assert row["final_val"]["mean"] == evals[row["model"]][-1]["val"]["mean"]
+    # the target is the dense model's final validation loss as its own metrics.jsonl records it (not another
+    # model's), and each model's to_target is its first evaluation at or below it, or None
+    target = training["target_loss"]
+    assert target == evals[PAIRS["dense"]][-1]["val"]["mean"]
+    for row in training["rows"]:
+        first = next((r for r in evals[row["model"]] if r["val"]["mean"] <= target), None)
+        expected = first and {k: first[k] for k in ("step", "tokens", "flops", "wall_seconds")}
+        assert row["to_target"] == expected, row["model"]
     assert set(training["expert_load"]) == {PAIRS["moe"], PAIRS["moe_fine"]}
-    assert study["calibration"]["peak_tflops"]["fp32"] > 0
+    # calibrate and bench: the files the stage wrote are what study.json holds
+    hardware = json.loads((study_dir / "hardware.json").read_text())
+    assert study["calibration"] == {**hardware, "path": str(study_dir / "hardware.json")}
+    assert hardware["peak_tflops"]["fp32"] > 0
     bench = study["bench"]
-    assert {r["model"] for r in bench["rows"]} == {PAIRS["dense"], PAIRS["moe"]}
-    assert {r["phase"] for r in bench["rows"]} == {"prefill", "decode"}
+    assert json.loads((study_dir / "bench.json").read_text())["rows"] == bench["rows"]
+    assert sorted((r["model"], r["phase"], r["batch"]) for r in bench["rows"]) == sorted(
+        (m, p, b) for m in (PAIRS["dense"], PAIRS["moe"]) for p in ("prefill", "decode") for b in plan["bench_batches"])
+    assert (bench["workload"]["prompt"], bench["workload"]["gen"]) == (plan["bench_prompt"], plan["bench_gen"])
     assert bench["flip"] is not None
     assert len(study["frontier"]["pairs"]) == len(FRONTIER_PAIRS)
     assert study["decision"]["recommendation"]["choice"]
