@@ -1,0 +1,43 @@
+"""The fuzz test's session: heavy imports done once, sentinels on real work, and the summary at the end.
+
+The summary (cases, exit-0, exit-2, tracebacks, cases over 5 s, per command) is printed after the run and
+written as JSON to MOELAB_FUZZ_REPORT (default: fuzz-report.json in pytest's base temporary folder).
+"""
+
+import json
+import os
+
+import pytest
+from fuzz_harness import install_sentinels, report, summary_lines
+
+
+@pytest.fixture(scope="session")
+def fuzz_root(tmp_path_factory):
+    """A folder for the cases, with torch and every command's module imported (an import is not a case's
+    time) and the sentinels in place for the whole session."""
+    import torch  # noqa: F401
+
+    import moelab.bench.calibrate  # noqa: F401
+    import moelab.bench.run  # noqa: F401
+    import moelab.cli  # noqa: F401
+    import moelab.report  # noqa: F401 - matplotlib builds its font cache once, not inside a case
+    import moelab.study.run  # noqa: F401
+    import moelab.train.compare  # noqa: F401
+    import moelab.train.loop  # noqa: F401
+
+    with pytest.MonkeyPatch.context() as mp:
+        install_sentinels(mp)
+        yield tmp_path_factory.mktemp("fuzz")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    r = report()
+    if not r["commands"]:
+        return
+    path = os.environ.get("MOELAB_FUZZ_REPORT") or str(config._tmp_path_factory.getbasetemp() / "fuzz-report.json")
+    with open(path, "w") as f:
+        json.dump(r, f, indent=1)
+    terminalreporter.section("moelab fuzz")
+    for line in summary_lines():
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"report: {path}")
