@@ -153,13 +153,18 @@ def number_bad(text: str, param) -> str | None:
 
 @st.composite
 def number_text(draw, param, hostile: bool) -> str:
+    """A value for a numeric option: hostile text, or a valid one (small, or at the edges of its range)."""
+    if hostile:
+        return draw(st.sampled_from(NUM_HOSTILE))
     low, high = param.low, param.high
-    is_int = param.kind == "int"
-    lo = int(low) if low is not None else 1
-    hi = int(min(high if high is not None else 64, lo + 64))
-    valid = st.integers(lo, max(lo, hi)).map(str) if is_int else st.floats(
-        max(low or 0.0, 1e-3), min(high or 10.0, 10.0), allow_nan=False).map(repr)
-    return draw(st.sampled_from(NUM_HOSTILE) if hostile else valid)
+    if param.kind == "int":
+        lo = int(low) if low is not None else 1
+        edges = [lo, lo + 1] + ([int(high), int(high) - 1, int((lo + high) // 2)] if high is not None else [10**6])
+        return draw(st.one_of(st.integers(lo, lo + 64).map(str), st.sampled_from(edges).map(str)))
+    lo = max(low or 0.0, 1e-3)
+    hi = min(high if high is not None else 10.0, 10.0)
+    edges = [low if low is not None and low > 0 else 1e-6] + ([high] if high is not None else [1e6])
+    return draw(st.one_of(st.floats(lo, hi, allow_nan=False).map(repr), st.sampled_from(edges).map(repr)))
 
 
 # --- file references ---------------------------------------------------------------------------------------

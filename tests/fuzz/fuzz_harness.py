@@ -99,7 +99,6 @@ def sentinel_targets() -> list[tuple[str, str, object]]:
         ("moelab.train.loop", "build", _stop("train: building the model")),
         ("moelab.train.loop", "_train_step", _stop("train: a training step")),
         ("moelab.nn.model", "build_model", build_model),
-        ("moelab.nn.hf", "load_pretrained", _stop("loading pretrained weights")),
         ("moelab.bench.calibrate", "calibrate", _stop("calibrate: measuring this machine")),
         ("moelab.bench.run", "Runner", _stop("bench: timing a model")),
         ("moelab.study.run", "train_stage", _stop("study: training")),

@@ -298,7 +298,7 @@ def hardware_pairs(draw, hostile: bool = True) -> tuple[list[tuple[str, object]]
     for _ in range(draw(st.integers(1 if hostile else 0, 3 if hostile else 1))):
         op = draw(st.sampled_from(["drop_req", "drop_opt", "typo", "unknown", "bandwidth", "bandwidth", "other",
                                    "fraction", "gpn", "gpn", "peaks", "sources", "dup", "alias", "bomb", "deep"]
-                                  if hostile else ["drop_opt"]))
+                                  if hostile else ["drop_opt", "extreme"]))
         if op == "drop_req":
             key = draw(st.sampled_from(HW_REQUIRED))
             if hw.pop(key, None) is not None:
@@ -338,6 +338,9 @@ def hardware_pairs(draw, hostile: bool = True) -> tuple[list[tuple[str, object]]
             key = draw(st.sampled_from(sorted(hw)))
             extra.append((key, hw[key] if not isinstance(hw[key], dict) else 1))
             invalid.append(f"hardware: duplicate key {key}")
+        elif op == "extreme":  # valid but far from any GPU: the engine's arithmetic must hold
+            hw[draw(st.sampled_from(HW_BANDWIDTHS + HW_OTHER_NUMBERS))] = draw(st.sampled_from(
+                [1e-9, 1e-6, 0.001, 1e6, 1e9, 1e12]))
         elif op == "alias" and "memory_gb" in hw:
             alias = True
         elif op == "bomb":
@@ -436,7 +439,7 @@ def workload_docs(draw, small: bool = True, hostile: bool = True) -> WorkloadPla
         op = draw(st.sampled_from(["drop_req", "drop_opt", "typo", "dup", "int", "int", "float", "float", "mix",
                                    "training", "candidates", "hardware_file", "hardware_file", "hardware_name",
                                    "batches", "dtype", "name", "alias", "bomb", "deep", "config_candidate"]
-                                  if hostile else ["drop_opt", "hardware_file", "name", "alias", "config_candidate"]))
+                                  if hostile else ["drop_opt", "hardware_file", "name", "config_candidate", "extreme"]))
         if op == "drop_req":
             key = draw(st.sampled_from(WL_REQUIRED))
             if wl.pop(key, None) is not None:
@@ -514,6 +517,13 @@ def workload_docs(draw, small: bool = True, hostile: bool = True) -> WorkloadPla
             wl["name"] = draw(st.sampled_from([*MARKUP, "x" * 3000, 42, Raw("~"), "caf\u00e9"]))
         elif op == "alias":
             alias = True
+        elif op == "extreme":  # valid but extreme: large batches and contexts, tight or loose targets
+            key, value = draw(st.sampled_from([
+                ("batch", 2**20), ("batch", 4096), ("prompt", 2**20), ("gen", 1), ("gpus", 1), ("gpus", 4096),
+                ("latency_p99_ms", 1e-6), ("latency_p99_ms", 1e9), ("throughput_tokens_per_s", 1e12),
+                ("memory_budget_gb", 0.001), ("quality_floor_b", 1e6), ("train_tokens", 1.0),
+                ("batches", [1, 2**20]), ("task_mix", {"code": 1})]))
+            wl[key] = value
         elif op == "bomb":
             extra.append(("__bomb__", Raw(str(draw(st.sampled_from([6, 8, 10]))))))
             invalid.append("workload: alias bomb")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from fuzz_cases import DIR, FIFO, Case
+from fuzz_cases import DIR, FIFO, Case, tiny_spec_dict
 from fuzz_inputs import (
     DIGITS_5000,
     HARDWARE_PRESETS,
@@ -65,6 +65,9 @@ LLAMA3_ROPE = {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_
                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 128}}
 INTRA_ZERO_WORKLOAD = {"wk.yaml": Doc(SMALL_WORKLOAD.replace(b"hardware: H100-SXM", b"hardware: gpu.yaml")),
                        "gpu.yaml": hw_yaml(intra_node_gbps=0)}
+
+
+QUICK_BENCH = ["--batches", "1", "--prompt", "8", "--gen", "2", "--repeats", "1"]
 
 
 def case(command: str, argv: list[str], files: dict | None = None, invalid: str | None = None, **kw) -> Case:
@@ -173,6 +176,15 @@ def seeds() -> dict[str, list[Case]]:
         case("bench", ["tiny-dense", "--prompt", "nan"], invalid="--prompt nan"),
         case("bench", ["mixtral-8x7b", "-H", "hw.yaml"], {"hw.yaml": hw_yaml(memory_gb=Raw(".inf"))},
              invalid="hardware memory_gb: .inf"),
+        case("bench", ["run", "-H", "H100-SXM", *QUICK_BENCH], {"run/final/meta.json": Doc(json.dumps(
+            {"spec": tiny_spec_dict()}).encode()), "run/final/model.safetensors": Doc(b"\x10\x00\x00\x00")},
+            invalid="a truncated model.safetensors in a run folder"),
+        case("bench", ["hf", "-H", "H100-SXM", *QUICK_BENCH], {"hf/config.json": tiny_llama(),
+             "hf/model.safetensors": Doc(b"\xff" * 64)}, invalid="an HF folder with a corrupt safetensors"),
+        case("bench", ["hf", "-H", "H100-SXM", *QUICK_BENCH], {"hf/config.json": tiny_llama(),
+             "hf/a.safetensors": Doc(b"\x00" * 8), "hf/model.safetensors.index.json": Doc(json.dumps(
+                 {"weight_map": {"model.embed_tokens.weight": "../../../../etc/hostname"}}).encode())},
+             invalid="an HF index whose shard is outside the folder"),
     ]
     train = [
         case("train", ["--model", "tiny-moe", "--out", "o", "--capacity-factor", "nan"], writes=["o"],
@@ -194,8 +206,6 @@ def seeds() -> dict[str, list[Case]]:
         case("train", ["--model", "tiny-dense", "--out", "o", "--steps", str(2**70)], writes=["o"],
              invalid="--steps 2**70"),
     ]
-    from fuzz_cases import tiny_spec_dict
-
     def spec(name: str) -> Doc:
         return Doc(json.dumps({**tiny_spec_dict(), "name": name}).encode())
 

@@ -11,7 +11,7 @@ import importlib
 
 import pytest
 import typer
-from fuzz_cases import REGISTRY
+from fuzz_cases import REGISTRY, Case
 from fuzz_harness import record, run_case, sentinel_targets
 from fuzz_seeds import seeds
 from hypothesis import HealthCheck, Phase, example, given, settings
@@ -40,6 +40,21 @@ def test_the_sentinels_guard_real_work():
     """Every sentinel's target exists: a rename in the source must not silently let a case start work."""
     for module, attr, _ in sentinel_targets():
         assert hasattr(importlib.import_module(module), attr), f"{module}.{attr} is gone: update fuzz_harness"
+
+
+ROOT_ARGVS = [[], ["--version"], ["--help"], ["no-such-command"], ["--json"], ["--[/red]"], ["estimate", "--help"],
+              ["--version", "estimate"], ["[/red]"]]
+
+
+@pytest.mark.parametrize("argv", ROOT_ARGVS, ids=repr)
+def test_root_invocations(argv, fuzz_root):
+    """`moelab` with no command, --version, --help or an unknown command: the same contract."""
+    case = Case("(root)", list(argv))
+    outcome = run_case(case, fuzz_root / f"root-{ROOT_ARGVS.index(argv)}")
+    record(case, outcome)
+    assert not outcome.violations, [v.message for v in outcome.violations]
+    if argv[:1] == ["--version"]:
+        assert outcome.rc == 0 and outcome.stdout.startswith("moelab "), (outcome.rc, outcome.stdout)
 
 
 @pytest.mark.parametrize("command", sorted(REGISTRY))
