@@ -55,6 +55,7 @@ class Case:
     calibration: str = "absent"  # this machine's cached calibration: absent, valid, corrupt, directory
     may_reach_work: bool = False  # a valid long case the harness stops where work would begin
     must_succeed: bool = False  # known-valid (the good inputs): exit 0 is the only answer
+    explicit: bool = False  # one of the reproducers (fuzz_seeds), not drawn
 
     def size(self) -> int:
         return sum(len(a) for a in self.argv) + sum(len(d.data) for d in self.files.values())

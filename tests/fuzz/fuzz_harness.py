@@ -356,6 +356,7 @@ def _category(text: str) -> str:
 @dataclass
 class Tally:
     cases: int = 0
+    explicit: int = 0  # of them, the reproducers and the root invocations
     exit0: int = 0
     exit2: int = 0
     stopped: int = 0  # valid long cases stopped where work begins
@@ -385,6 +386,7 @@ def reproducer(case: Case) -> dict:
 def record(case: Case, o: Outcome) -> None:
     t = TALLIES.setdefault(case.command, Tally())
     t.cases += 1
+    t.explicit += case.explicit
     t.exit0 += o.rc == 0 and not o.error and not o.reached
     t.exit2 += o.rc == 2 and not o.error and not o.reached
     t.stopped += bool(o.reached)
@@ -406,7 +408,7 @@ def record(case: Case, o: Outcome) -> None:
 def report() -> dict:
     total = Tally()
     for t in TALLIES.values():
-        for f in ("cases", "exit0", "exit2", "stopped", "tracebacks", "slow", "violations"):
+        for f in ("cases", "explicit", "exit0", "exit2", "stopped", "tracebacks", "slow", "violations"):
             setattr(total, f, getattr(total, f) + getattr(t, f))
         total.total_seconds += t.total_seconds
         total.max_seconds = max(total.max_seconds, t.max_seconds)
@@ -417,15 +419,18 @@ def report() -> dict:
 
 def summary_lines() -> list[str]:
     r = report()
-    lines = [f"{'command':14} {'cases':>5} {'exit-0':>6} {'exit-2':>6} {'stopped':>7} {'tracebk':>7} {'>5s':>4} "
-             f"{'bad':>4} {'max s':>6}"]
-    for name, t in r["commands"].items():
-        lines.append(f"{name:14} {t['cases']:5d} {t['exit0']:6d} {t['exit2']:6d} {t['stopped']:7d} "
-                     f"{t['tracebacks']:7d} {t['slow']:4d} {t['violations']:4d} {t['max_seconds']:6.2f}")
+    cols = ("cases", "explicit", "exit0", "exit2", "stopped", "tracebacks", "slow", "violations")
+    heads = ("cases", "seeds", "exit-0", "exit-2", "stopped", "tracebk", ">5s", "bad")
+
+    def row(name: str, t: dict) -> str:
+        cells = " ".join(f"{t[c]:>{len(h)}d}" for c, h in zip(cols, heads, strict=True))
+        return f"{name:14} {cells} {t['max_seconds']:6.2f}"
+
+    lines = [f"{'command':14} " + " ".join(heads) + "  max s"]
+    lines += [row(name, t) for name, t in r["commands"].items()]
     t = r["total"]
     if t["cases"]:
-        lines.append(f"{'total':14} {t['cases']:5d} {t['exit0']:6d} {t['exit2']:6d} {t['stopped']:7d} "
-                     f"{t['tracebacks']:7d} {t['slow']:4d} {t['violations']:4d} {t['max_seconds']:6.2f}   "
-                     f"exit-2 share {t['exit2_share']:.0%}, {t['total_seconds']:.0f} s in cases, "
+        lines.append(row("total", t) + f"   {t['cases'] - t['explicit']} generated; exit-2 share "
+                     f"{t['exit2_share']:.0%}, {t['total_seconds']:.0f} s in cases, "
                      f"{len(r['findings'])} distinct findings")
     return lines

@@ -73,7 +73,8 @@ QUICK_BENCH = ["--batches", "1", "--prompt", "8", "--gen", "2", "--repeats", "1"
 def case(command: str, argv: list[str], files: dict | None = None, invalid: str | None = None, **kw) -> Case:
     json_out = "--json" in argv or command == "schema"
     writes = kw.pop("writes", [])
-    return Case(command, [command, *argv], files or {}, [invalid] if invalid else [], json_out, writes, **kw)
+    return Case(command, [command, *argv], files or {}, [invalid] if invalid else [], json_out, writes, explicit=True,
+                **kw)
 
 
 def seeds() -> dict[str, list[Case]]:

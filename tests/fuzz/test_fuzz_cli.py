@@ -49,7 +49,7 @@ ROOT_ARGVS = [[], ["--version"], ["--help"], ["no-such-command"], ["--json"], ["
 @pytest.mark.parametrize("argv", ROOT_ARGVS, ids=repr)
 def test_root_invocations(argv, fuzz_root):
     """`moelab` with no command, --version, --help or an unknown command: the same contract."""
-    case = Case("(root)", list(argv))
+    case = Case("(root)", list(argv), explicit=True)
     outcome = run_case(case, fuzz_root / f"root-{ROOT_ARGVS.index(argv)}")
     record(case, outcome)
     assert not outcome.violations, [v.message for v in outcome.violations]
