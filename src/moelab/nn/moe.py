@@ -4,7 +4,8 @@ Balancing signals, recomputed every forward and kept on the layer:
 - `aux_loss`: Switch load-balancing loss E * sum_i f_i * P_i (f_i: share of token-slots routed to expert i,
   P_i: mean router probability of expert i); perfect balance scores 1. Multiply by your coefficient.
 - `z_loss`: mean over tokens of logsumexp(router logits)^2.
-- `load`: token-slots per expert, accumulated until `update_bias()` applies auxiliary-loss-free balancing:
+- `load`: token-slots per expert, accumulated by training forwards (train mode with gradients; never by an
+  evaluation) until `update_bias()` applies auxiliary-loss-free balancing:
   bias_i += rate * sign(mean_load - load_i) (the bias only affects which experts are selected).
 - `last_counts`, `last_entropy`, `dropped`: the last forward's token-slots per expert, mean router entropy
   (nats) and dropped slots, for metrics.
@@ -118,7 +119,7 @@ class MoELayer(nn.Module):
     def _record(self, routing: Routing) -> None:
         e = self.spec.n_experts
         counts = torch.bincount(routing.indices_TK.reshape(-1), minlength=e).float()
-        if self.training or self.options.bias_update_rate:
+        if self.training and torch.is_grad_enabled():  # training forwards only: evaluation never moves the biases
             self.load += counts.detach()
         share = counts / counts.sum()  # f_i
         self.aux_loss = e * (share.detach() * routing.probs_TE.mean(0)).sum()
