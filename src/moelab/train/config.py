@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
+from moelab import limits
 from moelab.errors import MoelabError
 
 BALANCING = ("none", "aux", "aux-free")
+# Integer fields: (lowest, highest) accepted value. The highs keep every product (tokens per step, seeds
+# mixed with steps) far inside int64 and torch's seed range.
+_INTS = {
+    "steps": (1, limits.MAX_STEPS), "batch_size": (1, limits.MAX_TRAIN_BATCH), "seq_len": (1, limits.MAX_SEQ_LEN),
+    "grad_accum": (1, 65_536), "warmup": (0, limits.MAX_STEPS), "seed": (0, limits.MAX_SEED),
+    "eval_every": (1, limits.MAX_STEPS), "eval_tokens": (1, 2**40), "ckpt_every": (1, limits.MAX_STEPS),
+    "keep_last": (1, 1_000_000), "collapse_patience": (1, limits.MAX_STEPS), "vocab_size": (2, limits.MAX_VOCAB),
+    "max_bytes_per_domain": (1, 2**50),
+}
+# Float fields: (lowest, highest, whether the lowest itself is allowed); every one must be finite.
+_FLOATS = {
+    "lr": (0.0, 1e3, False), "min_lr_ratio": (0.0, 1.0, True), "weight_decay": (0.0, 1e3, True),
+    "grad_clip": (0.0, 1e9, False), "aux_coef": (0.0, 1e6, True), "z_coef": (0.0, 1e6, True),
+    "bias_rate": (0.0, 1e3, True), "capacity_factor": (0.0, 1e6, False), "jitter": (0.0, 1.0, True),
+    "collapse_threshold": (0.0, 1.0, True),
+}
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
 
 
 @dataclass(frozen=True)
@@ -40,16 +62,29 @@ class TrainConfig:
     max_bytes_per_domain: int = 1_500_000
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "seq_len", "grad_accum", "eval_every", "eval_tokens", "ckpt_every",
-                     "vocab_size", "max_bytes_per_domain"):
-            if getattr(self, name) <= 0:
-                raise MoelabError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0 or self.warmup < 0 or self.grad_clip <= 0 or self.keep_last < 1:
-            raise MoelabError("--lr and --grad-clip must be positive, --warmup >= 0, --keep-last >= 1")
+        for name, (low, high) in _INTS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise MoelabError(f"{_flag(name)} must be an integer, got {value!r}")
+            if not low <= value <= high:
+                raise MoelabError(f"{_flag(name)} must be between {low} and {high:,}, got "
+                                  f"{limits.show_number(value)}")
+        for name, (low, high, low_ok) in _FLOATS.items():
+            value = getattr(self, name)
+            if value is None and name == "capacity_factor":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise MoelabError(f"{_flag(name)} must be a finite number, got {value!r}")
+            if value < low or (value == low and not low_ok) or value > high:
+                bound = ">=" if low_ok else ">"
+                raise MoelabError(f"{_flag(name)} must be {bound} {low:g} and <= {high:g}, got {value:g}")
+        for name in ("bf16", "ds_moe"):
+            if not isinstance(getattr(self, name), bool):
+                raise MoelabError(f"{_flag(name)} must be true or false, got {getattr(self, name)!r}")
         if self.balancing not in BALANCING:
             raise MoelabError(f"--balancing must be one of {', '.join(BALANCING)}, got {self.balancing!r}")
-        if self.capacity_factor is not None and self.capacity_factor <= 0:
-            raise MoelabError("--capacity-factor must be positive")
+        if self.data is not None and not isinstance(self.data, str):
+            raise MoelabError(f"--data must be a path, got {self.data!r}")
 
     @property
     def tokens_per_step(self) -> int:
