@@ -1,7 +1,9 @@
 """Checkpoints: DIR/ckpt-STEP/ with model and optimizer as safetensors and the run state as JSON.
 
 A checkpoint is written into a temporary sibling folder, every file fsynced, then renamed into place, so a
-run killed at any moment leaves either the complete checkpoint or none. Nothing is ever unpickled.
+run killed at any moment leaves either the complete checkpoint or none; an old one is renamed aside before
+it is deleted. A checkpoint damaged afterwards (truncated tensors, a state file missing a key) is "not
+intact": `resume` falls back to the newest intact one. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from moelab.data.cache import atomic_write_json
 from moelab.errors import MoelabError
+from moelab.train.faults import fault_point
 
 PREFIX = "ckpt-"
 
@@ -43,20 +47,37 @@ def save_checkpoint(out: Path, step: int, model: torch.nn.Module, optimizer: tor
     """Write DIR/ckpt-STEP atomically, then delete all but the newest `keep_last` checkpoints."""
     final = out / f"{PREFIX}{step}"
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{PREFIX}{step}."))
-    save_model(model, str(tmp / "model.safetensors"))
-    tensors, groups = _optimizer_tensors(optimizer)
-    tensors["rng.torch"] = torch.get_rng_state()
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    atomic_write_json(tmp / "state.json", {**state, "step": step, "optimizer": groups})
-    for file in tmp.iterdir():
-        _fsync(file)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        tensors, groups = _optimizer_tensors(optimizer)
+        tensors["rng.torch"] = torch.get_rng_state()
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        fault_point("ckpt-tensors")
+        atomic_write_json(tmp / "state.json", {**state, "step": step, "optimizer": groups})
+        for file in tmp.iterdir():
+            _fsync(file)
+        fault_point("ckpt-rename")
+        if final.exists():
+            _remove(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _fsync(out)
+    fault_point("ckpt-renamed")
     for old in checkpoints(out)[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     return final
+
+
+def _remove(folder: Path) -> None:
+    """Delete a checkpoint folder: first renamed aside (a kill mid-deletion leaves no half checkpoint under its
+    name; the next run removes the hidden remains), then deleted."""
+    aside = folder.with_name(f".{folder.name}.deleting")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(folder, aside)
+    fault_point("ckpt-prune")
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def checkpoints(out: Path) -> list[Path]:
@@ -66,20 +87,54 @@ def checkpoints(out: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model, optimizer and the torch RNG from `path`; return the saved run state."""
+class NotIntact(MoelabError):
+    """A checkpoint that cannot be read back whole (truncated, corrupt, or missing a part)."""
+
+
+# What reading a damaged checkpoint raises: I/O, bad JSON or UTF-8, truncated safetensors, missing keys,
+# tensors of the wrong shape for the model or the optimizer.
+_DAMAGE = (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError, SafetensorError)
+
+
+def _why(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """The run state of checkpoint `path` (state.json), checked for the keys resuming needs."""
     try:
-        state = json.loads((path / "state.json").read_text())
-        load_model(model, str(path / "model.safetensors"), strict=True)
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        if not isinstance(state, dict):
+            raise TypeError("state.json is not an object")
+        for key in ("step", "config", "spec", "optimizer"):
+            if key not in state:
+                raise KeyError(f"state.json has no {key!r}")
+        if not isinstance(state["step"], int) or not isinstance(state["optimizer"].get("param_groups"), list):
+            raise TypeError("state.json: bad step or optimizer param_groups")
+        if path.name.startswith(PREFIX) and path.name[len(PREFIX):] != str(state["step"]):
+            raise ValueError(f"state.json is of step {state['step']}")
+    except _DAMAGE as e:
+        raise NotIntact(f"{path}: not intact ({_why(e)})") from None
+    return state
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore model, optimizer and the torch RNG from `path`; return the saved run state. Raises NotIntact
+    (model and optimizer then hold an unspecified mix: load another checkpoint into them or discard them)."""
+    state = read_state(path)
+    try:
         tensors = load_file(str(path / "optimizer.safetensors"))
-    except (OSError, json.JSONDecodeError, RuntimeError) as e:
-        raise MoelabError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0]})") from None
-    torch.set_rng_state(tensors.pop("rng.torch"))
-    slots: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        _, index, key = name.split(".", 2)
-        slots.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": slots, "param_groups": state["optimizer"]["param_groups"]})
+        rng = tensors.pop("rng.torch")
+        slots: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in tensors.items():
+            _, index, key = name.split(".", 2)
+            slots.setdefault(int(index), {})[key] = value
+        load_model(model, str(path / "model.safetensors"), strict=True)
+        optimizer.load_state_dict({"state": slots, "param_groups": state["optimizer"]["param_groups"]})
+        torch.set_rng_state(rng)
+    except _DAMAGE as e:
+        raise NotIntact(f"{path}: not intact ({_why(e)})") from None
     return state
 
 
@@ -87,12 +142,20 @@ def save_final(out: Path, model: torch.nn.Module, meta: dict[str, Any]) -> Path:
     """DIR/final/model.safetensors and spec/config JSON, written atomically."""
     final = out / "final"
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".final."))
-    save_model(model, str(tmp / "model.safetensors"))
-    atomic_write_json(tmp / "meta.json", meta)
-    for file in tmp.iterdir():
-        _fsync(file)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        atomic_write_json(tmp / "meta.json", meta)
+        for file in tmp.iterdir():
+            _fsync(file)
+        fault_point("final-rename")
+        if final.exists():
+            aside = out / ".final.deleting"
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(final, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _fsync(out)
     return final

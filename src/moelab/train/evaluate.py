@@ -14,7 +14,9 @@ from moelab.nn.model import TransformerLM
 def domain_losses(model: TransformerLM, streams: dict[str, torch.Tensor], seq_len: int,
                   max_tokens: int) -> tuple[dict[str, float], dict[str, list[list[float]]]]:
     """(mean next-token cross-entropy per domain and their "mean", per domain the share of token-slots each
-    expert of each MoE layer received) over up to `max_tokens` tokens of each stream."""
+    expert of each MoE layer received) over up to `max_tokens` tokens of each stream. Evaluation never
+    touches training state: the model is in eval mode under no_grad, so MoE layers leave their balancing
+    load (the aux-free bias update's input) alone."""
     was_training = model.training
     model.eval()
     losses, loads = {}, {}
@@ -32,6 +34,12 @@ def domain_losses(model: TransformerLM, streams: dict[str, torch.Tensor], seq_le
             losses[domain] = total / count
             if layers:
                 loads[domain] = [[round(v, 5) for v in (c / c.sum()).tolist()] for c in counts]
-    losses["mean"] = sum(losses.values()) / max(len(losses), 1)
+    if losses:  # no domain with a token to predict has no score at all (never a mean of 0.0)
+        losses["mean"] = sum(losses.values()) / len(losses)
     model.train(was_training)
     return losses, loads
+
+
+def scorable(streams: dict[str, torch.Tensor]) -> list[str]:
+    """The domains whose validation stream has at least one token to predict (two tokens)."""
+    return sorted(domain for domain, tokens in streams.items() if tokens.numel() >= 2)

@@ -1,8 +1,9 @@
 """The training loop: seeded, resumable bit for bit, observable (metrics.jsonl, progress bar, runs store).
 
 Data batches are a pure function of (seed, step) (see moelab.data.train_batch), the torch RNG is saved in
-every checkpoint and the learning rate is a function of the step, so a run killed at any moment and
-resumed from its last checkpoint ends with exactly the parameters of an uninterrupted run.
+every checkpoint, the learning rate is a function of the step and evaluation leaves balancing state alone,
+so a run killed at any moment and resumed from its last checkpoint ends with exactly the parameters (and
+logs exactly the losses) of an uninterrupted run; tests/train/test_faults.py kills it at named points.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,14 +23,17 @@ import torch.nn.functional as F
 from moelab.cost.flops import training_flops
 from moelab.cost.params import count_params
 from moelab.data import prepare, train_batch
+from moelab.data.cache import atomic_write, atomic_write_json
 from moelab.errors import MoelabError
 from moelab.nn import MoEOptions, build_model
 from moelab.nn.model import TransformerLM
 from moelab.spec.model import ModelSpec, spec_to_dict
 from moelab.train import store
-from moelab.train.checkpoint import checkpoints, load_checkpoint, save_checkpoint, save_final
+from moelab.train.checkpoint import NotIntact, checkpoints, load_checkpoint, read_state, save_checkpoint, save_final
 from moelab.train.config import TrainConfig
-from moelab.train.evaluate import domain_losses
+from moelab.train.evaluate import domain_losses, scorable
+from moelab.train.faults import fault_point
+from moelab.train.lock import run_lock
 from moelab.train.metrics import CollapseDetector, router_stats
 
 
@@ -79,6 +85,7 @@ def _loss(model: TransformerLM, inputs, targets, cfg: TrainConfig) -> tuple[torc
 
 def _evaluate(model: TransformerLM, corpus, cfg: TrainConfig) -> tuple[dict, dict]:
     """(validation losses per domain, expert load per domain); DS-MoE adds the dense-experts losses."""
+    fault_point("evaluate")
     if cfg.ds_moe and model.moe_layers():
         model.set_dense_experts(False)
         sparse, loads = domain_losses(model, corpus.val, cfg.seq_len, cfg.eval_tokens)
@@ -89,78 +96,157 @@ def _evaluate(model: TransformerLM, corpus, cfg: TrainConfig) -> tuple[dict, dic
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep only metric lines up to `last_step` (a resumed run rewrites what came after its checkpoint)."""
+    """Keep only metric lines up to `last_step` (a resumed run rewrites what came after its checkpoint). The
+    rewrite is atomic (temporary file, fsync, rename), so a kill during it leaves the old file whole."""
     if not path.exists():
         return
     kept = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             if json.loads(line)["step"] <= last_step:
                 kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):  # a line torn by a kill
+        except (json.JSONDecodeError, KeyError, TypeError, IndexError):  # a line torn by a kill
             continue
-    path.write_text("".join(line + "\n" for line in kept))
+
+    def write(tmp: Path) -> None:
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        fault_point("metrics-rewrite")
+
+    atomic_write(path, write)
+
+
+def _prepare_folder(out: Path) -> None:
+    """Create the run folder; one that is a file or cannot be written to is refused before any training."""
+    if out.exists() and not out.is_dir():
+        raise MoelabError(f"--out {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=out, prefix=".write-test.").close()
+    except OSError as e:
+        raise MoelabError(f"cannot write to --out {out}: {e.strerror or e}") from None
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Temporary files and folders of an earlier process that was killed before renaming them into place."""
+    for path in out.iterdir():
+        name = path.name
+        if name.startswith((".ckpt-", ".final.", ".write-test.")) or (name.startswith(".") and name.endswith(".tmp")):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _resume(out: Path, existing: list[Path], model, optimizer, spec: ModelSpec, cfg: TrainConfig, log) -> dict:
+    """Load the newest intact checkpoint, warning about each newer one that is not; MoelabError if none is."""
+    problems = []
+    for path in reversed(existing):
+        try:
+            state = read_state(path)
+            if state.get("config") != cfg.to_dict() or state.get("spec") != spec_to_dict(spec):
+                raise MoelabError(f"{path}: saved with another model or configuration; resume needs the same")
+            return load_checkpoint(path, model, optimizer)
+        except NotIntact as e:
+            problems.append(str(e))
+            log(f"warning: {e}; trying the checkpoint before it")
+    raise MoelabError(f"no intact checkpoint in {out}: {'; '.join(problems)}")
 
 
 def train(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True,
           log=print) -> dict:
-    """Train `spec` under `cfg` into `out`; returns the run summary (also in out/summary.json)."""
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".ckpt-*"):  # a checkpoint a kill interrupted before its rename
-        shutil.rmtree(stale, ignore_errors=True)
+    """Train `spec` under `cfg` into `out`; returns the run summary (also in out/summary.json).
+
+    One writer per folder: `out/.lock` is held for the whole run (a second one gets a MoelabError naming the
+    holder). `resume` continues from the newest intact checkpoint. Disk errors while training are a
+    MoelabError (the last checkpoint is kept; resume once fixed); Ctrl-C records the run as interrupted and
+    re-raises KeyboardInterrupt.
+    """
+    began = time.perf_counter()
+    _prepare_folder(out)
+    with run_lock(out):
+        return _train_locked(spec, cfg, out, resume, progress, log, began)
+
+
+def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, progress: bool, log,
+                  began: float) -> dict:
+    _remove_leftovers(out)
     existing = checkpoints(out)
     if existing and not resume:
         raise MoelabError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
+    if resume and not existing:
+        raise MoelabError(f"no checkpoint in {out}: nothing to resume (run without --resume to start a new run)")
     corpus, _ = prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain)
     if corpus.vocab_size > spec.vocab_size:
         raise MoelabError(f"tokenizer vocabulary {corpus.vocab_size} exceeds the model's {spec.vocab_size}")
+    if not scorable(corpus.val):
+        raise MoelabError("the validation split is empty: no domain of the corpus has a held-out document (a domain "
+                          "needs at least 3 documents to give one to validation); add documents")
     model, optimizer = build(spec, cfg)
     metrics_path = out / "metrics.jsonl"
-    state = {"tokens": 0, "flops": 0.0, "wall_seconds": 0.0, "collapses": [], "last_eval": None}
+    # wall_seconds: real seconds of the run (startup, evaluations, checkpoints included), summed over its launches
+    # up to the checkpoint it resumed from; train_seconds: the training steps only (what tokens_per_second uses).
+    state = {"tokens": 0, "flops": 0.0, "wall_seconds": 0.0, "train_seconds": 0.0, "collapses": [],
+             "last_eval": None}
+    collapse = CollapseDetector(cfg.collapse_threshold, cfg.collapse_patience)
     start = 0
-    if resume and existing:
-        saved = load_checkpoint(existing[-1], model, optimizer)
-        if saved.get("config") != cfg.to_dict() or saved.get("spec") != spec_to_dict(spec):
-            raise MoelabError(f"{existing[-1]}: saved with another model or configuration; resume needs the same")
+    if resume:
+        saved = _resume(out, existing, model, optimizer, spec, cfg, log)
         start = saved["step"]
         state.update({k: saved[k] for k in state if k in saved})
+        if "train_seconds" not in saved:  # written before the two clocks: its wall_seconds counted steps only
+            state["train_seconds"] = state["wall_seconds"]
+        collapse.restore(saved.get("collapse"))
         _truncate_metrics(metrics_path, start)
         log(f"resuming {out} at step {start}")
-    elif metrics_path.exists():
-        metrics_path.unlink()
-    run_id = store.start_run(out, spec.name, spec_to_dict(spec), cfg.to_dict())
+    else:
+        metrics_path.unlink(missing_ok=True)
+    resumed_wall = state["wall_seconds"]
+
+    def wall() -> float:
+        return resumed_wall + time.perf_counter() - began
+
+    run_id = store.start_run(out, spec.name, spec_to_dict(spec), cfg.to_dict(), warn=log)
     flops_per_step = step_flops(spec, cfg)
-    collapse = CollapseDetector(cfg.collapse_threshold, cfg.collapse_patience)
-    status = "failed"
+    status, done = "failed", start
     try:
-        with _progress(progress, cfg.steps, start, spec.name) as bar, metrics_path.open("a") as metrics:
+        with _Progress(progress, cfg.steps, start, spec.name) as bar, \
+                metrics_path.open("a", encoding="utf-8") as metrics:
             for step in range(start, cfg.steps):
                 started = time.perf_counter()
                 row = _train_step(model, optimizer, corpus, step, cfg)
+                seconds = time.perf_counter() - started
                 state["tokens"] += cfg.tokens_per_step
                 state["flops"] += flops_per_step
-                seconds = time.perf_counter() - started
-                state["wall_seconds"] += seconds
+                state["train_seconds"] += seconds
                 row.update(step=step + 1, tokens=state["tokens"], flops=state["flops"],
-                           wall_seconds=round(state["wall_seconds"], 4),
                            tokens_per_second=round(cfg.tokens_per_step / seconds, 1), **router_stats(model))
                 for warning in collapse.update(row.get("expert_load", [])):
                     state["collapses"].append(warning)
                     log(f"warning: {warning}")
                 if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+                    bar.evaluating(row)
+                    eval_started = time.perf_counter()
                     row["val"], loads = _evaluate(model, corpus, cfg)
+                    row["eval_seconds"] = round(time.perf_counter() - eval_started, 4)
                     state["last_eval"] = row["val"]
                     if loads:
                         row["val_expert_load"] = loads
+                state["wall_seconds"] = wall()
+                row.update(train_seconds=round(state["train_seconds"], 4), wall_seconds=round(state["wall_seconds"], 4))
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
-                if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
-                    save_checkpoint(out, step + 1, model, optimizer,
+                fault_point("metrics-append")
+                done = step + 1
+                if done % cfg.ckpt_every == 0 or done == cfg.steps:
+                    state["collapse"] = collapse.to_dict()
+                    state["wall_seconds"] = wall()
+                    save_checkpoint(out, done, model, optimizer,
                                     {**state, "config": cfg.to_dict(), "spec": spec_to_dict(spec)}, cfg.keep_last)
-                bar(row)
+                bar.update(row)
+        state["wall_seconds"] = wall()
         summary = _summary(spec, cfg, state)
         save_final(out, model, {"spec": spec_to_dict(spec), "config": cfg.to_dict(), "summary": summary})
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_json(out / "summary.json", summary)
         status = "finished"
         return summary
     except TrainingDiverged:
@@ -168,9 +254,14 @@ def train(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool = False, pr
         raise
     except KeyboardInterrupt:
         status = "interrupted"
+        log(f"interrupted at step {done}: {out} resumes from its last checkpoint with --resume")
         raise
+    except OSError as e:
+        raise MoelabError(f"writing {out} failed at step {done}: {e.strerror or e}; its last checkpoint is kept: "
+                          "free space (or fix the folder) and rerun with --resume") from None
     finally:
-        store.finish_run(run_id, status, _summary(spec, cfg, state))
+        state["wall_seconds"] = wall()
+        store.finish_run(run_id, status, _summary(spec, cfg, state), warn=log)
 
 
 def _train_step(model, optimizer, corpus, step: int, cfg: TrainConfig) -> dict:
@@ -197,36 +288,59 @@ def _train_step(model, optimizer, corpus, step: int, cfg: TrainConfig) -> dict:
 
 def _summary(spec: ModelSpec, cfg: TrainConfig, state: dict) -> dict:
     p = count_params(spec)
+    train_seconds = state.get("train_seconds", 0.0)
     return {"model": spec.name, "params_total": p.total, "params_active": p.active, "tokens": state["tokens"],
-            "flops": state["flops"], "wall_seconds": state["wall_seconds"],
-            "tokens_per_second": state["tokens"] / state["wall_seconds"] if state["wall_seconds"] else 0.0,
+            "flops": state["flops"], "wall_seconds": state["wall_seconds"], "train_seconds": train_seconds,
+            "tokens_per_second": state["tokens"] / train_seconds if train_seconds else 0.0,
+            "clocks": "wall_seconds: real time of the run, evaluations and checkpoints included; "
+                      "tokens_per_second: tokens over train_seconds, the training steps alone",
             "val": state["last_eval"], "collapses": state["collapses"]}
 
 
-class _progress:
-    """A rich progress bar with loss, tokens/s and ETA (a no-op when disabled)."""
+class _Progress:
+    """Training progress on stderr: a rich bar (loss, tokens/s, elapsed, ETA; "evaluating..." while it
+    evaluates) on a terminal, else one line per evaluation; nothing when disabled."""
 
     def __init__(self, enabled: bool, total: int, start: int, name: str) -> None:
         self.enabled, self.total, self.start, self.name = enabled, total, start, name
+        self.bar = None
 
-    def __enter__(self):
-        if not self.enabled:
-            return lambda row: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    def __enter__(self) -> _Progress:
+        if self.enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.markup import escape
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import TimeRemainingColumn as Remaining
 
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-        self.progress.__enter__()
-        task = self.progress.add_task(self.name, total=self.total, completed=self.start, info="")
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), Remaining(), TextColumn("{task.fields[info]}"),
+                                console=Console(stderr=True))
+            self.bar.__enter__()
+            self.task = self.bar.add_task(escape(self.name), total=self.total, completed=self.start, info="")
+        return self
 
-        def update(row: dict) -> None:
+    def evaluating(self, row: dict) -> None:
+        """An evaluation begins after step row["step"]."""
+        if self.bar is not None:
+            self.bar.update(self.task, completed=row["step"], info=f"loss {row['loss']:.3f}  evaluating…")
+        elif self.enabled:
+            sys.stderr.write(f"{self.name}: step {row['step']}/{self.total}, loss {row['loss']:.3f}, evaluating…\n")
+            sys.stderr.flush()
+
+    def update(self, row: dict) -> None:
+        """Step row["step"] is done (and logged)."""
+        if self.bar is not None:
             info = f"loss {row['loss']:.3f}  {row['tokens_per_second']:.0f} tok/s"
-            if "val" in row:
+            if "mean" in row.get("val", {}):
                 info += f"  val {row['val']['mean']:.3f}"
-            self.progress.update(task, completed=row["step"], info=info)
-
-        return update
+            self.bar.update(self.task, completed=row["step"], info=info)
+        elif self.enabled and "val" in row:
+            mean = row["val"].get("mean")
+            score = f"{mean:.3f}" if isinstance(mean, float) else "none"
+            sys.stderr.write(f"{self.name}: step {row['step']}/{self.total}, validation loss {score} "
+                             f"({row['eval_seconds']:.1f} s), {row['wall_seconds']:.1f} s so far\n")
+            sys.stderr.flush()
 
     def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.progress.__exit__(*exc)
+        if self.bar is not None:
+            self.bar.__exit__(*exc)

@@ -42,3 +42,19 @@ class CollapseDetector:
                     warnings.append(f"expert {expert} of MoE layer {layer} collapsed: share {share:.4f} under "
                                     f"{self.threshold:g} x fair share ({fair:.4f}) for {self.patience} steps")
         return warnings
+
+    def to_dict(self) -> dict:
+        """The streaks and reported experts, for a checkpoint (a resumed run warns exactly as an uninterrupted
+        one)."""
+        return {"streak": [[layer, expert, n] for (layer, expert), n in sorted(self.streak.items())],
+                "reported": sorted([layer, expert] for layer, expert in self.reported)}
+
+    def restore(self, saved: dict | None) -> None:
+        """Take back what `to_dict` saved (nothing for a checkpoint written before it existed)."""
+        if not isinstance(saved, dict):
+            return
+        try:
+            self.streak = {(int(layer), int(expert)): int(n) for layer, expert, n in saved.get("streak", [])}
+            self.reported = {(int(layer), int(expert)) for layer, expert in saved.get("reported", [])}
+        except (TypeError, ValueError):  # a damaged entry: start the streaks over rather than fail the resume
+            self.streak, self.reported = {}, set()

@@ -1,4 +1,11 @@
-"""Every training run in one SQLite file: what ran, on what machine, with which spec, its status and summary."""
+"""Every training run in one SQLite file: what ran, on what machine, with which spec, its status and summary.
+
+The store is bookkeeping; a run's folder is the truth. A training run whose store is locked (after a bounded
+wait) or unreadable warns once and goes on unrecorded; this module never modifies a file it cannot read as a
+store (`moelab runs` says so on one line; move the file aside and the next run starts a new store). A row left
+"running" by a process that died or could not record its end is listed as "ended, unrecorded" once its run
+folder's lock has no live holder.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +14,23 @@ import os
 import platform
 import sqlite3
 import time
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from moelab.data.cache import home_dir
+from moelab.errors import MoelabError
+from moelab.train.faults import fault_point
+from moelab.train.lock import is_locked
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started REAL NOT NULL, updated REAL NOT NULL, status TEXT NOT NULL,
     out_dir TEXT NOT NULL, model TEXT NOT NULL, spec TEXT NOT NULL, config TEXT NOT NULL,
     machine TEXT NOT NULL, summary TEXT NOT NULL DEFAULT '{}')"""
+TIMEOUT_S = 5.0  # how long a write waits for another process's lock on the store before giving up
+UNRECORDED = "ended, unrecorded"
 
 
 def store_path() -> Path:
@@ -27,12 +41,33 @@ def store_path() -> Path:
 
 
 def _connect() -> sqlite3.Connection:
-    con = sqlite3.connect(store_path(), timeout=30)
-    con.execute(SCHEMA)
+    con = sqlite3.connect(store_path(), timeout=TIMEOUT_S)
+    try:
+        con.execute(SCHEMA)
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
+def _problem(e: BaseException) -> str:
+    what = str(e).strip() or type(e).__name__
+    return f"{what} (waited {TIMEOUT_S:g} s)" if "locked" in what else what
+
+
+def _record(write: Callable[[sqlite3.Connection], int | None], warn: Callable[[str], None]) -> int | None:
+    """Run one write transaction; on a locked, corrupt or unwritable store warn and return None."""
+    try:
+        with closing(_connect()) as con, con:
+            return write(con)
+    except (sqlite3.Error, OSError) as e:
+        warn(f"warning: runs store {home_dir() / 'runs.sqlite'} not updated: {_problem(e)}; "
+             "the run folder holds the results")
+        return None
+
+
 def machine() -> dict[str, Any]:
+    """The host, processor, CPU count, torch version and threads, and the GPU if any."""
     import torch
 
     return {"host": platform.node(), "processor": platform.processor() or platform.machine(),
@@ -40,36 +75,62 @@ def machine() -> dict[str, Any]:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def start_run(out_dir: Path, model: str, spec: dict, config: dict) -> int:
-    now = time.time()
-    with _connect() as con:
-        # an earlier process on this folder that is still "running" was killed (this one resumes it)
+def start_run(out_dir: Path, model: str, spec: dict, config: dict, warn: Callable[[str], None] = print) -> int | None:
+    """Record a run as "running" (call with the run folder's lock held); its id, or None if the store failed."""
+    now, where = time.time(), str(out_dir.resolve())
+
+    def write(con: sqlite3.Connection) -> int:
+        # an earlier process on this folder that is still "running" was killed (this one holds its lock)
         con.execute("UPDATE runs SET status = 'killed', updated = ? WHERE out_dir = ? AND status = 'running'",
-                    (now, str(out_dir.resolve())))
+                    (now, where))
         cur = con.execute(
             "INSERT INTO runs (started, updated, status, out_dir, model, spec, config, machine) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (now, now, "running", str(out_dir.resolve()), model, json.dumps(spec), json.dumps(config),
-             json.dumps(machine())))
+            (now, now, "running", where, model, json.dumps(spec), json.dumps(config), json.dumps(machine())))
+        fault_point("store-start")
         return int(cur.lastrowid)
 
+    return _record(write, warn)
 
-def finish_run(run_id: int, status: str, summary: dict) -> None:
-    with _connect() as con:
+
+def finish_run(run_id: int | None, status: str, summary: dict, warn: Callable[[str], None] = print) -> None:
+    """Record a run's end; a run the store never recorded (run_id None) is skipped."""
+    if run_id is None:
+        return
+
+    def write(con: sqlite3.Connection) -> None:
         con.execute("UPDATE runs SET status = ?, summary = ?, updated = ? WHERE id = ?",
                     (status, json.dumps(summary), time.time(), run_id))
+        fault_point("store-finish")
+
+    _record(write, warn)
 
 
 def list_runs(ids: list[int] | None = None) -> list[dict[str, Any]]:
-    with _connect() as con:
-        con.row_factory = sqlite3.Row
-        rows = con.execute("SELECT * FROM runs ORDER BY id").fetchall()
+    """Every recorded run, oldest first (or those in `ids`); a store that cannot be read is a MoelabError."""
+    try:
+        path = store_path()
+        if not path.exists():
+            return []
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=TIMEOUT_S)) as con:
+            con.row_factory = sqlite3.Row
+            if not con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchall():
+                return []  # an empty store (no run recorded yet)
+            rows = con.execute("SELECT * FROM runs ORDER BY id").fetchall()
+    except (sqlite3.Error, OSError) as e:
+        hint = "" if "locked" in str(e) else "; move it aside and the next run starts a new store"
+        raise MoelabError(f"runs store {home_dir() / 'runs.sqlite'} cannot be read: {_problem(e)}{hint}") from None
     out = []
     for row in rows:
         if ids and row["id"] not in ids:
             continue
         item = dict(row)
         for key in ("spec", "config", "machine", "summary"):
-            item[key] = json.loads(item[key])
+            try:
+                item[key] = json.loads(item[key])
+            except (TypeError, ValueError):
+                item[key] = {}
+        if item["status"] == "running" and not is_locked(Path(item["out_dir"])):
+            item["status"] = UNRECORDED
         out.append(item)
     return out
