@@ -8,13 +8,13 @@ import json
 import os
 
 import pytest
-from fuzz_harness import install_sentinels, report, summary_lines
+from fuzz_harness import report, summary_lines
 
 
 @pytest.fixture(scope="session")
 def fuzz_root(tmp_path_factory):
     """A folder for the cases, with torch and every command's module imported (an import is not a case's
-    time) and the sentinels in place for the whole session."""
+    time). The sentinels are put in place around each case only (fuzz_harness.run_case)."""
     import torch  # noqa: F401
 
     import moelab.bench.calibrate  # noqa: F401
@@ -25,9 +25,7 @@ def fuzz_root(tmp_path_factory):
     import moelab.train.compare  # noqa: F401
     import moelab.train.loop  # noqa: F401
 
-    with pytest.MonkeyPatch.context() as mp:
-        install_sentinels(mp)
-        yield tmp_path_factory.mktemp("fuzz")
+    return tmp_path_factory.mktemp("fuzz")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

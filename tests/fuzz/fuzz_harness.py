@@ -106,11 +106,22 @@ def sentinel_targets() -> list[tuple[str, str, object]]:
     ]
 
 
-def install_sentinels(monkeypatch) -> None:
+@contextlib.contextmanager
+def sentinels():
+    """The sentinels in place for one case, and the real functions back afterwards (other tests share the
+    process)."""
     import importlib
 
-    for module, attr, replacement in sentinel_targets():
-        monkeypatch.setattr(importlib.import_module(module), attr, replacement)
+    saved = []
+    try:
+        for module, attr, replacement in sentinel_targets():
+            mod = importlib.import_module(module)
+            saved.append((mod, attr, getattr(mod, attr)))
+            setattr(mod, attr, replacement)
+        yield
+    finally:
+        for mod, attr, real in reversed(saved):
+            setattr(mod, attr, real)
 
 
 # --- the world a case runs in ------------------------------------------------------------------------------
@@ -273,7 +284,7 @@ def run_case(case: Case, root: Path) -> Outcome:
     try:
         resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
         signal.setitimer(signal.ITIMER_REAL, CASE_SECONDS)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with sentinels(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             o.rc = main(list(argv))
     except ReachedWork as e:
         o.reached = str(e)

@@ -36,10 +36,19 @@ def test_every_command_has_a_strategy():
     assert set(REGISTRY) <= set(BUDGET) and set(seeds()) <= set(REGISTRY)
 
 
-def test_the_sentinels_guard_real_work():
-    """Every sentinel's target exists: a rename in the source must not silently let a case start work."""
-    for module, attr, _ in sentinel_targets():
+def test_the_sentinels_guard_real_work(fuzz_root):
+    """Every sentinel's target exists (a rename in the source must not silently let a case start work), a case
+    that reaches work is stopped there, and the real functions are back after the case (later tests share the
+    process)."""
+    targets = sentinel_targets()
+    for module, attr, _ in targets:
         assert hasattr(importlib.import_module(module), attr), f"{module}.{attr} is gone: update fuzz_harness"
+    before = {(m, a): getattr(importlib.import_module(m), a) for m, a, _ in targets}
+    case = Case("train", ["train", "--model", "tiny-dense", "--out", "o", "--steps", "2"], writes=["o"],
+                may_reach_work=True)
+    outcome = run_case(case, fuzz_root / "sentinel-check")
+    assert outcome.reached == "train: building the default corpus", (outcome.rc, outcome.stderr, outcome.error)
+    assert {(m, a): getattr(importlib.import_module(m), a) for m, a, _ in targets} == before
 
 
 ROOT_ARGVS = [[], ["--version"], ["--help"], ["no-such-command"], ["--json"], ["--[/red]"], ["estimate", "--help"],
