@@ -8,8 +8,10 @@ intact": `resume` falls back to the newest intact one. Nothing is ever unpickled
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -42,16 +44,28 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     return tensors, {"param_groups": state["param_groups"]}
 
 
+def _written(save, *args) -> None:
+    """A safetensors write; its I/O failures (a full disk) surface as OSError, like every other write."""
+    try:
+        save(*args)
+    except SafetensorError as e:
+        found = re.search(r"os error (\d+)", str(e))
+        if "I/O error" not in str(e) and not found:
+            raise
+        code = int(found.group(1)) if found else errno.EIO
+        raise OSError(code, os.strerror(code), str(args[-1])) from None
+
+
 def save_checkpoint(out: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     state: dict[str, Any], keep_last: int) -> Path:
     """Write DIR/ckpt-STEP atomically, then delete all but the newest `keep_last` checkpoints."""
     final = out / f"{PREFIX}{step}"
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{PREFIX}{step}."))
     try:
-        save_model(model, str(tmp / "model.safetensors"))
+        _written(save_model, model, str(tmp / "model.safetensors"))
         tensors, groups = _optimizer_tensors(optimizer)
         tensors["rng.torch"] = torch.get_rng_state()
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        _written(save_file, tensors, str(tmp / "optimizer.safetensors"))
         fault_point("ckpt-tensors")
         atomic_write_json(tmp / "state.json", {**state, "step": step, "optimizer": groups})
         for file in tmp.iterdir():
@@ -143,7 +157,7 @@ def save_final(out: Path, model: torch.nn.Module, meta: dict[str, Any]) -> Path:
     final = out / "final"
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".final."))
     try:
-        save_model(model, str(tmp / "model.safetensors"))
+        _written(save_model, model, str(tmp / "model.safetensors"))
         atomic_write_json(tmp / "meta.json", meta)
         for file in tmp.iterdir():
             _fsync(file)
