@@ -51,7 +51,7 @@ class Case:
     invalid: list[str] = field(default_factory=list)  # known-invalid ingredients: exit 2 is the only answer
     json_out: bool = False  # stdout must be one strict JSON document when the exit code is 0
     writes: list[str] = field(default_factory=list)  # paths (relative to the working folder) it may write under
-    store: str = "absent"  # $MOELAB_HOME/runs.sqlite: absent, rows, garbage, empty, directory, corrupt-row
+    store: str = "absent"  # $MOELAB_HOME/runs.sqlite: absent, rows, garbage, empty, directory, corrupt-row, locked
     calibration: str = "absent"  # this machine's cached calibration: absent, valid, corrupt, directory
     may_reach_work: bool = False  # a valid long case the harness stops where work would begin
     must_succeed: bool = False  # known-valid (the good inputs): exit 0 is the only answer

@@ -154,7 +154,7 @@ def _write_store(state: str, home: Path) -> None:
         path.write_bytes(b"")
     elif state == "garbage":
         path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 8)
-    else:
+    else:  # rows, corrupt-row, locked (rows, with another connection holding an exclusive lock during the case)
         from moelab.train.store import SCHEMA
 
         with contextlib.closing(sqlite3.connect(path)) as con:
@@ -260,6 +260,10 @@ def run_case(case: Case, root: Path) -> Outcome:
     from moelab.cli import main
 
     work = materialise(case, root)
+    locker = None
+    if case.store == "locked":
+        locker = sqlite3.connect(root / "home" / "runs.sqlite", isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
     argv = [a.replace("{CASE}", str(root)) for a in case.argv]
     before = _listing(root)
     env_keys = ("MOELAB_HOME", "MOELAB_CACHE", "HOME")
@@ -302,6 +306,8 @@ def run_case(case: Case, root: Path) -> Outcome:
         signal.signal(signal.SIGALRM, old_handler)
         sys.stdin = saved_stdin
         os.chdir(saved_cwd)
+        if locker is not None:
+            locker.close()
         for k, v in saved_env.items():
             if v is None:
                 os.environ.pop(k, None)

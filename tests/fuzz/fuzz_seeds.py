@@ -224,6 +224,7 @@ def seeds() -> dict[str, list[Case]]:
         case("runs", ["--json"], store="garbage"), case("runs", [], store="directory"),
         case("runs", ["--json"], store="corrupt-row"), case("runs", [str(2**70), "--json"], store="rows"),
         case("runs", ["1", "--json"], store="rows", **ok),
+        case("runs", ["--json"], store="locked"),  # another process writing: the answer may wait, not 5 s
     ]
     study = [
         case("study", ["--workload", "wk.yaml", "--out", "o", "--quick"], dict(INTRA_ZERO_WORKLOAD), writes=["o"],
