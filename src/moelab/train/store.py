@@ -30,6 +30,7 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS runs (
     out_dir TEXT NOT NULL, model TEXT NOT NULL, spec TEXT NOT NULL, config TEXT NOT NULL,
     machine TEXT NOT NULL, summary TEXT NOT NULL DEFAULT '{}')"""
 TIMEOUT_S = 5.0  # how long a write waits for another process's lock on the store before giving up
+READ_TIMEOUT_S = 1.0  # how long `moelab runs` waits (a writer holds its lock for milliseconds)
 UNRECORDED = "ended, unrecorded"
 
 
@@ -112,24 +113,30 @@ def list_runs(ids: list[int] | None = None) -> list[dict[str, Any]]:
         path = store_path()
         if not path.exists():
             return []
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=TIMEOUT_S)) as con:
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True, timeout=READ_TIMEOUT_S)) as con:
             con.row_factory = sqlite3.Row
             if not con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchall():
                 return []  # an empty store (no run recorded yet)
             rows = con.execute("SELECT * FROM runs ORDER BY id").fetchall()
     except (sqlite3.Error, OSError) as e:
-        hint = "" if "locked" in str(e) else "; move it aside and the next run starts a new store"
-        raise MoelabError(f"runs store {home_dir() / 'runs.sqlite'} cannot be read: {_problem(e)}{hint}") from None
+        locked = "locked" in str(e)
+        why = f"it is locked by another process (waited {READ_TIMEOUT_S:g} s)" if locked else str(e).strip()
+        hint = "; try again" if locked else "; move it aside and the next run starts a new store"
+        raise MoelabError(f"runs store {home_dir() / 'runs.sqlite'} cannot be read: {why}{hint}") from None
     out = []
     for row in rows:
         if ids and row["id"] not in ids:
             continue
         item = dict(row)
+        for key in ("status", "out_dir", "model"):  # SQLite keeps whatever a writer put there
+            item[key] = str(item[key])
         for key in ("spec", "config", "machine", "summary"):
             try:
-                item[key] = json.loads(item[key])
-            except (TypeError, ValueError):
-                item[key] = {}
+                value = json.loads(item[key])
+            except (TypeError, ValueError, RecursionError):
+                value = None
+            item[key] = value if isinstance(value, dict) else {}
         if item["status"] == "running" and not is_locked(Path(item["out_dir"])):
             item["status"] = UNRECORDED
         out.append(item)
