@@ -10,6 +10,8 @@ import os
 import pytest
 from fuzz_harness import report, summary_lines
 
+REPORT_DIR = []  # pytest's base temporary folder, once a fuzz test has run
+
 
 @pytest.fixture(scope="session")
 def fuzz_root(tmp_path_factory):
@@ -25,14 +27,15 @@ def fuzz_root(tmp_path_factory):
     import moelab.train.compare  # noqa: F401
     import moelab.train.loop  # noqa: F401
 
+    REPORT_DIR.append(tmp_path_factory.getbasetemp())
     return tmp_path_factory.mktemp("fuzz")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     r = report()
-    if not r["commands"]:
+    if not r["commands"] or not REPORT_DIR:
         return
-    path = os.environ.get("MOELAB_FUZZ_REPORT") or str(config._tmp_path_factory.getbasetemp() / "fuzz-report.json")
+    path = os.environ.get("MOELAB_FUZZ_REPORT") or str(REPORT_DIR[0] / "fuzz-report.json")
     with open(path, "w") as f:
         json.dump(r, f, indent=1)
     terminalreporter.section("moelab fuzz")
