@@ -164,7 +164,10 @@ def train(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool = False, pr
     began = time.perf_counter()
     _prepare_folder(out)
     with run_lock(out):
-        return _train_locked(spec, cfg, out, resume, progress, log, began)
+        try:
+            return _train_locked(spec, cfg, out, resume, progress, log, began)
+        except OSError as e:  # before the first step (resume's metrics rewrite, caches): no training lost
+            raise MoelabError(f"{e.filename or out}: {e.strerror or e}") from None
 
 
 def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, progress: bool, log,
