@@ -51,6 +51,7 @@ from moelab.decide.workload import Workload
 from moelab.spec.hardware import HardwareSpec, load_hardware
 from moelab.spec.model import ModelSpec
 from moelab.spec.presets import load_model
+from moelab.train.clocks import training_seconds
 
 CHOICES = ("dense", "moe", "hybrid: dense backbone + MoE head", "hybrid: route between dense and MoE",
            "hybrid: cascade")
@@ -387,8 +388,8 @@ def _training(d: dict, m: dict, wl: Workload, evidence: dict | None) -> dict:
     if dt and mt:
         favours = _favour(dt["flops"] / mt["flops"] - 1)
         m_why = (f"to validation loss {target:.3f}: {moe['model']} {mt['tokens']:,} tokens, {mt['flops']:.3g} FLOPs, "
-                 f"{mt['wall_seconds']:.1f} s vs {dense['model']} {dt['tokens']:,} tokens, {dt['flops']:.3g} FLOPs, "
-                 f"{dt['wall_seconds']:.1f} s")
+                 f"{training_seconds(mt):.1f} s of training vs {dense['model']} {dt['tokens']:,} tokens, "
+                 f"{dt['flops']:.3g} FLOPs, {training_seconds(dt):.1f} s")
     elif dt or mt:
         favours = "dense" if dt else "moe"
         winner = dense if dt else moe

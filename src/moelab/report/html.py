@@ -28,6 +28,7 @@ from moelab.decide.recommend import (
     training_basis,
 )
 from moelab.report import plots
+from moelab.train.clocks import training_seconds
 
 DATASHEET_MEASURED = "datasheet + measured"  # the hardware table: a datasheet column beside a calibrated one
 BASIS_LABEL = {BASIS_MEASURED: "measured", BASIS_MODELLED: "modelled", BASIS_PRIOR: "prior",
@@ -377,12 +378,13 @@ def _prototype(study: dict, page: _Page) -> str:
         hit = r.get("to_target") or {}
         val = r.get("final_val") or {}
         rows.append([r.get("model"), r.get("params_total"), r.get("params_active"), hit.get("tokens", "not reached"),
-                     hit.get("flops"), hit.get("wall_seconds"), r.get("tokens_per_second"), val.get("mean"),
+                     hit.get("flops"), training_seconds(hit) if hit else None, r.get("tokens_per_second"),
+                     val.get("mean"),
                      *(val.get(d) for d in domains)])
     if rows:
         out.append(page.table("training", ["model", "total params", "active params", "tokens to target",
-                                           "FLOPs to target", "seconds to target", "tokens/s", "final val loss",
-                                           *(f"val {d}" for d in domains)], rows, basis,
+                                           "FLOPs to target", "training seconds to target", "tokens/s",
+                                           "final val loss", *(f"val {d}" for d in domains)], rows, basis,
                               f"Matched training to validation loss {_num(target)} (tiny models, this machine)",
                               detail))
     return "".join(out)

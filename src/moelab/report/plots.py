@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
+from moelab.train.clocks import training_seconds  # noqa: E402
+
 DENSE = ["#1f5fa8", "#4a90d9", "#86b6ea", "#0b3d73"]
 MOE = ["#c2410c", "#9333ea", "#db2777", "#d97706", "#7c2d12"]
 GREY = "#6b7280"
@@ -292,22 +294,23 @@ def _moving_average(values: list[float], window: int) -> list[float]:
 
 
 def training(curves: dict | None, target: float | None = None) -> str | None:
-    """Training loss against tokens, FLOPs and wall-clock seconds (validation loss as markers)."""
+    """Training loss against tokens, FLOPs and seconds of training steps (validation loss as markers)."""
     if not curves or not any(curves.values()):
         return None
     colours = _colours(list(curves), _moe_name)
     fig, axes = _figure(3, width=3.7, height=2.9)
-    for ax, (key, label) in zip(axes[0], (("tokens", "tokens"), ("flops", "training FLOPs"),
-                                          ("wall_seconds", "wall-clock seconds")), strict=True):
+    axes_x = ((lambda p: p["tokens"], "tokens"), (lambda p: p["flops"], "training FLOPs"),
+              (training_seconds, "training seconds (steps only)"))
+    for ax, (x_of, label) in zip(axes[0], axes_x, strict=True):
         for model, pts in curves.items():
             if not pts:
                 continue
-            xs, losses = [p[key] for p in pts], [p["loss"] for p in pts]
+            xs, losses = [x_of(p) for p in pts], [p["loss"] for p in pts]
             ax.plot(xs, losses, "-", lw=0.5, alpha=0.25, color=colours[model])
             ax.plot(xs, _moving_average(losses, max(1, len(losses) // 25)), "-", lw=1.2, color=colours[model],
                     label=f"{model} train (moving average)")
             val = [p for p in pts if p.get("val_mean") is not None]
-            ax.plot([p[key] for p in val], [p["val_mean"] for p in val], "o--", ms=4, lw=0.9, color=colours[model],
+            ax.plot([x_of(p) for p in val], [p["val_mean"] for p in val], "o--", ms=4, lw=0.9, color=colours[model],
                     markeredgecolor="white", label=f"{model} validation")
         ax.xaxis.set_major_formatter(FuncFormatter(_plain))
         if target is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from moelab.errors import MoelabError
 from moelab.spec.model import ModelSpec
 from moelab.train.checkpoint import checkpoints
+from moelab.train.clocks import training_seconds
 from moelab.train.config import TrainConfig
 from moelab.train.loop import train
 
@@ -56,14 +57,15 @@ def reached(lines: list[dict], target: float) -> dict | None:
         mean = _val_mean(row)
         if mean is not None and mean <= target:
             return {"step": row["step"], "tokens": row["tokens"], "flops": row["flops"],
-                    "wall_seconds": row["wall_seconds"], "train_seconds": row.get("train_seconds")}
+                    "wall_seconds": row["wall_seconds"], "train_seconds": training_seconds(row)}
     return None
 
 
 def curve(lines: list[dict]) -> list[dict]:
-    """The loss curve of a run: per step tokens, FLOPs, wall seconds, training loss and, at evaluations, the
-    mean validation loss."""
+    """The loss curve of a run: per step tokens, FLOPs, wall and training seconds, training loss and, at
+    evaluations, the mean validation loss."""
     return [{"step": r["step"], "tokens": r["tokens"], "flops": r["flops"], "wall_seconds": r["wall_seconds"],
+             "train_seconds": training_seconds(r),
              "loss": r["loss"], **({"val_mean": _val_mean(r)} if _val_mean(r) is not None else {})} for r in lines]
 
 
