@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Annotated
 
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from moelab import format as fmt
+from moelab import limits
 from moelab.errors import MoelabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -21,20 +24,43 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 HardwareOpt = Annotated[str, typer.Option("--hardware", "-H", help="Preset name or a YAML/JSON hardware file.")]
-GpusOpt = Annotated[int | None, typer.Option(min=1, help="GPU count (default: fewest that hold it, power of two).")]
+GpusOpt = Annotated[int | None, typer.Option(min=1, max=limits.MAX_GPUS,
+                                              help="GPU count (default: fewest that hold it, power of two).")]
 DtypeOpt = Annotated[str, typer.Option(help="Weight dtype: fp32, bf16, fp16, fp8, int8, int4.")]
 KvDtypeOpt = Annotated[str | None, typer.Option("--kv-dtype", help="KV cache dtype (default: 16-bit or --dtype).")]
-BatchOpt = Annotated[int, typer.Option(min=1, help="Concurrent sequences in a decode step.")]
-PromptOpt = Annotated[int, typer.Option(min=1, help="Prompt tokens per sequence.")]
-GenOpt = Annotated[int, typer.Option(min=1, help="Generated tokens per sequence.")]
-SkewOpt = Annotated[float, typer.Option(min=0.0, help="Routing skew: Zipf exponent of expert load (0 = uniform).")]
+BatchOpt = Annotated[int, typer.Option(min=1, max=limits.MAX_BATCH, help="Concurrent sequences in a decode step.")]
+PromptOpt = Annotated[int, typer.Option(min=1, max=limits.MAX_TOKENS, help="Prompt tokens per sequence.")]
+GenOpt = Annotated[int, typer.Option(min=1, max=limits.MAX_TOKENS, help="Generated tokens per sequence.")]
+SkewOpt = Annotated[float, typer.Option(min=0.0, max=limits.MAX_SKEW,
+                                        help="Routing skew: Zipf exponent of expert load (0 = uniform).")]
 AsMoeOpt = Annotated[str | None, typer.Option("--as-moe", help="Turn a dense model into EXPERTSxTOPK, e.g. 8x2.")]
-FineOpt = Annotated[int | None, typer.Option("--fine-grained", min=1, help="Split each expert into M (DeepSeekMoE).")]
-SharedOpt = Annotated[int, typer.Option("--shared", min=0, help="With --fine-grained: S of them become shared.")]
+FineOpt = Annotated[int | None, typer.Option("--fine-grained", min=1, max=limits.MAX_EXPERTS,
+                                             help="Split each expert into M (DeepSeekMoE).")]
+SharedOpt = Annotated[int, typer.Option("--shared", min=0, max=limits.MAX_EXPERTS,
+                                        help="With --fine-grained: S of them become shared.")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import moelab
+
+        sys.stdout.write(f"moelab {moelab.__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print moelab's version and exit.")] = False,
+) -> None:
+    """Dense or Mixture-of-Experts? Model the economics, build both, measure, decide."""
 
 
 def _emit_json(obj: object) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    """The result on stdout as strict JSON: NaN and infinities become null (see moelab.jsonout)."""
+    from moelab.jsonout import dumps
+
+    sys.stdout.write(dumps(obj) + "\n")
 
 
 def _spec(model: str, as_moe: str | None, fine: int | None, shared: int):
@@ -44,7 +70,9 @@ def _spec(model: str, as_moe: str | None, fine: int | None, shared: int):
 
     spec = load_model(model)
     if as_moe:
-        spec = to_moe(spec, *parse_as_moe(as_moe))
+        n_experts, top_k = parse_as_moe(as_moe)
+        limits.check_finite("--as-moe EXPERTS", n_experts, 1, limits.MAX_EXPERTS)
+        spec = to_moe(spec, n_experts, top_k)
     if fine:
         spec = fine_grained(spec, fine, shared)
     elif shared:
@@ -119,7 +147,7 @@ def schema(kind: Annotated[str, typer.Argument(help="The file kind: workload or 
 
 def _print_estimate(r: dict) -> None:
     p, m, pre, dec, wl = r["params"], r["memory"], r["prefill"], r["decode"], r["workload"]
-    table = Table(title=f"{r['model']} on {r['gpus_label']}", show_header=False)
+    table = Table(title=escape(f"{r['model']} on {r['gpus_label']}"), show_header=False)
     table.add_column(style="bold")
     table.add_column()
     cross = dec["crossover_batch"]
@@ -154,7 +182,7 @@ def _print_estimate(r: dict) -> None:
                              f"{fmt.count(r['dense_equivalent']['workload'])} (this workload)"),
     ]
     for k, v in rows:
-        table.add_row(k, v)
+        table.add_row(k, escape(v))  # names in cells are user text: never rich markup
     console.print(table)
 
 
@@ -172,7 +200,8 @@ def estimate(
     as_moe: AsMoeOpt = None,
     fine_grained: FineOpt = None,
     shared: SharedOpt = 0,
-    train_tokens: Annotated[float, typer.Option(min=1.0, help="Training budget to price, tokens.")] = 1e12,
+    train_tokens: Annotated[float, typer.Option(min=1.0, max=limits.MAX_TRAIN_TOKENS,
+                                                help="Training budget to price, tokens.")] = 1e12,
     mfu: Annotated[float, typer.Option(min=0.01, max=1.0, help="Training model-FLOPs utilisation.")] = 0.4,
     zero: Annotated[int, typer.Option(min=0, max=3, help="ZeRO stage for training memory.")] = 1,
     recompute: Annotated[bool, typer.Option(help="Activation recomputation in training.")] = True,
@@ -444,16 +473,21 @@ def calibrate(
     """Measure this machine (matmul FLOP/s, bandwidth, overheads, all-to-all) into a hardware spec file."""
     from pathlib import Path
 
-    from moelab.bench.calibrate import calibrated_hardware, write_hardware
+    from moelab.bench.calibrate import calibrated_hardware, check_device, write_hardware
+    from moelab.data.cache import check_writable_file
+    from moelab.progress import cli_mode
 
-    path = calibrated_hardware(device, quick=quick, refresh=refresh)
+    check_device(device)
+    if out:
+        check_writable_file(Path(out), "--out")
+    path = calibrated_hardware(device, quick=quick, refresh=refresh, progress=cli_mode(as_json))
     hw = json.loads(path.read_text())
     if out:
         write_hardware(hw, Path(out))
     if as_json:
         return _emit_json({**hw, "path": str(path), "out": out})
-    table = Table(title=f"{hw['name']} ({hw['measurements']['machine']['cpu']}, "
-                        f"{hw['measurements']['threads']} threads)", show_header=False)
+    table = Table(title=escape(f"{hw['name']} ({hw['measurements']['machine']['cpu']}, "
+                               f"{hw['measurements']['threads']} threads)"), show_header=False)
     table.add_column(style="bold")
     table.add_column()
     links = (f"{hw['intra_node_gbps']:.2f} GB/s, {hw['intra_node_latency_us']:.0f} us latency"
@@ -469,7 +503,7 @@ def calibrate(
         ("memory", fmt.nbytes(hw["memory_gb"] * 1e9)),
         ("file", str(path) + (f" (and {out})" if out else "")),
     ):
-        table.add_row(key, value)
+        table.add_row(key, escape(value))
     console.print(table)
 
 
@@ -484,33 +518,37 @@ def bench(
     device: DeviceOpt = "cpu",
     dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16.")] = "fp32",
     batches: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,2,4,8,16,32,64",
-    prompt: Annotated[int, typer.Option(help="Prompt tokens per sequence.")] = 128,
-    gen: Annotated[int, typer.Option(help="Decode steps timed after the prefill.")] = 32,
+    prompt: Annotated[int, typer.Option(min=1, max=limits.MAX_BENCH_TOKENS, help="Prompt tokens per sequence "
+                                        "(prompt + gen at most the model's positions).")] = 128,
+    gen: Annotated[int, typer.Option(min=1, max=limits.MAX_BENCH_TOKENS,
+                                     help="Decode steps timed after the prefill.")] = 32,
     shrink_to: Annotated[str | None, typer.Option("--shrink-to", help="Shrink to N parameters (e.g. 50M), "
                                                                        "keeping the expert structure.")] = None,
     hardware: Annotated[str | None, typer.Option("--hardware", "-H", help="Hardware for the prediction "
                                                  "(default: this machine's calibration).")] = None,
-    repeats: Annotated[int | None, typer.Option(help="Rounds of prefill + decode per batch size.")] = None,
+    repeats: Annotated[int | None, typer.Option(min=1, max=limits.MAX_REPEATS,
+                                                help="Rounds of prefill + decode per batch size.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A smaller sweep and fewer repeats.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Measure models on this machine beside the engine's prediction: latency, percentiles, memory, routing."""
     from moelab.bench.run import bench as run
+    from moelab.progress import cli_mode
 
     models = [model] + ([model_b] if model_b else [])
     result = run(models, device=device, dtype=dtype, batches=_parse_batches(batches), prompt=prompt, gen=gen,
-                 shrink_to=shrink_to, hardware=hardware, repeats=repeats, quick=quick, progress=False)
+                 shrink_to=shrink_to, hardware=hardware, repeats=repeats, quick=quick, progress=cli_mode(as_json))
     if as_json:
         return _emit_json(result)
-    table = Table(title=f"Measured vs predicted on {result['device']} ({result['dtype']}, hardware "
-                        f"{result['hardware']['name']}); error = (predicted - measured) / measured")
+    table = Table(title=escape(f"Measured vs predicted on {result['device']} ({result['dtype']}, hardware "
+                               f"{result['hardware']['name']}); error = (predicted - measured) / measured"))
     for col in ("model", "phase", "batch", "measured", "predicted", "error", "p50", "p95", "p99", "tok/s",
                 "pred tok/s", "KV", "act peak", "routing"):
         table.add_column(col, justify="left" if col in ("model", "phase") else "right")
     for r in result["rows"]:
         mem = r["memory"]
         act = mem.get("activations_bytes")
-        table.add_row(r["model"], r["phase"], str(r["batch"]), fmt.seconds(r["measured_s"]),
+        table.add_row(escape(r["model"]), r["phase"], str(r["batch"]), fmt.seconds(r["measured_s"]),
                       fmt.seconds(r["predicted_s"]), _pct(r["rel_error"]), fmt.seconds(r["p50_s"]),
                       fmt.seconds(r["p95_s"]), fmt.seconds(r["p99_s"]), f"{r['tokens_per_second']:.0f}",
                       f"{r['predicted_tokens_per_second']:.0f}", fmt.nbytes(mem["kv_cache_bytes"]),
@@ -520,13 +558,14 @@ def bench(
     for m in result["models"]:
         shrunk = f", shrunk from {m['shrunk_from']}" if "shrunk_from" in m else ""
         weights = next(r["memory"]["weights_bytes"] for r in result["rows"] if r["model"] == m["name"])
-        console.print(f"{m['name']}: {fmt.count(m['params_total'])} total, {fmt.count(m['params_active'])} active"
-                      f"{shrunk}; {fmt.nbytes(weights)} of weights ({m['weights']})")
+        console.print(escape(f"{m['name']}: {fmt.count(m['params_total'])} total, "
+                             f"{fmt.count(m['params_active'])} active{shrunk}; {fmt.nbytes(weights)} of weights "
+                             f"({m['weights']})"))
     s = result["summary"]
     console.print("median |error|: " + ", ".join(
         f"{phase} {s[phase]['median_abs_rel_error']:.0%} (n={s[phase]['n']})" for phase in ("prefill", "decode")))
     for warning in result["warnings"]:
-        console.print(f"warning: {warning}")
+        console.print(escape(f"warning: {warning}"))
     flip = result["flip"]
     if flip:
         for kind in ("measured", "predicted"):
@@ -535,7 +574,7 @@ def bench(
             first = next(iter(winners.values()))
             line = (f"{winners[str(at)]} wins decode throughput from batch {at} (before: {first})" if at
                     else f"{first} wins decode throughput at every batch")
-            console.print(f"{kind}: {line}")
+            console.print(escape(f"{kind}: {line}"))
 
 
 @app.command()
@@ -577,21 +616,28 @@ def study(
     frontier pairs, decide, and write DIR/report.html."""
     from pathlib import Path
 
+    from moelab.data.cache import check_writable_dir
     from moelab.decide.workload import load_workload
     from moelab.study import run_study
 
     wl = load_workload(workload) if workload else None
-    say = (lambda msg: None) if as_json else (lambda msg: sys.stderr.write(msg + "\n"))
+    check_writable_dir(Path(out), "--out")
+
+    def say(msg: str) -> None:  # stage lines: logs, so on stderr, with --json too (stdout holds the result)
+        sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
+
     result = run_study(Path(out), wl, quick=quick, progress=progress and not as_json, log=say)
     summary = json.loads((Path(out) / "summary.json").read_text())
     if as_json:
         return _emit_json({**summary, "wall_seconds": result["wall_seconds"], "out": out})
     rec = result["decision"]["recommendation"]
-    console.print(f"[bold]Recommendation: {rec['choice']} — {rec['model']}[/bold]")
-    console.print(rec["reason"])
+    headline = escape(f"Recommendation: {rec['choice']} — {rec['model']}")
+    console.print(f"[bold]{headline}[/bold]")
+    console.print(escape(rec["reason"]))
     for flip in result["decision"].get("flips", []):
-        console.print(f"  - {flip}")
-    console.print(f"study finished in {result['wall_seconds']:.0f} s; report: {Path(out) / 'report.html'}")
+        console.print(escape(f"  - {flip}"))
+    console.print(escape(f"study finished in {result['wall_seconds']:.0f} s; report: {Path(out) / 'report.html'}"))
 
 
 # Typer >= 0.22 raises its own click fork's exceptions; older releases raise click's.
@@ -601,9 +647,19 @@ _ABORTS = tuple({click.exceptions.Abort, typer.Abort})
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback; Ctrl-C exits 130.
+
+    The command is parsed and invoked here, not through `app(standalone_mode=False)`: typer's main turns a
+    KeyboardInterrupt into `Exit(130)` and, outside standalone mode, *returns* that code as if it were the
+    command's result (typer 0.29, its own click fork), so an interrupted run looked like a success."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = typer.main.get_command(app)
     try:
-        app(args=argv, standalone_mode=False)
+        with command.make_context("moelab", args) as ctx:
+            command.invoke(ctx)
+    except KeyboardInterrupt:
+        sys.stderr.write("moelab: interrupted\n")
+        return 130
     except MoelabError as e:
         return _fail(str(e))
     except _EXITS as e:
@@ -612,7 +668,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("moelab: aborted\n")
         return 130
     except _CLI_ERRORS as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # `moelab` alone: the help is already on stdout
+            return _fail("no command given; the commands are listed above")
         return _fail(e.format_message())
+    except BrokenPipeError:  # `moelab ... | head`: the reader left; say nothing more
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces the closed pipe for interpreter exit
+        return 1
     return 0
 
 

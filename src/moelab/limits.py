@@ -23,7 +23,7 @@ MAX_EXPERTS = 65_536  # experts per layer, for --as-moe and --fine-grained
 # --- model configs (config.json, moelab specs): real models sit orders of magnitude below each ---
 MAX_VOCAB = 16_777_216  # 2**24 tokens (the largest vocabularies are ~256K)
 MAX_WIDTH = 1_048_576  # d_model, head_dim, LoRA ranks (the widest models are ~18K)
-MAX_FFN = 4_194_304  # FFN / expert intermediate width (the widest are ~53K)
+MAX_FFN = 67_108_864  # FFN / expert width (the widest real ones ~53K; dense equivalents of 1T MoEs ~8M)
 MAX_HEADS = 65_536  # attention or KV heads (the most are 128)
 MAX_LAYERS = 16_384  # layers (the deepest are ~126)
 MAX_POSITIONS = 1_073_741_824  # 2**30 max positions / sliding window (the longest contexts are ~10M)

@@ -60,14 +60,20 @@ def measure(device: str = "cpu", world: int = 2, quick: bool = False, timeout: f
                                    device, f"{small},{large}", str(reps)], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE) for rank in range(world)]
         errors = []
-        for p in procs:
-            try:
-                _, err = p.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                _, err = p.communicate()
-            if p.returncode:
-                errors.append(err.decode(errors="replace").strip().splitlines()[-1:] or ["failed"])
+        try:
+            for p in procs:
+                try:
+                    _, err = p.communicate(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    _, err = p.communicate()
+                if p.returncode:
+                    errors.append(err.decode(errors="replace").strip().splitlines()[-1:] or ["failed"])
+        finally:  # interrupted (Ctrl-C) or failed: no worker outlives the probe
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
         if errors or not Path(out).is_file():
             raise RuntimeError(f"all-to-all probe failed: {errors}")
         seconds = {int(k): v for k, v in json.loads(Path(out).read_text()).items()}

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -74,20 +75,45 @@ def _mem_total_bytes() -> float:
     return 16e9
 
 
-def calibrate(device: str = "cpu", quick: bool = False, progress: bool = False) -> dict:
-    """Measure this machine; return a hardware dict in the units of hardware.json plus raw `measurements`."""
+def available_memory_bytes(device: str) -> tuple[float, str]:
+    """(bytes a new allocation can take now, what they are): MemAvailable on CPU, free device memory on CUDA."""
+    if device == "cuda":
+        import torch
+
+        return float(torch.cuda.mem_get_info()[0]), "CUDA memory"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024.0, "RAM"
+    except OSError:
+        pass
+    return _mem_total_bytes(), "RAM"
+
+
+def calibrate(device: str = "cpu", quick: bool = False, progress: bool | str = False) -> dict:
+    """Measure this machine; return a hardware dict in the units of hardware.json plus raw `measurements`.
+
+    `progress`: False (silent), True (a bar on a terminal, else a line per probe, on stderr) or a mode of
+    moelab.progress."""
+    from moelab.progress import Progress, resolve
+
+    check_device(device)
+    dtypes = ["fp32", "bf16"] if device == "cpu" else ["fp32", "bf16", "fp16"]
+    probes_run = len(dtypes) + 5 + (device == "cpu")  # matmuls, bandwidth, attention, in situ, overheads, a2a, MoE
+    with Progress("calibrate", probes_run, resolve(progress)) as bar:
+        return _measure(device, quick, dtypes, bar.step)
+
+
+def _measure(device: str, quick: bool, dtypes: list[str], say) -> dict:
     import torch
 
     from moelab.bench import alltoall, probes
     from moelab.bench.timing import proc_status_bytes
 
-    check_device(device)
     cores = os.cpu_count() or 1
     if device == "cpu":
         torch.set_num_threads(cores)
     started = time.perf_counter()
-    say = (lambda msg: print(f"calibrate: {msg}", flush=True)) if progress else (lambda msg: None)
-    dtypes = ["fp32", "bf16"] if device == "cpu" else ["fp32", "bf16", "fp16"]
     flops = {}
     for dt in dtypes:
         say(f"matmul {dt}")
@@ -102,6 +128,7 @@ def calibrate(device: str = "cpu", quick: bool = False, progress: bool = False) 
     stream = probes.stream_bandwidth(device, big)
     gemv = probes.gemv_bandwidth(device, max(2 * llc, 64 * 2**20), quick=quick)
     one_row = probes.gemv_bandwidth(device, max(2 * llc, 64 * 2**20), rows=(1,), quick=quick)
+    say("attention")
     attn = probes.attention(device, "fp32" if device == "cpu" else "bf16", quick, max(2 * llc, 64 * 2**20))
     say("in situ")
     situ = probes.in_situ(device, quick) if device == "cpu" else None
@@ -249,15 +276,37 @@ def write_hardware(hw: dict, path: Path) -> Path:
     return atomic_write_json(path, hw)
 
 
-def calibrated_hardware(device: str = "cpu", quick: bool = False, refresh: bool = False) -> Path:
+def _cached(path: Path) -> bool:
+    """Whether `path` holds a calibration that loads; a corrupt one (truncated, garbage, no longer valid) is
+    reported in one line on stderr and removed, so that it is measured again (and never warned about twice)."""
+    from moelab.spec.hardware import load_hardware
+
+    if not path.is_file():
+        return False
+    try:
+        load_hardware(str(path))
+        return True
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with a cache file, it is measured again
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        sys.stderr.write(f"moelab: warning: removing a corrupt calibration cache ({reason}); measuring again\n")
+        path.unlink(missing_ok=True)
+        return False
+
+
+def calibrated_hardware(device: str = "cpu", quick: bool = False, refresh: bool = False,
+                        progress: bool | str = False) -> Path:
     """The cached calibration of this machine (a full one if there is one, else quick if `quick`); measured
-    now when missing or when `refresh`."""
+    now when missing, corrupt or when `refresh`, and written atomically (the cache folder is checked to be
+    writable before measuring)."""
+    from moelab.data.cache import check_writable_dir
+
     check_device(device)
     full, fast = cache_path(device), cache_path(device, quick=True)
     if not refresh:
-        if full.is_file():
+        if _cached(full):
             return full
-        if quick and fast.is_file():
+        if quick and _cached(fast):
             return fast
     target = fast if quick else full
-    return write_hardware(calibrate(device, quick=quick), target)
+    check_writable_dir(target.parent, "the calibration cache ($MOELAB_HOME/hardware)")
+    return write_hardware(calibrate(device, quick=quick, progress=progress), target)

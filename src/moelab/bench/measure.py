@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from moelab.bench.timing import proc_status_bytes, reset_peak_rss, sync, timed
+from moelab.bench.timing import cpu_profile, proc_status_bytes, reset_peak_rss, sync, timed
 
 GEMMS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::_grouped_mm",
          "aten::grouped_mm"}
@@ -143,12 +143,12 @@ def routing_share(runner: Runner, steps: int = 2) -> dict:
     """Share of prefill and of decode time spent routing (moe.route) and dispatching (moe.dispatch minus its
     expert GEMMs), from one torch.profiler session over a prefill and `steps` decode steps (each in its own
     bench.* range); the expert GEMM share beside it. The profiler's per-op cost inflates small ops alike."""
-    from torch.profiler import ProfilerActivity, profile, record_function
+    from torch.profiler import record_function
 
     with torch.inference_mode():
         cache = runner.model.new_cache(runner.prompt + steps)
         phases = [("prefill", runner._ids(runner.prompt))] + [("decode", runner._ids(1)) for _ in range(steps)]
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with cpu_profile() as prof:
             for phase, ids in phases:
                 with record_function(f"bench.{phase}"):
                     (prefill_last(runner.model, ids, cache) if phase == "prefill" else runner.model(ids, cache))

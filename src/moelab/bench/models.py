@@ -20,7 +20,8 @@ from moelab.cost.params import count_params
 from moelab.errors import MoelabError
 from moelab.spec.model import ModelSpec, spec_from_dict
 
-MAX_BYTES_SHARE = 0.5  # refuse to build models whose weights exceed this share of the machine's memory
+MAX_BYTES_SHARE = 0.5  # refuse to build models whose weights exceed this share of the available memory
+MAX_RUN_SHARE = 0.8  # refuse sweeps whose weights + largest run exceed this share of the available memory
 
 
 @dataclass
@@ -68,27 +69,73 @@ def resolve_spec(ref: str) -> tuple[ModelSpec, str, Path | None]:
                           "a config.json, a moelab run folder or a Hugging Face folder)") from None
 
 
-def _check_fits(spec: ModelSpec, dtype: str, memory_bytes: float, ref: str) -> None:
-    need = weight_bytes(count_params(spec), dtype).total
-    if need > MAX_BYTES_SHARE * memory_bytes:
-        raise MoelabError(f"{ref}: {need / 1e9:.1f} GB of {dtype} weights is too large for this machine "
-                          f"({memory_bytes / 1e9:.0f} GB); shrink it, keeping its expert structure: --shrink-to 50M")
+@dataclass
+class Resolved:
+    """What a model reference names, before anything is built: the spec (shrunk if asked) and its weights."""
+
+    ref: str
+    spec: ModelSpec
+    source: str
+    folder: Path | None  # weights to load; None = random weights
+    shrunk_from: str | None = None
 
 
-def load(ref: str, device: str, dtype: torch.dtype, dtype_name: str, memory_bytes: float,
-         shrink_to: float | str | None = None, seed: int = 0) -> Loaded:
-    """Build (or load) the model `ref` on `device` in `dtype`, in eval mode."""
-    from moelab.nn.model import build_model
-
+def resolve(ref: str, shrink_to: float | str | None = None) -> Resolved:
+    """The spec `ref` names (shrunk to `shrink_to` parameters, then with random weights), built nowhere yet."""
     spec, source, folder = resolve_spec(ref)
     shrunk_from = None
     if shrink_to is not None:
-        target = parse_size(shrink_to)
-        shrunk_from, spec, folder = spec.name, shrink(spec, target), None
-    _check_fits(spec, dtype_name, memory_bytes, ref)
+        shrunk_from, spec, folder = spec.name, shrink(spec, parse_size(shrink_to)), None
+    return Resolved(ref, spec, source, folder, shrunk_from)
+
+
+def weights_bytes(r: Resolved, dtype: str) -> float:
+    return weight_bytes(count_params(r.spec), dtype).total
+
+
+def run_bytes(spec: ModelSpec, dtype: str, batch: int, prompt: int, gen: int) -> float:
+    """Bytes one prefill + decode run of `batch` sequences adds to the weights: the KV cache as allocated (it
+    grows by doubling, so up to twice the positions held), the prefill's activations, and the attention
+    scores where a sliding-window mask keeps SDPA off its fused path."""
+    from moelab.cost.memory import kv_cache_bytes, prefill_activation_bytes
+
+    kv = kv_cache_bytes(spec, dtype, batch, prompt + gen)
+    scores = 0.0
+    window = spec.attention.sliding_window
+    if window and prompt > window:
+        scores = 4.0 * batch * spec.attention.n_heads * prompt * prompt
+    return 2 * kv + prefill_activation_bytes(spec, dtype, batch, prompt) + scores
+
+
+def check_fits(models: list[Resolved], dtype: str, batches, prompt: int, gen: int, available: float,
+               where: str) -> None:
+    """Refuse, in one line and before anything is built, a sweep this machine cannot hold: weights above
+    MAX_BYTES_SHARE of the `available` memory (`where`: "RAM" or "CUDA memory"), or weights plus the largest
+    batch's KV cache and activations above MAX_RUN_SHARE of it."""
+    for r in models:
+        need = weights_bytes(r, dtype)
+        if need > MAX_BYTES_SHARE * available:
+            raise MoelabError(f"{r.ref}: {need / 1e9:.1f} GB of {dtype} weights is too large for this machine "
+                              f"({available / 1e9:.1f} GB of {where} available); shrink it, keeping its expert "
+                              "structure: --shrink-to 50M")
+    weights = sum(weights_bytes(r, dtype) for r in models)
+    batch = max(batches)
+    worst = max(models, key=lambda r: run_bytes(r.spec, dtype, batch, prompt, gen))
+    need = weights + run_bytes(worst.spec, dtype, batch, prompt, gen)
+    if need > MAX_RUN_SHARE * available:
+        raise MoelabError(f"batch {batch} x {prompt}+{gen} tokens of {worst.ref} needs about {need / 1e9:.1f} GB "
+                          f"(weights, KV cache, activations), more than this machine's {available / 1e9:.1f} GB of "
+                          f"{where} available holds; use smaller --batches, --prompt or --gen")
+
+
+def build(r: Resolved, device: str, dtype: torch.dtype, seed: int = 0) -> Loaded:
+    """Build (or load) the resolved model on `device` in `dtype`, in eval mode."""
+    from moelab.nn.model import build_model
+
+    spec, folder = r.spec, r.folder
     torch.manual_seed(seed)
     weights_file = None
-    if folder is not None and source == "hf":
+    if folder is not None and r.source == "hf":
         from moelab.nn.hf import load_pretrained
 
         model = load_pretrained(folder, dtype=dtype)
@@ -107,5 +154,14 @@ def load(ref: str, device: str, dtype: torch.dtype, dtype_name: str, memory_byte
         for layer in model.moe_layers():
             layer.gate.bias = layer.gate.bias.float()
     model = model.to(device).eval()
-    return Loaded(name=spec.name, spec=spec, model=model, source=source, shrunk_from=shrunk_from,
+    return Loaded(name=spec.name, spec=spec, model=model, source=r.source, shrunk_from=r.shrunk_from,
                   weights_file=weights_file)
+
+
+def load(ref: str, device: str, dtype: torch.dtype, dtype_name: str, memory_bytes: float,
+         shrink_to: float | str | None = None, seed: int = 0) -> Loaded:
+    """Build (or load) the model `ref` on `device` in `dtype`, in eval mode, if its weights fit in
+    `memory_bytes` (see check_fits)."""
+    r = resolve(ref, shrink_to)
+    check_fits([r], dtype_name, [1], 1, 1, memory_bytes, "memory")
+    return build(r, device, dtype, seed)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from moelab.bench.timing import median_time, repeat
+from moelab.bench.timing import cpu_profile, median_time, repeat
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -253,8 +253,6 @@ def in_situ(device: str = "cpu", quick: bool = False) -> dict:
     bytes/s (bytes as cost.roofline counts them); decode at batch 16 -> GEMM-path weight bytes/s and KV-read
     bytes/s (after the FLOP and per-head terms). Times are the profiler's self times per op class, the median
     of a few rounds."""
-    from torch.profiler import ProfilerActivity, profile
-
     from moelab.bench.measure import prefill_last
     from moelab.cost.flops import causal_attention_flops
     from moelab.cost.params import count_params
@@ -271,7 +269,7 @@ def in_situ(device: str = "cpu", quick: bool = False) -> dict:
         """Per op class, the median per-step seconds over `rounds` profiled rounds (as bench takes medians)."""
         seen = []
         for _ in range(rounds):
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
+            with cpu_profile() as prof:
                 for _ in range(n):
                     run()
             seen.append(_op_seconds(prof, n))

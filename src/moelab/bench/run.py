@@ -16,19 +16,28 @@ import time
 
 import torch
 
-from moelab.bench.calibrate import calibrated_hardware, check_device
+from moelab import limits
+from moelab.bench.calibrate import available_memory_bytes, calibrated_hardware, check_device
 from moelab.bench.measure import Runner, Samples, memory, routing_share
-from moelab.bench.models import Loaded, load
+from moelab.bench.models import Loaded, Resolved, build, check_fits, resolve
 from moelab.bench.probes import TORCH_DTYPES
 from moelab.bench.timing import load_average, percentile
 from moelab.cost.memory import inference_memory
 from moelab.cost.params import count_params
 from moelab.cost.roofline import Workload, decode_step, prefill
 from moelab.errors import MoelabError
+from moelab.limits import show_number
+from moelab.progress import Progress
+from moelab.progress import resolve as progress_mode
 from moelab.spec.hardware import HardwareSpec, load_hardware
 
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 QUICK_BATCHES = (1, 4, 16)
+
+
+def _count(name: str, value, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise MoelabError(f"{name} must be an integer in [1, {high}], got {show_number(value)}")
 
 
 def _check(models, device, dtype, batches, prompt, gen, repeats) -> None:
@@ -37,18 +46,27 @@ def _check(models, device, dtype, batches, prompt, gen, repeats) -> None:
     check_device(device)
     if dtype not in TORCH_DTYPES:
         raise MoelabError(f"--dtype must be one of {', '.join(TORCH_DTYPES)}, got {dtype!r}")
-    if not batches or any(int(b) != b or b <= 0 for b in batches):
+    if not batches or any(isinstance(b, bool) or not isinstance(b, int) or b <= 0 for b in batches):
         raise MoelabError("--batches must list positive integers")
-    for name, value in (("prompt", prompt), ("gen", gen)):
-        if int(value) != value or value <= 0:
-            raise MoelabError(f"--{name} must be a positive integer, got {value}")
-    if repeats is not None and repeats <= 0:
-        raise MoelabError(f"--repeats must be a positive integer, got {repeats}")
+    for b in batches:
+        _count("--batches", b, limits.MAX_BENCH_BATCH)
+    _count("--prompt", prompt, limits.MAX_BENCH_TOKENS)
+    _count("--gen", gen, limits.MAX_BENCH_TOKENS)
+    if repeats is not None:
+        _count("--repeats", repeats, limits.MAX_REPEATS)
 
 
-def _hardware(hardware: str | None, device: str, quick: bool) -> tuple[HardwareSpec, str]:
+def _check_positions(models: list[Resolved], prompt: int, gen: int) -> None:
+    for r in models:
+        most = r.spec.max_position
+        if most is not None and prompt + gen > most:
+            raise MoelabError(f"--prompt {prompt} + --gen {gen} = {prompt + gen} tokens exceeds the {most} positions "
+                              f"of {r.ref}")
+
+
+def _hardware(hardware: str | None, device: str, quick: bool, progress) -> tuple[HardwareSpec, str]:
     if hardware is None:
-        path = str(calibrated_hardware(device, quick=quick))
+        path = str(calibrated_hardware(device, quick=quick, progress=progress))
         return load_hardware(path), path
     return load_hardware(hardware), hardware
 
@@ -120,11 +138,14 @@ def _rows(m: Loaded, hw: HardwareSpec, dtype: str, batch: int, prompt: int, gen:
 
 def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batches=DEFAULT_BATCHES,
           prompt: int = 128, gen: int = 32, shrink_to: float | str | None = None, hardware: str | None = None,
-          repeats: int | None = None, quick: bool = False, progress: bool = False,
+          repeats: int | None = None, quick: bool = False, progress: bool | str = False,
           threads: int | None = None) -> dict:
     """Measure `models` over `batches` beside the engine's prediction; the object `moelab bench --json` prints.
 
-    `threads`: torch CPU threads (default: every core, as calibrate measures with)."""
+    Everything that can be refused is refused before any work (a calibration included): the flags, the models
+    (resolved, not built), prompt + gen against each model's positions, and the sweep against this machine's
+    available memory. `progress`: False (silent), True (a bar on a terminal, else a line per round, on stderr)
+    or a mode of moelab.progress. `threads`: torch CPU threads (default: every core, as calibrate measures with)."""
     batches = tuple(batches)
     _check(models, device, dtype, batches, prompt, gen, repeats)
     if quick and batches == DEFAULT_BATCHES:
@@ -132,37 +153,43 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
     if quick:
         gen = min(gen, 8)
     repeats = repeats or (2 if quick else 5)
+    resolved = [resolve(ref, shrink_to) for ref in models]
+    _check_positions(resolved, prompt, gen)
+    check_fits(resolved, dtype, batches, prompt, gen, *available_memory_bytes(device))
     started = time.perf_counter()
-    hw, hw_ref = _hardware(hardware, device, quick)
+    hw, hw_ref = _hardware(hardware, device, quick, progress)
     if device == "cpu":
         torch.set_num_threads(threads or os.cpu_count() or 1)
     tdtype = TORCH_DTYPES[dtype]
-    loaded = [load(ref, device, tdtype, dtype, hw.memory_bytes, shrink_to) for ref in models]
+    loaded = [build(r, device, tdtype) for r in resolved]
     names = [m.name for m in loaded]
     if len(set(names)) != len(names):
         for i, m in enumerate(loaded):
             m.name = f"{m.name}#{i + 1}"
         names = [m.name for m in loaded]
-    say = (lambda msg: print(f"bench: {msg}", flush=True)) if progress else (lambda msg: None)
     load_before = load_average()
     runners = {(m.name, b): Runner(m.model, m.spec.vocab_size, b, prompt, gen, device, seed=b) for m in loaded
                for b in batches}
     samples = {key: Samples() for key in runners}
-    for key, runner in runners.items():  # warm-up: allocator, caches, lazy init
-        say(f"warm-up {key[0]} batch {key[1]}")
-        runner.run(steps=min(gen, 4))
-    for r in range(repeats):
-        for b in batches:
-            for m in loaded:
-                say(f"round {r + 1}/{repeats}: {m.name} batch {b}")
-                runners[(m.name, b)].run(samples[(m.name, b)])
+    steps = 2 * len(runners) + repeats * len(runners)
+    with Progress("bench", steps, progress_mode(progress)) as bar:
+        for key, runner in runners.items():  # warm-up: allocator, caches, lazy init
+            bar.step(f"warm-up {key[0]} batch {key[1]}", stage="warm-up")
+            runner.run(steps=min(gen, 4))
+        for r in range(repeats):
+            for b in batches:
+                for m in loaded:
+                    bar.step(f"round {r + 1}/{repeats}: {m.name} batch {b}", stage=f"round {r + 1}/{repeats}")
+                    runners[(m.name, b)].run(samples[(m.name, b)])
+        extras = {}
+        for key, runner in runners.items():
+            bar.step(f"memory and routing {key[0]} batch {key[1]}", stage="memory and routing")
+            m = next(x for x in loaded if x.name == key[0])
+            extras[key] = (memory(runner), routing_share(runner) if m.spec.is_moe else None)
     rows = []
     for m in loaded:
         for b in batches:
-            runner = runners[(m.name, b)]
-            mem = memory(runner)
-            share = routing_share(runner) if m.spec.is_moe else None
-            rows.extend(_rows(m, hw, dtype, b, prompt, gen, samples[(m.name, b)], mem, share))
+            rows.extend(_rows(m, hw, dtype, b, prompt, gen, samples[(m.name, b)], *extras[(m.name, b)]))
     model_info = []
     for m in loaded:
         p = count_params(m.spec)

@@ -1,4 +1,4 @@
-"""Stopwatch helpers: device sync, repeated timing, percentiles, process memory and machine load.
+"""Stopwatch helpers: device sync, repeated timing, percentiles, process memory, machine load, a quiet profiler.
 
 Every timing is wall-clock around a synchronised region (CUDA work is waited for), after warm-up.
 """
@@ -81,3 +81,16 @@ def load_average() -> float | None:
         return os.getloadavg()[0]
     except OSError:
         return None
+
+
+def cpu_profile():
+    """torch.profiler.profile over CPU ops, without kineto's log lines.
+
+    Kineto writes `USDT: ... profiler_start` / `profiler_stop` (and STAGE lines) to stderr for every profiling
+    session, at its default log level; KINETO_LOG_LEVEL=6 (above its highest level, USDT = 5) silences them.
+    Kineto reads the variable once, at the first profiling session of the process, so it is set here, before
+    any session, unless the user set it."""
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+    from torch.profiler import ProfilerActivity, profile
+
+    return profile(activities=[ProfilerActivity.CPU])

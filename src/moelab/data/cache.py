@@ -9,16 +9,47 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from moelab.errors import MoelabError
+
 
 def home_dir() -> Path:
-    """$MOELAB_HOME, else ~/.cache/moelab: the runs store and this machine's calibrations."""
-    return Path(os.environ.get("MOELAB_HOME", Path.home() / ".cache" / "moelab"))
+    """$MOELAB_HOME, else ~/.cache/moelab: every cache moelab keeps (the runs store, this machine's
+    calibrations, and tokenizers and token tensors unless $MOELAB_CACHE moves those)."""
+    env = os.environ.get("MOELAB_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "moelab"
 
 
 def default_cache_dir() -> Path:
-    """$MOELAB_CACHE, else ~/.cache/moelab."""
+    """Where tokenizers and token tensors are cached: $MOELAB_CACHE if set, else home_dir()."""
     env = os.environ.get("MOELAB_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "moelab"
+    return Path(env).expanduser() if env else home_dir()
+
+
+def check_writable_dir(path: Path, what: str) -> Path:
+    """`path` as a folder this process can write into, created if missing; checked before long work starts,
+    so that a read-only or misnamed folder is one line (MoelabError) and not a failure after minutes of work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MoelabError(f"{what} {path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".moelab-write-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise MoelabError(f"{what} {path}: cannot write there ({e.strerror or e})") from None
+    return path
+
+
+def check_writable_file(path: Path, what: str) -> Path:
+    """`path` as a file this process can (over)write, its folder created if missing; checked before work."""
+    path = Path(path)
+    if path.is_dir():
+        raise MoelabError(f"{what} {path}: is a folder, not a file")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise MoelabError(f"{what} {path}: the file is read-only")
+    check_writable_dir(path.parent, what)
+    return path
 
 
 def resolve_cache_dir(cache_dir: str | Path | None) -> Path:

@@ -23,19 +23,29 @@ def measure(out: Path, plan: StudyPlan) -> tuple[dict, dict]:
     from moelab.bench.calibrate import cache_path, calibrate, write_hardware
     from moelab.bench.run import bench
 
-    hw = calibrate("cpu", quick=plan.quick)
+    hw = calibrate("cpu", quick=plan.quick, progress="lines")
     path = write_hardware(hw, out / "hardware.json")
     write_hardware(hw, cache_path("cpu", quick=plan.quick))  # also this machine's cached calibration
     models = [str(out / "runs" / PAIRS["dense"]), str(out / "runs" / PAIRS["moe"])]
     result = bench(models, device="cpu", dtype="fp32", batches=plan.bench_batches, prompt=plan.bench_prompt,
-                   gen=plan.bench_gen, hardware=str(path), quick=plan.quick)
+                   gen=plan.bench_gen, hardware=str(path), quick=plan.quick, progress="lines")
     atomic_write_json(out / "bench.json", result)
     return {**hw, "path": str(path)}, result
 
 
 def main(argv: list[str]) -> int:
-    out, plan = Path(argv[0]), StudyPlan.from_dict(json.loads(argv[1]))
-    measure(out, plan)
+    """Run the stage; progress lines on stderr (the parent relays them), errors as one `moelab: error:` line."""
+    from moelab.errors import MoelabError
+
+    try:
+        out, plan = Path(argv[0]), StudyPlan.from_dict(json.loads(argv[1]))
+        measure(out, plan)
+    except KeyboardInterrupt:
+        sys.stderr.write("moelab: interrupted\n")
+        return 130
+    except MoelabError as e:
+        sys.stderr.write(f"moelab: error: {' '.join(str(e).split())}\n")
+        return 2
     return 0
 
 

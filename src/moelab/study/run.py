@@ -43,13 +43,36 @@ def train_stage(runs: Path, plan: StudyPlan, progress: bool, log: Log) -> dict:
             "pairs": dict(PAIRS)}
 
 
+def run_relayed(cmd: list[str], log: Log, prefix: str = "study: ") -> None:
+    """Run `cmd`, relaying each stderr line to `log` as it comes (prefixed); a failure is a MoelabError with
+    the child's `moelab: error:` line (else its last line). Interrupted, the child is killed, never orphaned."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, errors="replace", bufsize=1)
+    last: list[str] = []
+    try:
+        for line in proc.stderr:
+            line = line.rstrip()
+            if line:
+                log(f"{prefix}{line}")
+                last = [*last[-4:], line]
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    if code != 0:
+        error_prefix = "moelab: error: "
+        error = next((line[len(error_prefix):] for line in reversed(last) if line.startswith(error_prefix)), None)
+        raise MoelabError(f"the measurement stage failed: {error or (last[-1] if last else f'exit {code}')}")
+
+
 def measure_stage(out: Path, plan: StudyPlan, log: Log) -> tuple[dict, dict]:
-    """Calibrate and bench in a fresh process (see moelab.study.measure for why); (hardware, bench)."""
-    proc = subprocess.run([sys.executable, "-m", "moelab.study.measure", str(out), json.dumps(plan.to_dict())],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        raise MoelabError(f"the measurement stage failed: {lines[-1] if lines else f'exit {proc.returncode}'}")
+    """Calibrate and bench in a fresh process (see moelab.study.measure for why); (hardware, bench).
+
+    The child reports each probe and bench round on its stderr, one line each; they are relayed to `log` as
+    they come, so that the minutes of measurement are never silent."""
+    run_relayed([sys.executable, "-m", "moelab.study.measure", str(out), json.dumps(plan.to_dict())], log)
     hw = json.loads((out / "hardware.json").read_text())
     log(f"calibration: {out / 'hardware.json'} ({hw['measurements']['seconds']:.1f} s)")
     return {**hw, "path": str(out / "hardware.json")}, json.loads((out / "bench.json").read_text())
@@ -84,13 +107,14 @@ def machine() -> dict:
 def run_study(out: Path, workload: Workload | None = None, quick: bool = False, progress: bool = True,
               log: Log = print) -> dict:
     """Run every stage into `out` (runs/, study.json, report.html, summary.json, CSVs); returns the study."""
+    from moelab.data.cache import check_writable_dir
     from moelab.decide.recommend import recommend
     from moelab.report import write_report
 
     started = time.perf_counter()
     plan = StudyPlan.quick_plan() if quick else StudyPlan.default()
     wl = workload or default_workload()
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out, "--out")
     stage_seconds: dict[str, float] = {}
 
     def stage(name: str, fn: Callable[[], dict]) -> dict:
@@ -101,9 +125,13 @@ def run_study(out: Path, workload: Workload | None = None, quick: bool = False, 
         log(f"study: {name} done in {stage_seconds[name]:.1f} s")
         return result
 
+    # The modelled stages first: they read the workload's hardware and candidates, so anything there that the
+    # engine cannot model fails now, in a second, and not after minutes of training. The engine-only decision
+    # is a dry run of the last stage on the same inputs.
+    frontier = stage("frontier", lambda: frontier_stage(wl))
+    recommend(wl)
     training = stage("train", lambda: train_stage(out / "runs", plan, progress, log))
     calibration, bench = stage("calibrate and bench", lambda: measure_stage(out, plan, log))
-    frontier = stage("frontier", lambda: frontier_stage(wl))
     decision = stage("decide", lambda: recommend(wl, {"training": training, "bench": bench}))
     study = {"version": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
              "quick": quick, "plan": plan.to_dict(), "machine": machine(), "workload": wl.to_dict(),
