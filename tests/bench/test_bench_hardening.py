@@ -213,3 +213,56 @@ def test_study_relays_its_subprocess_stages_and_its_error_line():
     assert seen == ["study: calibrate: matmul fp32 (1/7)", "study: moelab: error: out of disk"]
     run_relayed([sys.executable, "-c", "import sys; print('bench: round 1/2 (3/8)', file=sys.stderr)"], seen.append)
     assert seen[-1] == "study: bench: round 1/2 (3/8)"
+
+
+def test_an_interrupted_study_kills_its_measurement_subprocess():
+    """Ctrl-C while the study relays its child: the KeyboardInterrupt propagates (the CLI exits 130) and the
+    child is killed and reaped, not left measuring."""
+    from moelab.study.run import run_relayed
+
+    pids = []
+
+    def log(line):
+        pids.append(int(line.split()[-1]))
+        raise KeyboardInterrupt
+
+    child = "import os, sys, time\nprint('pid', os.getpid(), file=sys.stderr, flush=True)\ntime.sleep(120)\n"
+    with pytest.raises(KeyboardInterrupt):
+        run_relayed([sys.executable, "-c", child], log)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids[0], 0)
+
+
+def test_ctrl_c_in_a_real_bench_exits_130(tmp_path, hw_file):
+    import signal
+    import threading
+    import time
+
+    env = {**os.environ, "MOELAB_HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "moelab.cli", "bench", "tiny-dense", "--batches", "1",
+                             "--prompt", "8", "--gen", "2", "--repeats", "10000", "--hardware", hw_file],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    seen, started = [], threading.Event()
+
+    def read():
+        for line in proc.stderr:
+            seen.append(line)
+            if line.startswith("bench: round"):
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(180), f"no bench round began: {seen}"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, seen
+    assert seen[-1] == "moelab: interrupted\n" and not any("Traceback" in line for line in seen)
+    assert proc.stdout.read() == ""
