@@ -107,7 +107,7 @@ def machine() -> dict:
 def run_study(out: Path, workload: Workload | None = None, quick: bool = False, progress: bool = True,
               log: Log = print) -> dict:
     """Run every stage into `out` (runs/, study.json, report.html, summary.json, CSVs); returns the study."""
-    from moelab.data.cache import check_writable_dir
+    from moelab.data.cache import atomic_write_text, check_writable_dir
     from moelab.decide.recommend import recommend
     from moelab.report import write_report
 
@@ -142,5 +142,5 @@ def run_study(out: Path, workload: Workload | None = None, quick: bool = False, 
     write_report(study, out)
     stage_seconds["report"] = round(time.perf_counter() - t0, 2)
     study["wall_seconds"] = round(time.perf_counter() - started, 2)
-    (out / "study.json").write_text(json.dumps(study, indent=1, default=str) + "\n")
+    atomic_write_text(out / "study.json", json.dumps(study, indent=1, default=str) + "\n")
     return study
