@@ -10,8 +10,8 @@ from typing import Annotated
 import click
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from moelab import format as fmt
 from moelab import limits
@@ -19,8 +19,9 @@ from moelab.errors import MoelabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Dense or Mixture-of-Experts? Model the economics, build both, measure, decide.")
-# Piped output (files, tests, CI logs) gets a wide fixed width so that tables are not folded.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+# Piped output (files, tests, CI logs) gets a wide fixed width so that tables are not folded. Markup is off:
+# names, reasons and paths are user text, so "[/red]" in a model name prints as it is; styles are Text objects.
+console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 HardwareOpt = Annotated[str, typer.Option("--hardware", "-H", help="Preset name or a YAML/JSON hardware file.")]
@@ -147,7 +148,7 @@ def schema(kind: Annotated[str, typer.Argument(help="The file kind: workload or 
 
 def _print_estimate(r: dict) -> None:
     p, m, pre, dec, wl = r["params"], r["memory"], r["prefill"], r["decode"], r["workload"]
-    table = Table(title=escape(f"{r['model']} on {r['gpus_label']}"), show_header=False)
+    table = Table(title=f"{r['model']} on {r['gpus_label']} (modelled; times are means)", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     cross = dec["crossover_batch"]
@@ -182,7 +183,7 @@ def _print_estimate(r: dict) -> None:
                              f"{fmt.count(r['dense_equivalent']['workload'])} (this workload)"),
     ]
     for k, v in rows:
-        table.add_row(k, escape(v))  # names in cells are user text: never rich markup
+        table.add_row(k, v)
     console.print(table)
 
 
@@ -226,8 +227,8 @@ def _parse_batches(text: str) -> list[int]:
         batches = [int(b) for b in text.split(",") if b.strip()]
     except ValueError:
         raise MoelabError(f"--batches expects comma-separated integers, got {text!r}") from None
-    if not batches or min(batches) <= 0:
-        raise MoelabError("--batches must list positive integers")
+    if not batches or min(batches) <= 0 or max(batches) > limits.MAX_BATCH:
+        raise MoelabError(f"--batches must list integers from 1 to {limits.MAX_BATCH:,}, got {text!r}"[:300])
     return batches
 
 
@@ -357,7 +358,8 @@ def train(
     val = summary["val"] or {}
     out_line = ", ".join(f"{k} {v:.3f}" for k, v in val.items() if isinstance(v, float))
     console.print(f"{summary['model']}: {summary['tokens']} tokens in {summary['wall_seconds']:.1f} s "
-              f"({summary['tokens_per_second']:.0f} tok/s); validation loss: {out_line}")
+                  f"({summary['train_seconds']:.1f} s of training steps at {summary['tokens_per_second']:.0f} tok/s, "
+                  f"the rest evaluation and checkpoints); validation loss: {out_line}")
 
 
 @app.command("train-compare")
@@ -393,15 +395,15 @@ def train_compare(
         return _emit_json(result)
     table = Table(title=f"Training to validation loss {target_loss:g} ({steps} steps budget)")
     domains = sorted(k for k in (result["rows"][0]["final_val"] or {}) if k not in ("mean", "dense"))
-    for col in ("model", "total", "active", "tokens to target", "FLOPs to target", "seconds to target", "tok/s",
-                "final val", *domains):
+    for col in ("model", "total", "active", "tokens to target", "FLOPs to target", "training s to target",
+                "train tok/s", "final val", *domains):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in result["rows"]:
         hit = r["to_target"]
         val = r["final_val"] or {}
         table.add_row(r["model"], fmt.count(r["params_total"]), fmt.count(r["params_active"]),
                       fmt.count(hit["tokens"]) if hit else "not reached", f"{hit['flops']:.3g}" if hit else "-",
-                      f"{hit['wall_seconds']:.1f}" if hit else "-", f"{r['tokens_per_second']:.0f}",
+                      f"{hit['train_seconds']:.1f}" if hit else "-", f"{r['tokens_per_second']:.0f}",
                       f"{val.get('mean', float('nan')):.3f}", *(f"{val.get(d, float('nan')):.3f}" for d in domains))
     console.print(table)
 
@@ -446,13 +448,13 @@ def decide(
         factors.add_column(col, overflow="fold")
     colour = {"moe": "magenta", "dense": "cyan", "neutral": "white"}
     for f in result["factors"]:
-        factors.add_row(f["factor"], f"[{colour[f['favours']]}]{f['favours']}[/]", basis_text(f), f["why"])
+        factors.add_row(f["factor"], Text(f["favours"], style=colour[f["favours"]]), basis_text(f), f["why"])
     if result["factors"]:
         console.print(factors)
     rec = result["recommendation"]
-    console.print(f"[bold]Recommendation: {rec['choice']} — {rec['model']}[/bold]")
+    console.print(Text(f"Recommendation: {rec['choice']} — {rec['model']}", style="bold"))
     console.print(rec["reason"])
-    console.print("[bold]What would flip it:[/bold]")
+    console.print(Text("What would flip it:", style="bold"))
     for flip in result["flips"]:
         console.print(f"  - {flip}")
 
@@ -486,8 +488,8 @@ def calibrate(
         write_hardware(hw, Path(out))
     if as_json:
         return _emit_json({**hw, "path": str(path), "out": out})
-    table = Table(title=escape(f"{hw['name']} ({hw['measurements']['machine']['cpu']}, "
-                               f"{hw['measurements']['threads']} threads)"), show_header=False)
+    table = Table(title=f"{hw['name']} ({hw['measurements']['machine']['cpu']}, "
+                               f"{hw['measurements']['threads']} threads)", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     links = (f"{hw['intra_node_gbps']:.2f} GB/s, {hw['intra_node_latency_us']:.0f} us latency"
@@ -503,7 +505,7 @@ def calibrate(
         ("memory", fmt.nbytes(hw["memory_gb"] * 1e9)),
         ("file", str(path) + (f" (and {out})" if out else "")),
     ):
-        table.add_row(key, escape(value))
+        table.add_row(key, value)
     console.print(table)
 
 
@@ -540,15 +542,15 @@ def bench(
                  shrink_to=shrink_to, hardware=hardware, repeats=repeats, quick=quick, progress=cli_mode(as_json))
     if as_json:
         return _emit_json(result)
-    table = Table(title=escape(f"Measured vs predicted on {result['device']} ({result['dtype']}, hardware "
-                               f"{result['hardware']['name']}); error = (predicted - measured) / measured"))
+    table = Table(title=f"Measured vs predicted on {result['device']} ({result['dtype']}, hardware "
+                               f"{result['hardware']['name']}); error = (predicted - measured) / measured")
     for col in ("model", "phase", "batch", "measured", "predicted", "error", "p50", "p95", "p99", "tok/s",
                 "pred tok/s", "KV", "act peak", "routing"):
         table.add_column(col, justify="left" if col in ("model", "phase") else "right")
     for r in result["rows"]:
         mem = r["memory"]
         act = mem.get("activations_bytes")
-        table.add_row(escape(r["model"]), r["phase"], str(r["batch"]), fmt.seconds(r["measured_s"]),
+        table.add_row(r["model"], r["phase"], str(r["batch"]), fmt.seconds(r["measured_s"]),
                       fmt.seconds(r["predicted_s"]), _pct(r["rel_error"]), fmt.seconds(r["p50_s"]),
                       fmt.seconds(r["p95_s"]), fmt.seconds(r["p99_s"]), f"{r['tokens_per_second']:.0f}",
                       f"{r['predicted_tokens_per_second']:.0f}", fmt.nbytes(mem["kv_cache_bytes"]),
@@ -558,14 +560,14 @@ def bench(
     for m in result["models"]:
         shrunk = f", shrunk from {m['shrunk_from']}" if "shrunk_from" in m else ""
         weights = next(r["memory"]["weights_bytes"] for r in result["rows"] if r["model"] == m["name"])
-        console.print(escape(f"{m['name']}: {fmt.count(m['params_total'])} total, "
+        console.print(f"{m['name']}: {fmt.count(m['params_total'])} total, "
                              f"{fmt.count(m['params_active'])} active{shrunk}; {fmt.nbytes(weights)} of weights "
-                             f"({m['weights']})"))
+                             f"({m['weights']})")
     s = result["summary"]
     console.print("median |error|: " + ", ".join(
         f"{phase} {s[phase]['median_abs_rel_error']:.0%} (n={s[phase]['n']})" for phase in ("prefill", "decode")))
     for warning in result["warnings"]:
-        console.print(escape(f"warning: {warning}"))
+        console.print(f"warning: {warning}")
     flip = result["flip"]
     if flip:
         for kind in ("measured", "predicted"):
@@ -574,7 +576,7 @@ def bench(
             first = next(iter(winners.values()))
             line = (f"{winners[str(at)]} wins decode throughput from batch {at} (before: {first})" if at
                     else f"{first} wins decode throughput at every batch")
-            console.print(escape(f"{kind}: {line}"))
+            console.print(f"{kind}: {line}")
 
 
 @app.command()
@@ -591,11 +593,18 @@ def runs(
     table = Table(title="Training runs")
     for col in ("id", "model", "status", "steps", "tokens", "tok/s", "val loss", "machine", "out"):
         table.add_column(col, justify="right" if col in ("id", "steps", "tokens", "tok/s", "val loss") else "left")
+    def number(value, show) -> str:  # a store row holds whatever its writer put there
+        finite = isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < float("inf")
+        return show(value) if finite else "-"
+
     for r in rows:
-        summary, val = r["summary"], (r["summary"].get("val") or {})
-        table.add_row(str(r["id"]), r["model"], r["status"], str(r["config"].get("steps", "")),
-                      fmt.count(summary.get("tokens", 0)), f"{summary.get('tokens_per_second', 0):.0f}",
-                      f"{val['mean']:.3f}" if "mean" in val else "-", r["machine"].get("processor", ""), r["out_dir"])
+        summary = r["summary"]
+        val = summary.get("val") if isinstance(summary.get("val"), dict) else {}
+        table.add_row(str(r["id"]), r["model"], r["status"],
+                      number(r["config"].get("steps"), str), number(summary.get("tokens"), lambda v: fmt.count(int(v))),
+                      number(summary.get("tokens_per_second"), lambda v: f"{v:.0f}"),
+                      number(val.get("mean"), lambda v: f"{v:.3f}"),
+                      str(r["machine"].get("processor", "")), r["out_dir"])
     console.print(table)
 
 
@@ -632,12 +641,12 @@ def study(
     if as_json:
         return _emit_json({**summary, "wall_seconds": result["wall_seconds"], "out": out})
     rec = result["decision"]["recommendation"]
-    headline = escape(f"Recommendation: {rec['choice']} — {rec['model']}")
-    console.print(f"[bold]{headline}[/bold]")
-    console.print(escape(rec["reason"]))
+    headline = f"Recommendation: {rec['choice']} — {rec['model']}"
+    console.print(Text(headline, style="bold"))
+    console.print(rec["reason"])
     for flip in result["decision"].get("flips", []):
-        console.print(escape(f"  - {flip}"))
-    console.print(escape(f"study finished in {result['wall_seconds']:.0f} s; report: {Path(out) / 'report.html'}"))
+        console.print(f"  - {flip}")
+    console.print(f"study finished in {result['wall_seconds']:.0f} s; report: {Path(out) / 'report.html'}")
 
 
 # Typer >= 0.22 raises its own click fork's exceptions; older releases raise click's.

@@ -8,7 +8,6 @@ target the spec is shrunk and built with random weights (timing does not depend 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,10 +50,12 @@ def resolve_spec(ref: str) -> tuple[ModelSpec, str, Path | None]:
     if path.is_dir():
         final = _run_final(path)
         if final is not None:
+            from moelab.userfile import load_user_file
+
+            meta = load_user_file(final / "meta.json", "moelab run metadata")
             try:
-                meta = json.loads((final / "meta.json").read_text())
                 return spec_from_dict(meta["spec"]), "run", final
-            except (KeyError, TypeError, json.JSONDecodeError) as e:
+            except (KeyError, TypeError) as e:
                 raise MoelabError(f"{final / 'meta.json'}: not a moelab run ({e})") from None
         if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
             from moelab.spec.hf import spec_from_file
@@ -65,6 +66,8 @@ def resolve_spec(ref: str) -> tuple[ModelSpec, str, Path | None]:
     try:
         return load_model(ref), "config", None
     except MoelabError:
+        if path.exists():  # a config.json that does not load: its own error says why
+            raise
         raise MoelabError(f"unknown model {ref!r} (a training preset: {', '.join(TRAIN_PRESETS)}; a model preset, "
                           "a config.json, a moelab run folder or a Hugging Face folder)") from None
 
@@ -143,11 +146,12 @@ def build(r: Resolved, device: str, dtype: torch.dtype, seed: int = 0) -> Loaded
     else:
         model = build_model(spec)
         if folder is not None:
+            from safetensors import SafetensorError
             from safetensors.torch import load_model
 
             try:
                 load_model(model, str(folder / "model.safetensors"), strict=True)
-            except (OSError, RuntimeError) as e:
+            except (OSError, RuntimeError, SafetensorError) as e:
                 raise MoelabError(f"{folder}: cannot load weights ({str(e).splitlines()[0]})") from None
             weights_file = str(folder / "model.safetensors")
         model = model.to(dtype)
