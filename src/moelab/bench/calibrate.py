@@ -216,7 +216,10 @@ def _measure(device: str, quick: bool, dtypes: list[str], say) -> dict:
         sources["attention_head_overhead_us"] = ("measured: one-query attention of 64 sequences x 1 head over 8 "
                                                  "positions, divided by 64")
         sources["cache_bandwidth_gbps"] = (f"measured: {situ_how}: weight bytes / (decode matmul time - FLOPs "
-                                           "/ FLOP/s), weights within the last-level cache; cache_gb from sysfs")
+                                           "/ FLOP/s), weights within the last-level cache; cache_gb from sysfs"
+                                           + ("" if situ.get("gemm_weight_bandwidth_resolved", True) else
+                                              f"; an upper bound: the difference was within the probe's noise, "
+                                              f"so {probes.RESIDUAL_RESOLUTION:.0%} of the matmul time was taken"))
     if fresh and fresh["bandwidth"]:
         sources["fresh_page_mb"] = ("measured: the largest of fp32 tensors of "
                                     f"{', '.join(str(m) for m in probes.FRESH_PAGE_SIZES_MIB)} MiB below which an "
