@@ -28,6 +28,6 @@ def finite_or_null(obj: Any) -> Any:
     return obj
 
 
-def dumps(obj: Any, indent: int | None = 2) -> str:
-    """Strict JSON text of `obj` under the rule above."""
-    return json.dumps(finite_or_null(obj), indent=indent, allow_nan=False)
+def dumps(obj: Any, indent: int | None = 2, default=None) -> str:
+    """Strict JSON text of `obj` under the rule above (`default` as json.dumps takes it)."""
+    return json.dumps(finite_or_null(obj), indent=indent, allow_nan=False, default=default)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -79,6 +78,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> Path:
-    """Atomically write `obj` as indented JSON to `path`."""
-    atomic_write_text(path, json.dumps(obj, indent=2))
+    """Atomically write `obj` as indented strict JSON to `path` (NaN and infinities as null: moelab.jsonout),
+    so that every file moelab writes reads back through moelab.userfile's strict parser."""
+    from moelab.jsonout import dumps
+
+    atomic_write_text(path, dumps(obj))
     return path

@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from moelab import jsonout
 from moelab.decide.recommend import (
     BASIS_MEASURED,
     BASIS_MODELLED,
@@ -616,5 +617,5 @@ def write_report(study: dict, out_dir: Path) -> Path:
                "flips": dec.get("flips") or [], "factors": [{k: f[k] for k in ("factor", "favours", "basis")}
                                                             for f in dec.get("factors") or []],
                "figures": page.figures, "files": files}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (out_dir / "summary.json").write_text(jsonout.dumps(summary, indent=2, default=str) + "\n")
     return report

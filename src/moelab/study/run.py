@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from moelab import jsonout
 from moelab.decide.workload import Workload, default_workload
 from moelab.errors import MoelabError
 from moelab.study.plan import FRONTIER_BATCHES, FRONTIER_PAIRS, PAIRS, StudyPlan
@@ -142,5 +143,5 @@ def run_study(out: Path, workload: Workload | None = None, quick: bool = False, 
     write_report(study, out)
     stage_seconds["report"] = round(time.perf_counter() - t0, 2)
     study["wall_seconds"] = round(time.perf_counter() - started, 2)
-    atomic_write_text(out / "study.json", json.dumps(study, indent=1, default=str) + "\n")
+    atomic_write_text(out / "study.json", jsonout.dumps(study, indent=1, default=str) + "\n")
     return study

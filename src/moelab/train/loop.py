@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from moelab import jsonout
 from moelab.cost.flops import training_flops
 from moelab.cost.params import count_params
 from moelab.data import prepare, train_batch
@@ -236,7 +237,7 @@ def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, pr
                         row["val_expert_load"] = loads
                 state["wall_seconds"] = wall()
                 row.update(train_seconds=round(state["train_seconds"], 4), wall_seconds=round(state["wall_seconds"], 4))
-                metrics.write(json.dumps(row) + "\n")
+                metrics.write(jsonout.dumps(row, indent=None) + "\n")
                 metrics.flush()
                 fault_point("metrics-append")
                 done = step + 1
