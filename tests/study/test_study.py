@@ -41,7 +41,7 @@ def test_every_stage_ran(study_dir):
     assert target == evals[PAIRS["dense"]][-1]["val"]["mean"]
     for row in training["rows"]:
         first = next((r for r in evals[row["model"]] if r["val"]["mean"] <= target), None)
-        expected = first and {k: first[k] for k in ("step", "tokens", "flops", "wall_seconds")}
+        expected = first and {k: first[k] for k in ("step", "tokens", "flops", "wall_seconds", "train_seconds")}
         assert row["to_target"] == expected, row["model"]
     assert set(training["expert_load"]) == {PAIRS["moe"], PAIRS["moe_fine"]}
     # calibrate and bench: the files the stage wrote are what study.json holds

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -44,6 +45,7 @@ def _run(args, env, out=None, kill_at_step=None, delay=0.0):
     return True
 
 
+@pytest.mark.slow  # test_faults.py kills at every write point in the default suite; this adds timing-based kills
 def test_sigkill_and_resume_is_bit_exact(tmp_path, corpus_dir):
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     reference = tmp_path / "reference"
