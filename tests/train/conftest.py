@@ -5,9 +5,9 @@ import random
 import pytest
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory):
-    """Two small domains of text: enough for a tokenizer and a few training steps."""
+    """Two small domains of text: enough for a tokenizer and a few training steps (read-only: shared)."""
     root = tmp_path_factory.mktemp("corpus")
     rng = random.Random(0)
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()

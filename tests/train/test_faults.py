@@ -44,23 +44,6 @@ DEFAULT_FAULTS = {
 }
 
 
-def _corpus(root):
-    """The corpus of conftest.corpus_dir (two domains of twelve documents), written once for the module."""
-    rng = random.Random(0)
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
-    for domain in ("prose", "numbers"):
-        folder = root / domain
-        folder.mkdir(parents=True)
-        for i in range(12):
-            if domain == "prose":
-                text = " ".join(rng.choice(words) for _ in range(400))
-            else:
-                text = "\n".join(f"{a} + {b} = {a + b}" for a, b in
-                                 ((rng.randrange(100), rng.randrange(100)) for _ in range(150)))
-            (folder / f"doc{i}.txt").write_text(text)
-    return root
-
-
 def _micro_moe(path):
     """A 0.5M-parameter MoE (2 layers, d=64, 4 experts top-2) as a moelab spec JSON: checkpoints of a few MB."""
     spec = spec_from_config({"model_type": "llama", "vocab_size": 2048, "hidden_size": 64, "num_hidden_layers": 2,
@@ -72,10 +55,10 @@ def _micro_moe(path):
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(tmp_path_factory, corpus_dir):
     """A corpus, a model, a home (runs store) and a cache shared by every process of this module."""
     root = tmp_path_factory.mktemp("faults")
-    lab = {"root": root, "corpus": _corpus(root / "corpus"), "model": _micro_moe(root / "micro-moe.json"),
+    lab = {"root": root, "corpus": corpus_dir, "model": _micro_moe(root / "micro-moe.json"),
            "home": root / "home", "cache": root / "cache"}
     with pytest.MonkeyPatch.context() as patch:  # train the tokenizer once, before processes run side by side
         patch.setenv("MOELAB_CACHE", str(lab["cache"]))
