@@ -19,8 +19,12 @@ def heuristic_dense_equivalent(spec: ModelSpec) -> float:
 
 
 def dense_twin(spec: ModelSpec, ffn_dim: int) -> ModelSpec:
-    """The dense model of the same shape (width, depth, attention, vocabulary) with FFN width `ffn_dim`."""
-    return replace(spec, name=f"{spec.name}-dense-f{ffn_dim}", moe=None, moe_layers=(), ffn_dim=ffn_dim)
+    """The dense model of the same shape (width, depth, attention, vocabulary) with FFN width `ffn_dim`.
+
+    A derived spec (bounded=False): the twin of a large MoE on a huge workload may need an FFN wider than
+    limits.MAX_FFN, a bound on what users give, not on what moelab computes."""
+    return replace(spec, name=f"{spec.name}-dense-f{ffn_dim}", moe=None, moe_layers=(), ffn_dim=ffn_dim,
+                   bounded=False)
 
 
 def workload_dense_equivalent(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> dict:

@@ -17,11 +17,11 @@ QK_NORMS = ("none", "head", "full")
 class _Checks:
     """Field checks of one spec: every type and bound error is collected, then raised on one line."""
 
-    def __init__(self, owner: str) -> None:
-        self.owner, self.errors = owner, []
+    def __init__(self, owner: str, bounded: bool = True) -> None:
+        self.owner, self.errors, self.bounded = owner, [], bounded
 
     def count(self, name: str, value: Any, high: int, low: int = 1, optional: bool = False) -> None:
-        """An integer in [low, high] (None allowed when optional)."""
+        """An integer in [low, high] (None allowed when optional; `high` not checked when unbounded)."""
         if value is None and optional:
             return
         if isinstance(value, bool) or not isinstance(value, int):
@@ -29,7 +29,7 @@ class _Checks:
         elif value < low:
             self.errors.append(f"{name} must be {'a positive integer' if low == 1 else f'at least {low}'}, "
                                f"got {value}")
-        elif value > high:
+        elif self.bounded and value > high:
             self.errors.append(f"{name} must be at most {high}, got {limits.show_number(value)}")
 
     def number(self, name: str, value: Any, high: float) -> None:
@@ -163,9 +163,12 @@ class ModelSpec:
     rope_scaling: tuple[tuple[str, Any], ...] = ()  # sorted items of HF rope_scaling (yarn), () for plain RoPE
     rope_interleave: bool = False  # DeepSeek-V3: rotary pairs are interleaved (x0, x1), (x2, x3), ...
     notes: tuple[str, ...] = field(default=(), compare=False)
+    # False only for specs moelab derives itself (the dense twins of cost.equivalent): the upper bounds of
+    # moelab.limits are for what a user gives, and a derived width may lawfully pass them. Never read from a file.
+    bounded: bool = field(default=True, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        check = _Checks(str(self.name))
+        check = _Checks(str(self.name), bounded=self.bounded is not False)
         check.count("vocab_size", self.vocab_size, limits.MAX_VOCAB)
         check.count("d_model", self.d_model, limits.MAX_WIDTH)
         check.count("n_layers", self.n_layers, limits.MAX_LAYERS)
@@ -216,6 +219,7 @@ def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
     out["rope_scaling"] = dict(spec.rope_scaling)
     out["moe_layers"] = list(spec.moe_layers)
     out.pop("notes", None)
+    out.pop("bounded", None)
     return out
 
 
@@ -223,6 +227,7 @@ def spec_from_dict(raw: dict[str, Any]) -> ModelSpec:
     """Rebuild a spec written by `spec_to_dict` (validated like any other)."""
     try:
         fields = dict(raw)
+        fields.pop("bounded", None)  # a spec read back is user input: always bounded
         fields["attention"] = AttentionSpec(**fields["attention"])
         fields["moe"] = MoESpec(**fields["moe"]) if fields.get("moe") else None
         fields["moe_layers"] = tuple(fields.get("moe_layers", ()))
