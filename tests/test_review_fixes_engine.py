@@ -81,3 +81,72 @@ def test_user_specs_are_still_bounded(tmp_path, capsys):
     assert main(["estimate", str(config), "--json"]) == 2
     err = capsys.readouterr().err
     assert one_error_line(err) and ("intermediate_size" in err or "ffn_dim" in err)
+
+
+# --- 2. hardware lower bounds; an overflow is never printed as null ----------------------------------------
+
+HW = {"name": "slow", "peak_tflops": {"bf16": 989}, "memory_gb": 80, "memory_bandwidth_gbps": 3350,
+      "tdp_watts": 700, "usd_per_hour": 2}
+
+
+def _hardware_file(tmp_path, **changes) -> str:
+    path = tmp_path / "hw.json"
+    path.write_text(json.dumps({**HW, **changes}))
+    return str(path)
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"memory_bandwidth_gbps": 1e-300}, "memory_bandwidth_gbps"),
+    ({"peak_tflops": {"bf16": 1e-300}}, "peak_tflops.bf16"),
+    ({"memory_gb": 1e-300}, "memory_gb"),
+    ({"intra_node_gbps": 1e-300}, "intra_node_gbps"),
+    ({"elementwise_bandwidth_gbps": 1e-300}, "elementwise_bandwidth_gbps"),
+    ({"compute_efficiency": 1e-300}, "compute_efficiency"),
+])
+def test_hardware_rates_below_their_minimum_are_refused(capsys, tmp_path, changes, field):
+    assert main(["estimate", "mistral-7b", "--hardware", _hardware_file(tmp_path, **changes), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert one_error_line(captured.err) and f" {field} (" in captured.err and captured.out == ""
+
+
+def test_zero_still_means_no_such_term_and_the_minimum_itself_loads(capsys, tmp_path):
+    from moelab.schema.hardware import MIN_BANDWIDTH_GBPS, MIN_MEMORY_GB, MIN_TFLOPS
+
+    path = _hardware_file(tmp_path, peak_tflops={"bf16": MIN_TFLOPS, "fp8": 0}, memory_gb=MIN_MEMORY_GB,
+                          memory_bandwidth_gbps=MIN_BANDWIDTH_GBPS, elementwise_bandwidth_gbps=0,
+                          runtime_overhead_gb=0, intra_node_gbps=MIN_BANDWIDTH_GBPS,
+                          inter_node_gbps=MIN_BANDWIDTH_GBPS, compute_efficiency=1e-3)
+    result = run_json(capsys, ["estimate", "deepseek-v3", "--hardware", path, "--batch", str(limits.MAX_BATCH),
+                               "--prompt", str(limits.MAX_TOKENS), "--gen", str(limits.MAX_TOKENS),
+                               "--train-tokens", str(limits.MAX_TRAIN_TOKENS), "--json"])
+    assert result["cost"]["usd_per_million_tokens"] > 0 and result["training"]["seconds"] > 0
+
+
+def test_a_non_finite_modelled_figure_is_an_error_not_null(capsys, monkeypatch):
+    import moelab.cost.estimate as estimate_module
+
+    real = estimate_module.serving_economics
+
+    def overflowing(*args, **kwargs):
+        return {**real(*args, **kwargs), "usd_per_million_tokens": math.inf, "kwh_per_million_tokens": math.nan}
+
+    monkeypatch.setattr(estimate_module, "serving_economics", overflowing)
+    assert main(["estimate", "mistral-7b", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and one_error_line(captured.err)
+    assert "energy.kwh_per_million_tokens" in captured.err and "cost.usd_per_million_tokens" in captured.err
+
+
+def test_compare_and_decide_refuse_a_non_finite_figure(capsys, monkeypatch):
+    import moelab.cost.compare as compare_module
+    import moelab.decide as decide_module
+
+    real_side = compare_module._side
+    with monkeypatch.context() as patch:
+        patch.setattr(compare_module, "_side", lambda *a: {**real_side(*a), "step_seconds": math.inf})
+        assert main(["compare", "mistral-7b", "mixtral-8x7b", "--json"]) == 2
+        assert "rows[0].a.step_seconds" in capsys.readouterr().err
+    real_recommend = decide_module.recommend
+    monkeypatch.setattr(decide_module, "recommend", lambda wl: {**real_recommend(wl), "odd": [math.nan]})
+    assert main(["decide", "--json"]) == 2
+    assert "odd[0]" in capsys.readouterr().err

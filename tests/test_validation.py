@@ -105,7 +105,7 @@ def test_huge_numbers_are_refused(tmp_path, key, value):
 
 def test_a_zero_link_is_refused_before_anything_runs(tmp_path, capsys):
     msg = hw_error(tmp_path, yaml_of({**GOOD_HW, "intra_node_gbps": 0}))
-    assert msg == "hw.yaml: intra_node_gbps (must be greater than 0, got 0)"
+    assert msg == "hw.yaml: intra_node_gbps (must be greater than or equal to 0.001, got 0)"
     path = _write(tmp_path, {**GOOD_HW, "inter_node_gbps": 0})
     assert "inter_node_gbps" in cli_error(capsys, "estimate", "llama-3-8b", "--hardware", str(path))
 
@@ -321,7 +321,7 @@ def test_workload_hardware_and_candidates_that_fail_join_the_same_line(tmp_path)
     msg = wl_error(tmp_path, yaml_of({**GOOD_WL, "gpus": 0, "hardware": "gpu.yaml",
                                       "candidates": ["mistral-7b", "gpt-5", "no/such/config.json"]}))
     assert msg.startswith("workload.yaml: 4 errors: gpus (must be greater than or equal to 1, got 0); ")
-    assert "hardware (gpu.yaml: intra_node_gbps (must be greater than 0, got 0))" in msg
+    assert "hardware (gpu.yaml: intra_node_gbps (must be greater than or equal to 0.001, got 0))" in msg
     assert "candidates[1] (" in msg and "candidates[2] (" in msg and "candidates[0]" not in msg
 
 

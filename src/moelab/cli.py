@@ -418,10 +418,11 @@ def decide(
     as_json: JsonFlag = False,
 ) -> None:
     """Dense, MoE or a hybrid for a workload: the seeds' factor table, the choice, and what would flip it."""
+    from moelab.cost.finite import require_finite
     from moelab.decide import default_workload, load_workload, recommend
 
     wl = load_workload(workload) if workload else default_workload()
-    result = recommend(wl)
+    result = require_finite(recommend(wl), "decide")
     if as_json:
         return _emit_json(result)
     from moelab.decide.recommend import LATENCY_MEAN, basis_text

@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from moelab.cost.economics import serving_economics
 from moelab.cost.estimate import resolve_gpus
+from moelab.cost.finite import require_finite
 from moelab.cost.parallel import plans
 from moelab.cost.roofline import Workload
 from moelab.spec.hardware import HardwareSpec
@@ -89,7 +90,7 @@ def compare(spec_a: ModelSpec, spec_b: ModelSpec, hw: HardwareSpec, wl: Workload
             lo, hi = (mid, hi) if row(mid)["winner"] == left["winner"] else (lo, mid)
         flips.append({"batch": hi, "from": names[left["winner"]], "to": names[right["winner"]],
                       **_flip_causes(row(lo), row(hi))})
-    return {
+    return require_finite({
         "a": spec_a.name,
         "b": spec_b.name,
         "hardware": hw.name,
@@ -98,4 +99,4 @@ def compare(spec_a: ModelSpec, spec_b: ModelSpec, hw: HardwareSpec, wl: Workload
         "gpus_basis": "fixed by --gpus" if gpus else "fewest GPUs (power of two) that hold each model at each batch",
         "rows": rows,
         "flips": flips,
-    }
+    }, "compare")

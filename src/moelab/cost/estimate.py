@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, replace
 
 from moelab.cost.economics import serving_economics, training_cost
 from moelab.cost.equivalent import heuristic_dense_equivalent, workload_dense_equivalent
+from moelab.cost.finite import require_finite
 from moelab.cost.flops import prefill_flops, token_flops
 from moelab.cost.memory import inference_memory, kv_bytes_per_token, training_memory
 from moelab.cost.parallel import best_plan, default_gpus, plan_notes, plans
@@ -38,7 +39,12 @@ def resolve_gpus(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | No
 
 def estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None = None,
              training: TrainingPlan = TrainingPlan()) -> dict:
-    """Parameters, memory, FLOPs, prefill and decode, parallel plans, energy, dollars and dense equivalents."""
+    """Parameters, memory, FLOPs, prefill and decode, parallel plans, energy, dollars and dense equivalents:
+    every figure finite (see moelab.cost.finite for the keys that may be None)."""
+    return require_finite(_estimate(spec, hw, wl, gpus, training), "estimate")
+
+
+def _estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None, training: TrainingPlan) -> dict:
     p = count_params(spec)
     wl = resolve_gpus(spec, hw, wl, gpus)
     results = plans(spec, hw, wl)

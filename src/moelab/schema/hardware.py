@@ -3,14 +3,16 @@
 Every key a bundled preset, `moelab hardware --json` or `moelab calibrate` writes is known here; any other key
 is an error naming the closest known one. Keys left out (or null) take the presets' defaults (spec.hardware).
 Zero is refused where it means nothing (a link of 0 GB/s divides by zero); it is allowed where the engine reads
-0 as "no such term" (cache, eager-CPU rates, overheads).
+0 as "no such term" (cache, eager-CPU rates, overheads). A rate the engine divides by has a lower bound too
+(the MIN_ constants): a bandwidth of 1e-300 GB/s is finite but makes every modelled time overflow, so a rate
+is either 0 (where 0 means "none") or at least its minimum, and every modelled figure stays finite.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from moelab.limits import MAX_GPUS
 from moelab.schema.base import StrictModel
@@ -28,12 +30,31 @@ MAX_NAME_CHARS = 256
 MAX_SOURCE_CHARS = 4096  # one source note
 MAX_SOURCES = 256  # source notes in one file
 
+# Lower bounds of the rates and sizes the engine divides by, each far below any machine that runs a model: with
+# them the largest model and workload moelab.limits allows, on such a GPU, prices below about 1e50 (seconds,
+# joules, dollars), far from float overflow at 1.8e308, so no modelled figure is ever infinite.
+MIN_TFLOPS = 1e-6  # 1 MFLOP/s: slower than a 1980s PC (0 still means "dtype unsupported" where allowed)
+MIN_BANDWIDTH_GBPS = 1e-3  # 1 MB/s: a floppy disk's rate, per accelerator or link
+MIN_MEMORY_GB = 1e-3  # 1 MB of memory per accelerator
+MIN_SHARE = 1e-3  # an efficiency or utilisation of 0.1%: below that the figure is noise, not a measurement
+
+
+def _zero_or_at_least(low: float, unit: str) -> AfterValidator:
+    """0 (the engine's "no such term") or a value of at least `low`."""
+    def check(value: float) -> float:
+        if 0 < value < low:
+            raise ValueError(f"must be 0 or at least {low:g} {unit}")
+        return value
+    return AfterValidator(check)
+
+
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
-Tflops = Annotated[float, Field(ge=0, le=MAX_TFLOPS)]
-Link = Annotated[float, Field(gt=0, le=MAX_BANDWIDTH_GBPS)]  # a link of 0 GB/s divides by zero
-Rate = Annotated[float, Field(ge=0, le=MAX_BANDWIDTH_GBPS)]  # 0: the engine has no such term
+Tflops = Annotated[float, Field(ge=0, le=MAX_TFLOPS), _zero_or_at_least(MIN_TFLOPS, "TFLOPS")]
+Link = Annotated[float, Field(ge=MIN_BANDWIDTH_GBPS, le=MAX_BANDWIDTH_GBPS)]  # a link of 0 GB/s divides by zero
+Rate = Annotated[float, Field(ge=0, le=MAX_BANDWIDTH_GBPS),
+                 _zero_or_at_least(MIN_BANDWIDTH_GBPS, "GB/s")]  # 0: the engine has no such term
 Micros = Annotated[float, Field(ge=0, le=MAX_LATENCY_US)]
-Share = Annotated[float, Field(gt=0, le=1)]
+Share = Annotated[float, Field(ge=MIN_SHARE, le=1)]
 SourceKey = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)]
 SourceNote = Annotated[str, StringConstraints(max_length=MAX_SOURCE_CHARS)]
 
@@ -51,8 +72,9 @@ class HardwareFile(StrictModel):
     peak_tflops: dict[Dtype, Tflops] = Field(
         min_length=1, description="Dense datasheet peak TFLOPS per compute dtype (no 2:4 sparsity); 0: unsupported. "
                                   "bf16 or fp32 is required: unsupported dtypes fall back to them.")
-    memory_gb: float = Field(gt=0, le=MAX_MEMORY_GB, description="Memory per GPU, GB (1e9 bytes).")
-    memory_bandwidth_gbps: float = Field(gt=0, le=MAX_BANDWIDTH_GBPS, description="Memory bandwidth per GPU, GB/s.")
+    memory_gb: float = Field(ge=MIN_MEMORY_GB, le=MAX_MEMORY_GB, description="Memory per GPU, GB (1e9 bytes).")
+    memory_bandwidth_gbps: float = Field(ge=MIN_BANDWIDTH_GBPS, le=MAX_BANDWIDTH_GBPS,
+                                         description="Memory bandwidth per GPU, GB/s.")
     intra_node_gbps: Link | None = _opt("GPU-to-GPU link inside a node, GB/s per direction (default 64).")
     intra_node_latency_us: Micros | None = _opt("Latency of that link, µs (default 10).")
     inter_node_gbps: Link | None = _opt("Network between nodes, GB/s per direction per GPU (default 12.5).")
