@@ -150,3 +150,38 @@ def test_compare_and_decide_refuse_a_non_finite_figure(capsys, monkeypatch):
     monkeypatch.setattr(decide_module, "recommend", lambda wl: {**real_recommend(wl), "odd": [math.nan]})
     assert main(["decide", "--json"]) == 2
     assert "odd[0]" in capsys.readouterr().err
+
+
+# --- 3. bench refuses what it cannot build before any calibration -----------------------------------------
+
+LLAMA3_CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 128256,
+                 "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                 "intermediate_size": 14336, "max_position_embeddings": 131072, "rope_theta": 500000.0,
+                 "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}
+
+
+def _no_calibration(*args, **kwargs):
+    raise AssertionError("bench started a calibration before refusing its input")
+
+
+@pytest.mark.parametrize("extra", [[], ["--shrink-to", "1M"]])
+def test_bench_refuses_an_unbuilt_rope_before_calibrating(capsys, monkeypatch, tmp_path, extra):
+    monkeypatch.setenv("MOELAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("moelab.bench.run.calibrated_hardware", _no_calibration)
+    monkeypatch.setattr("moelab.bench.calibrate.calibrated_hardware", _no_calibration)
+    config = tmp_path / "cfg-llama3.json"
+    config.write_text(json.dumps(LLAMA3_CONFIG))
+    assert main(["bench", str(config), *extra]) == 2
+    err = capsys.readouterr().err
+    assert one_error_line(err) and "rope_scaling type 'llama3' is not implemented in moelab.nn" in err
+    assert str(config) in err
+
+
+def test_bench_refuses_positions_before_calibrating(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr("moelab.bench.run.calibrated_hardware", _no_calibration)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**LLAMA3_CONFIG, "rope_scaling": None, "max_position_embeddings": 64}))
+    assert main(["bench", str(config), "--shrink-to", "1M", "--prompt", "60", "--gen", "8"]) == 2
+    err = capsys.readouterr().err
+    assert one_error_line(err) and "exceeds the 64 positions" in err

@@ -27,6 +27,7 @@ from moelab.cost.params import count_params
 from moelab.cost.roofline import Workload, decode_step, prefill
 from moelab.errors import MoelabError
 from moelab.limits import show_number
+from moelab.nn.layers import check_rope_buildable
 from moelab.progress import Progress
 from moelab.progress import resolve as progress_mode
 from moelab.spec.hardware import HardwareSpec, load_hardware
@@ -56,8 +57,10 @@ def _check(models, device, dtype, batches, prompt, gen, repeats) -> None:
         _count("--repeats", repeats, limits.MAX_REPEATS)
 
 
-def _check_positions(models: list[Resolved], prompt: int, gen: int) -> None:
+def _check_models(models: list[Resolved], prompt: int, gen: int) -> None:
+    """What each resolved model needs of moelab.nn and of the sweep: a rope it can build, enough positions."""
     for r in models:
+        check_rope_buildable(r.spec.rope_scaling, r.spec.max_position, where=r.ref)
         most = r.spec.max_position
         if most is not None and prompt + gen > most:
             raise MoelabError(f"--prompt {prompt} + --gen {gen} = {prompt + gen} tokens exceeds the {most} positions "
@@ -154,7 +157,7 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
         gen = min(gen, 8)
     repeats = repeats or (2 if quick else 5)
     resolved = [resolve(ref, shrink_to) for ref in models]
-    _check_positions(resolved, prompt, gen)
+    _check_models(resolved, prompt, gen)  # every cheap refusal before the calibration `_hardware` may start
     check_fits(resolved, dtype, batches, prompt, gen, *available_memory_bytes(device))
     started = time.perf_counter()
     hw, hw_ref = _hardware(hardware, device, quick, progress)
