@@ -185,3 +185,20 @@ def test_bench_refuses_positions_before_calibrating(capsys, monkeypatch, tmp_pat
     assert main(["bench", str(config), "--shrink-to", "1M", "--prompt", "60", "--gen", "8"]) == 2
     err = capsys.readouterr().err
     assert one_error_line(err) and "exceeds the 64 positions" in err
+
+
+# --- 4. --batches has a count cap -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["compare", "mistral-7b", "mixtral-8x7b"], ["bench", "tiny-dense"]])
+def test_batches_beyond_the_sweep_cap_are_refused(capsys, monkeypatch, command):
+    monkeypatch.setattr("moelab.bench.run.calibrated_hardware", _no_calibration)
+    many = ",".join(str(b) for b in range(1, limits.MAX_SWEEP + 2))
+    assert main([*command, "--batches", many, "--json"]) == 2
+    captured = capsys.readouterr()
+    assert one_error_line(captured.err) and f"at most {limits.MAX_SWEEP}" in captured.err and captured.out == ""
+
+
+def test_batches_at_the_sweep_cap_still_compare(capsys):
+    result = run_json(capsys, ["compare", "mistral-7b", "mixtral-8x7b", "--json",
+                               "--batches", ",".join(str(b) for b in range(1, limits.MAX_SWEEP + 1))])
+    assert len(result["rows"]) == limits.MAX_SWEEP

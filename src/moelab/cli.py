@@ -229,6 +229,9 @@ def _parse_batches(text: str) -> list[int]:
         raise MoelabError(f"--batches expects comma-separated integers, got {text!r}") from None
     if not batches or min(batches) <= 0 or max(batches) > limits.MAX_BATCH:
         raise MoelabError(f"--batches must list integers from 1 to {limits.MAX_BATCH:,}, got {text!r}"[:300])
+    if len(batches) > limits.MAX_SWEEP:
+        raise MoelabError(f"--batches lists {len(batches)} batch sizes; at most {limits.MAX_SWEEP} are compared "
+                          "in one sweep")
     return batches
 
 

@@ -19,6 +19,7 @@ MAX_TOKENS = 16_777_216  # 2**24 prompt or generated tokens per sequence (the lo
 MAX_TRAIN_TOKENS = 1e17  # tokens to price; the largest published runs are ~4e13
 MAX_SKEW = 10.0  # Zipf exponent of expert load: at 10 the top expert already takes >99.9% of the load
 MAX_EXPERTS = 65_536  # experts per layer, for --as-moe and --fine-grained
+MAX_SWEEP = 64  # batch sizes in one sweep (--batches, a workload's batches): each a full evaluation per model
 
 # --- model configs (config.json, moelab specs): real models sit orders of magnitude below each ---
 MAX_VOCAB = 16_777_216  # 2**24 tokens (the largest vocabularies are ~256K)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from moelab.cost.dtypes import WEIGHT_BYTES
-from moelab.limits import MAX_BATCH, MAX_GPUS, MAX_TOKENS, MAX_TRAIN_TOKENS
+from moelab.limits import MAX_BATCH, MAX_GPUS, MAX_SWEEP, MAX_TOKENS, MAX_TRAIN_TOKENS
 from moelab.schema.base import StrictModel
 from moelab.schema.hardware import MAX_MEMORY_GB, MAX_NAME_CHARS
 
@@ -21,7 +21,6 @@ MAX_THROUGHPUT = 1e12  # generated tokens/s for a whole deployment (today's larg
 MAX_BUDGET_GB = MAX_MEMORY_GB * MAX_GPUS  # every GPU at the largest memory
 MAX_QUALITY_FLOOR_B = 1e6  # a dense-equivalent of a quadrillion parameters
 MAX_TASK_SHARE = 1e6  # shares are normalised; the bound keeps their sum finite
-MAX_SWEEP = 64  # batch sizes in a crossover sweep (each one a full cost evaluation per candidate)
 MAX_CANDIDATES = 64  # models compared in one decision (each one loaded and priced)
 MAX_PATH_CHARS = 4096  # PATH_MAX on Linux
 
