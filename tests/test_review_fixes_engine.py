@@ -202,3 +202,39 @@ def test_batches_at_the_sweep_cap_still_compare(capsys):
     result = run_json(capsys, ["compare", "mistral-7b", "mixtral-8x7b", "--json",
                                "--batches", ",".join(str(b) for b in range(1, limits.MAX_SWEEP + 1))])
     assert len(result["rows"]) == limits.MAX_SWEEP
+
+
+# --- 5. one renderer of numbers, one number rule; integers print as integers -------------------------------
+
+def test_one_number_renderer_and_integers_print_as_integers():
+    from moelab import validation
+
+    assert limits.show_number is validation.show_value
+    assert validation.show_value(4294967296) == "4294967296"
+    assert validation.show_value(75497472) == "75497472"
+    assert validation.show_value(10**39) == str(10**39)
+    assert validation.show_value(10**40) == "an integer of 41 digits"
+    assert validation.show_value(10**5000) == "an integer of 5001 digits"
+    assert validation.show_value(1e-300) == "1e-300"
+
+
+def test_seed_past_its_bound_prints_as_an_integer(capsys, tmp_path):
+    assert main(["train", "--model", "tiny-dense", "--seed", str(2**32), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert one_error_line(err) and "4294967296" in err and "e+09" not in err
+
+
+def test_check_finite_and_the_config_reader_share_one_rule():
+    from moelab.errors import MoelabError
+    from moelab.spec.hf import spec_from_config
+
+    tiny = {"model_type": "llama", "vocab_size": 256, "hidden_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 128}
+    rule = limits.number_problem(1e300, 0, limits.MAX_ROPE_THETA, low_open=True)
+    with pytest.raises(MoelabError) as config_error:
+        spec_from_config({**tiny, "rope_theta": 1e300})
+    assert f"field 'rope_theta' {rule}" in str(config_error.value)
+    with pytest.raises(MoelabError) as flag_error:
+        limits.check_finite("--x", math.nan, 1, limits.MAX_EXPERTS)
+    assert str(flag_error.value) == f"--x {limits.number_problem(math.nan, 1, limits.MAX_EXPERTS)}"
+    assert str(flag_error.value) == "--x must be a finite number in [1, 65536], got nan"

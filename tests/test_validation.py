@@ -284,7 +284,8 @@ def test_workload_unknown_key_and_nested_unknown_key(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, expect", [
-    ("gpus", 10**18, "gpus (must be less than or equal to 1048576, got an integer of 19 digits)"),
+    ("gpus", 10**18, "gpus (must be less than or equal to 1048576, got 1000000000000000000)"),
+    ("gpus", 10**60, "gpus (must be less than or equal to 1048576, got an integer of 61 digits)"),
     ("gpus", 2.0, "gpus (must be an integer, got 2.0)"),
     ("gpus", "8", "gpus (must be an integer, got '8')"),
     ("batch", True, "batch (must be an integer, got True)"),

@@ -11,6 +11,9 @@ from __future__ import annotations
 import math
 
 from moelab.errors import MoelabError
+from moelab.validation import show_value
+
+show_number = show_value  # the old name, kept for callers not yet moved to moelab.validation.show_value
 
 # --- the serving / cost model: `estimate`, `compare`, workloads ---
 MAX_GPUS = 1_048_576  # 2**20 GPUs: ten times the largest clusters built so far
@@ -45,21 +48,33 @@ MAX_SEQ_LEN = 1_048_576
 MAX_TRAIN_BATCH = 1_048_576
 
 
+def _bound(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def number_problem(value: object, low: float | None = None, high: float | None = None,
+                   low_open: bool = False) -> str | None:
+    """Why `value` is not a finite number in [low, high] ((low, high] when `low_open`), or None if it is: the
+    one rule behind check_finite, the spec's own checks and the config.json reader (spec.hf)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number, got {show_value(value)}"
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and value > high
+    if not (below or above or (isinstance(value, float) and not math.isfinite(value))):
+        return None
+    got = f", got {show_value(value)}"
+    if low is not None and high is not None:
+        return f"must be a finite number in {'(' if low_open else '['}{_bound(low)}, {_bound(high)}]{got}"
+    if below:
+        return f"must be {'above' if low_open else 'at least'} {_bound(low)}{got}"
+    if above:
+        return f"must be at most {_bound(high)}{got}"
+    return f"must be a finite number{got}"
+
+
 def check_finite(name: str, value: float, low: float | None = None, high: float | None = None) -> float:
     """`value` if it is a finite number within [low, high], else a one-line MoelabError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise MoelabError(f"{name} must be a number, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise MoelabError(f"{name} must be a finite number, got {value}")
-    if low is not None and value < low:
-        raise MoelabError(f"{name} must be at least {low:g}, got {show_number(value)}")
-    if high is not None and value > high:
-        raise MoelabError(f"{name} must be at most {high:g}, got {show_number(value)}")
+    problem = number_problem(value, low, high)
+    if problem:
+        raise MoelabError(f"{name} {problem}")
     return value
-
-
-def show_number(value: float) -> str:
-    """A number for an error message, short even for a 5000-digit integer."""
-    if isinstance(value, int) and abs(value) >= 10**15:
-        return f"an integer of about {int(abs(value).bit_length() * math.log10(2)) + 1} digits"
-    return f"{value:g}"

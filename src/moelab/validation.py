@@ -19,6 +19,7 @@ from moelab.errors import MoelabError
 
 MAX_LINE_CHARS = 400  # one terminal-friendly line, long enough for four or five typical errors
 MAX_VALUE_CHARS = 40  # the offending value as shown in an error: enough to recognise it
+MAX_INT_DIGITS = 40  # an integer up to this many digits prints in full; a longer one as its digit count
 _MIN_ITEM_CHARS = 80  # an error item is clipped to at least this much, so the first one always says something
 
 _MODELS: dict[str, type] = {}  # model class name -> class, for the known keys of an unknown-key error
@@ -66,8 +67,12 @@ def format_errors(source: str, errors: list[str]) -> str:
 
 
 def show_value(value: Any) -> str:
-    """A short, safe rendering of a user's value for an error message."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
+    """A short, safe rendering of a user's value for an error message (moelab's one renderer of values: an
+    integer as its digits, 4294967296 not 4.29497e+09, or "an integer of N digits" past MAX_INT_DIGITS; a float
+    as repr, so 1e-300 stays 1e-300)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) < 10**MAX_INT_DIGITS:
+            return str(value)
         digits = len(str(abs(value))) if abs(value).bit_length() < 14_000 else int(value.bit_length() * 0.30103) + 1
         return f"an integer of {digits} digits"
     if isinstance(value, float):

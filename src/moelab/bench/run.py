@@ -26,11 +26,11 @@ from moelab.cost.memory import inference_memory
 from moelab.cost.params import count_params
 from moelab.cost.roofline import Workload, decode_step, prefill
 from moelab.errors import MoelabError
-from moelab.limits import show_number
 from moelab.nn.layers import check_rope_buildable
 from moelab.progress import Progress
 from moelab.progress import resolve as progress_mode
 from moelab.spec.hardware import HardwareSpec, load_hardware
+from moelab.validation import show_value
 
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 QUICK_BATCHES = (1, 4, 16)
@@ -38,7 +38,7 @@ QUICK_BATCHES = (1, 4, 16)
 
 def _count(name: str, value, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
-        raise MoelabError(f"{name} must be an integer in [1, {high}], got {show_number(value)}")
+        raise MoelabError(f"{name} must be an integer in [1, {high}], got {show_value(value)}")
 
 
 def _check(models, device, dtype, batches, prompt, gen, repeats) -> None:

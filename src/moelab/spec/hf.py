@@ -103,12 +103,9 @@ class _Config:
 
     def check_number(self, key: str, value: Any, label: str | None = None) -> float:
         """`value` as a finite number in (0, _NUMBER_BOUNDS[key]], or 1.0 after an error."""
-        label = label or key
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return self._bad(f"field '{label}' must be a number, got {show_value(value)}", 1.0)
-        high = _NUMBER_BOUNDS[key]
-        if not math.isfinite(value) or not 0 < value <= high:
-            return self._bad(f"field '{label}' must be a finite number in (0, {high:g}], got {show_value(value)}", 1.0)
+        problem = limits.number_problem(value, 0, _NUMBER_BOUNDS[key], low_open=True)
+        if problem:
+            return self._bad(f"field '{label or key}' {problem}", 1.0)
         return float(value)
 
     def bool(self, key: str, default: Any = _MISSING) -> bool:

@@ -30,14 +30,13 @@ class _Checks:
             self.errors.append(f"{name} must be {'a positive integer' if low == 1 else f'at least {low}'}, "
                                f"got {value}")
         elif self.bounded and value > high:
-            self.errors.append(f"{name} must be at most {high}, got {limits.show_number(value)}")
+            self.errors.append(f"{name} must be at most {high}, got {show_value(value)}")
 
     def number(self, name: str, value: Any, high: float) -> None:
-        """A finite number in (0, high]."""
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.errors.append(f"{name} must be a number, got {show_value(value)}")
-        elif not math.isfinite(value) or not 0 < value <= high:
-            self.errors.append(f"{name} must be a finite number in (0, {high:g}], got {limits.show_number(value)}")
+        """A finite number in (0, high] (limits.number_problem, as config.json's reader checks it)."""
+        problem = limits.number_problem(value, 0, high if self.bounded else None, low_open=True)
+        if problem:
+            self.errors.append(f"{name} {problem}")
 
     def flags(self, **values: Any) -> None:
         for name, value in values.items():
