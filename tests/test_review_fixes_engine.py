@@ -238,3 +238,55 @@ def test_check_finite_and_the_config_reader_share_one_rule():
         limits.check_finite("--x", math.nan, 1, limits.MAX_EXPERTS)
     assert str(flag_error.value) == f"--x {limits.number_problem(math.nan, 1, limits.MAX_EXPERTS)}"
     assert str(flag_error.value) == "--x must be a finite number in [1, 65536], got nan"
+
+
+# --- 6. config.json and YAML messages that say what is wrong -----------------------------------------------
+
+TINY = {"model_type": "llama", "vocab_size": 256, "hidden_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128}
+
+
+def _config_error(**changes) -> str:
+    from moelab.errors import MoelabError
+    from moelab.spec.hf import spec_from_config
+
+    with pytest.raises(MoelabError) as e:
+        spec_from_config({**TINY, **changes})
+    return str(e.value)
+
+
+def test_zero_kv_heads_is_an_error_and_absent_or_null_means_all_heads():
+    from moelab.spec.hf import spec_from_config
+
+    assert "field 'num_key_value_heads' must be at least 1, got 0" in _config_error(num_key_value_heads=0)
+    assert spec_from_config({**TINY, "num_key_value_heads": None}).attention.n_kv_heads == 4
+    assert spec_from_config({k: v for k, v in TINY.items() if k != "num_key_value_heads"}).attention.n_kv_heads == 4
+    assert spec_from_config(TINY).attention.n_kv_heads == 2
+
+
+def test_zero_expert_groups_are_an_error():
+    from moelab.errors import MoelabError
+    from moelab.spec.hf import spec_from_config
+    from moelab.spec.presets import model_presets
+
+    raw = model_presets()["deepseek-v3"]  # the bundled config.json
+    assert spec_from_config(raw).moe.n_group == raw["n_group"] > 1
+    with pytest.raises(MoelabError, match="field 'n_group' must be at least 1, got 0"):
+        spec_from_config({**raw, "n_group": 0})
+
+
+def test_a_null_required_field_says_null_not_missing():
+    msg = _config_error(num_hidden_layers=None)
+    assert "field 'num_hidden_layers' must be an integer, got null" in msg and "missing" not in msg
+
+
+@pytest.mark.parametrize("text", ["name: x\n<<: {gpus: 8}\n", "base: {a: 1}\nother:\n  <<: {b: 2}\n",
+                                  "a: !!merge x\n"])
+def test_yaml_merge_keys_are_refused_by_name(text):
+    from moelab.errors import MoelabError
+    from moelab.userfile import parse_yaml
+
+    with pytest.raises(MoelabError) as e:
+        parse_yaml(text, "w.yaml")
+    assert "YAML merge keys (<<) are not accepted" in str(e.value) and "constructor" not in str(e.value)
+    assert str(e.value).startswith("w.yaml: ")

@@ -288,7 +288,7 @@ def test_workload_unknown_key_and_nested_unknown_key(tmp_path):
     ("gpus", 10**60, "gpus (must be less than or equal to 1048576, got an integer of 61 digits)"),
     ("gpus", 2.0, "gpus (must be an integer, got 2.0)"),
     ("gpus", "8", "gpus (must be an integer, got '8')"),
-    ("batch", True, "batch (must be an integer, got True)"),
+    ("batch", True, "batch (must be an integer, got true)"),
     ("batch", 10**7, "batch (must be less than or equal to"),
     ("prompt", 10**9, "prompt (must be less than or equal to"),
     ("latency_p99_ms", float("nan"), "latency_p99_ms (must be a finite number, got nan)"),

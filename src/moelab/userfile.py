@@ -6,8 +6,9 @@
 - UTF-8 text, or one line saying it is not.
 - JSON as RFC 8259 has it: no NaN/Infinity literals, no duplicate keys, integers of at most
   MAX_INT_DIGITS digits, nesting at most MAX_DEPTH.
-- YAML through PyYAML's safe loader with three changes: aliases are refused (an alias bomb of n levels
-  expands to 9^n nodes from a few hundred bytes), duplicate keys are refused, and plain scalars resolve by
+- YAML through PyYAML's safe loader with four changes: aliases are refused (an alias bomb of n levels
+  expands to 9^n nodes from a few hundred bytes), so are merge keys (`<<:`, which mostly merge aliases),
+  duplicate keys are refused, and plain scalars resolve by
   YAML 1.2's core schema (https://yaml.org/spec/1.2.2/#103-core-schema), so `2e9` is the number 2e9 (YAML
   1.1 reads it as a string), only true/false are booleans (1.1 also takes yes/no/on/off), `012` is twelve
   (1.1: octal ten), and `1:30`, `1_000` and `2024-01-01` stay strings (1.1: 90, 1000 and a date). Nesting
@@ -189,6 +190,11 @@ def _construct_float_12(loader, node) -> float:
     return value
 
 
+def _refuse_merge(loader, node):
+    """A `<<` merge key (or a !!merge tag): refused by name rather than by PyYAML's missing constructor."""
+    raise _Refused(f"YAML merge keys (<<) are not accepted (line {node.start_mark.line + 1}); write the keys out")
+
+
 @cache
 def _loader():
     import yaml
@@ -236,6 +242,7 @@ def _loader():
     Loader.add_implicit_resolver("tag:yaml.org,2002:int", _INT_12, list("-+0123456789"))
     Loader.add_constructor("tag:yaml.org,2002:int", _construct_int_12)
     Loader.add_constructor("tag:yaml.org,2002:float", _construct_float_12)
+    Loader.add_constructor("tag:yaml.org,2002:merge", _refuse_merge)
     return Loader
 
 

@@ -69,8 +69,10 @@ def format_errors(source: str, errors: list[str]) -> str:
 def show_value(value: Any) -> str:
     """A short, safe rendering of a user's value for an error message (moelab's one renderer of values: an
     integer as its digits, 4294967296 not 4.29497e+09, or "an integer of N digits" past MAX_INT_DIGITS; a float
-    as repr, so 1e-300 stays 1e-300)."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    as repr, so 1e-300 stays 1e-300; null, true and false as JSON and YAML write them)."""
+    if value is None or isinstance(value, bool):  # as the user's JSON or YAML file spells them
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int):
         if abs(value) < 10**MAX_INT_DIGITS:
             return str(value)
         digits = len(str(abs(value))) if abs(value).bit_length() < 14_000 else int(value.bit_length() * 0.30103) + 1

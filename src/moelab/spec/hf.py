@@ -95,6 +95,16 @@ class _Config:
                              placeholder)
         return value
 
+    def count(self, key: str, default: int) -> int:
+        """An integer field of at least 1 that transformers defaults when absent or null (to `default`):
+        0 is an error, never read as "absent" (num_key_value_heads: 0 is not full multi-head attention)."""
+        value = self.int(key, default, optional=True)
+        if value is None:
+            return default
+        if value < 1:
+            return self._bad(f"field '{key}' must be at least 1, got {show_value(value)}", max(default, 1))
+        return value
+
     def float(self, key: str, default: Any = _MISSING) -> float:
         value = self._value(key, default)
         if value is _MISSING:
@@ -163,7 +173,7 @@ def _gqa(c: _Config, qkv_bias: bool, o_bias: bool, qk_norm: str = "none") -> dic
         window = c.int("sliding_window", None, optional=True)
     return dict(
         n_heads=heads,
-        n_kv_heads=c.int("num_key_value_heads", heads, optional=True) or heads,
+        n_kv_heads=c.count("num_key_value_heads", heads),
         head_dim=head_dim,
         qkv_bias=qkv_bias,
         o_bias=o_bias,
@@ -179,7 +189,7 @@ def _mla(c: _Config) -> dict[str, Any]:
     return dict(
         kind="mla",
         n_heads=heads,
-        n_kv_heads=c.int("num_key_value_heads", heads, optional=True) or heads,
+        n_kv_heads=c.count("num_key_value_heads", heads),
         head_dim=c.int("v_head_dim"),
         qkv_bias=bias,
         o_bias=bias,
@@ -369,8 +379,8 @@ def _deepseek(c: _Config, name: str) -> ModelSpec:
             shared_ffn=c.int("moe_intermediate_size"),
             router="sigmoid" if scoring == "sigmoid" else "softmax_topk",
             norm_topk_prob=c.bool("norm_topk_prob", v3),
-            n_group=(c.int("n_group", 1, optional=True) or 1) if grouped else 1,
-            topk_group=(c.int("topk_group", 1, optional=True) or 1) if grouped else 1,
+            n_group=c.count("n_group", 1) if grouped else 1,
+            topk_group=c.count("topk_group", 1) if grouped else 1,
             routed_scaling_factor=c.float("routed_scaling_factor", 1.0),
             selection_bias=topk_method == "noaux_tc",
         )
