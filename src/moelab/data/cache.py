@@ -24,15 +24,21 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else home_dir()
 
 
-def check_writable_dir(path: Path, what: str) -> Path:
+PROBE_PREFIX = ".moelab-write-probe-"
+
+
+def check_writable_dir(path: str | Path, what: str) -> Path:
     """`path` as a folder this process can write into, created if missing; checked before long work starts,
-    so that a read-only or misnamed folder is one line (MoelabError) and not a failure after minutes of work."""
+    so that a read-only or misnamed folder is one line (MoelabError) and not a failure after minutes of work.
+    Pass the user's text as it is: an empty (or blank) name is refused, where Path("") would mean "here"."""
+    if not str(path).strip():
+        raise MoelabError(f"{what} must name a folder")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise MoelabError(f"{what} {path}: exists and is not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".moelab-write-probe-", dir=path)
+        fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=path)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
@@ -58,18 +64,46 @@ def resolve_cache_dir(cache_dir: str | Path | None) -> Path:
     return path
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# This process's umask, read once at import (os.umask can only be read by setting it): the mode a plain open()
+# gives a new file, which atomic_write gives its files too (mkstemp makes them 0600).
+FILE_MODE = 0o666 & ~_read_umask()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable; best-effort (some platforms cannot open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """write(temp_path) in the same folder, fsync, then os.replace onto `path`: readers see all or nothing."""
+    """write(temp_path) in the same folder, fsync, os.replace onto `path`, fsync the folder: readers see all
+    or nothing, and the file has the permissions a plain open() would give it (0666 less the umask)."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
+            os.fchmod(f.fileno(), FILE_MODE)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -21,11 +21,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from moelab.data.cache import atomic_write_json
+from moelab.data.cache import FILE_MODE, atomic_write_json
 from moelab.errors import MoelabError
 from moelab.train.faults import fault_point
 
 PREFIX = "ckpt-"
+_UMASK = 0o666 & ~FILE_MODE  # this process's umask (its write bits; read once by moelab.data.cache)
 
 
 def _fsync(path: Path) -> None:
@@ -34,6 +35,13 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _new_folder(out: Path, prefix: str) -> Path:
+    """A temporary folder in `out` with the permissions a plain mkdir gives (mkdtemp makes it 0700)."""
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=prefix))
+    tmp.chmod(0o777 & ~_UMASK)
+    return tmp
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -60,7 +68,7 @@ def save_checkpoint(out: Path, step: int, model: torch.nn.Module, optimizer: tor
                     state: dict[str, Any], keep_last: int) -> Path:
     """Write DIR/ckpt-STEP atomically, then delete all but the newest `keep_last` checkpoints."""
     final = out / f"{PREFIX}{step}"
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{PREFIX}{step}."))
+    tmp = _new_folder(out, f".{PREFIX}{step}.")
     try:
         _written(save_model, model, str(tmp / "model.safetensors"))
         tensors, groups = _optimizer_tensors(optimizer)
@@ -155,7 +163,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 def save_final(out: Path, model: torch.nn.Module, meta: dict[str, Any]) -> Path:
     """DIR/final/model.safetensors and spec/config JSON, written atomically."""
     final = out / "final"
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".final."))
+    tmp = _new_folder(out, ".final.")
     try:
         _written(save_model, model, str(tmp / "model.safetensors"))
         atomic_write_json(tmp / "meta.json", meta)
@@ -163,10 +171,7 @@ def save_final(out: Path, model: torch.nn.Module, meta: dict[str, Any]) -> Path:
             _fsync(file)
         fault_point("final-rename")
         if final.exists():
-            aside = out / ".final.deleting"
-            shutil.rmtree(aside, ignore_errors=True)
-            os.replace(final, aside)
-            shutil.rmtree(aside, ignore_errors=True)
+            _remove(final)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
