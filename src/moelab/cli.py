@@ -347,14 +347,12 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Train a dense or MoE model on the default (or your) corpus; resumable bit for bit."""
-    from pathlib import Path
-
     from moelab.train.loop import train as run
     from moelab.train.presets import load_train_spec
 
     cfg = _train_config(steps, batch_size, seq_len, lr, grad_accum, balancing, eval_every, ckpt_every, seed, data,
                         ds_moe=ds_moe, capacity_factor=capacity_factor, bf16=bf16, keep_last=keep_last)
-    summary = run(load_train_spec(model), cfg, Path(out), resume=resume, progress=progress and not as_json,
+    summary = run(load_train_spec(model), cfg, out, resume=resume, progress=progress and not as_json,
                   log=lambda msg: sys.stderr.write(msg + "\n"))
     if as_json:
         return _emit_json(summary)
@@ -384,15 +382,13 @@ def train_compare(
     as_json: JsonFlag = False,
 ) -> None:
     """Train several models on the same data order and budget: tokens, FLOPs and seconds to a target loss."""
-    from pathlib import Path
-
     from moelab.train.compare import train_compare as run
     from moelab.train.presets import load_train_spec
 
     if len(models) < 2:
         raise MoelabError("train-compare needs at least two models")
     cfg = _train_config(steps, batch_size, seq_len, lr, grad_accum, balancing, eval_every, ckpt_every, seed, data)
-    result = run([load_train_spec(m) for m in models], cfg, Path(out), target_loss,
+    result = run([load_train_spec(m) for m in models], cfg, out, target_loss,
                  progress=progress and not as_json, log=lambda msg: sys.stderr.write(msg + "\n"))
     if as_json:
         return _emit_json(result)

@@ -6,7 +6,9 @@ import errno
 import json
 import os
 import shutil
+import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 from dataclasses import replace
@@ -16,16 +18,19 @@ import torch
 from safetensors.torch import load_file
 
 from moelab.cli import main
+from moelab.cost.params import count_params
+from moelab.data import cache
 from moelab.errors import MoelabError
 from moelab.nn import MoEOptions
 from moelab.nn.moe import MoELayer
 from moelab.spec.hf import spec_from_config
 from moelab.spec.model import MoESpec, spec_to_dict
 from moelab.spec.transform import as_moe
-from moelab.train import compare, loop, store
+from moelab.train import checkpoint, compare, faults, fits, loop, store
 from moelab.train.config import TrainConfig
 from moelab.train.evaluate import domain_losses
-from moelab.train.lock import run_lock
+from moelab.train.lock import is_locked, run_lock
+from moelab.train.presets import TRAIN_PRESETS
 from moelab.train.store import list_runs
 
 
@@ -409,9 +414,9 @@ def test_an_unwritable_out_is_refused_before_training(tmp_path, corpus_dir, caps
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(loop.tempfile, "NamedTemporaryFile", refuse)  # what a read-only folder does to a non-root
+    monkeypatch.setattr(cache.tempfile, "mkstemp", refuse)  # what a read-only folder does to a non-root
     assert main(_cli_train(tmp_path / "ro", corpus_dir)) == 2
-    assert "cannot write to --out" in _one_error_line(capsys) and list_runs() == []
+    assert "cannot write there" in _one_error_line(capsys) and list_runs() == []
 
 
 # --- 10. an empty validation split scores nothing ---
@@ -482,3 +487,154 @@ def test_wall_seconds_include_evaluation_and_the_bar_says_evaluating(tmp_path, c
     assert summary["tokens_per_second"] == pytest.approx(summary["tokens"] / summary["train_seconds"])
     err = capsys.readouterr().err  # not a terminal: one line as each evaluation starts and ends
     assert err.count("evaluating") == 2 and "step 3/6" in err and "validation loss" in err
+
+
+# --- review fixes: memory and positions guard, empty --out, one folder check, MOELAB_FAULT, the lock's truth,
+# --- file modes, one removal path, unknown run ids
+
+
+def test_a_run_too_large_for_this_machine_is_one_line_before_any_work(tmp_path, corpus_dir, capsys):
+    out = tmp_path / "huge"
+    assert main(["train", "--model", "tiny-dense", "--data", str(corpus_dir), "--steps", "1", "--batch-size",
+                 "1048576", "--seq-len", "16", "--out", str(out), "--no-progress"]) == 2
+    line = _one_error_line(capsys)
+    assert "GB" in line and "available" in line and "--batch-size" in line
+    assert not out.exists() and list_runs() == []
+
+
+def test_the_memory_guard_compares_the_estimate_with_the_available_memory():
+    spec, cfg = micro(), TrainConfig(batch_size=64, seq_len=256)
+    need = fits.training_bytes(spec, cfg)
+    assert need > fits.STATE_BYTES_PER_PARAM * count_params(spec).total  # activations counted
+    with pytest.raises(MoelabError, match=r"GB of RAM available"):
+        fits.check_trainable(spec, cfg, available=(need, "RAM"))  # over bench's share of it
+    fits.check_trainable(spec, cfg, available=(2 * need, "RAM"))
+
+
+@pytest.mark.parametrize("preset", sorted(TRAIN_PRESETS))
+def test_the_presets_fit_at_their_default_and_study_sizes(preset):
+    for cfg in (TrainConfig(), TrainConfig(batch_size=8, seq_len=64), TrainConfig(ds_moe=True)):
+        fits.check_trainable(TRAIN_PRESETS[preset](), cfg)  # this machine
+        fits.check_trainable(TRAIN_PRESETS[preset](), cfg, available=(2e9, "RAM"))  # a small one
+
+
+def test_a_seq_len_beyond_the_models_positions_is_one_line(tmp_path, corpus_dir, capsys):
+    assert main(["train", "--model", "tiny-dense", "--data", str(corpus_dir), "--steps", "1", "--seq-len", "1025",
+                 "--out", str(tmp_path / "a"), "--no-progress"]) == 2
+    assert "1024 positions" in _one_error_line(capsys)
+    assert main(["train-compare", "tiny-dense", "tiny-moe", "--target-loss", "3", "--data", str(corpus_dir),
+                 "--steps", "1", "--seq-len", "1025", "--out", str(tmp_path / "b"), "--no-progress"]) == 2
+    assert "1024 positions" in _one_error_line(capsys)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("out", ["", "   "])
+def test_an_empty_out_is_refused_everywhere(tmp_path, corpus_dir, capsys, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)
+    assert main(_cli_train(out, corpus_dir)) == 2
+    assert "--out must name a folder" in _one_error_line(capsys)
+    assert main(["train-compare", str(MICRO_JSON["path"]), "tiny-moe", "--target-loss", "3", "--out", out,
+                 "--data", str(corpus_dir), "--steps", "1", "--no-progress"]) == 2
+    assert "--out must name a folder" in _one_error_line(capsys)
+    with pytest.raises(MoelabError, match="--out must name a folder"):
+        cache.check_writable_dir(out, "--out")
+    assert list(tmp_path.iterdir()) == [] and list_runs() == []
+
+
+def test_train_refuses_a_bad_out_with_the_shared_message(tmp_path, corpus_dir, capsys):
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    with pytest.raises(MoelabError) as shared:
+        cache.check_writable_dir(target, "--out")
+    assert main(_cli_train(target, corpus_dir)) == 2
+    assert _one_error_line(capsys) == f"moelab: error: {shared.value}\n"
+    assert not hasattr(loop, "_prepare_folder")
+
+
+@pytest.mark.parametrize("value, says", [("evaluate:x", "positive integer"), ("evaluat", "unknown point 'evaluat'"),
+                                         ("evaluate:1:TERM", "INT or KILL"), ("nowhere:1", "points: ckpt-tensors")])
+def test_a_malformed_fault_is_one_line_before_any_work(tmp_path, corpus_dir, capsys, monkeypatch, value, says):
+    monkeypatch.setenv("MOELAB_FAULT", value)
+    assert main(_cli_train(tmp_path / "run", corpus_dir)) == 2
+    line = _one_error_line(capsys)
+    assert f"MOELAB_FAULT={value}" in line and says in line
+    assert not (tmp_path / "run").exists() and list_runs() == []
+
+
+def test_a_well_formed_fault_parses():
+    assert faults.parse("evaluate") == ("evaluate", 1, signal.SIGKILL)
+    assert faults.parse("ckpt-prune:3:INT") == ("ckpt-prune", 3, signal.SIGINT)
+
+
+def test_is_locked_asks_the_flock_not_the_pid(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    assert not is_locked(folder) and not (folder / ".lock").exists()  # never creates the file
+    (folder / ".lock").write_text("1\n")  # a killed run's file, its PID now someone else's (PID 1 is alive)
+    store.start_run(folder, "m", {}, {}, warn=print)
+    assert not is_locked(folder)
+    assert [r["status"] for r in list_runs()] == [store.UNRECORDED]
+    with run_lock(folder):
+        (folder / ".lock").write_text("")  # no PID to read: the flock still tells
+        assert is_locked(folder)
+        assert [r["status"] for r in list_runs()] == ["running"]
+
+
+def _plain_mode(folder) -> int:
+    probe = folder / "plain"
+    probe.write_text("x")
+    mode = stat.S_IMODE(probe.stat().st_mode)
+    probe.unlink()
+    return mode
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open_and_fsync_the_folder(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real(fd)
+
+    monkeypatch.setattr(cache.os, "fsync", fsync)
+    cache.atomic_write_text(tmp_path / "a.json", "{}")
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == _plain_mode(tmp_path)
+    assert synced == [False, True]  # the file, then the folder holding the rename
+
+
+def test_a_runs_files_have_the_permissions_of_a_plain_open(tmp_path, corpus_dir):
+    out = tmp_path / "run"
+    cfg = small(corpus_dir, steps=4)
+    loop.train(micro(), cfg, out, progress=False)
+    shutil.rmtree(out / "ckpt-4")  # resume from ckpt-2: metrics.jsonl rewritten, final/ replaced
+    loop.train(micro(), cfg, out, resume=True, progress=False, log=lambda m: None)
+    plain = _plain_mode(tmp_path)
+    for path in (out / "summary.json", out / "metrics.jsonl", out / "ckpt-4" / "state.json",
+                 out / "final" / "meta.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == plain, path
+    folder_mode = 0o777 & ~(0o666 & ~plain)
+    for folder in (out / "ckpt-4", out / "final"):
+        assert stat.S_IMODE(folder.stat().st_mode) == folder_mode, folder
+
+
+def test_save_final_replaces_final_through_the_one_removal_path(tmp_path, monkeypatch):
+    removed = []
+    real = checkpoint._remove
+    monkeypatch.setattr(checkpoint, "_remove", lambda folder: (removed.append(folder.name), real(folder)))
+    model = torch.nn.Linear(2, 2)
+    checkpoint.save_final(tmp_path, model, {})
+    checkpoint.save_final(tmp_path, model, {"again": True})
+    assert removed == ["final"] and json.loads((tmp_path / "final" / "meta.json").read_text()) == {"again": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+
+
+def test_runs_of_an_unknown_id_is_one_line(tmp_path, capsys):
+    assert main(["runs", "999"]) == 2
+    assert "no run 999 (no run recorded yet)" in _one_error_line(capsys)
+    for _ in range(3):
+        store.start_run(tmp_path, "m", {}, {}, warn=print)
+    assert main(["runs", "2", "999", "7"]) == 2
+    assert "no run 7, 999 (ids: 1-3)" in _one_error_line(capsys)
+    assert main(["runs", "2", "--json"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [2]
+    assert store.id_ranges([5, 1, 2, 3, 7, 8]) == "1-3, 5, 7-8"

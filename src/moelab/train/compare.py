@@ -8,11 +8,14 @@ import math
 import re
 from pathlib import Path
 
+from moelab.data.cache import check_writable_dir
 from moelab.errors import MoelabError
 from moelab.spec.model import ModelSpec
 from moelab.train.checkpoint import checkpoints
 from moelab.train.clocks import training_seconds
 from moelab.train.config import TrainConfig
+from moelab.train.faults import check_env
+from moelab.train.fits import check_trainable
 from moelab.train.loop import train
 
 
@@ -69,7 +72,7 @@ def curve(lines: list[dict]) -> list[dict]:
              "loss": r["loss"], **({"val_mean": _val_mean(r)} if _val_mean(r) is not None else {})} for r in lines]
 
 
-def train_compare(specs: list[ModelSpec], cfg: TrainConfig, out: Path, target_loss: float | None,
+def train_compare(specs: list[ModelSpec], cfg: TrainConfig, out: str | Path, target_loss: float | None,
                   progress: bool = True, log=print) -> dict:
     """Train each spec into out/<name> (resuming a folder that has checkpoints) and tabulate. A `target_loss`
     of None is the first model's final mean validation loss: how soon do the others reach what it reached
@@ -77,8 +80,10 @@ def train_compare(specs: list[ModelSpec], cfg: TrainConfig, out: Path, target_lo
     rows, curves, loads, metrics = [], {}, {}, {}
     if target_loss is not None and (not isinstance(target_loss, int | float) or not math.isfinite(target_loss)):
         raise MoelabError(f"--target-loss must be a finite number, got {target_loss!r}")
-    if out.exists() and not out.is_dir():
-        raise MoelabError(f"--out {out} exists and is not a folder")
+    check_env()
+    for spec in specs:  # every model checked before the first trains
+        check_trainable(spec, cfg)
+    out = check_writable_dir(out, "--out")
     for spec, run_dir in zip(specs, run_folders(specs, out), strict=True):
         summary = train(spec, cfg, run_dir, resume=bool(checkpoints(run_dir)) if run_dir.exists() else False,
                         progress=progress, log=log)

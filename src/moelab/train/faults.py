@@ -16,21 +16,45 @@ from __future__ import annotations
 import os
 import signal
 
+from moelab.errors import MoelabError
+
 ENV = "MOELAB_FAULT"
 POINTS = ("ckpt-tensors", "ckpt-rename", "ckpt-renamed", "ckpt-prune", "final-rename", "metrics-append",
           "metrics-rewrite", "evaluate", "store-start", "store-finish")
+SIGNALS = {"": signal.SIGKILL, "KILL": signal.SIGKILL, "SIGKILL": signal.SIGKILL,
+           "INT": signal.SIGINT, "SIGINT": signal.SIGINT}
 _reached: dict[str, int] = {}
+
+
+def parse(value: str) -> tuple[str, int, signal.Signals]:
+    """(point, N, signal) of a MOELAB_FAULT value; MoelabError (one line) if malformed or the point unknown,
+    so a fault test can never pass because its fault silently did nothing."""
+    point, _, rest = value.partition(":")
+    nth, _, sig = rest.partition(":")
+    if point not in POINTS:
+        raise MoelabError(f"{ENV}={value}: unknown point {point!r} (points: {', '.join(POINTS)})")
+    if nth and not (nth.isdigit() and int(nth) >= 1):
+        raise MoelabError(f"{ENV}={value}: N must be a positive integer, got {nth!r} (NAME[:N[:INT]])")
+    if sig.upper() not in SIGNALS:
+        raise MoelabError(f"{ENV}={value}: the signal must be INT or KILL, got {sig!r} (NAME[:N[:INT]])")
+    return point, int(nth or 1), SIGNALS[sig.upper()]
+
+
+def check_env() -> None:
+    """Raise MoelabError if MOELAB_FAULT is set to something `parse` refuses (call before any work)."""
+    value = os.environ.get(ENV)
+    if value:
+        parse(value)
 
 
 def fault_point(name: str) -> None:
     """Die here if MOELAB_FAULT names this point and this is its N-th passage in this process."""
-    spec = os.environ.get(ENV)
-    if not spec:
+    value = os.environ.get(ENV)
+    if not value:
         return
-    point, _, rest = spec.partition(":")
+    point, nth, sig = parse(value)
     if point != name:
         return
-    nth, _, sig = rest.partition(":")
     _reached[name] = _reached.get(name, 0) + 1
-    if _reached[name] == int(nth or 1):
-        os.kill(os.getpid(), signal.SIGINT if sig.upper() in ("INT", "SIGINT") else signal.SIGKILL)
+    if _reached[name] == nth:
+        os.kill(os.getpid(), sig)

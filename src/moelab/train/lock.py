@@ -1,8 +1,8 @@
 """One writer per run folder: an exclusive `flock` on DIR/.lock, held for the whole run, holder's PID inside.
 
 The kernel releases a flock when its process dies, however it dies, so a run killed with SIGKILL never
-blocks the `--resume` that follows it; the PID it leaves in the file is only read to name a live holder (a
-clean end empties the file).
+blocks the `--resume` that follows it; whether a folder is in use is always asked of the flock, and the PID
+a run leaves in the file is only read to name the holder in a message (a clean end empties the file).
 """
 
 from __future__ import annotations
@@ -28,17 +28,22 @@ def holder_pid(folder: Path) -> int | None:
 
 
 def is_locked(folder: Path) -> bool:
-    """Whether a live process holds folder/.lock (tested without taking it: its holder PID still exists)."""
-    pid = holder_pid(folder)
-    if pid is None:
-        return False
+    """Whether some process holds folder/.lock: the same truth `run_lock` uses, tested with a shared,
+    non-blocking flock on the file opened read-only (never created, never written); the PID inside only
+    names the holder in messages (a PID left by a killed run may since belong to another process)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
+        fd = os.open(folder / NAME, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False  # no lock file (or none this process can read): no holder to wait for
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also releases the shared lock taken just now
+    return False
 
 
 @contextmanager

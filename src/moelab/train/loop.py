@@ -12,7 +12,6 @@ import json
 import math
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from moelab import jsonout
 from moelab.cost.flops import training_flops
 from moelab.cost.params import count_params
 from moelab.data import prepare, train_batch
-from moelab.data.cache import atomic_write, atomic_write_json
+from moelab.data.cache import PROBE_PREFIX, atomic_write, atomic_write_json, check_writable_dir
 from moelab.errors import MoelabError
 from moelab.nn import MoEOptions, build_model
 from moelab.nn.model import TransformerLM
@@ -33,7 +32,8 @@ from moelab.train import store
 from moelab.train.checkpoint import NotIntact, checkpoints, load_checkpoint, read_state, save_checkpoint, save_final
 from moelab.train.config import TrainConfig
 from moelab.train.evaluate import domain_losses, scorable
-from moelab.train.faults import fault_point
+from moelab.train.faults import check_env, fault_point
+from moelab.train.fits import check_trainable
 from moelab.train.lock import run_lock
 from moelab.train.metrics import CollapseDetector, router_stats
 
@@ -116,22 +116,12 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     atomic_write(path, write)
 
 
-def _prepare_folder(out: Path) -> None:
-    """Create the run folder; one that is a file or cannot be written to is refused before any training."""
-    if out.exists() and not out.is_dir():
-        raise MoelabError(f"--out {out} exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        tempfile.NamedTemporaryFile(dir=out, prefix=".write-test.").close()
-    except OSError as e:
-        raise MoelabError(f"cannot write to --out {out}: {e.strerror or e}") from None
-
-
 def _remove_leftovers(out: Path) -> None:
     """Temporary files and folders of an earlier process that was killed before renaming them into place."""
     for path in out.iterdir():
         name = path.name
-        if name.startswith((".ckpt-", ".final.", ".write-test.")) or (name.startswith(".") and name.endswith(".tmp")):
+        temporary = name.startswith(".") and name.endswith(".tmp")
+        if name.startswith((".ckpt-", ".final.", ".write-test.", PROBE_PREFIX)) or temporary:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:
@@ -153,17 +143,21 @@ def _resume(out: Path, existing: list[Path], model, optimizer, spec: ModelSpec, 
     raise MoelabError(f"no intact checkpoint in {out}: {'; '.join(problems)}")
 
 
-def train(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True,
+def train(spec: ModelSpec, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
           log=print) -> dict:
     """Train `spec` under `cfg` into `out`; returns the run summary (also in out/summary.json).
 
-    One writer per folder: `out/.lock` is held for the whole run (a second one gets a MoelabError naming the
+    Refused before any work (MoelabError): a malformed MOELAB_FAULT, a run that does not fit this machine or
+    the model's positions (moelab.train.fits), an `out` that is empty or cannot be written. One writer per
+    folder: `out/.lock` is held for the whole run (a second one gets a MoelabError naming the
     holder). `resume` continues from the newest intact checkpoint. Disk errors while training are a
     MoelabError (the last checkpoint is kept; resume once fixed); Ctrl-C records the run as interrupted and
     re-raises KeyboardInterrupt.
     """
     began = time.perf_counter()
-    _prepare_folder(out)
+    check_env()  # a malformed MOELAB_FAULT is one line before any work, never a fault that silently does nothing
+    check_trainable(spec, cfg)
+    out = check_writable_dir(out, "--out")
     with run_lock(out):
         try:
             return _train_locked(spec, cfg, out, resume, progress, log, began)

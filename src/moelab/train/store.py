@@ -107,23 +107,39 @@ def finish_run(run_id: int | None, status: str, summary: dict, warn: Callable[[s
     _record(write, warn)
 
 
+def id_ranges(ids: list[int]) -> str:
+    """Run ids as ranges: [1, 2, 3, 5] -> "1-3, 5"."""
+    spans: list[list[int]] = []
+    for i in sorted(set(ids)):
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
 def list_runs(ids: list[int] | None = None) -> list[dict[str, Any]]:
-    """Every recorded run, oldest first (or those in `ids`); a store that cannot be read is a MoelabError."""
+    """Every recorded run, oldest first (or those in `ids`: one that is not recorded is a MoelabError); a store
+    that cannot be read is a MoelabError."""
+    rows: list = []  # no store file, or no table yet: no run recorded
     try:
         path = store_path()
-        if not path.exists():
-            return []
-        uri = f"{path.resolve().as_uri()}?mode=ro"
-        with closing(sqlite3.connect(uri, uri=True, timeout=READ_TIMEOUT_S)) as con:
-            con.row_factory = sqlite3.Row
-            if not con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchall():
-                return []  # an empty store (no run recorded yet)
-            rows = con.execute("SELECT * FROM runs ORDER BY id").fetchall()
+        if path.exists():
+            uri = f"{path.resolve().as_uri()}?mode=ro"
+            with closing(sqlite3.connect(uri, uri=True, timeout=READ_TIMEOUT_S)) as con:
+                con.row_factory = sqlite3.Row
+                if con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchall():
+                    rows = con.execute("SELECT * FROM runs ORDER BY id").fetchall()
     except (sqlite3.Error, OSError) as e:
         locked = "locked" in str(e)
         why = f"it is locked by another process (waited {READ_TIMEOUT_S:g} s)" if locked else str(e).strip()
         hint = "; try again" if locked else "; move it aside and the next run starts a new store"
         raise MoelabError(f"runs store {home_dir() / 'runs.sqlite'} cannot be read: {why}{hint}") from None
+    missing = sorted(set(ids or ()) - {row["id"] for row in rows})
+    if missing:
+        known = id_ranges([row["id"] for row in rows])
+        raise MoelabError(f"no run {', '.join(map(str, missing))} "
+                          f"({f'ids: {known}' if known else 'no run recorded yet'})")
     out = []
     for row in rows:
         if ids and row["id"] not in ids:
