@@ -2,7 +2,8 @@
 
 `MOELAB_FAULT=NAME:N` sends SIGKILL to this process the N-th time `fault_point(NAME)` is reached (N defaults
 to 1); `MOELAB_FAULT=NAME:N:INT` sends SIGINT instead (Ctrl-C). Unset -- always, outside the fault-injection
-tests (tests/train/test_faults.py) -- every call is a dictionary lookup and nothing else.
+tests (tests/train/test_faults.py) -- every call is a dictionary lookup and nothing else. A value that is
+malformed or names no point below is a MoelabError, raised by `check_env` when training starts.
 
 Points: ckpt-tensors (a checkpoint's tensors written, in its temporary folder), ckpt-rename (all files fsynced,
 before the rename into place), ckpt-renamed (after it, before pruning), ckpt-prune (an old checkpoint moved
