@@ -209,7 +209,7 @@ def test_batches_at_the_sweep_cap_still_compare(capsys):
 def test_one_number_renderer_and_integers_print_as_integers():
     from moelab import validation
 
-    assert limits.show_number is validation.show_value
+    assert not hasattr(limits, "show_number")  # one renderer, in moelab.validation
     assert validation.show_value(4294967296) == "4294967296"
     assert validation.show_value(75497472) == "75497472"
     assert validation.show_value(10**39) == str(10**39)

@@ -630,7 +630,7 @@ def study(
     from moelab.study import run_study
 
     wl = load_workload(workload) if workload else None
-    check_writable_dir(Path(out), "--out")
+    check_writable_dir(out, "--out")
 
     def say(msg: str) -> None:  # stage lines: logs, so on stderr, with --json too (stdout holds the result)
         sys.stderr.write(msg + "\n")

@@ -13,8 +13,6 @@ import math
 from moelab.errors import MoelabError
 from moelab.validation import show_value
 
-show_number = show_value  # the old name, kept for callers not yet moved to moelab.validation.show_value
-
 # --- the serving / cost model: `estimate`, `compare`, workloads ---
 MAX_GPUS = 1_048_576  # 2**20 GPUs: ten times the largest clusters built so far
 MAX_BATCH = 1_048_576  # concurrent sequences in one decode step

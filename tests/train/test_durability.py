@@ -536,6 +536,8 @@ def test_an_empty_out_is_refused_everywhere(tmp_path, corpus_dir, capsys, monkey
     assert main(["train-compare", str(MICRO_JSON["path"]), "tiny-moe", "--target-loss", "3", "--out", out,
                  "--data", str(corpus_dir), "--steps", "1", "--no-progress"]) == 2
     assert "--out must name a folder" in _one_error_line(capsys)
+    assert main(["study", "--quick", "--out", out, "--no-progress"]) == 2
+    assert "--out must name a folder" in _one_error_line(capsys)
     with pytest.raises(MoelabError, match="--out must name a folder"):
         cache.check_writable_dir(out, "--out")
     assert list(tmp_path.iterdir()) == [] and list_runs() == []

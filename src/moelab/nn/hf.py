@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -29,6 +28,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from moelab.data.cache import atomic_write
 from moelab.errors import MoelabError
 from moelab.nn.layers import check_rope_buildable
 from moelab.nn.model import TransformerLM, build_model
@@ -564,27 +564,6 @@ def hf_config(model: TransformerLM) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- saving
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """write(temp_path) in the same folder, fsync, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 def _check_bias(model: TransformerLM, family: str) -> None:
     if family == "deepseek_v3":
         return
@@ -618,6 +597,6 @@ def save_pretrained(model: TransformerLM, path: str | Path) -> None:
     tensors = {slot.hf: state[slot.ours][slot.index].detach().to("cpu").contiguous().clone()
                for slot in _layout(model, family).slots}
     tensors.update(_empty_tensors(model, family))
-    _atomic_write(folder / _WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(folder / _WEIGHTS, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-    _atomic_write(folder / _CONFIG, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(folder / _CONFIG, lambda tmp: tmp.write_text(text))

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 
 from moelab import limits
 from moelab.errors import MoelabError
+from moelab.validation import show_value
 
 BALANCING = ("none", "aux", "aux-free")
 # Integer fields: (lowest, highest) accepted value. The highs keep every product (tokens per step, seeds
@@ -68,7 +69,7 @@ class TrainConfig:
                 raise MoelabError(f"{_flag(name)} must be an integer, got {value!r}")
             if not low <= value <= high:
                 raise MoelabError(f"{_flag(name)} must be between {low} and {high:,}, got "
-                                  f"{limits.show_number(value)}")
+                                  f"{show_value(value)}")
         for name, (low, high, low_ok) in _FLOATS.items():
             value = getattr(self, name)
             if value is None and name == "capacity_factor":
