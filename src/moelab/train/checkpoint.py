@@ -67,18 +67,32 @@ def _written(save, *args) -> None:
 def save_checkpoint(out: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     state: dict[str, Any], keep_last: int) -> Path:
     """Write DIR/ckpt-STEP atomically, then delete all but the newest `keep_last` checkpoints."""
-    final = out / f"{PREFIX}{step}"
-    tmp = _new_folder(out, f".{PREFIX}{step}.")
-    try:
+
+    def write(tmp: Path) -> None:
         _written(save_model, model, str(tmp / "model.safetensors"))
         tensors, groups = _optimizer_tensors(optimizer)
         tensors["rng.torch"] = torch.get_rng_state()
         _written(save_file, tensors, str(tmp / "optimizer.safetensors"))
         fault_point("ckpt-tensors")
         atomic_write_json(tmp / "state.json", {**state, "step": step, "optimizer": groups})
+
+    final = _publish(out, f"{PREFIX}{step}", write, "ckpt-rename")
+    fault_point("ckpt-renamed")
+    for old in checkpoints(out)[:-keep_last] if keep_last > 0 else []:
+        _remove(old)
+    return final
+
+
+def _publish(out: Path, name: str, write, point: str) -> Path:
+    """write(tmp) into a fresh hidden folder of `out`, fsync its files, then rename it onto out/name (an older
+    one moved aside first): readers see a whole folder or none. `point` is the fault point before the rename."""
+    final = out / name
+    tmp = _new_folder(out, f".{name}.")
+    try:
+        write(tmp)
         for file in tmp.iterdir():
             _fsync(file)
-        fault_point("ckpt-rename")
+        fault_point(point)
         if final.exists():
             _remove(final)
         os.replace(tmp, final)
@@ -86,9 +100,6 @@ def save_checkpoint(out: Path, step: int, model: torch.nn.Module, optimizer: tor
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync(out)
-    fault_point("ckpt-renamed")
-    for old in checkpoints(out)[:-keep_last] if keep_last > 0 else []:
-        _remove(old)
     return final
 
 
@@ -162,19 +173,9 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 
 def save_final(out: Path, model: torch.nn.Module, meta: dict[str, Any]) -> Path:
     """DIR/final/model.safetensors and spec/config JSON, written atomically."""
-    final = out / "final"
-    tmp = _new_folder(out, ".final.")
-    try:
+
+    def write(tmp: Path) -> None:
         _written(save_model, model, str(tmp / "model.safetensors"))
         atomic_write_json(tmp / "meta.json", meta)
-        for file in tmp.iterdir():
-            _fsync(file)
-        fault_point("final-rename")
-        if final.exists():
-            _remove(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _fsync(out)
-    return final
+
+    return _publish(out, "final", write, "final-rename")
