@@ -24,6 +24,7 @@ import json
 import os
 import re
 import stat
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -116,19 +117,30 @@ class _Refused(ValueError):
     """Raised inside the parsers' hooks; becomes the MoelabError's reason."""
 
 
-def parse_json(text: str, source: str = "JSON") -> Any:
-    """Strict JSON: see the module docstring."""
+@contextmanager
+def _refusals(source: str, kind: str):
+    """The failures JSON and YAML parsing share, as one-line MoelabErrors (each parser maps its own syntax
+    errors inside this block)."""
     try:
-        value = json.loads(text, object_pairs_hook=_json_pairs, parse_int=_json_int, parse_float=_json_float,
-                           parse_constant=_json_constant)
+        yield
+    except MoelabError:  # already one line (a ValueError too, so it must pass the clause below)
+        raise
     except _Refused as e:
-        raise MoelabError(f"{source}: not accepted as JSON ({e})") from None
+        raise MoelabError(f"{source}: not accepted as {kind} ({e})") from None
     except RecursionError:
-        raise MoelabError(f"{source}: JSON nested too deeply (at most {MAX_DEPTH} levels)") from None
-    except json.JSONDecodeError as e:
-        raise MoelabError(f"{source}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+        raise MoelabError(f"{source}: {kind} nested too deeply (at most {MAX_DEPTH} levels)") from None
     except ValueError:  # Python's own limit on integer digits (4300)
         raise MoelabError(f"{source}: an integer of more than {MAX_INT_DIGITS} digits is not accepted") from None
+
+
+def parse_json(text: str, source: str = "JSON") -> Any:
+    """Strict JSON: see the module docstring."""
+    with _refusals(source, "JSON"):
+        try:
+            value = json.loads(text, object_pairs_hook=_json_pairs, parse_int=_json_int, parse_float=_json_float,
+                               parse_constant=_json_constant)
+        except json.JSONDecodeError as e:
+            raise MoelabError(f"{source}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     return _checked_tree(value, source)
 
 
@@ -258,14 +270,9 @@ def parse_yaml(text: str, source: str = "YAML") -> Any:
     """Safe YAML 1.2 scalars, no aliases, no duplicate keys: see the module docstring."""
     import yaml
 
-    try:
-        value = yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
-    except _Refused as e:
-        raise MoelabError(f"{source}: not accepted as YAML ({e})") from None
-    except RecursionError:
-        raise MoelabError(f"{source}: YAML nested too deeply (at most {MAX_DEPTH} levels)") from None
-    except yaml.YAMLError as e:
-        raise MoelabError(f"{source}: not valid YAML ({_yaml_problem(e)})") from None
-    except ValueError:  # Python's own limit on integer digits (4300)
-        raise MoelabError(f"{source}: an integer of more than {MAX_INT_DIGITS} digits is not accepted") from None
+    with _refusals(source, "YAML"):
+        try:
+            value = yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
+        except yaml.YAMLError as e:
+            raise MoelabError(f"{source}: not valid YAML ({_yaml_problem(e)})") from None
     return _checked_tree(value, source)

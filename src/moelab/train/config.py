@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 
 from moelab import limits
@@ -74,11 +73,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is None and name == "capacity_factor":
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise MoelabError(f"{_flag(name)} must be a finite number, got {value!r}")
-            if value < low or (value == low and not low_ok) or value > high:
-                bound = ">=" if low_ok else ">"
-                raise MoelabError(f"{_flag(name)} must be {bound} {low:g} and <= {high:g}, got {value:g}")
+            problem = limits.number_problem(value, low, high, low_open=not low_ok)
+            if problem:
+                raise MoelabError(f"{_flag(name)} {problem}")
         for name in ("bf16", "ds_moe"):
             if not isinstance(getattr(self, name), bool):
                 raise MoelabError(f"{_flag(name)} must be true or false, got {getattr(self, name)!r}")
