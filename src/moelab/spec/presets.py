@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from functools import cache
 from importlib import resources
 
 from moelab.errors import MoelabError
+from moelab.spec import hub
 from moelab.spec.hf import spec_from_config, spec_from_file
 from moelab.spec.model import ModelSpec
 from moelab.validation import show_value
@@ -44,12 +46,22 @@ def path_exists(name: str) -> bool:
 
 
 def load_model(name_or_path: str) -> ModelSpec:
-    """A preset name, a config.json path, or a folder holding one."""
+    """A preset name, a config.json path, a folder holding one, or a Hugging Face id (`owner/name`): its
+    config.json in the local Hugging Face cache (moelab.spec.hub), else the preset of that id."""
     presets = model_presets()
     if name_or_path.lower() in presets:
         return spec_from_config(presets[name_or_path.lower()], name=name_or_path.lower())
     if path_exists(name_or_path):
         return spec_from_file(name_or_path)
+    if hub.is_hub_id(name_or_path):
+        config = hub.cached_config(name_or_path)
+        if config is not None:  # named by its id, not by the snapshot's commit hash
+            return replace(spec_from_file(config), name=name_or_path)
+        by_id = {row["hf_id"].lower(): name for name, row in published_counts().items() if row.get("hf_id")}
+        if by_id.get(name_or_path.lower()) in presets:
+            name = by_id[name_or_path.lower()]
+            return spec_from_config(presets[name], name=name)
+        raise hub.not_cached(name_or_path)
     raise MoelabError(
         f"unknown model {show_value(name_or_path)} (presets: {', '.join(presets)}; or a config.json path or folder)"
     )
