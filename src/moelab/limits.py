@@ -33,6 +33,7 @@ MAX_ROPE_THETA = 1e12  # RoPE base (the largest are ~1e8)
 MAX_ROPE_FACTOR = 1e4  # RoPE scaling factor (YaRN uses up to ~40)
 MAX_NORM_EPS = 1.0  # RMSNorm epsilon, in (0, 1]
 MAX_ROUTER_SCALE = 1e3  # routed_scaling_factor (DeepSeek-V3 uses 2.5)
+MAX_SOFTCAP = 1e6  # soft caps, softmax scales, clips and multipliers (Gemma 2 caps logits at 30, Granite ~1/64..12)
 
 # --- measurement on this machine: `bench`, `calibrate` ---
 MAX_BENCH_BATCH = 65_536  # sequences per bench batch (the memory guard refuses most of these anyway)

@@ -9,7 +9,7 @@ from moelab.cost.equivalent import dense_twin, heuristic_dense_equivalent, workl
 from moelab.cost.params import count_params
 from moelab.cost.roofline import Phase, Workload, decode_step
 from moelab.errors import MoelabError
-from moelab.spec import AttentionSpec, HardwareSpec, ModelSpec, load_hardware, load_model
+from moelab.spec import AttentionSpec, HardwareSpec, build_spec, load_hardware, load_model
 
 
 def gpu(**overrides) -> HardwareSpec:
@@ -48,7 +48,7 @@ def test_serving_cost_per_token_falls_with_batch_at_fixed_step_time():
 
 # a small dense model counted by hand: V=1000, d=256, 2 layers, 4 heads of 64 (MHA), f=1024
 V, D, L, F = 1000, 256, 2, 1024
-SMALL = ModelSpec(name="small", family="llama", vocab_size=V, d_model=D, n_layers=L, ffn_dim=F,
+SMALL = build_spec(name="small", family="llama", vocab_size=V, d_model=D, n_layers=L, ffn_dim=F,
                   attention=AttentionSpec(n_heads=4, n_kv_heads=4, head_dim=64))
 SMALL_MATMUL = L * (4 * D * D + 3 * D * F)  # q, k, v, o and the SwiGLU FFN
 

@@ -14,7 +14,8 @@ import pytest
 from moelab.cost.flops import causal_attention_flops, token_flops, training_flops
 from moelab.cost.params import count_params
 from moelab.cost.roofline import Workload, crossover_batch, decode_step, prefill
-from moelab.spec import AttentionSpec, HardwareSpec, ModelSpec, MoESpec
+from moelab.spec import AttentionSpec, HardwareSpec, ModelSpec, MoESpec, build_spec
+from moelab.spec.model import map_attention
 
 # --- the synthetic model, counted by hand ----------------------------------------------------------------
 V, D, L = 1000, 512, 4
@@ -42,7 +43,7 @@ PEAK, BW = 100e12, 1e12
 def model(shared: int = 1, top_k: int = K) -> ModelSpec:
     moe = MoESpec(n_experts=E, top_k=top_k, expert_ffn=F_EXPERT, n_shared=shared, shared_ffn=F_EXPERT if shared
                   else 0)
-    return ModelSpec(name="synthetic", family="qwen2_moe", vocab_size=V, d_model=D, n_layers=L, ffn_dim=F_DENSE,
+    return build_spec(name="synthetic", family="qwen2_moe", vocab_size=V, d_model=D, n_layers=L, ffn_dim=F_DENSE,
                      attention=AttentionSpec(n_heads=HEADS, n_kv_heads=KV_HEADS, head_dim=HD), moe=moe,
                      moe_layers=MOE_LAYERS)
 
@@ -168,7 +169,7 @@ def test_causal_attention_flops_brute_force():
     spec = model()
     brute = sum(ATTN_FLOPS_PER_POSITION * t for t in range(1, 301))
     assert causal_attention_flops(spec, 300) == pytest.approx(brute, rel=1e-12)
-    windowed = replace(spec, attention=replace(spec.attention, sliding_window=64))
+    windowed = map_attention(spec, lambda a: replace(a, sliding_window=64))
     brute = sum(ATTN_FLOPS_PER_POSITION * min(t, 64) for t in range(1, 301))
     assert causal_attention_flops(windowed, 300) == pytest.approx(brute, rel=1e-12)
 

@@ -13,7 +13,7 @@ from moelab.cost.memory import (
 )
 from moelab.cost.params import count_params
 from moelab.errors import MoelabError
-from moelab.spec import AttentionSpec, HardwareSpec, ModelSpec, MoESpec, load_model
+from moelab.spec import AttentionSpec, HardwareSpec, ModelSpec, MoESpec, build_spec, load_model
 
 # Llama-3-8B by hand: V=128256, d=4096, 32 layers, 32 heads / 8 KV heads of 128, SwiGLU f=14336, untied.
 L3_EMB = 128256 * 4096  # embedding, and again lm_head
@@ -145,13 +145,13 @@ D, V, F, LAYERS = 64, 100, 128, 2
 
 
 def tiny_dense() -> ModelSpec:
-    return ModelSpec(name="tiny", family="llama", vocab_size=V, d_model=D, n_layers=LAYERS, ffn_dim=F,
+    return build_spec(name="tiny", family="llama", vocab_size=V, d_model=D, n_layers=LAYERS, ffn_dim=F,
                      attention=AttentionSpec(n_heads=4, n_kv_heads=4, head_dim=16))
 
 
 def tiny_moe() -> ModelSpec:
     """Layer 0 dense (f=128), layer 1 a MoE of 4 experts of f=32, top-2."""
-    return ModelSpec(name="tiny-moe", family="mixtral", vocab_size=V, d_model=D, n_layers=LAYERS, ffn_dim=F,
+    return build_spec(name="tiny-moe", family="mixtral", vocab_size=V, d_model=D, n_layers=LAYERS, ffn_dim=F,
                      attention=AttentionSpec(n_heads=4, n_kv_heads=4, head_dim=16),
                      moe=MoESpec(n_experts=4, top_k=2, expert_ffn=32), moe_layers=(1,))
 

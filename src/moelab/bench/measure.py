@@ -27,13 +27,7 @@ class Samples:
 def prefill_last(model: torch.nn.Module, ids: torch.Tensor, cache) -> torch.Tensor:
     """A serving prefill: TransformerLM.forward, but logits only for the last position (the first generated
     token's), as serving engines compute them and as the engine's prefill FLOPs count them."""
-    start = cache.length
-    x = model.embed_tokens(ids)
-    positions = torch.arange(start, start + ids.shape[1], device=ids.device)
-    cos, sin = model.rotary.tables(positions, x.dtype)
-    for layer in model.layers:
-        x = layer(x, model.rotary, cos, sin, cache)
-    return model.lm_head(model.norm(x[:, -1:]))
+    return model.head(model.hidden(ids, cache)[:, -1:])
 
 
 class Runner:

@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 
 from moelab.bench.shrink import parse_size, shrink
-from moelab.cost.memory import weight_bytes
-from moelab.cost.params import count_params
+from moelab.cost.memory import model_weight_bytes
 from moelab.errors import MoelabError
 from moelab.spec.model import ModelSpec, spec_from_dict
 
@@ -93,7 +92,7 @@ def resolve(ref: str, shrink_to: float | str | None = None) -> Resolved:
 
 
 def weights_bytes(r: Resolved, dtype: str) -> float:
-    return weight_bytes(count_params(r.spec), dtype).total
+    return model_weight_bytes(r.spec, dtype).total
 
 
 def run_bytes(spec: ModelSpec, dtype: str, batch: int, prompt: int, gen: int) -> float:

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from moelab.cost.params import count_params
 from moelab.errors import MoelabError
-from moelab.spec.model import ModelSpec
+from moelab.spec.model import AttentionSpec, FFNSpec, LayerSpec, ModelSpec, MoESpec
 
 VOCAB_CAP = 8192
 _SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMbBgGtT]?)\s*")
@@ -57,6 +57,15 @@ def layer_pattern(spec: ModelSpec) -> tuple[str, int]:
     return "other", 0
 
 
+def attention_period(spec: ModelSpec) -> int:
+    """The shortest p such that layer i's attention is layer (i mod p)'s for every layer (n_layers if none)."""
+    kinds = [layer.attention for layer in spec.layers]
+    for p in range(1, len(kinds) + 1):
+        if all(kinds[i] == kinds[i % p] for i in range(len(kinds))):
+            return p
+    return len(kinds)
+
+
 def _moe_layers(spec: ModelSpec, depth: int) -> tuple[int, ...]:
     kind, n = layer_pattern(spec)
     if kind == "dense":
@@ -76,30 +85,59 @@ def _depths(spec: ModelSpec) -> list[int]:
     kind, n = layer_pattern(spec)
     base = {"first_k_dense": n + 3, "every_n": 2 * n}.get(kind, 4)
     step = n if kind == "every_n" else 2
+    period = attention_period(spec)
+    if period > 1:  # at least one whole period of the attention pattern (Gemma 3: five local, one global)
+        base, step = max(base, period), max(step, period)
     return sorted({min(spec.n_layers, d) for d in range(base, max(base, spec.n_layers) + 1, step)})
 
 
-def _scaled(spec: ModelSpec, depth: int, s: float) -> ModelSpec:
-    a, d = spec.attention, _round(spec.d_model * s, 8, 16)
+def _scaled_attention(a: AttentionSpec, d: int, s: float) -> AttentionSpec:
+    """One layer's attention at width `d` (scale `s`): heads scaled, head sizes capped at 64, spans kept short."""
     if a.kind == "mla":
         heads = max(1, round(a.n_heads * s))
-        attention = replace(a, n_heads=heads, n_kv_heads=heads,
-                            q_lora_rank=None if a.q_lora_rank is None else _round(a.q_lora_rank * s, 8, 16),
-                            kv_lora_rank=_round(a.kv_lora_rank * s, 8, 16))
-    else:
-        ratio, head_dim = a.n_heads // a.n_kv_heads, min(a.head_dim, 64)
-        kv = max(1, round(d / (head_dim * ratio)))
-        window = a.sliding_window
-        attention = replace(a, n_heads=kv * ratio, n_kv_heads=kv, head_dim=head_dim,
-                            sliding_window=None if window is None else max(16, min(window, 4096)))
-    moe = spec.moe
-    if moe is not None:
-        moe = replace(moe, expert_ffn=_round(moe.expert_ffn * s),
-                      shared_ffn=_round(moe.shared_ffn * s) if moe.n_shared else 0)
-    layers = _moe_layers(spec, depth) if spec.is_moe else ()
-    return replace(spec, d_model=d, n_layers=depth, ffn_dim=_round(spec.ffn_dim * s) if spec.ffn_dim else 0,
-                   attention=attention, moe=moe if layers else (moe if spec.moe_layers else spec.moe),
-                   moe_layers=layers, vocab_size=min(spec.vocab_size, VOCAB_CAP))
+        return replace(a, n_heads=heads, n_kv_heads=heads,
+                       q_lora_rank=None if a.q_lora_rank is None else _round(a.q_lora_rank * s, 8, 16),
+                       kv_lora_rank=_round(a.kv_lora_rank * s, 8, 16))
+    if a.kind == "linear":
+        lin = a.linear
+        ratio = lin.n_v_heads // lin.n_k_heads
+        k_heads = max(1, round(lin.n_k_heads * s))
+        linear = replace(lin, n_k_heads=k_heads, n_v_heads=k_heads * ratio, k_head_dim=min(lin.k_head_dim, 64),
+                         v_head_dim=min(lin.v_head_dim, 64))
+        return replace(a, linear=linear)
+    ratio, head_dim = a.n_heads // a.n_kv_heads, min(a.head_dim, 64)
+    kv = max(1, round(d / (head_dim * ratio)))
+
+    def span(n: int | None) -> int | None:
+        return None if n is None else max(16, min(n, 4096))
+
+    return replace(a, n_heads=kv * ratio, n_kv_heads=kv, head_dim=head_dim, sliding_window=span(a.sliding_window),
+                   chunk_size=span(a.chunk_size))
+
+
+def _scaled_moe(moe: MoESpec, s: float) -> MoESpec:
+    return replace(moe, expert_ffn=_round(moe.expert_ffn * s),
+                   shared_ffn=_round(moe.shared_ffn * s) if moe.n_shared else 0)
+
+
+def _scaled(spec: ModelSpec, depth: int, s: float) -> ModelSpec:
+    """`depth` layers at scale `s`. New layer j keeps original layer j's attention (so alternating windows,
+    no-rope or linear-attention patterns that repeat from the first layer survive) and, when it is a MoE
+    layer of the kept pattern, layer j's experts (the first MoE layer's when layer j was dense)."""
+    d = _round(spec.d_model * s, 8, 16)
+    moe_layers = set(_moe_layers(spec, depth) if spec.is_moe else ())
+    attentions = {a: _scaled_attention(a, d, s) for a in {layer.attention for layer in spec.layers}}
+    dense_width = _round(spec.ffn_dim * s) if spec.ffn_dim else 0
+    layers = []
+    for j in range(depth):
+        orig = spec.layers[j]
+        if j in moe_layers:
+            ffn = _scaled_moe(orig.moe or spec.moe, s)
+        else:
+            ffn = FFNSpec(_round(orig.ffn.width * s) if orig.moe is None else dense_width or _round(
+                spec.moe.expert_ffn * s))
+        layers.append(LayerSpec(attentions[orig.attention], ffn))
+    return replace(spec, d_model=d, layers=tuple(layers), vocab_size=min(spec.vocab_size, VOCAB_CAP))
 
 
 def _fit(spec: ModelSpec, depth: int, target: float) -> ModelSpec:

@@ -7,6 +7,9 @@ from moelab.errors import MoelabError
 INT4_GROUP = 128  # int4 weights carry one fp16 scale per group of 128 (GPTQ/AWQ-style, symmetric)
 
 WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5 + 2.0 / INT4_GROUP}
+# Formats a checkpoint may store its routed experts in, whatever dtype the rest is served at: MXFP4 (OCP
+# Microscaling spec v1.0: FP4 E2M1 values, one E8M0 scale per block of 32 -> 4.25 bits; gpt-oss's experts).
+EXPERT_STORAGE_BYTES = {"mxfp4": (4 + 8 / 32) / 8}
 KV_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 # int4 is weight-only (W4A16): its matmuls run in bf16. fp8 and int8 are W8A8.
 COMPUTE_DTYPE = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "int8": "int8", "int4": "bf16"}

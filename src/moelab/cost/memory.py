@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from moelab.cost.dtypes import KV_BYTES, WEIGHT_BYTES, activation_bytes, high_precision_bytes
+from moelab.cost.dtypes import EXPERT_STORAGE_BYTES, KV_BYTES, WEIGHT_BYTES, activation_bytes, high_precision_bytes
 from moelab.cost.params import ParamBreakdown, count_params
 from moelab.errors import MoelabError
 from moelab.spec.hardware import HardwareSpec
-from moelab.spec.model import ModelSpec
+from moelab.spec.model import AttentionSpec, FFNSpec, LayerSpec, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -22,44 +22,85 @@ class WeightBytes:
     always_read: float  # what a decode step streams besides routed experts (no embedding table)
 
 
-def weight_bytes(p: ParamBreakdown, dtype: str) -> WeightBytes:
+def expert_param_bytes(dtype: str, expert_storage: str | None = None) -> float:
+    """Bytes per routed-expert parameter at `dtype`, or at the smaller size a checkpoint stores them in
+    (`expert_storage`, e.g. gpt-oss's MXFP4)."""
+    q = WEIGHT_BYTES[dtype]
+    return min(q, EXPERT_STORAGE_BYTES[expert_storage]) if expert_storage else q
+
+
+def weight_bytes(p: ParamBreakdown, dtype: str, expert_storage: str | None = None) -> WeightBytes:
+    """Bytes at `dtype`, routed experts at `expert_param_bytes`."""
     q, hp = WEIGHT_BYTES[dtype], high_precision_bytes(dtype)
-    quantized = p.attention + p.dense_ffn + p.routed_experts + p.shared_experts
+    e = expert_param_bytes(dtype, expert_storage)
+    quantized = p.attention + p.dense_ffn + p.shared_experts
     kept = p.embedding + p.lm_head + p.norms + p.routers
-    total = quantized * q + kept * hp
-    return WeightBytes(total=total, routed_experts=p.routed_experts * q, expert=p.expert_size * q,
-                       always_read=total - p.routed_experts * q - p.embedding * hp)
+    total = quantized * q + p.routed_experts * e + kept * hp
+    return WeightBytes(total=total, routed_experts=p.routed_experts * e, expert=p.expert_size * e,
+                       always_read=total - p.routed_experts * e - p.embedding * hp)
+
+
+def model_weight_bytes(spec: ModelSpec, dtype: str) -> WeightBytes:
+    """weight_bytes of the spec's parameters at `dtype`, its experts at their stored size."""
+    return weight_bytes(count_params(spec), dtype, spec.expert_storage)
+
+
+def _kv_width(a: AttentionSpec) -> int:
+    """Cached elements per token of one softmax-attention layer: K and V (GQA) or MLA's latent + rope key."""
+    if a.kind == "mla":
+        return a.kv_lora_rank + a.qk_rope_head_dim
+    return 2 * a.n_kv_heads * a.head_dim if a.softmax else 0
+
+
+def linear_state_elements(a: AttentionSpec) -> int:
+    """Per sequence, the fixed state of a linear-attention layer: the d_k x d_v matrix of every value head,
+    plus the causal conv's last kernel-1 inputs of q, k and v (transformers' Qwen3-Next cache)."""
+    lin = a.linear
+    if lin is None:
+        return 0
+    conv = (2 * lin.n_k_heads * lin.k_head_dim + lin.n_v_heads * lin.v_head_dim) * (lin.conv_kernel - 1)
+    return lin.n_v_heads * lin.k_head_dim * lin.v_head_dim + conv
 
 
 def kv_bytes_per_token(spec: ModelSpec, kv_dtype: str) -> float:
-    """KV cache per token over all layers: 2*n_kv*head_dim (GQA) or kv_lora_rank + rope dim (MLA, latent)."""
-    a = spec.attention
-    width = a.kv_lora_rank + a.qk_rope_head_dim if a.kind == "mla" else 2 * a.n_kv_heads * a.head_dim
-    return spec.n_layers * width * KV_BYTES[kv_dtype]
+    """KV cache per token over all softmax layers: 2*n_kv*head_dim (GQA) or kv_lora_rank + rope dim (MLA)."""
+    return sum(_kv_width(layer.attention) for layer in spec.layers) * KV_BYTES[kv_dtype]
 
 
 def kv_cache_bytes(spec: ModelSpec, kv_dtype: str, batch: int, context: int) -> float:
-    """KV cache of `batch` sequences of `context` tokens (a sliding window keeps only its last positions)."""
-    window = spec.attention.sliding_window
-    kept = min(context, window) if window else context
-    return batch * kept * kv_bytes_per_token(spec, kv_dtype)
+    """KV cache of `batch` sequences of `context` tokens, layer by layer: a sliding window or a chunk keeps
+    only its last positions; a linear-attention layer keeps its fixed state instead."""
+    per_sequence = sum(_kv_width(layer.attention) * layer.attention.cached(context)
+                       + linear_state_elements(layer.attention) for layer in spec.layers)
+    return batch * per_sequence * KV_BYTES[kv_dtype]
+
+
+def _ffn_width(layer: LayerSpec) -> int:
+    """The FFN intermediate a token produces in a layer: dense width, or its top-k experts plus shared ones."""
+    if isinstance(layer.ffn, FFNSpec):
+        return layer.ffn.width
+    m = layer.ffn
+    return m.top_k * m.expert_ffn + m.n_shared * m.shared_ffn
 
 
 def ffn_width_per_token(spec: ModelSpec) -> int:
-    """The widest FFN intermediate a token produces: a dense FFN, or its top-k experts plus shared experts."""
-    widths = [spec.ffn_dim] if spec.n_dense_layers else []
-    if spec.is_moe:
-        m = spec.moe
-        widths.append(m.top_k * m.expert_ffn + m.n_shared * m.shared_ffn)
-    return max(widths)
+    """The widest FFN intermediate a token produces in any layer."""
+    return max(_ffn_width(layer) for layer in spec.layers)
+
+
+def _qkv_width(a: AttentionSpec) -> int:
+    if a.kind == "mla":
+        return a.n_heads * a.qk_head_dim * 2 + a.n_heads * a.v_head_dim
+    if a.kind == "linear":
+        lin = a.linear
+        return 2 * (lin.n_k_heads * lin.k_head_dim + lin.n_v_heads * lin.v_head_dim)
+    return (a.n_heads * (2 if a.output_gate else 1) + 2 * a.n_kv_heads) * a.head_dim
 
 
 def prefill_activation_bytes(spec: ModelSpec, dtype: str, batch: int, prompt: int) -> float:
     """Peak live activations of an unchunked prefill: residual, normed input, the widest intermediate
     (q/k/v or gate/up), plus fp32 logits of the last positions."""
-    a = spec.attention
-    qkv = a.n_heads * a.qk_head_dim * 2 + a.n_heads * a.v_head_dim if a.kind == "mla" else (
-        (a.n_heads + 2 * a.n_kv_heads) * a.head_dim)
+    qkv = max(_qkv_width(layer.attention) for layer in spec.layers)
     width = 2 * spec.d_model + max(qkv, 2 * ffn_width_per_token(spec))
     return batch * prompt * width * activation_bytes(dtype) + batch * spec.vocab_size * 4.0
 
@@ -89,7 +130,7 @@ def min_gpus_for(sharded_bytes: float, hw: HardwareSpec) -> int:
 def inference_memory(spec: ModelSpec, hw: HardwareSpec, dtype: str, kv_dtype: str, batch: int,
                      prompt: int, gen: int) -> InferenceMemory:
     """Serving memory of `batch` sequences of prompt + gen tokens."""
-    weights = weight_bytes(count_params(spec), dtype).total
+    weights = model_weight_bytes(spec, dtype).total
     kv = kv_cache_bytes(spec, kv_dtype, batch, prompt + gen)
     act = prefill_activation_bytes(spec, dtype, batch, prompt)
     sharded = weights + kv + act
@@ -104,22 +145,26 @@ def inference_memory(spec: ModelSpec, hw: HardwareSpec, dtype: str, kv_dtype: st
 WEIGHT_16, GRAD_16, ADAM_32 = 2.0, 2.0, 12.0  # bf16 weights, bf16 grads, fp32 master + m + v
 
 
-def layer_activation_bytes_per_token(spec: ModelSpec, moe_layer: bool) -> float:
+def layer_activation_bytes_per_token(spec: ModelSpec, layer: LayerSpec) -> float:
     """Bytes a layer saves for backward per token in bf16 with flash attention and no dropout.
 
-    Attention: norm input and output, q, k, v, attention output (also o_proj's input), fp32 softmax stats.
+    Attention: norm input and output, q, k, v, attention output (also o_proj's input), fp32 softmax stats
+    (linear attention: its projections, conv outputs and gates instead).
     FFN: norm input and output, gate and up outputs, silu(gate) and the product (down's input): 8f bytes.
     MoE: fp32 router logits and probabilities, then per selected expert a dispatched copy of the input and
     8*f_e; shared experts as dense FFNs.
     """
-    d, a = spec.d_model, spec.attention
-    q = a.n_heads * a.qk_head_dim
-    kv = 2 * a.n_kv_heads * a.head_dim if a.kind == "gqa" else a.n_heads * (a.qk_head_dim + a.v_head_dim)
-    out = a.n_heads * a.v_head_dim
-    attention = 2 * (2 * d + q + kv + out) + 4 * a.n_heads
-    if not moe_layer:
-        return attention + 2 * 2 * d + 8 * spec.ffn_dim
-    m = spec.moe
+    d, a = spec.d_model, layer.attention
+    if a.kind == "linear":
+        attention = 2 * (2 * d + 2 * _qkv_width(a)) + 4 * 2 * a.linear.n_v_heads
+    else:
+        q = a.n_heads * a.qk_head_dim
+        kv = 2 * a.n_kv_heads * a.head_dim if a.kind == "gqa" else a.n_heads * (a.qk_head_dim + a.v_head_dim)
+        out = a.n_heads * a.v_head_dim
+        attention = 2 * (2 * d + q + kv + out) + 4 * a.n_heads
+    if isinstance(layer.ffn, FFNSpec):
+        return attention + 2 * 2 * d + 8 * layer.ffn.width
+    m = layer.ffn
     routed = m.top_k * (2 * d + 8 * m.expert_ffn) + 2 * 4 * m.n_experts
     return attention + 2 * 2 * d + routed + m.n_shared * 8 * m.shared_ffn
 
@@ -164,7 +209,7 @@ def training_memory(spec: ModelSpec, hw: HardwareSpec, micro_batch: int, seq: in
     grads = per_rank(GRAD_16, zero >= 2)
     optimizer = per_rank(ADAM_32, zero >= 1)
     tokens = micro_batch * seq
-    layers = [layer_activation_bytes_per_token(spec, i in spec.moe_layers) for i in range(spec.n_layers)]
+    layers = [layer_activation_bytes_per_token(spec, layer) for layer in spec.layers]
     logits = tokens * spec.vocab_size * (2 + 4)  # bf16 logits and fp32 copy for the loss
     if recompute:  # keep each layer's input; rebuild one layer at a time in backward
         act = tokens * (spec.n_layers * 2 * spec.d_model + max(layers)) + logits

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from moelab.cost.memory import kv_cache_bytes, prefill_activation_bytes, weight_bytes
-from moelab.cost.params import count_params
+from moelab.cost.memory import kv_cache_bytes, model_weight_bytes, prefill_activation_bytes
 from moelab.cost.roofline import Phase, Workload, decode_step, prefill
 from moelab.errors import MoelabError
 from moelab.spec.hardware import HardwareSpec
@@ -19,7 +18,7 @@ from moelab.spec.model import ModelSpec
 
 def memory_per_gpu(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> float:
     """Bytes one GPU holds under the workload's plan: "tp" shards everything, "ep" replicates non-experts."""
-    wb = weight_bytes(count_params(spec), wl.dtype)
+    wb = model_weight_bytes(spec, wl.dtype)
     state = kv_cache_bytes(spec, wl.kv_dtype, wl.batch, wl.prompt + wl.gen)
     state += prefill_activation_bytes(spec, wl.dtype, wl.batch, wl.prompt)
     if wl.plan == "ep" and spec.is_moe:

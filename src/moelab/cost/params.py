@@ -1,14 +1,25 @@
-"""Parameter counts, total and active, broken down by component."""
+"""Parameter counts, total and active, broken down by component, summed layer by layer."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from moelab.spec.model import AttentionSpec, ModelSpec
+from moelab.spec.model import AttentionSpec, FFNSpec, LinearAttentionSpec, ModelSpec, MoESpec
+
+
+def linear_attention_params(d: int, lin: LinearAttentionSpec) -> int:
+    """Gated DeltaNet (Qwen3-Next): in_proj_qkvz d -> 2K + 2V, in_proj_ba d -> 2 n_v, a depthwise conv over
+    q, k, v (2K + V channels, no bias), dt_bias and A_log per value head, a gated RMSNorm of v_head_dim and
+    out_proj V -> d (K = n_k * k_head_dim, V = n_v * v_head_dim). Source: transformers qwen3_next."""
+    k, v = lin.n_k_heads * lin.k_head_dim, lin.n_v_heads * lin.v_head_dim
+    return d * (2 * k + 2 * v) + d * 2 * lin.n_v_heads + (2 * k + v) * lin.conv_kernel + 2 * lin.n_v_heads \
+        + lin.v_head_dim + v * d
 
 
 def attention_params(d: int, a: AttentionSpec) -> int:
-    """Parameters of one attention block (projections, biases, q/k norms; MLA's low-rank path)."""
+    """Parameters of one attention block (projections, biases, q/k norms, sinks; MLA's low-rank path)."""
+    if a.kind == "linear":
+        return linear_attention_params(d, a.linear)
     if a.kind == "mla":
         qk = a.qk_head_dim
         if a.q_lora_rank is None:
@@ -21,14 +32,27 @@ def attention_params(d: int, a: AttentionSpec) -> int:
         o = a.n_heads * a.v_head_dim * d + d * a.o_bias
         return q + kv + o
     q_out, kv_out = a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim
-    proj = d * (q_out + 2 * kv_out) + (q_out + 2 * kv_out) * a.qkv_bias + q_out * d + d * a.o_bias
-    norms = {"none": 0, "head": 2 * a.head_dim, "full": q_out + kv_out}[a.qk_norm]
-    return proj + norms
+    q_proj = q_out * (2 if a.output_gate else 1)  # Qwen3-Next: q_proj also yields the output gate
+    proj = d * (q_proj + 2 * kv_out) + (q_proj + 2 * kv_out) * a.qkv_bias + q_out * d + d * a.o_bias
+    norms = {"none": 0, "l2": 0, "head": 2 * a.head_dim, "full": q_out + kv_out}[a.qk_norm]
+    return proj + norms + a.n_heads * a.sinks
 
 
 def swiglu_params(d: int, f: int, bias: bool = False) -> int:
     """gate, up (d -> f) and down (f -> d) projections."""
     return 3 * d * f + (2 * f + d) * bias
+
+
+def expert_params(d: int, m: MoESpec) -> int:
+    """One routed expert (with gpt-oss's projection biases)."""
+    return swiglu_params(d, m.expert_ffn, m.expert_bias)
+
+
+def norm_params(spec: ModelSpec) -> int:
+    """Every norm's weights (and biases, for LayerNorm): two per layer (four for Gemma's sandwich), the final."""
+    per_layer = 4 if spec.norm_placement == "sandwich" else 2
+    width = 2 if spec.norm == "layer" else 1
+    return (per_layer * spec.n_layers + 1) * spec.d_model * width
 
 
 @dataclass(frozen=True)
@@ -44,7 +68,7 @@ class ParamBreakdown:
     routers: int
     norms: int
     routed_active: int  # the routed experts a token actually uses (top-k of E, every MoE layer)
-    expert_size: int  # one routed expert
+    expert_size: int  # one routed expert (of the first MoE layer)
 
     @property
     def total(self) -> int:
@@ -74,27 +98,33 @@ class ParamBreakdown:
 
 def count_params(spec: ModelSpec) -> ParamBreakdown:
     """Exact parameter counts, as `sum(p.numel())` of the transformers model built from the same config."""
-    d, layers = spec.d_model, spec.n_layers
-    moe, n_moe = spec.moe, spec.n_moe_layers
-    expert = swiglu_params(d, moe.expert_ffn) if moe else 0
-    routed = shared = routers = 0
-    if moe and n_moe:
-        routed = n_moe * moe.n_experts * expert
+    d = spec.d_model
+    attention = dense = routed = shared = routers = active = 0
+    for layer in spec.layers:
+        attention += attention_params(d, layer.attention)
+        if isinstance(layer.ffn, FFNSpec):
+            dense += swiglu_params(d, layer.ffn.width, spec.mlp_bias)
+            continue
+        m = layer.ffn
+        expert = expert_params(d, m)
+        routed += m.n_experts * expert
+        active += m.top_k * expert
         # Shared experts run as one SwiGLU of width n_shared * shared_ffn; with biased MLPs (DeepSeek-V2's
         # mlp_bias) transformers builds it even at width 0, leaving the down-projection bias.
-        if moe.n_shared or spec.mlp_bias:
-            shared = n_moe * swiglu_params(d, moe.n_shared * moe.shared_ffn, spec.mlp_bias)
-        shared += n_moe * d * moe.shared_gate
-        routers = n_moe * moe.n_experts * d
+        if m.n_shared or spec.mlp_bias:
+            shared += swiglu_params(d, m.n_shared * m.shared_ffn, spec.mlp_bias)
+        shared += d * m.shared_gate
+        routers += m.n_experts * d + m.n_experts * m.router_bias
+    first = spec.moe
     return ParamBreakdown(
         embedding=spec.vocab_size * d,
-        lm_head=0 if spec.tie_embeddings else spec.vocab_size * d,
-        attention=layers * attention_params(d, spec.attention),
-        dense_ffn=spec.n_dense_layers * swiglu_params(d, spec.ffn_dim, spec.mlp_bias),
+        lm_head=0 if spec.tie_embeddings else spec.vocab_size * d + spec.vocab_size * spec.lm_head_bias,
+        attention=attention,
+        dense_ffn=dense,
         routed_experts=routed,
         shared_experts=shared,
         routers=routers,
-        norms=(2 * layers + 1) * d,
-        routed_active=n_moe * moe.top_k * expert if moe else 0,
-        expert_size=expert,
+        norms=norm_params(spec),
+        routed_active=active,
+        expert_size=expert_params(d, first) if first else 0,
     )

@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, replace
 
 from moelab.cost.dtypes import COMPUTE_DTYPE, activation_bytes
 from moelab.cost.flops import attention_flops, causal_attention_flops, decode_flops, prefill_flops
-from moelab.cost.memory import kv_bytes_per_token, kv_cache_bytes, weight_bytes
-from moelab.cost.params import count_params
+from moelab.cost.memory import expert_param_bytes, kv_bytes_per_token, kv_cache_bytes, model_weight_bytes
+from moelab.cost.params import count_params, expert_params
 from moelab.cost.routing import distinct_experts
 from moelab.errors import MoelabError
 from moelab.spec.hardware import HardwareSpec
-from moelab.spec.model import ModelSpec
+from moelab.spec.model import AttentionSpec, ModelSpec
 
 PLANS = ("tp", "ep")
 
@@ -93,27 +93,32 @@ def _kv_shards(spec: ModelSpec, gpus: int) -> int:
     return 1 if a.kind == "mla" else min(gpus, a.n_kv_heads)
 
 
-def _qkv_widths(spec: ModelSpec) -> tuple[int, int]:
-    """(query width, cached KV width per token) of one attention layer: MLA caches its latent and rope key."""
-    a = spec.attention
+def _qkv_widths(a: AttentionSpec) -> tuple[int, int]:
+    """(query width, cached KV width per token) of one attention layer: MLA caches its latent and rope key;
+    linear attention has no per-token cache (its q/k/v widths stand in for both)."""
+    if a.kind == "linear":
+        lin = a.linear
+        return lin.n_k_heads * lin.k_head_dim, lin.n_k_heads * lin.k_head_dim + lin.n_v_heads * lin.v_head_dim
     kv = a.kv_lora_rank + a.qk_rope_head_dim if a.kind == "mla" else a.n_kv_heads * a.head_dim
     return a.n_heads * a.qk_head_dim, kv
+
+
+def _moe_elements(d: int, m) -> float:
+    return m.top_k * (8 * d + 5 * m.expert_ffn) + 10 * m.n_experts + d + (
+        5 * m.n_shared * m.shared_ffn + 3 * d if m.n_shared else 0)
 
 
 def eager_elements_per_token(spec: ModelSpec) -> float:
     """Activation elements an eager (unfused) forward reads and writes per token outside matmuls and attention:
     RMSNorm ~7d each, residual adds 3d each, rotary ~10 per q/k element, KV cache copy, the attention output
     copy, SwiGLU's silu and product 5f; a MoE layer's gather, combine and scatter ~8d and 5f_e per routed slot,
-    softmax/top-k/statistics ~10E, shared experts 5 f_s."""
-    d, (q, kv) = spec.d_model, _qkv_widths(spec)
-    common = 20 * d + 12 * q + 14 * kv
-    dense = 5 * spec.ffn_dim
-    moe = 0.0
-    if spec.is_moe:
-        m = spec.moe
-        moe = m.top_k * (8 * d + 5 * m.expert_ffn) + 10 * m.n_experts + d + (
-            5 * m.n_shared * m.shared_ffn + 3 * d if m.n_shared else 0)
-    return spec.n_layers * common + spec.n_dense_layers * dense + spec.n_moe_layers * moe + 7 * d
+    softmax/top-k/statistics ~10E, shared experts 5 f_s. Summed layer by layer."""
+    d, total = spec.d_model, 7.0 * spec.d_model
+    for layer in spec.layers:
+        q, kv = _qkv_widths(layer.attention)
+        total += 20 * d + 12 * q + 14 * kv
+        total += 5 * layer.ffn.width if layer.moe is None else _moe_elements(d, layer.moe)
+    return total
 
 
 def activation_tensors_per_token(spec: ModelSpec) -> list[tuple[float, float]]:
@@ -123,15 +128,18 @@ def activation_tensors_per_token(spec: ModelSpec) -> list[tuple[float, float]]:
     ffn_dim); a MoE layer's router logits, scores and masks (3 of n_experts), gather, expert outputs and
     weighted outputs (3 of top_k*d), combine (2 of d), each expert's gate, up, silu and product (4 of its
     rows: top_k*f_e/E per token) and the shared experts' (4 of n_shared*f_s)."""
-    d, (q, kv) = spec.d_model, _qkv_widths(spec)
-    out = [(spec.n_layers * 10 + 1, d), (spec.n_layers * 6, q), (spec.n_layers * 6, kv)]
-    if spec.n_dense_layers:
-        out.append((spec.n_dense_layers * 4, spec.ffn_dim))
-    if spec.is_moe:
-        m, n = spec.moe, spec.n_moe_layers
-        out += [(n * 3, m.n_experts), (n * 3, m.top_k * d), (n * 2, d), (n * 4, m.top_k * m.expert_ffn / m.n_experts)]
+    d = spec.d_model
+    out: list[tuple[float, float]] = [(1, d)]
+    for layer in spec.layers:
+        q, kv = _qkv_widths(layer.attention)
+        out += [(10, d), (6, q), (6, kv)]
+        m = layer.moe
+        if m is None:
+            out.append((4, layer.ffn.width))
+            continue
+        out += [(3, m.n_experts), (3, m.top_k * d), (2, d), (4, m.top_k * m.expert_ffn / m.n_experts)]
         if m.n_shared:
-            out.append((n * 4, m.n_shared * m.shared_ffn))
+            out.append((4, m.n_shared * m.shared_ffn))
     return out
 
 
@@ -160,6 +168,26 @@ def _weight_seconds(nbytes: float, gemv_share: float, gemm_bandwidth: float, hw:
     return nbytes * (gemv_share / gemv + (1.0 - gemv_share) / gemm_bandwidth)
 
 
+def _touched_experts(spec: ModelSpec, wl: Workload, tokens: float) -> tuple[float, float]:
+    """(bytes, count) of the distinct routed experts `tokens` tokens touch, summed over the MoE layers (each
+    layer with its own expert count, top-k and expert size; uniform routing skewed by wl.skew)."""
+    per_param = expert_param_bytes(wl.dtype, spec.expert_storage)
+    nbytes = count = 0.0
+    for layer in spec.layers:
+        m = layer.moe
+        if m is None:
+            continue
+        touched = distinct_experts(m.n_experts, m.top_k, tokens, wl.skew)
+        nbytes += touched * expert_params(spec.d_model, m) * per_param
+        count += touched
+    return nbytes, count
+
+
+def _softmax_heads(spec: ModelSpec) -> int:
+    """Attention heads over all softmax layers (each a per-head kernel launch in an eager forward)."""
+    return sum(layer.attention.n_heads for layer in spec.layers if layer.attention.softmax)
+
+
 def _phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: float, kv_read: float,
            kv_write: float, attn_flops: float = 0.0) -> Phase:
     """Cost of processing `tokens` tokens (whole system) whose FLOPs are `flops`, split over the plan.
@@ -169,12 +197,11 @@ def _phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: 
     a GEMM; one-row products at the GEMV bandwidth), attention (its own measured FLOP/s and KV-read bandwidth)
     and unfused elementwise traffic (plus the page faults of activation tensors above the allocator's
     fresh-page threshold)."""
-    p = count_params(spec)
-    wb = weight_bytes(p, wl.dtype)
+    wb = model_weight_bytes(spec, wl.dtype)
     g, act = wl.gpus, activation_bytes(wl.dtype)
     moe = spec.moe if spec.is_moe else None
-    touched = distinct_experts(moe.n_experts, moe.top_k, tokens, wl.skew) if moe else 0.0
-    expert_bytes = spec.n_moe_layers * touched * wb.expert
+    expert_bytes, touched_all = _touched_experts(spec, wl, tokens)
+    touched = touched_all / spec.n_moe_layers if moe else 0.0  # the mean per MoE layer
     if wl.plan == "ep" and moe:  # each GPU: a replica of the non-expert weights, 1/g of sequences and experts
         weights = wb.always_read + expert_bytes / g
         kv = (kv_read + kv_write) / g
@@ -189,7 +216,7 @@ def _phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: 
     compute_s = per_gpu_flops / hw.flops(COMPUTE_DTYPE[wl.dtype])
     memory_s = nbytes / hw.bandwidth_for(nbytes)
     overhead = (hw.step_overhead_s + spec.n_layers * hw.layer_overhead_s
-                + spec.n_moe_layers * (hw.moe_layer_overhead_s + touched * hw.expert_overhead_s))
+                + spec.n_moe_layers * hw.moe_layer_overhead_s + touched_all * hw.expert_overhead_s)
     seconds = max(compute_s, memory_s) + comm + overhead
     if hw.elementwise_bandwidth:
         attn = attn_flops / g
@@ -201,7 +228,7 @@ def _phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: 
                      + _weight_seconds(local_experts, rows_one, gemm_bw, hw))
         at_compute = attn / (hw.attention_flops or hw.flops(COMPUTE_DTYPE[wl.dtype]))
         at_memory = kv_read / g / (hw.attention_bandwidth or hw.bandwidth)
-        heads = wl.batch / g * spec.attention.n_heads * spec.n_layers * hw.attention_head_overhead_s
+        heads = wl.batch / g * _softmax_heads(spec) * hw.attention_head_overhead_s
         elementwise = tokens / g * eager_elements_per_token(spec) * act / hw.elementwise_bandwidth
         if hw.fresh_page_bandwidth:  # page faults of tensors the allocator maps fresh from the OS
             elementwise += fresh_page_bytes(spec, hw, tokens / g, act) / hw.fresh_page_bandwidth

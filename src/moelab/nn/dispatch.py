@@ -14,21 +14,23 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from moelab.nn.layers import gated
+
 BACKENDS = ("loop", "sorted", "grouped_mm")
 
 
-def _swiglu(h: torch.Tensor) -> torch.Tensor:
+def _glu(h: torch.Tensor, activation: str) -> torch.Tensor:
     gate, up = h.chunk(2, dim=-1)
-    return F.silu(gate) * up
+    return gated(gate, up, activation)
 
 
-def loop(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF):
+def loop(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF, activation="silu"):
     out = torch.zeros_like(x_TD)
     for e in range(gate_up_EFD.shape[0]):
         tok, slot = torch.where(idx_TK == e)
         if tok.numel() == 0:
             continue
-        y = _swiglu(x_TD[tok] @ gate_up_EFD[e].T) @ down_EDF[e].T
+        y = _glu(x_TD[tok] @ gate_up_EFD[e].T, activation) @ down_EDF[e].T
         out.index_add_(0, tok, y * w_TK[tok, slot, None].to(y.dtype))
     return out
 
@@ -41,7 +43,7 @@ def _sort(idx_TK: torch.Tensor, n_experts: int):
     return order // idx_TK.shape[1], order, counts
 
 
-def sorted_gemm(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF):
+def sorted_gemm(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF, activation="silu"):
     tokens, order, counts = _sort(idx_TK, gate_up_EFD.shape[0])
     xs = x_TD[tokens]
     parts = []
@@ -49,7 +51,7 @@ def sorted_gemm(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF):
     for e, n in enumerate(counts.tolist()):
         if n:
             chunk = xs[start:start + n]
-            parts.append(_swiglu(chunk @ gate_up_EFD[e].T) @ down_EDF[e].T)
+            parts.append(_glu(chunk @ gate_up_EFD[e].T, activation) @ down_EDF[e].T)
             start += n
     ys = torch.cat(parts) if parts else xs.new_zeros(0, x_TD.shape[1])
     weights = w_TK.reshape(-1)[order].to(ys.dtype)
@@ -68,25 +70,25 @@ def grouped_mm_available(x_TD: torch.Tensor, gate_up_EFD: torch.Tensor, down_EDF
     return all((n * size) % 16 == 0 for n in (x_TD.shape[1], gate_up_EFD.shape[1], down_EDF.shape[2]))
 
 
-def grouped_mm(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF):
+def grouped_mm(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF, activation="silu"):
     if not grouped_mm_available(x_TD, gate_up_EFD, down_EDF):
-        return sorted_gemm(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF)
+        return sorted_gemm(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF, activation)
     mm = _grouped_mm_fn()
     tokens, order, counts = _sort(idx_TK, gate_up_EFD.shape[0])
     offsets = counts.cumsum(0).to(torch.int32)
     xs = x_TD[tokens]
-    h = _swiglu(mm(xs, gate_up_EFD.transpose(1, 2), offs=offsets))
+    h = _glu(mm(xs, gate_up_EFD.transpose(1, 2), offs=offsets), activation)
     ys = mm(h, down_EDF.transpose(1, 2), offs=offsets)
     weights = w_TK.reshape(-1)[order].to(ys.dtype)
     return torch.zeros_like(x_TD).index_add_(0, tokens, ys * weights[:, None])
 
 
-def dispatch(backend: str, *args):
-    """Run the named backend."""
+def dispatch(backend: str, *args, activation: str = "silu"):
+    """Run the named backend (`activation`: the experts' gate activation, moelab.nn.layers.gated)."""
     if backend == "loop":
-        return loop(*args)
+        return loop(*args, activation=activation)
     if backend == "sorted":
-        return sorted_gemm(*args)
+        return sorted_gemm(*args, activation=activation)
     if backend == "grouped_mm":
-        return grouped_mm(*args)
+        return grouped_mm(*args, activation=activation)
     raise ValueError(f"unknown dispatch backend {backend!r} (choose from {', '.join(BACKENDS)})")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -30,30 +31,27 @@ from safetensors.torch import save_file
 
 from moelab.data.cache import atomic_write
 from moelab.errors import MoelabError
-from moelab.nn.layers import check_rope_buildable
+from moelab.nn.layers import check_rope_buildable, rotary_dim_of
 from moelab.nn.model import TransformerLM, build_model
-from moelab.nn.moe import MoELayer, MoEOptions
-from moelab.spec.hf import read_config, spec_from_config
+from moelab.nn.moe import MoEOptions
+from moelab.spec.families import REGISTRY, families
+from moelab.spec.families.base import Family, Inexpressible
+from moelab.spec.hf import read_config, refused_switches, spec_from_config
 from moelab.spec.model import ModelSpec
 from moelab.userfile import parse_json, read_user_text
 from moelab.validation import show_value
 
-ARCHITECTURES = {
-    "llama": "LlamaForCausalLM",
-    "mistral": "MistralForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-    "qwen3": "Qwen3ForCausalLM",
-    "mixtral": "MixtralForCausalLM",
-    "qwen2_moe": "Qwen2MoeForCausalLM",
-    "qwen3_moe": "Qwen3MoeForCausalLM",
-    "olmoe": "OlmoeForCausalLM",
-    "deepseek_v3": "DeepseekV3ForCausalLM",
-}
-FAMILIES = tuple(ARCHITECTURES)
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 _WEIGHTS, _INDEX, _CONFIG = "model.safetensors", "model.safetensors.index.json", "config.json"
 # A shard index names every tensor once (~100 bytes each): DeepSeek-V3's 91k tensors take ~9 MB.
 MAX_INDEX_BYTES = 64 * 2**20
+# Tensor codecs a weight table may name: (file -> moelab, moelab -> file), for layouts beyond row slices.
+CODECS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {}
+
+
+def building_families() -> tuple[str, ...]:
+    """The model_types moelab.nn builds, loads and saves."""
+    return tuple(t for t, f in REGISTRY.items() if f.builds)
 
 
 # --------------------------------------------------------------------------------------------- name layout
@@ -61,71 +59,103 @@ MAX_INDEX_BYTES = 64 * 2**20
 
 @dataclass(frozen=True)
 class _Slot:
-    """One HF tensor and where it lives in the moelab state: `state[ours][index]`."""
+    """One HF tensor: the concatenation along rows of `parts`, each `state[ours][index]`, through `codec`."""
 
     hf: str
-    ours: str
-    index: tuple = ()
+    parts: tuple[tuple[str, tuple], ...]
+    codec: str | None = None
 
 
 @dataclass
 class _Layout:
-    slots: list[_Slot]  # the canonical (per-expert) HF names, in state_dict order
+    slots: list[_Slot]  # the canonical HF tensors, in state_dict order
     fused: dict[str, tuple[_Slot, list[str]]]  # fused HF name -> (its slot, the per-expert names it replaces)
     aliases: dict[str, str]  # other spellings of a canonical HF name
+    unstored: list[str]  # moelab tensors the family's checkpoints do not carry (must be zero to save)
 
 
-def _expert_names(family: str) -> tuple[str, str, str, str]:
-    """(block name, gate, up, down) of one HF expert."""
-    if family == "mixtral":
-        return "block_sparse_moe", "w1", "w3", "w2"
-    return "mlp", "gate_proj", "up_proj", "down_proj"
+_PLACEHOLDERS = {"{layer}": r"(?P<layer>\d+)", "{expert}": r"(?P<expert>\d+)", "{rest}": r"(?P<rest>.+)"}
 
 
-def _layout(model: TransformerLM, family: str) -> _Layout:
-    spec = model.spec
-    block, gate, up, down = _expert_names(family)
+def _regex(pattern: str) -> re.Pattern:
+    out = re.escape(pattern)
+    for key, group in _PLACEHOLDERS.items():
+        out = out.replace(re.escape(key), group)
+    return re.compile(out + "$")
+
+
+def _fill(pattern: str, **values: Any) -> str:
+    for key, value in values.items():
+        pattern = pattern.replace("{" + key + "}", str(value))
+    return pattern
+
+
+def _rule(table, ours: str):
+    """The first table rule whose moelab side names `ours`: (moelab pattern, HF pattern, codec, match, place)."""
+    for rule in table:
+        mine, theirs = rule[0], rule[1]
+        codec = rule[2] if len(rule) > 2 else None
+        for place, part in enumerate(mine.split("+")):
+            name, _, half = part.partition("[")
+            match = _regex(name).match(ours)
+            if match:
+                yield mine, theirs, codec, match, place, half.rstrip("]")
+
+
+def _layout(model: TransformerLM, family: Family) -> _Layout:
+    spec, table = model.spec, family.weight_table()
     slots: list[_Slot] = []
     fused: dict[str, tuple[_Slot, list[str]]] = {}
-    aliases: dict[str, str] = {}
-    moe_prefixes = {f"layers.{i}.mlp." for i in spec.moe_layers}
+    unstored: list[str] = []
     for ours in model.state_dict():
-        if ours == "lm_head.weight":
-            if not spec.tie_embeddings:
-                slots.append(_Slot(ours, ours))
+        if ours == "lm_head.weight" and spec.tie_embeddings:
             continue
-        prefix = ours[:ours.index(".mlp.") + 5] if ".mlp." in ours else ""
-        if prefix not in moe_prefixes:
-            slots.append(_Slot("model." + ours, ours))
-            continue
-        layer = "model." + prefix[:-len("mlp.")]  # "model.layers.N."
-        rest = ours[len(prefix):]
-        e, f = spec.moe.n_experts, spec.moe.expert_ffn
-        if rest == "gate_up_proj":
-            names = []
-            for i in range(e):
-                for name, rows in ((gate, slice(0, f)), (up, slice(f, 2 * f))):
-                    names.append(f"{layer}{block}.experts.{i}.{name}.weight")
-                    slots.append(_Slot(names[-1], ours, (i, rows)))
-            fused[f"{layer}mlp.experts.gate_up_proj"] = (_Slot(f"{layer}mlp.experts.gate_up_proj", ours), names)
-        elif rest == "down_proj":
-            names = []
-            for i in range(e):
-                names.append(f"{layer}{block}.experts.{i}.{down}.weight")
-                slots.append(_Slot(names[-1], ours, (i,)))
-            fused[f"{layer}mlp.experts.down_proj"] = (_Slot(f"{layer}mlp.experts.down_proj", ours), names)
-        elif rest == "gate.weight":
-            slots.append(_Slot(f"{layer}{block}.gate.weight", ours))
-            if block != "mlp":
-                aliases[f"{layer}mlp.gate.weight"] = slots[-1].hf
-        elif rest == "gate.bias":
-            if family == "deepseek_v3":  # the selection bias; other families have none (see _check_bias)
-                slots.append(_Slot(f"{layer}mlp.gate.e_score_correction_bias", ours))
-        elif rest.startswith("shared_experts.") and family == "qwen2_moe":
-            slots.append(_Slot(f"{layer}mlp.shared_expert.{rest[len('shared_experts.'):]}", ours))
-        else:  # shared experts (DeepSeek), shared_expert_gate (Qwen2-MoE)
-            slots.append(_Slot(f"{layer}mlp.{rest}", ours))
-    return _Layout(slots, fused, aliases)
+        halves: set[str] = set()  # gate_up_proj's halves already placed (each by its first rule)
+        for mine, theirs, codec, match, place, half in _rule(table, ours):
+            if half in halves:
+                continue
+            if theirs is None:
+                unstored.append(ours)
+                break
+            groups = match.groupdict()
+            if place > 0:  # a later part of a concatenation: placed with the first part
+                break
+            parts = []
+            for part in mine.split("+"):
+                name, _, h = part.partition("[")
+                parts.append((_fill(name, **{k: v for k, v in groups.items() if k != "expert"}), h.rstrip("]")))
+            layer = int(groups["layer"]) if groups.get("layer") else None
+            moe = spec.layers[layer].moe if layer is not None else None
+            if "{expert}" in theirs:
+                names = []
+                for i in range(moe.n_experts):
+                    f = moe.expert_ffn
+                    index = (i,) if not half else (i, slice(0, f) if half == "gate" else slice(f, 2 * f))
+                    names.append(_fill(theirs, expert=i, **{k: v for k, v in groups.items() if k != "expert"}))
+                    slots.append(_Slot(names[-1], ((parts[0][0], index),), codec))
+                # the fused layout transformers >= 5 keeps in memory, whatever the family's per-expert names
+                whole = f"model.layers.{layer}.mlp.experts.{ours.rsplit('.', 1)[-1]}"
+                previous = fused.get(whole)
+                fused[whole] = (_Slot(whole, ((ours, ()),)), (previous[1] if previous else []) + names)
+                if half:
+                    halves.add(half)
+                    if halves == {"gate", "up"}:
+                        break
+                    continue
+            else:
+                hf = _fill(theirs, **groups)
+                slots.append(_Slot(hf, tuple((name, ()) for name, _ in parts), codec))
+            break
+        else:
+            if not halves:
+                raise MoelabError(f"{family.name}: no Hugging Face name for moelab tensor {ours}")
+    aliases = {}
+    for other, canonical in family.aliases:
+        for slot in slots:
+            match = _regex(canonical).match(slot.hf)
+            if match:
+                aliases[_fill(other, **match.groupdict())] = slot.hf
+    return _Layout(slots, fused, aliases, unstored)
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -190,42 +220,23 @@ def _first_line(e: BaseException) -> str:
     return text[0][:160] if text else type(e).__name__
 
 
-def _layer_types_expected(raw: dict, family: str, n_layers: int) -> list[str] | None:
-    """The per-layer attention kinds transformers will use (None where the family has no such notion)."""
-    types = raw.get("layer_types")
-    if types is not None:
-        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
-            raise MoelabError(f"{_CONFIG} ({family}): field 'layer_types' must be a list of strings")
-        return types
-    sliding = bool(raw.get("use_sliding_window")) and bool(raw.get("sliding_window"))
-    max_window = raw.get("max_window_layers", 28)
-    if isinstance(max_window, bool) or not isinstance(max_window, int):
-        raise MoelabError(f"{_CONFIG} ({family}): field 'max_window_layers' must be an integer, "
-                          f"got {show_value(max_window)}")
-    if family in ("qwen2", "qwen3"):
-        return ["sliding_attention" if sliding and i >= max_window else "full_attention" for i in range(n_layers)]
-    if family == "qwen2_moe":
-        return ["sliding_attention" if sliding and (i + 1) % 2 and i < max_window else "full_attention"
-                for i in range(n_layers)]
-    return None
-
-
-def _check_supported(raw: dict, spec: ModelSpec, where: Path) -> None:
-    """Refuse config switches moelab.nn does not implement, rather than compute something else."""
-    family = spec.family
-    if family not in FAMILIES:
-        raise MoelabError(f"{where}: model_type {family!r} has no weight loader (supported: {', '.join(FAMILIES)})")
-    check_rope_buildable(spec.rope_scaling, spec.max_position, where=str(where))
-    if family == "olmoe" and raw.get("clip_qkv") is not None:
-        raise MoelabError(f"{where}: olmoe clip_qkv is not implemented by moelab.nn")
-    if family == "olmoe" and spec.attention.n_heads * spec.attention.head_dim != spec.d_model:
-        raise MoelabError(f"{where}: olmoe needs head_dim * num_attention_heads == hidden_size")
-    types = _layer_types_expected(raw, family, spec.n_layers)
-    if types is not None:
-        want = "sliding_attention" if spec.attention.sliding_window else "full_attention"
-        if len(types) != spec.n_layers or any(t != want for t in types):
-            raise MoelabError(f"{where}: per-layer attention kinds {sorted(set(map(str, types)))} are not "
-                              f"implemented by moelab.nn (every layer must be {want})")
+def _check_supported(raw: dict, spec: ModelSpec, where: Path) -> Family:
+    """The family of the config, when moelab.nn builds it as configured; else one line saying why not."""
+    family = REGISTRY.get(spec.family)
+    if family is None or not family.builds:
+        raise MoelabError(f"{where}: model_type {spec.family!r} has no weight loader; the engine estimates it "
+                          f"(moelab.nn builds: {', '.join(building_families())})")
+    for a in dict.fromkeys(layer.attention for layer in spec.layers):
+        if a.rope and a.kind != "linear":
+            dim = a.qk_rope_head_dim if a.kind == "mla" else a.head_dim
+            check_rope_buildable(spec.layer_rope(a)[1], spec.max_position, where=str(where),
+                                 rotary_dim=rotary_dim_of(dim, a.rotary_fraction))
+    problems = refused_switches(raw, family.nn_refused)
+    why = family.check_buildable(raw, spec)
+    if problems or why:
+        raise MoelabError(f"{where}: {'; '.join(problems + ([why] if why else []))} (moelab.nn does not build it; "
+                          "the engine still estimates it)")
+    return family
 
 
 def _resolve_dtype(dtype: Any, files: list[Path]) -> torch.dtype:
@@ -245,17 +256,13 @@ def _resolve_dtype(dtype: Any, files: list[Path]) -> torch.dtype:
     return value
 
 
-def _ignored(name: str, spec: ModelSpec, raw: dict) -> bool:
+def _ignored(name: str, spec: ModelSpec, raw: dict, family: Family) -> bool:
     """File tensors that carry nothing moelab uses."""
     if name.endswith("rotary_emb.inv_freq") or name.endswith(".rotary_emb.original_inv_freq"):
         return True
     if name == "lm_head.weight" and spec.tie_embeddings:  # transformers ties it to the embeddings too
         return True
-    if spec.family == "deepseek_v3" and name.startswith("model.layers."):  # multi-token-prediction layers
-        layer = int(name.split(".")[2]) if name.split(".")[2].isdigit() else -1
-        extra = raw.get("num_nextn_predict_layers") or 0
-        return spec.n_layers <= layer < spec.n_layers + extra
-    return False
+    return family.ignored(name, spec, raw)
 
 
 def _names(items: list[str], limit: int = 5) -> str:
@@ -276,7 +283,7 @@ def load_pretrained(path: str | Path, dtype: torch.dtype | str | None = None,
         raise MoelabError(f"{folder}: not a folder")
     raw = _read_config(folder)
     spec = spec_from_config(raw, name=folder.resolve().name)
-    _check_supported(raw, spec, folder / _CONFIG)
+    family = _check_supported(raw, spec, folder / _CONFIG)
     files = _weight_files(folder)
     model = build_model(spec, options)
     target_dtype = _resolve_dtype(dtype, files)
@@ -284,7 +291,7 @@ def load_pretrained(path: str | Path, dtype: torch.dtype | str | None = None,
         model.to(target_dtype)
         for layer in model.moe_layers():
             layer.gate.bias = layer.gate.bias.float()
-    layout = _layout(model, spec.family)
+    layout = _layout(model, family)
 
     with contextlib.ExitStack() as stack:
         handles = {}  # HF name -> the open file that holds it
@@ -295,7 +302,7 @@ def load_pretrained(path: str | Path, dtype: torch.dtype | str | None = None,
                 if canonical in handles:
                     raise MoelabError(f"{folder}: tensor {name} appears twice")
                 handles[canonical] = (f, name)
-        names = {n for n in handles if not _ignored(n, spec, raw)}
+        names = {n for n in handles if not _ignored(n, spec, raw, family)}
         expected_anywhere = {s.hf for s in layout.slots} | set(layout.fused)
         names -= {n for n in names - expected_anywhere if 0 in handles[n][0].get_slice(handles[n][1]).get_shape()}
 
@@ -325,11 +332,16 @@ def load_pretrained(path: str | Path, dtype: torch.dtype | str | None = None,
                     tensor = f.get_tensor(name)
                 except (SafetensorError, OSError, RuntimeError) as e:
                     raise MoelabError(f"{folder}: tensor {name} cannot be read ({_first_line(e)})") from None
-                target = state[slot.ours][slot.index]
-                if tuple(tensor.shape) != tuple(target.shape):
+                if slot.codec:
+                    tensor = CODECS[slot.codec][0](tensor)
+                targets = [state[ours][index] for ours, index in slot.parts]
+                want = (sum(t.shape[0] for t in targets), *targets[0].shape[1:]) if len(targets) > 1 else \
+                    tuple(targets[0].shape)
+                if tuple(tensor.shape) != tuple(want):
                     raise MoelabError(f"{folder}: tensor {name} has shape {tuple(tensor.shape)}, "
-                                      f"{_CONFIG} implies {tuple(target.shape)}")
-                target.copy_(tensor)
+                                      f"{_CONFIG} implies {tuple(want)}")
+                for target, piece in zip(targets, tensor.split([t.shape[0] for t in targets]), strict=True):
+                    target.copy_(piece)
     model.hf_config = raw
     return model.eval()
 
@@ -337,188 +349,9 @@ def load_pretrained(path: str | Path, dtype: torch.dtype | str | None = None,
 # --------------------------------------------------------------------------------------------- configs
 
 
-class _Inexpressible(Exception):
-    """The spec has a feature this family's config cannot state."""
-
-
-def _need(condition: bool, why: str) -> None:
-    if not condition:
-        raise _Inexpressible(why)
-
-
-def _common(spec: ModelSpec, family: str, dtype: torch.dtype) -> dict[str, Any]:
-    a = spec.attention
-    rope = {"rope_type": "default", "rope_theta": spec.rope_theta, **dict(spec.rope_scaling)}
-    return {
-        "architectures": [ARCHITECTURES[family]],
-        "model_type": family,
-        "vocab_size": spec.vocab_size,
-        "hidden_size": spec.d_model,
-        "num_hidden_layers": spec.n_layers,
-        "num_attention_heads": a.n_heads,
-        "num_key_value_heads": a.n_kv_heads,
-        "head_dim": a.head_dim,
-        "intermediate_size": spec.ffn_dim,
-        "hidden_act": "silu",
-        "rms_norm_eps": spec.norm_eps,
-        "max_position_embeddings": spec.max_position or 4096,
-        "rope_parameters": rope,
-        "tie_word_embeddings": spec.tie_embeddings,
-        "attention_dropout": 0.0,
-        "initializer_range": 0.02,
-        "use_cache": True,
-        "bos_token_id": None,
-        "eos_token_id": None,
-        "pad_token_id": None,
-        "dtype": str(dtype).removeprefix("torch."),
-    }
-
-
-def _gqa_checks(spec: ModelSpec, qkv_bias: bool | None, o_bias: bool | None, qk_norm: str) -> None:
-    a = spec.attention
-    _need(a.kind == "gqa", "multi-head latent attention")
-    _need(a.qk_norm == qk_norm, f"qk_norm {a.qk_norm!r}")
-    _need(qkv_bias is None or a.qkv_bias == qkv_bias, f"qkv_bias={a.qkv_bias}")
-    _need(o_bias is None or a.o_bias == o_bias, f"o_bias={a.o_bias}")
-    _need(not spec.rope_interleave, "interleaved rotary pairs")
-
-
-def _window(cfg: dict, spec: ModelSpec, qwen: bool, explicit_types: bool = False) -> None:
-    window = spec.attention.sliding_window
-    if qwen:
-        cfg.update(use_sliding_window=window is not None, sliding_window=window, max_window_layers=0)
-        if explicit_types:
-            kind = "sliding_attention" if window else "full_attention"
-            cfg["layer_types"] = [kind] * spec.n_layers
-    else:
-        cfg["sliding_window"] = window
-
-
-def _moe_checks(spec: ModelSpec, router: str, all_layers: bool, shared: bool = False) -> None:
-    m = spec.moe
-    _need(spec.is_moe, "no MoE layers")
-    _need(m.router == router, f"router {m.router!r}")
-    _need(not all_layers or spec.moe_layers == tuple(range(spec.n_layers)), "dense layers between MoE layers")
-    _need(shared or m.n_shared == 0, "shared experts")
-    _need(m.n_group == 1 and m.routed_scaling_factor == 1.0 and not m.selection_bias, "DeepSeek-style routing")
-    _need(not spec.mlp_bias, "FFN biases")
-
-
-def _dense_config(spec: ModelSpec, family: str, dtype: torch.dtype) -> dict[str, Any]:
-    _need(not spec.is_moe, "MoE layers")
-    a, cfg = spec.attention, _common(spec, family, dtype)
-    if family == "llama":
-        _gqa_checks(spec, None, None, "none")
-        _need(a.qkv_bias == a.o_bias, "different q/k/v and output biases")
-        _need(a.sliding_window is None, "a sliding window")
-        cfg.update(attention_bias=a.qkv_bias, mlp_bias=spec.mlp_bias)
-        return cfg
-    _need(not spec.mlp_bias, "FFN biases")
-    if family == "mistral":
-        _gqa_checks(spec, False, False, "none")
-        _window(cfg, spec, qwen=False)
-    elif family == "qwen2":
-        _gqa_checks(spec, True, False, "none")
-        _window(cfg, spec, qwen=True)
-    else:  # qwen3
-        _gqa_checks(spec, None, None, "head")
-        _need(a.qkv_bias == a.o_bias, "different q/k/v and output biases")
-        cfg["attention_bias"] = a.qkv_bias
-        _window(cfg, spec, qwen=True)
-    return cfg
-
-
-def _mixtral_config(spec: ModelSpec, dtype: torch.dtype) -> dict[str, Any]:
-    _gqa_checks(spec, False, False, "none")
-    _moe_checks(spec, "topk_softmax", all_layers=True)
-    cfg = _common(spec, "mixtral", dtype)
-    m = spec.moe
-    cfg.update(num_local_experts=m.n_experts, num_experts_per_tok=m.top_k, intermediate_size=m.expert_ffn,
-               router_jitter_noise=0.0, router_aux_loss_coef=0.001, output_router_logits=False)
-    _window(cfg, spec, qwen=False)
-    return cfg
-
-
-def _qwen_moe_config(spec: ModelSpec, family: str, dtype: torch.dtype) -> dict[str, Any]:
-    a, m = spec.attention, spec.moe
-    cfg = _common(spec, family, dtype)
-    if family == "qwen2_moe":
-        _gqa_checks(spec, None, False, "none")
-        _moe_checks(spec, "softmax_topk", all_layers=False, shared=True)
-        _need(m.n_shared <= 1 and m.shared_gate, "anything but one sigmoid-gated shared expert (or none)")
-        cfg.update(qkv_bias=a.qkv_bias, shared_expert_intermediate_size=m.n_shared * m.shared_ffn)
-        _window(cfg, spec, qwen=True, explicit_types=True)
-    else:
-        _gqa_checks(spec, None, None, "head")
-        _need(a.qkv_bias == a.o_bias, "different q/k/v and output biases")
-        _moe_checks(spec, "softmax_topk", all_layers=False)
-        cfg["attention_bias"] = a.qkv_bias
-        _window(cfg, spec, qwen=True)
-    cfg.update(num_experts=m.n_experts, num_experts_per_tok=m.top_k, moe_intermediate_size=m.expert_ffn,
-               norm_topk_prob=m.norm_topk_prob, decoder_sparse_step=1,
-               mlp_only_layers=[i for i in range(spec.n_layers) if i not in spec.moe_layers],
-               router_aux_loss_coef=0.001, output_router_logits=False)
-    return cfg
-
-
-def _olmoe_config(spec: ModelSpec, dtype: torch.dtype) -> dict[str, Any]:
-    a, m = spec.attention, spec.moe
-    _gqa_checks(spec, None, None, "full")
-    _need(a.qkv_bias == a.o_bias, "different q/k/v and output biases")
-    _need(a.n_heads * a.head_dim == spec.d_model, "head_dim * heads != hidden_size")
-    _need(a.sliding_window is None, "a sliding window")
-    _moe_checks(spec, "softmax_topk", all_layers=True)
-    cfg = _common(spec, "olmoe", dtype)
-    cfg.update(attention_bias=a.qkv_bias, clip_qkv=None, num_experts=m.n_experts, num_experts_per_tok=m.top_k,
-               intermediate_size=m.expert_ffn, norm_topk_prob=m.norm_topk_prob, router_aux_loss_coef=0.01,
-               output_router_logits=False)
-    return cfg
-
-
-def _deepseek_config(spec: ModelSpec, dtype: torch.dtype) -> dict[str, Any]:
-    a, m = spec.attention, spec.moe
-    _need(a.kind == "mla", "grouped-query attention")
-    _need(a.qkv_bias == a.o_bias, "different q/k/v and output biases")
-    _need(a.sliding_window is None and a.qk_norm == "none", "a sliding window or q/k norms")
-    _need(spec.is_moe and m.router == "sigmoid", "no sigmoid-routed MoE layers")
-    first = spec.moe_layers[0]
-    _need(spec.moe_layers == tuple(range(first, spec.n_layers)), "MoE layers other than the last n")
-    _need(m.n_shared >= 1 and m.shared_ffn == m.expert_ffn and not m.shared_gate, "this shared-expert shape")
-    _need(not spec.mlp_bias, "FFN biases")
-    cfg = _common(spec, "deepseek_v3", dtype)
-    method = "noaux_tc" if m.selection_bias else "group_limited_greedy" if m.n_group > 1 else "greedy"
-    cfg.update(
-        head_dim=a.qk_rope_head_dim, attention_bias=a.qkv_bias, q_lora_rank=a.q_lora_rank,
-        kv_lora_rank=a.kv_lora_rank, qk_nope_head_dim=a.qk_nope_head_dim, qk_rope_head_dim=a.qk_rope_head_dim,
-        v_head_dim=a.head_dim, rope_interleave=spec.rope_interleave,
-        n_routed_experts=m.n_experts, num_experts_per_tok=m.top_k, moe_intermediate_size=m.expert_ffn,
-        n_shared_experts=m.n_shared, first_k_dense_replace=first, moe_layer_freq=1, n_group=m.n_group,
-        topk_group=m.topk_group, routed_scaling_factor=m.routed_scaling_factor, norm_topk_prob=m.norm_topk_prob,
-        scoring_func="sigmoid", topk_method=method, num_nextn_predict_layers=0, mlp_bias=False,
-    )
-    if spec.ffn_dim == 0:
-        cfg["intermediate_size"] = m.expert_ffn
-    return cfg
-
-
-_BUILDERS: dict[str, Callable[[ModelSpec, torch.dtype], dict[str, Any]]] = {
-    "llama": lambda s, d: _dense_config(s, "llama", d),
-    "mistral": lambda s, d: _dense_config(s, "mistral", d),
-    "qwen2": lambda s, d: _dense_config(s, "qwen2", d),
-    "qwen3": lambda s, d: _dense_config(s, "qwen3", d),
-    "mixtral": _mixtral_config,
-    "qwen2_moe": lambda s, d: _qwen_moe_config(s, "qwen2_moe", d),
-    "qwen3_moe": lambda s, d: _qwen_moe_config(s, "qwen3_moe", d),
-    "olmoe": _olmoe_config,
-    "deepseek_v3": _deepseek_config,
-}
-
-
 def _architecture(spec: ModelSpec) -> ModelSpec:
     """The spec with what does not change the computation blanked out, for comparison."""
     spec = replace(spec, name="", family="", notes=())
-    if spec.n_dense_layers == 0:
-        spec = replace(spec, ffn_dim=0)
     if not spec.rope_scaling:
         spec = replace(spec, max_position=None)
     return spec
@@ -538,25 +371,26 @@ def hf_config(model: TransformerLM) -> dict[str, Any]:
     the first family that can (a Mixtral-style MoE made from a Llama spec is saved as Mixtral).
     """
     spec = model.spec
-    dtype = model.embed_tokens.weight.dtype
+    dtype = str(model.embed_tokens.weight.dtype).removeprefix("torch.")
     raw = getattr(model, "hf_config", None)
     if isinstance(raw, dict) and _describes(raw, spec):
         raw = dict(raw)
-        raw["dtype"] = str(dtype).removeprefix("torch.")
+        raw["dtype"] = dtype
         raw.pop("torch_dtype", None)
         return raw
     reasons = []
-    for family in [spec.family] + [f for f in FAMILIES if f != spec.family]:
-        if family not in _BUILDERS:
+    own = REGISTRY.get(spec.family)
+    for family in [own] + [f for f in families() if f is not own]:
+        if family is None or not family.builds:
             continue
         try:
-            cfg = _BUILDERS[family](spec, dtype)
-        except _Inexpressible as e:
-            reasons.append(f"{family}: {e}")
+            cfg = family.write(spec, dtype)
+        except Inexpressible as e:
+            reasons.append(f"{family.name}: {e}")
             continue
         if _describes(cfg, spec):
             return cfg
-        reasons.append(f"{family}: the config does not read back as the same model")
+        reasons.append(f"{family.name}: the config does not read back as the same model")
     raise MoelabError(f"{spec.name}: no Hugging Face family can state this architecture "
                       f"({'; '.join(reasons[:3])})")
 
@@ -564,26 +398,13 @@ def hf_config(model: TransformerLM) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- saving
 
 
-def _check_bias(model: TransformerLM, family: str) -> None:
-    if family == "deepseek_v3":
-        return
-    for i, layer in enumerate(model.layers):
-        if isinstance(layer.mlp, MoELayer) and layer.mlp.gate.bias.any():
-            raise MoelabError(f"layer {i}: a nonzero router selection bias cannot be saved as {family} "
+def _check_unstored(model: TransformerLM, layout: _Layout, family: str) -> None:
+    """A tensor the family's checkpoints do not carry (a router selection bias outside DeepSeek) must be zero."""
+    state = model.state_dict()
+    for name in layout.unstored:
+        if state[name].any():
+            raise MoelabError(f"{name}: a nonzero router selection bias cannot be saved as {family} "
                               "(only deepseek_v3 checkpoints carry one)")
-
-
-def _empty_tensors(model: TransformerLM, family: str) -> dict[str, torch.Tensor]:
-    """Width-0 tensors transformers expects: a Qwen2-MoE without a shared expert still has one, of width 0."""
-    if family != "qwen2_moe":
-        return {}
-    out, d = {}, model.spec.d_model
-    for i, layer in enumerate(model.layers):
-        if isinstance(layer.mlp, MoELayer) and layer.mlp.shared_experts is None:
-            dtype, prefix = layer.mlp.gate_up_proj.dtype, f"model.layers.{i}.mlp.shared_expert."
-            for name, shape in (("gate_proj", (0, d)), ("up_proj", (0, d)), ("down_proj", (d, 0))):
-                out[f"{prefix}{name}.weight"] = torch.zeros(shape, dtype=dtype)
-    return out
 
 
 def save_pretrained(model: TransformerLM, path: str | Path) -> None:
@@ -591,12 +412,20 @@ def save_pretrained(model: TransformerLM, path: str | Path) -> None:
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     config = hf_config(model)
-    family = config["model_type"]
-    _check_bias(model, family)
+    family = REGISTRY[config["model_type"]]
+    layout = _layout(model, family)
+    _check_unstored(model, layout, family.name)
     state = model.state_dict()
-    tensors = {slot.hf: state[slot.ours][slot.index].detach().to("cpu").contiguous().clone()
-               for slot in _layout(model, family).slots}
-    tensors.update(_empty_tensors(model, family))
+    tensors = {}
+    for slot in layout.slots:
+        tensor = torch.cat([state[ours][index] for ours, index in slot.parts]) if len(slot.parts) > 1 else \
+            state[slot.parts[0][0]][slot.parts[0][1]]
+        if slot.codec:
+            tensor = CODECS[slot.codec][1](tensor)
+        tensors[slot.hf] = tensor.detach().to("cpu").contiguous().clone()
+    dtype = model.embed_tokens.weight.dtype
+    for name, shape in family.empty_tensors(model.spec).items():
+        tensors[name] = torch.zeros(shape, dtype=dtype)
     atomic_write(folder / _WEIGHTS, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
     atomic_write(folder / _CONFIG, lambda tmp: tmp.write_text(text))

@@ -117,17 +117,66 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
-class SwiGLU(nn.Module):
-    """down(silu(gate(x)) * up(x)): d -> f -> d."""
+class OffsetRMSNorm(nn.Module):
+    """Gemma's and Qwen3-Next's RMSNorm: x / rms(x) * (1 + weight), all in float32, weight starting at 0."""
 
-    def __init__(self, d: int, f: int, bias: bool = False) -> None:
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.float()
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * (1.0 + self.weight.float())).to(x.dtype)
+
+
+def build_norm(kind: str, dim: int, eps: float) -> nn.Module:
+    """A norm of the spec's kind (moelab.spec.model.NORMS) over `dim` features."""
+    if kind == "rms":
+        return RMSNorm(dim, eps)
+    if kind == "rms_offset":
+        return OffsetRMSNorm(dim, eps)
+    return nn.LayerNorm(dim, eps=eps, bias=kind == "layer")
+
+
+def l2_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Llama 4's weightless q/k norm: x / rms(x) over the head dimension, in float32."""
+    y = x.float()
+    return (y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+# gpt-oss's gated unit: gate clamped above at 7, up clamped to [-7, 7], glu = gate * sigmoid(1.702 * gate),
+# out = (up + 1) * glu. Source: transformers models/gpt_oss/modeling_gpt_oss.py (GptOssExperts).
+CLAMP_LIMIT, CLAMP_ALPHA = 7.0, 1.702
+
+
+def gated(gate: torch.Tensor, up: torch.Tensor, activation: str) -> torch.Tensor:
+    """The gated FFN's elementwise part act(gate) * up, for each of moelab.spec.model.ACTIVATIONS."""
+    if activation == "silu":
+        return F.silu(gate) * up
+    if activation == "gelu_tanh":
+        return F.gelu(gate, approximate="tanh") * up
+    if activation == "gelu":
+        return F.gelu(gate) * up
+    if activation == "clamped_swiglu":
+        gate, up = gate.clamp(max=CLAMP_LIMIT), up.clamp(-CLAMP_LIMIT, CLAMP_LIMIT)
+        return (up + 1) * (gate * torch.sigmoid(gate * CLAMP_ALPHA))
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+class SwiGLU(nn.Module):
+    """down(act(gate(x)) * up(x)): d -> f -> d (SwiGLU under silu, GeGLU under gelu)."""
+
+    def __init__(self, d: int, f: int, bias: bool = False, activation: str = "silu") -> None:
         super().__init__()
         self.gate_proj = nn.Linear(d, f, bias=bias)
         self.up_proj = nn.Linear(d, f, bias=bias)
         self.down_proj = nn.Linear(f, d, bias=bias)
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(gated(self.gate_proj(x), self.up_proj(x), self.activation))
 
 
 def _default_inv_freq(dim: int, base: float) -> torch.Tensor:

@@ -6,28 +6,57 @@ import torch
 from torch import nn
 
 from moelab.nn.attention import KVCache, build_attention
-from moelab.nn.layers import RMSNorm, Rotary, SwiGLU
+from moelab.nn.layers import Rotary, SwiGLU, build_norm, rotary_dim_of
 from moelab.nn.moe import MoELayer, MoEOptions
 from moelab.spec.model import ModelSpec
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm block: x + attn(norm(x)), then + ffn(norm(.)), where ffn is dense or MoE."""
+    """One block, its norms placed as the spec says: "pre" x + attn(norm(x)), then + ffn(norm(.)); "post"
+    (OLMo 2) x + norm(attn(x)), then + norm(ffn(.)); "sandwich" (Gemma 2/3) x + norm(attn(norm(x))), then
+    + norm(ffn(norm(.))). Sublayer outputs are scaled by residual_scale (Granite). The FFN is dense or MoE."""
 
     def __init__(self, spec: ModelSpec, index: int, options: MoEOptions) -> None:
         super().__init__()
-        d = spec.d_model
-        self.input_layernorm = RMSNorm(d, spec.norm_eps)
+        d, layer = spec.d_model, spec.layers[index]
+        norm = lambda: build_norm(spec.norm, d, spec.norm_eps)  # noqa: E731
+        self.placement, self.residual_scale = spec.norm_placement, spec.residual_scale
+        if spec.norm_placement != "post":
+            self.input_layernorm = norm()
         self.self_attn = build_attention(spec, index)
-        self.post_attention_layernorm = RMSNorm(d, spec.norm_eps)
-        if index in spec.moe_layers:
-            self.mlp = MoELayer(d, spec.moe, options, spec.mlp_bias)
+        self.post_attention_layernorm = norm()
+        if spec.norm_placement == "sandwich":
+            self.pre_feedforward_layernorm = norm()
+        if spec.norm_placement != "pre":
+            self.post_feedforward_layernorm = norm()
+        if layer.moe is not None:
+            self.mlp = MoELayer(d, layer.moe, options, spec.mlp_bias, spec.activation)
         else:
-            self.mlp = SwiGLU(d, spec.ffn_dim, spec.mlp_bias)
+            self.mlp = SwiGLU(d, layer.ffn.width, spec.mlp_bias, spec.activation)
+
+    def _scaled(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.residual_scale if self.residual_scale != 1.0 else y
 
     def forward(self, x_BTD, rotary, cos, sin, cache):
-        h = x_BTD + self.self_attn(self.input_layernorm(x_BTD), rotary, cos, sin, cache)
-        return h + self.mlp(self.post_attention_layernorm(h))
+        if self.placement == "pre":
+            h = x_BTD + self._scaled(self.self_attn(self.input_layernorm(x_BTD), rotary, cos, sin, cache))
+            return h + self._scaled(self.mlp(self.post_attention_layernorm(h)))
+        if self.placement == "post":
+            h = x_BTD + self._scaled(self.post_attention_layernorm(self.self_attn(x_BTD, rotary, cos, sin, cache)))
+            return h + self._scaled(self.post_feedforward_layernorm(self.mlp(h)))
+        attn = self.self_attn(self.input_layernorm(x_BTD), rotary, cos, sin, cache)
+        h = x_BTD + self._scaled(self.post_attention_layernorm(attn))
+        return h + self._scaled(self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h))))
+
+
+def _rotary_key(spec: ModelSpec, index: int) -> tuple | None:
+    """What decides a layer's rotary tables (rotated dims, base, scaling), or None for a layer without RoPE."""
+    a = spec.layers[index].attention
+    if not a.rope or a.kind == "linear":
+        return None
+    dim = a.qk_rope_head_dim if a.kind == "mla" else a.head_dim
+    theta, scaling = spec.layer_rope(a)
+    return dim, rotary_dim_of(dim, a.rotary_fraction), theta, scaling
 
 
 class TransformerLM(nn.Module):
@@ -36,14 +65,17 @@ class TransformerLM(nn.Module):
     def __init__(self, spec: ModelSpec, options: MoEOptions = MoEOptions()) -> None:
         super().__init__()
         self.spec, self.options = spec, options
-        a = spec.attention
         self.embed_tokens = nn.Embedding(spec.vocab_size, spec.d_model)
         self.layers = nn.ModuleList(DecoderLayer(spec, i, options) for i in range(spec.n_layers))
-        self.norm = RMSNorm(spec.d_model, spec.norm_eps)
-        self.lm_head = nn.Linear(spec.d_model, spec.vocab_size, bias=False)
-        rope_dim = a.qk_rope_head_dim if a.kind == "mla" else a.head_dim
-        self.rotary = Rotary(rope_dim, spec.rope_theta, dict(spec.rope_scaling) or None, spec.max_position,
-                             spec.rope_interleave)
+        self.norm = build_norm(spec.norm, spec.d_model, spec.norm_eps)
+        self.lm_head = nn.Linear(spec.d_model, spec.vocab_size, bias=spec.lm_head_bias)
+        # One rotary table per distinct (dims, base, scaling); each layer names its own (None: no RoPE).
+        keys = [_rotary_key(spec, i) for i in range(spec.n_layers)]
+        distinct = list(dict.fromkeys(k for k in keys if k is not None))
+        self.rotaries = nn.ModuleList(
+            Rotary(dim, theta, dict(scaling) or None, spec.max_position, spec.rope_interleave, rotary_dim=rot)
+            for dim, rot, theta, scaling in distinct)
+        self.layer_rotary = [None if k is None else distinct.index(k) for k in keys]
         self.apply(self._init)
         if spec.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
@@ -58,13 +90,31 @@ class TransformerLM(nn.Module):
             nn.init.normal_(module.weight, std=0.02)
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        return self.head(self.hidden(input_ids, cache))
+
+    def hidden(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The last layer's output (B, T, d), before the final norm."""
+        spec = self.spec
         start = cache.length if cache is not None else 0
         x = self.embed_tokens(input_ids)
+        if spec.embedding_scale != 1.0:  # Gemma: sqrt(d) in the activations' dtype, as transformers rounds it
+            x = x * torch.tensor(spec.embedding_scale, dtype=x.dtype)
         positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
-        cos, sin = self.rotary.tables(positions, x.dtype)
-        for layer in self.layers:
-            x = layer(x, self.rotary, cos, sin, cache)
-        return self.lm_head(self.norm(x))
+        tables = [rotary.tables(positions, x.dtype) for rotary in self.rotaries]
+        for layer, which in zip(self.layers, self.layer_rotary, strict=True):
+            rotary, (cos, sin) = (None, (None, None)) if which is None else (self.rotaries[which], tables[which])
+            x = layer(x, rotary, cos, sin, cache)
+        return x
+
+    def head(self, x_BTD: torch.Tensor) -> torch.Tensor:
+        """Logits of hidden states: final norm, lm_head, Granite's scaling and Gemma 2's soft cap."""
+        spec = self.spec
+        logits = self.lm_head(self.norm(x_BTD))
+        if spec.logits_scale != 1.0:
+            logits = logits / spec.logits_scale
+        if spec.logits_softcap:
+            logits = torch.tanh(logits / spec.logits_softcap) * spec.logits_softcap
+        return logits
 
     def new_cache(self, capacity: int = 0) -> KVCache:
         return KVCache(self.spec.n_layers, capacity)

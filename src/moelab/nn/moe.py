@@ -61,9 +61,10 @@ def default_backend(device: torch.device | str, dtype: torch.dtype, backward: bo
 class MoELayer(nn.Module):
     """Routed experts (stacked weights) plus optional shared experts, on (batch, seq, d) inputs."""
 
-    def __init__(self, d: int, moe: MoESpec, options: MoEOptions = MoEOptions(), mlp_bias: bool = False) -> None:
+    def __init__(self, d: int, moe: MoESpec, options: MoEOptions = MoEOptions(), mlp_bias: bool = False,
+                 activation: str = "silu") -> None:
         super().__init__()
-        self.spec, self.options = moe, options
+        self.spec, self.options, self.activation = moe, options, activation
         self.gate = Router(d, moe, options.jitter)
         e, f = moe.n_experts, moe.expert_ffn
         self.gate_up_proj = nn.Parameter(torch.empty(e, 2 * f, d))  # (E, 2f, d): gate rows, then up rows
@@ -71,7 +72,7 @@ class MoELayer(nn.Module):
         nn.init.normal_(self.gate_up_proj, std=d ** -0.5)
         nn.init.normal_(self.down_proj, std=f ** -0.5)
         has_shared = moe.n_shared or mlp_bias  # mirrors transformers: a biased shared MLP exists even at width 0
-        self.shared_experts = SwiGLU(d, moe.n_shared * moe.shared_ffn, mlp_bias) if has_shared else None
+        self.shared_experts = SwiGLU(d, moe.n_shared * moe.shared_ffn, mlp_bias, activation) if has_shared else None
         self.shared_expert_gate = nn.Linear(d, 1, bias=False) if moe.shared_gate else None
         self.register_buffer("load", torch.zeros(e), persistent=False)
         self.aux_loss = self.z_loss = torch.zeros(())
@@ -93,7 +94,13 @@ class MoELayer(nn.Module):
         if backend == "auto":
             backend = default_backend(x_TD.device, x_TD.dtype, torch.is_grad_enabled() and self.training)
         with record_function("moe.dispatch"):
-            out = dispatch(backend, x_TD, indices, weights, self.gate_up_proj, self.down_proj)
+            if self.spec.weighted_input:  # Llama 4 (top-1): expert(w * x), combined with weight 1
+                out = sum(dispatch(backend, x_TD * weights[:, k, None].to(x_TD.dtype), indices[:, k:k + 1],
+                                   torch.ones_like(weights[:, k:k + 1]), self.gate_up_proj, self.down_proj,
+                                   activation=self.activation) for k in range(indices.shape[1]))
+            else:
+                out = dispatch(backend, x_TD, indices, weights, self.gate_up_proj, self.down_proj,
+                               activation=self.activation)
         if self.shared_experts is not None:
             shared = self.shared_experts(x_TD)
             if self.shared_expert_gate is not None:

@@ -2,6 +2,7 @@
 
 - "topk_softmax" (Mixtral): softmax over all experts, keep top-k, renormalise (= softmax over the kept logits).
 - "softmax_topk" (Qwen2/3-MoE, OLMoE): softmax, top-k, renormalise only if `norm_topk_prob`.
+- "topk_sigmoid" (Llama 4): top-k on the logits, weights sigmoid(kept logits), never renormalised.
 - "sigmoid" (DeepSeek-V3): sigmoid scores; a per-expert bias is added for *selection only*; group-limited
   routing keeps the `topk_group` groups with the best sum of their top-2 biased scores and masks the other
   experts with -inf; weights are the unbiased scores of the chosen experts, renormalised if `norm_topk_prob`,
@@ -36,14 +37,20 @@ class Router(nn.Module):
         self.moe, self.jitter = moe, jitter
         self.weight = nn.Parameter(torch.empty(moe.n_experts, d))
         nn.init.normal_(self.weight, std=0.02)
+        self.linear_bias = nn.Parameter(torch.zeros(moe.n_experts)) if moe.router_bias else None  # gpt-oss
         # Selection-only bias (DeepSeek-V3 e_score_correction_bias; auxiliary-loss-free balancing moves it).
         self.register_buffer("bias", torch.zeros(moe.n_experts, dtype=torch.float32))
 
     def forward(self, x_TD: torch.Tensor) -> Routing:
         if self.training and self.jitter > 0:
             x_TD = x_TD * torch.empty_like(x_TD).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
-        logits = nn.functional.linear(x_TD, self.weight).float()
+        logits = nn.functional.linear(x_TD, self.weight, self.linear_bias).float()
         m = self.moe
+        if m.router == "topk_sigmoid":
+            top = logits.topk(m.top_k, dim=-1)
+            probs = logits.sigmoid()
+            return Routing(top.indices, top.values.sigmoid() * m.routed_scaling_factor, logits,
+                           probs / probs.sum(-1, keepdim=True))
         if m.router == "sigmoid":
             scores = logits.sigmoid()
             choice = self._group_limit(scores + self.bias)

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from moelab import limits
 from moelab.errors import MoelabError
-from moelab.spec.model import ModelSpec, MoESpec
+from moelab.spec.model import ModelSpec, MoESpec, map_moe, with_ffns
 from moelab.validation import show_value
 
 
@@ -28,9 +28,11 @@ def as_moe(spec: ModelSpec, n_experts: int, top_k: int) -> ModelSpec:
     """Every FFN becomes a MoE of `n_experts` copies of the dense FFN, top-k routed (Mixtral-style)."""
     if spec.is_moe:
         raise MoelabError(f"--as-moe needs a dense model; {spec.name} is already MoE")
+    widths = {layer.ffn.width for layer in spec.layers}
+    if len(widths) > 1:
+        raise MoelabError(f"--as-moe: {spec.name} has dense FFNs of several widths ({sorted(widths)})")
     moe = MoESpec(n_experts=n_experts, top_k=top_k, expert_ffn=spec.ffn_dim, router="topk_softmax")
-    return replace(spec, name=f"{spec.name}-as-{n_experts}x{top_k}", moe=moe,
-                   moe_layers=tuple(range(spec.n_layers)))
+    return with_ffns(replace(spec, name=f"{spec.name}-as-{n_experts}x{top_k}"), moe, range(spec.n_layers))
 
 
 def fine_grained(spec: ModelSpec, m: int, shared: int = 0) -> ModelSpec:
@@ -42,6 +44,8 @@ def fine_grained(spec: ModelSpec, m: int, shared: int = 0) -> ModelSpec:
     """
     if not spec.is_moe:
         raise MoelabError("--fine-grained needs a MoE model (use --as-moe first for a dense one)")
+    if len({layer.moe for layer in spec.layers if layer.moe}) > 1:
+        raise MoelabError(f"--fine-grained: {spec.name}'s MoE layers differ; it splits one expert shape")
     if m <= 0 or shared < 0:
         raise MoelabError("--fine-grained needs M >= 1 and --shared S >= 0")
     old = spec.moe
@@ -58,7 +62,7 @@ def fine_grained(spec: ModelSpec, m: int, shared: int = 0) -> ModelSpec:
         raise MoelabError("--shared: the model already has shared experts of another width")
     moe = replace(old, n_experts=old.n_experts * m - shared, top_k=top_k, expert_ffn=width,
                   n_shared=n_shared, shared_ffn=shared_ffn, n_group=1, topk_group=1)
-    return replace(spec, name=f"{spec.name}-fg{m}s{shared}", moe=moe)
+    return map_moe(replace(spec, name=f"{spec.name}-fg{m}s{shared}"), lambda _: moe)
 
 
 LAYOUTS = ("dense", "moe", "first_k_dense", "every_n", "moe_head")
@@ -82,4 +86,4 @@ def with_layout(spec: ModelSpec, layout: str, n: int = 1) -> ModelSpec:
         "every_n": [i for i in layers if (i + 1) % n == 0],
         "moe_head": [i for i in layers if i >= spec.n_layers - n],
     }[layout]
-    return replace(spec, moe=spec.moe if chosen else None, moe_layers=tuple(chosen))
+    return with_ffns(spec, spec.moe if chosen else None, chosen)

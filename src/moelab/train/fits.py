@@ -13,12 +13,10 @@ It is compared with bench's share of this machine's available memory (moelab.ben
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from moelab.cost.memory import layer_activation_bytes_per_token
 from moelab.cost.params import count_params
 from moelab.errors import MoelabError
-from moelab.spec.model import ModelSpec
+from moelab.spec.model import ModelSpec, every_expert
 from moelab.train.config import TrainConfig
 
 STATE_BYTES_PER_PARAM = 16.0  # fp32 weights, gradients, Adam m and v
@@ -31,10 +29,10 @@ BATCH_BYTES_PER_TOKEN = 16.0  # int64 inputs and targets
 def training_bytes(spec: ModelSpec, cfg: TrainConfig) -> float:
     """The estimate above, in bytes, of training `spec` under `cfg` in one CPU process."""
     if cfg.ds_moe and spec.is_moe:  # DS-MoE runs every expert on every token
-        spec = replace(spec, moe=replace(spec.moe, top_k=spec.moe.n_experts, n_group=1, topk_group=1))
+        spec = every_expert(spec)
     micro_tokens = cfg.batch_size * cfg.seq_len
-    per_token = FP32_OVER_BF16 * sum(layer_activation_bytes_per_token(spec, i in spec.moe_layers)
-                                     for i in range(spec.n_layers)) + LOGIT_BYTES * spec.vocab_size
+    per_token = FP32_OVER_BF16 * sum(layer_activation_bytes_per_token(spec, layer)
+                                     for layer in spec.layers) + LOGIT_BYTES * spec.vocab_size
     scores = SCORE_BYTES * cfg.batch_size * spec.attention.n_heads * cfg.seq_len * cfg.seq_len * spec.n_layers
     return (STATE_BYTES_PER_PARAM * count_params(spec).total + micro_tokens * per_token + scores
             + BATCH_BYTES_PER_TOKEN * cfg.tokens_per_step)

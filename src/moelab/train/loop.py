@@ -13,7 +13,6 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,7 +26,7 @@ from moelab.data.cache import PROBE_PREFIX, atomic_write, atomic_write_json, che
 from moelab.errors import MoelabError
 from moelab.nn import MoEOptions, build_model
 from moelab.nn.model import TransformerLM
-from moelab.spec.model import ModelSpec, spec_to_dict
+from moelab.spec.model import ModelSpec, every_expert, spec_from_dict, spec_to_dict
 from moelab.train import store
 from moelab.train.checkpoint import NotIntact, checkpoints, load_checkpoint, read_state, save_checkpoint, save_final
 from moelab.train.config import TrainConfig
@@ -40,6 +39,14 @@ from moelab.train.metrics import CollapseDetector, router_stats
 
 class TrainingDiverged(MoelabError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def _same_spec(stored, spec: ModelSpec) -> bool:
+    """Whether a checkpoint's stored spec (of this format or the one before it) is `spec`."""
+    try:
+        return isinstance(stored, dict) and spec_from_dict(stored) == spec
+    except MoelabError:
+        return False
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -65,7 +72,7 @@ def build(spec: ModelSpec, cfg: TrainConfig) -> tuple[TransformerLM, torch.optim
 def step_flops(spec: ModelSpec, cfg: TrainConfig) -> float:
     """Training FLOPs of one step from the engine (DS-MoE trains every expert, so count them all)."""
     if cfg.ds_moe and spec.is_moe:
-        spec = replace(spec, moe=replace(spec.moe, top_k=spec.moe.n_experts, n_group=1, topk_group=1))
+        spec = every_expert(spec)
     return training_flops(spec, count_params(spec), cfg.tokens_per_step, cfg.seq_len)
 
 
@@ -134,7 +141,7 @@ def _resume(out: Path, existing: list[Path], model, optimizer, spec: ModelSpec, 
     for path in reversed(existing):
         try:
             state = read_state(path)
-            if state.get("config") != cfg.to_dict() or state.get("spec") != spec_to_dict(spec):
+            if state.get("config") != cfg.to_dict() or not _same_spec(state.get("spec"), spec):
                 raise MoelabError(f"{path}: saved with another model or configuration; resume needs the same")
             return load_checkpoint(path, model, optimizer)
         except NotIntact as e:

@@ -13,8 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from moelab.errors import MoelabError
+from moelab.spec import hub
 from moelab.spec.hf import spec_from_config
-from moelab.spec.model import ModelSpec, spec_from_dict
+from moelab.spec.model import ModelSpec, map_moe, spec_from_dict
 from moelab.spec.presets import load_model, model_presets, path_exists
 from moelab.spec.transform import as_moe, fine_grained
 from moelab.userfile import parse_json, read_user_text
@@ -40,7 +41,7 @@ def tiny_moe() -> ModelSpec:
 def tiny_moe_fine() -> ModelSpec:
     spec = fine_grained(tiny_moe(), 4, 2)
     moe = replace(spec.moe, router="sigmoid", norm_topk_prob=True, selection_bias=True)
-    return replace(spec, name="tiny-moe-fine", moe=moe)
+    return map_moe(replace(spec, name="tiny-moe-fine"), lambda _: moe)
 
 
 def tiny_dense_wide() -> ModelSpec:
@@ -64,13 +65,13 @@ def load_train_spec(name_or_path: str) -> ModelSpec:
         return TRAIN_PRESETS[name_or_path]()
     path = Path(name_or_path)
     if not path_exists(name_or_path):
-        if name_or_path.lower() in model_presets():
+        if name_or_path.lower() in model_presets() or hub.is_hub_id(name_or_path):
             return _buildable(load_model(name_or_path), name_or_path)
         raise MoelabError(f"unknown model {show_value(name_or_path)} (training presets: "
                           f"{', '.join(TRAIN_PRESETS)}; or a config.json / moelab spec JSON)")
     if path.suffix == ".json" and not path.is_dir():
         raw = parse_json(read_user_text(path, "model file"), str(path))
-        if isinstance(raw, dict) and "attention" in raw and "d_model" in raw:
+        if isinstance(raw, dict) and "d_model" in raw and ("attention" in raw or "attentions" in raw):
             try:
                 return _buildable(spec_from_dict(raw), name_or_path)
             except MoelabError as e:

@@ -1,0 +1,16 @@
+"""Model families, one module each, registered in `base.REGISTRY` by model_type (see base.py: adding a family)."""
+
+from moelab.spec.families import (  # noqa: F401  (each module registers its family on import)
+    deepseek,
+    llama,
+    mistral,
+    mixtral,
+    olmoe,
+    qwen2,
+    qwen2_moe,
+    qwen3,
+    qwen3_moe,
+)
+from moelab.spec.families.base import REGISTRY, Family, families, family_of, register
+
+__all__ = ["REGISTRY", "Family", "families", "family_of", "register"]
