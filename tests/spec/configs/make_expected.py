@@ -10,6 +10,8 @@ Which class is built (see `built_class` / `note` in the output):
 - multimodal configs with a text_config (llama4, gemma3): the text-only causal LM built from
   text_config (Llama4ForCausalLM / Gemma3ForCausalLM); the vision tower and projector are not counted;
 - kimi_k2 is not a transformers model_type: built as DeepseekV3ForCausalLM from the same fields.
+- dbrx (DbrxForCausalLM) keeps its nested attn_config / ffn_config dicts; DbrxConfig reads them;
+  its decoder stack is model.transformer.blocks, not model.model.layers (see _layers).
   transformers does not build the MTP layers (num_nextn_predict_layers); the total is what it builds.
 """
 
@@ -27,7 +29,8 @@ HERE = Path(__file__).resolve().parent
 
 # Keys that only steer loading/quantisation; dropped before building so that
 # from_config does not try to set up a quantiser on the meta device.
-_DROP = ("quantization_config", "auto_map")
+# "quantization" is the block mlx-lm writes into re-serialised configs (dbrx_instruct).
+_DROP = ("quantization_config", "quantization", "auto_map")
 
 
 def _clean(cfg: dict) -> dict:
@@ -52,6 +55,17 @@ def build(name: str, raw: dict):
         fields.pop("model_type")
         cfg = AutoConfig.for_model("deepseek_v3", **fields)
         note = "kimi_k2 not registered in transformers: built as DeepseekV3ForCausalLM from the same fields"
+    elif model_type == "dbrx":
+        fields = _clean(raw)
+        fields.pop("model_type")
+        # transformers 5.24's strict DbrxFFNConfig types moe_normalize_expert_weights as float|None
+        # and rejects the JSON integer 1 that transformers 4.39 wrote; same value as a float.
+        ffn = dict(fields.get("ffn_config") or {})
+        if isinstance(ffn.get("moe_normalize_expert_weights"), int):
+            ffn["moe_normalize_expert_weights"] = float(ffn["moe_normalize_expert_weights"])
+            note = "ffn_config.moe_normalize_expert_weights 1 -> 1.0 (5.24's strict float typing)"
+        fields["ffn_config"] = ffn
+        cfg = AutoConfig.for_model(model_type, **fields)
     else:
         fields = _clean(raw)
         fields.pop("model_type")
@@ -63,13 +77,19 @@ def build(name: str, raw: dict):
     return model, type(model).__name__, note
 
 
+def _layers(model):
+    """The decoder-layer ModuleList: model.model.layers, or model.transformer.blocks (dbrx)."""
+    inner = getattr(model, "model", None) or model.transformer
+    return getattr(inner, "layers", None) or inner.blocks
+
+
 def counts(model) -> dict:
     total = sum(p.numel() for p in model.parameters())
     emb = model.get_input_embeddings().weight
     out = model.get_output_embeddings()
     tied = out is not None and out.weight is emb
     lm_head = 0 if (out is None or tied) else sum(p.numel() for p in out.parameters())
-    layers = model.model.layers
+    layers = _layers(model)
     per_layer = sum(p.numel() for p in layers.parameters())
     return {
         "total": total,
