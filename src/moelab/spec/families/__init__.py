@@ -2,6 +2,7 @@
 
 from moelab.spec.families import (  # noqa: F401  (each module registers its family on import)
     deepseek,
+    gpt_oss,
     llama,
     mistral,
     mixtral,
