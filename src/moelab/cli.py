@@ -343,17 +343,22 @@ def train(
     eval_every: EvalOpt = 50,
     ckpt_every: CkptOpt = 50,
     keep_last: Annotated[int, typer.Option("--keep-last", min=1, help="Checkpoints kept.")] = 2,
+    shrink_to: Annotated[str | None, typer.Option("--shrink-to", help="Train a smaller model of the same layer "
+                                                  "pattern with about N parameters (e.g. 2M), as bench does.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a dense or MoE model on the default (or your) corpus; resumable bit for bit."""
+    from moelab.bench.shrink import parse_size, shrink
     from moelab.train.loop import train as run
     from moelab.train.presets import load_train_spec
 
     cfg = _train_config(steps, batch_size, seq_len, lr, grad_accum, balancing, eval_every, ckpt_every, seed, data,
                         ds_moe=ds_moe, capacity_factor=capacity_factor, bf16=bf16, keep_last=keep_last)
-    summary = run(load_train_spec(model), cfg, out, resume=resume, progress=progress and not as_json,
-                  log=lambda msg: sys.stderr.write(msg + "\n"))
+    size = parse_size(shrink_to) if shrink_to is not None else None
+    spec = load_train_spec(model)
+    summary = run(shrink(spec, size) if size is not None else spec, cfg, out, resume=resume,
+                  progress=progress and not as_json, log=lambda msg: sys.stderr.write(msg + "\n"))
     if as_json:
         return _emit_json(summary)
     val = summary["val"] or {}

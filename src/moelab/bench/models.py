@@ -16,7 +16,9 @@ import torch
 from moelab.bench.shrink import parse_size, shrink
 from moelab.cost.memory import model_weight_bytes
 from moelab.errors import MoelabError
+from moelab.spec import hub
 from moelab.spec.model import ModelSpec, spec_from_dict
+from moelab.spec.presets import path_exists
 
 MAX_BYTES_SHARE = 0.5  # refuse to build models whose weights exceed this share of the available memory
 MAX_RUN_SHARE = 0.8  # refuse sweeps whose weights + largest run exceed this share of the available memory
@@ -46,6 +48,12 @@ def resolve_spec(ref: str) -> tuple[ModelSpec, str, Path | None]:
     if ref in TRAIN_PRESETS:
         return TRAIN_PRESETS[ref](), "preset", None
     path = Path(ref)
+    if not path_exists(ref) and hub.is_hub_id(ref):  # a cached Hugging Face snapshot is an HF folder
+        config = hub.cached_config(ref)
+        if config is not None and any(config.parent.glob("*.safetensors")):
+            from moelab.spec.hf import read_config, spec_from_config
+
+            return spec_from_config(read_config(config), name=ref, source=str(config)), "hf", config.parent
     if path.is_dir():
         final = _run_final(path)
         if final is not None:
@@ -65,7 +73,7 @@ def resolve_spec(ref: str) -> tuple[ModelSpec, str, Path | None]:
     try:
         return load_model(ref), "config", None
     except MoelabError:
-        if path.exists():  # a config.json that does not load: its own error says why
+        if path_exists(ref) or hub.is_hub_id(ref):  # a config.json that does not load, or an id: its own line
             raise
         raise MoelabError(f"unknown model {ref!r} (a training preset: {', '.join(TRAIN_PRESETS)}; a model preset, "
                           "a config.json, a moelab run folder or a Hugging Face folder)") from None

@@ -91,8 +91,14 @@ def _depths(spec: ModelSpec) -> list[int]:
     return sorted({min(spec.n_layers, d) for d in range(base, max(base, spec.n_layers) + 1, step)})
 
 
-def _scaled_attention(a: AttentionSpec, d: int, s: float) -> AttentionSpec:
-    """One layer's attention at width `d` (scale `s`): heads scaled, head sizes capped at 64, spans kept short."""
+def _per_dim_rope(spec: ModelSpec, a: AttentionSpec) -> bool:
+    """Whether the layer's rope scaling lists a factor per rotary dimension (LongRoPE): its head size stays."""
+    return any(isinstance(v, tuple) for _, v in spec.layer_rope(a)[1])
+
+
+def _scaled_attention(a: AttentionSpec, d: int, s: float, keep_head_dim: bool = False) -> AttentionSpec:
+    """One layer's attention at width `d` (scale `s`): heads scaled, head sizes capped at 64 (unless
+    `keep_head_dim`), spans kept short."""
     if a.kind == "mla":
         heads = max(1, round(a.n_heads * s))
         return replace(a, n_heads=heads, n_kv_heads=heads,
@@ -105,7 +111,7 @@ def _scaled_attention(a: AttentionSpec, d: int, s: float) -> AttentionSpec:
         linear = replace(lin, n_k_heads=k_heads, n_v_heads=k_heads * ratio, k_head_dim=min(lin.k_head_dim, 64),
                          v_head_dim=min(lin.v_head_dim, 64))
         return replace(a, linear=linear)
-    ratio, head_dim = a.n_heads // a.n_kv_heads, min(a.head_dim, 64)
+    ratio, head_dim = a.n_heads // a.n_kv_heads, a.head_dim if keep_head_dim else min(a.head_dim, 64)
     kv = max(1, round(d / (head_dim * ratio)))
 
     def span(n: int | None) -> int | None:
@@ -126,7 +132,8 @@ def _scaled(spec: ModelSpec, depth: int, s: float) -> ModelSpec:
     layer of the kept pattern, layer j's experts (the first MoE layer's when layer j was dense)."""
     d = _round(spec.d_model * s, 8, 16)
     moe_layers = set(_moe_layers(spec, depth) if spec.is_moe else ())
-    attentions = {a: _scaled_attention(a, d, s) for a in {layer.attention for layer in spec.layers}}
+    attentions = {a: _scaled_attention(a, d, s, _per_dim_rope(spec, a)) for a in {layer.attention
+                                                                                   for layer in spec.layers}}
     dense_width = _round(spec.ffn_dim * s) if spec.ffn_dim else 0
     layers = []
     for j in range(depth):
