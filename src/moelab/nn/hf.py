@@ -429,3 +429,9 @@ def save_pretrained(model: TransformerLM, path: str | Path) -> None:
     atomic_write(folder / _WEIGHTS, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
     atomic_write(folder / _CONFIG, lambda tmp: tmp.write_text(text))
+
+
+# the families' own tensor codecs register themselves in CODECS (imported last: they import this module)
+from moelab.nn import (  # noqa: E402,F401
+    llama4,
+)

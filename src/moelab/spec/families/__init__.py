@@ -4,6 +4,7 @@ from moelab.spec.families import (  # noqa: F401  (each module registers its fam
     deepseek,
     gpt_oss,
     llama,
+    llama4,
     mistral,
     mixtral,
     olmoe,
