@@ -7,6 +7,13 @@
   routing keeps the `topk_group` groups with the best sum of their top-2 biased scores and masks the other
   experts with -inf; weights are the unbiased scores of the chosen experts, renormalised if `norm_topk_prob`,
   times `routed_scaling_factor`.
+- "sparsemixer" (Phi-3.5-MoE), as transformers' models/phimoe/modeling_phimoe.py `sparsemixer` computes it in
+  eval mode: top_k passes (the reference makes exactly two); each picks the best expert still unpicked, masks
+  with -inf every expert whose gap to that best, (best - logit) / max(|logit|, best), exceeds 2 * eps
+  (`sparsemixer_eps`, the config's router_jitter_noise), and weights the pick by the softmax over what is left
+  unmasked; the weights are not renormalised. In training moelab picks the same way and lets the gradient flow
+  through those softmaxes: the reference's Gumbel sampling and Heun's-method gradient estimator are not
+  reproduced.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ class Router(nn.Module):
             x_TD = x_TD * torch.empty_like(x_TD).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
         logits = nn.functional.linear(x_TD, self.weight, self.linear_bias).float()
         m = self.moe
+        if m.router == "sparsemixer":
+            idx, weights = sparsemixer(logits, m.top_k, m.sparsemixer_eps)
+            return Routing(idx, weights * m.routed_scaling_factor, logits, logits.softmax(dim=-1))
         if m.router == "topk_sigmoid":
             top = logits.topk(m.top_k, dim=-1)
             probs = logits.sigmoid()
@@ -80,3 +90,19 @@ class Router(nn.Module):
         mask = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, keep, True)
         mask = mask[:, :, None].expand_as(grouped).reshape(t, m.n_experts)
         return choice_TE.masked_fill(~mask, float("-inf"))
+
+
+def sparsemixer(logits_TE: torch.Tensor, top_k: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Phi-3.5-MoE's eval-mode routing: (indices, weights), each (T, top_k); see the module docstring."""
+    picks, weights = [], []
+    left_TE = logits_TE  # the logits with the experts picked so far at -inf
+    for _ in range(top_k):
+        with torch.no_grad():
+            best_T1, pick_T1 = left_TE.max(dim=-1, keepdim=True)
+            factor_TE = logits_TE.abs().clamp(min=best_T1)
+            masked_TE = ((best_T1 - logits_TE) / factor_TE) > 2 * eps
+        gates_TE = left_TE.masked_fill(masked_TE, float("-inf")).softmax(dim=-1)
+        picks.append(pick_T1)
+        weights.append(gates_TE.gather(-1, pick_T1))
+        left_TE = left_TE.scatter(-1, pick_T1, float("-inf"))
+    return torch.cat(picks, dim=-1), torch.cat(weights, dim=-1)
