@@ -435,3 +435,6 @@ def save_pretrained(model: TransformerLM, path: str | Path) -> None:
 from moelab.nn import (  # noqa: E402,F401
     llama4,
 )
+
+
+from moelab.nn import gpt_oss  # noqa: E402,F401  (registers gpt-oss's expert codecs in CODECS)

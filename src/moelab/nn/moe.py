@@ -71,6 +71,10 @@ class MoELayer(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(e, d, f))  # (E, d, f)
         nn.init.normal_(self.gate_up_proj, std=d ** -0.5)
         nn.init.normal_(self.down_proj, std=f ** -0.5)
+        # gpt-oss: a bias on each expert's gate_up (E, 2f: gate then up, like gate_up_proj's rows) and down
+        # (E, d) projections, zero at init as transformers' GptOssPreTrainedModel._init_weights sets them
+        self.gate_up_proj_bias = nn.Parameter(torch.zeros(e, 2 * f)) if moe.expert_bias else None
+        self.down_proj_bias = nn.Parameter(torch.zeros(e, d)) if moe.expert_bias else None
         has_shared = moe.n_shared or mlp_bias  # mirrors transformers: a biased shared MLP exists even at width 0
         self.shared_experts = SwiGLU(d, moe.n_shared * moe.shared_ffn, mlp_bias, activation) if has_shared else None
         self.shared_expert_gate = nn.Linear(d, 1, bias=False) if moe.shared_gate else None
@@ -93,14 +97,14 @@ class MoELayer(nn.Module):
         backend = self.options.backend
         if backend == "auto":
             backend = default_backend(x_TD.device, x_TD.dtype, torch.is_grad_enabled() and self.training)
+        experts = dict(activation=self.activation, gate_up_bias=self.gate_up_proj_bias, down_bias=self.down_proj_bias)
         with record_function("moe.dispatch"):
             if self.spec.weighted_input:  # Llama 4 (top-1): expert(w * x), combined with weight 1
                 out = sum(dispatch(backend, x_TD * weights[:, k, None].to(x_TD.dtype), indices[:, k:k + 1],
                                    torch.ones_like(weights[:, k:k + 1]), self.gate_up_proj, self.down_proj,
-                                   activation=self.activation) for k in range(indices.shape[1]))
+                                   **experts) for k in range(indices.shape[1]))
             else:
-                out = dispatch(backend, x_TD, indices, weights, self.gate_up_proj, self.down_proj,
-                               activation=self.activation)
+                out = dispatch(backend, x_TD, indices, weights, self.gate_up_proj, self.down_proj, **experts)
         if self.shared_experts is not None:
             shared = self.shared_experts(x_TD)
             if self.shared_expert_gate is not None:
