@@ -32,10 +32,17 @@ def attention_params(d: int, a: AttentionSpec) -> int:
         o = a.n_heads * a.v_head_dim * d + d * a.o_bias
         return q + kv + o
     q_out, kv_out = a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim
+    if a.moa_experts:  # JetMoE MoA: kv_proj, each expert's q_proj and o_proj (n_kv_heads heads) and router row
+        return d * 2 * kv_out + a.moa_experts * (moa_expert_params(d, a) + d) + d * a.o_bias
     q_proj = q_out * (2 if a.output_gate else 1)  # Qwen3-Next: q_proj also yields the output gate
     proj = d * (q_proj + 2 * kv_out) + (q_proj + 2 * kv_out) * a.qkv_bias + q_out * d + d * a.o_bias
     norms = {"none": 0, "l2": 0, "head": 2 * a.head_dim, "full": q_out + kv_out}[a.qk_norm]
     return proj + norms + a.n_heads * a.sinks
+
+
+def moa_expert_params(d: int, a: AttentionSpec) -> int:
+    """One JetMoE attention expert: its q_proj (d -> n_kv_heads * head_dim) and o_proj (back to d)."""
+    return 2 * d * a.n_kv_heads * a.head_dim
 
 
 def swiglu_params(d: int, f: int, bias: bool = False) -> int:
@@ -57,7 +64,8 @@ def norm_params(spec: ModelSpec) -> int:
 
 @dataclass(frozen=True)
 class ParamBreakdown:
-    """Parameter counts by component. `routed_experts` counts every routed expert of every MoE layer."""
+    """Parameter counts by component. `routed_experts` counts every routed expert of every MoE layer (and
+    JetMoE's attention experts, whose router is among `routers`)."""
 
     embedding: int
     lm_head: int
@@ -101,7 +109,13 @@ def count_params(spec: ModelSpec) -> ParamBreakdown:
     d = spec.d_model
     attention = dense = routed = shared = routers = active = 0
     for layer in spec.layers:
-        attention += attention_params(d, layer.attention)
+        a = layer.attention
+        attention += attention_params(d, a)
+        if a.moa_experts:  # routed weights: a token uses top-k = n_heads // n_kv_heads of the experts
+            attention -= a.moa_experts * (moa_expert_params(d, a) + d)
+            routed += a.moa_experts * moa_expert_params(d, a)
+            active += a.n_heads // a.n_kv_heads * moa_expert_params(d, a)
+            routers += a.moa_experts * d
         if isinstance(layer.ffn, FFNSpec):
             dense += swiglu_params(d, layer.ffn.width, spec.mlp_bias)
             continue
@@ -118,7 +132,8 @@ def count_params(spec: ModelSpec) -> ParamBreakdown:
     first = spec.moe
     return ParamBreakdown(
         embedding=spec.vocab_size * d,
-        lm_head=0 if spec.tie_embeddings else spec.vocab_size * d + spec.vocab_size * spec.lm_head_bias,
+        # a tied lm_head still has its own bias (Phi-3.5-MoE's lm_head_bias)
+        lm_head=(0 if spec.tie_embeddings else spec.vocab_size * d) + spec.vocab_size * spec.lm_head_bias,
         attention=attention,
         dense_ffn=dense,
         routed_experts=routed,

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from moelab.cost.dtypes import COMPUTE_DTYPE, activation_bytes
 from moelab.cost.flops import attention_flops, causal_attention_flops, decode_flops, prefill_flops
 from moelab.cost.memory import expert_param_bytes, kv_bytes_per_token, kv_cache_bytes, model_weight_bytes
-from moelab.cost.params import count_params, expert_params
+from moelab.cost.params import count_params, expert_params, moa_expert_params
 from moelab.cost.routing import distinct_experts
 from moelab.errors import MoelabError
 from moelab.spec.hardware import HardwareSpec
@@ -174,7 +174,10 @@ def _touched_experts(spec: ModelSpec, wl: Workload, tokens: float) -> tuple[floa
     per_param = expert_param_bytes(wl.dtype, spec.expert_storage)
     nbytes = count = 0.0
     for layer in spec.layers:
-        m = layer.moe
+        a, m = layer.attention, layer.moe
+        if a.moa_experts:  # JetMoE's attention experts are routed weights too (their bytes; not in the count)
+            moa = distinct_experts(a.moa_experts, a.n_heads // a.n_kv_heads, tokens, wl.skew)
+            nbytes += moa * moa_expert_params(spec.d_model, a) * per_param
         if m is None:
             continue
         touched = distinct_experts(m.n_experts, m.top_k, tokens, wl.skew)

@@ -131,6 +131,10 @@ class AttentionSpec:
     output_gate: bool = False  # Qwen3-Next: q_proj also yields a sigmoid gate on the attention output
     clip_qkv: float | None = None  # OLMoE, DBRX: q, k, v clamped to [-clip, clip]
     temperature_tuning: tuple[float, float] | None = None  # Llama 4 NoPE layers: (floor_scale, attn_scale)
+    # JetMoE's mixture of attention heads (MoA): q_proj and o_proj are `moa_experts` experts of n_kv_heads
+    # heads each, a token uses n_heads // n_kv_heads of them (top-k of a router d -> moa_experts, softmax over
+    # the kept) and shares one kv_proj; 0: plain attention. Source: transformers models/jetmoe (JetMoeMoA).
+    moa_experts: int = 0
     # MLA only
     q_lora_rank: int | None = None  # None: a plain q_proj
     kv_lora_rank: int = 0
@@ -146,6 +150,7 @@ class AttentionSpec:
         check.count("head_dim", self.head_dim, limits.MAX_WIDTH)
         check.count("sliding_window", self.sliding_window, limits.MAX_POSITIONS, optional=True)
         check.count("chunk_size", self.chunk_size, limits.MAX_POSITIONS, optional=True)
+        check.count("moa_experts", self.moa_experts, limits.MAX_EXPERTS, low=0)
         check.number("rotary_fraction", self.rotary_fraction, 1.0)
         check.number("rope_theta", self.rope_theta, limits.MAX_ROPE_THETA, optional=True)
         check.number("softcap", self.softcap, limits.MAX_SOFTCAP, optional=True)
@@ -172,6 +177,11 @@ class AttentionSpec:
             raise MoelabError("attention: linear attention needs its linear spec (and only it has one)")
         if self.linear is not None and not isinstance(self.linear, LinearAttentionSpec):
             raise MoelabError("attention: linear must be a linear attention spec")
+        if self.moa_experts and not (self.kind == "gqa" and not self.qkv_bias and not self.output_gate
+                                     and self.n_heads % self.n_kv_heads == 0
+                                     and self.n_heads // self.n_kv_heads <= self.moa_experts):
+            raise MoelabError("attention: a mixture of attention heads is grouped-query attention without q/k/v "
+                              "biases or gates, its n_heads // n_kv_heads (top-k) at most moa_experts")
         if self.kind == "gqa" and self.n_heads % self.n_kv_heads:
             raise MoelabError(
                 f"attention: num_attention_heads ({self.n_heads}) must be a multiple of "

@@ -1,8 +1,10 @@
 """Model families, one module each, registered in `base.REGISTRY` by model_type (see base.py: adding a family)."""
 
 from moelab.spec.families import (  # noqa: F401  (each module registers its family on import)
+    dbrx,
     deepseek,
     gpt_oss,
+    jetmoe,
     llama,
     llama4,
     mistral,
