@@ -9,7 +9,9 @@ original_max_position_embeddings) instead of LongRoPE's default attention factor
 the LongRoPE attention_factor, and builds the model only where the two agree (they do in Phi-3.5-MoE).
 transformers 5.24 also computes the frequencies from short_factor at every length (its forward calls the rope
 function without seq_len), where moelab, like Phi-3's LongRoPE, switches to long_factor beyond
-original_max_position_embeddings: the two agree up to that length (4096 in Phi-3.5-MoE).
+original_max_position_embeddings: the two agree up to that length. That length is rope_scaling's own
+original_max_position_embeddings, else max_position_embeddings: PhimoeConfig (5.24) does not take the top-level
+field Phi-3 configs carry (it ends up overwritten with the rope dict's value), and neither does moelab.
 Source: transformers models/phimoe/modeling_phimoe.py, configuration_phimoe.py, conversion_mapping.py
 ("phimoe"); microsoft/Phi-3.5-MoE-instruct config.json."""
 
