@@ -253,3 +253,13 @@ def test_a_one_token_decode_step_reads_the_active_weights(kind):
     kv = kv_bytes_per_token(spec, "bf16") * (round(wl.decode_context) + 1)
     step = decode_step(spec, next(iter(hardware_presets().values())), wl)
     assert step.bytes - kv == pytest.approx((p.active - p.embedding) * 2, rel=1e-12)
+
+
+def test_moelab_nn_refuses_a_mixture_of_attention_heads():
+    """Built as plain attention it would be a different model: moelab.nn says so in one line instead."""
+    from moelab.nn.model import build_model
+
+    small = jet(hidden_size=32, kv_channels=8, num_key_value_heads=2, intermediate_size=16, num_hidden_layers=1,
+                vocab_size=50)
+    with pytest.raises(MoelabError, match="mixture of attention heads .* not built by moelab.nn"):
+        build_model(spec_from_config(small.to_dict(), "t"))

@@ -215,6 +215,9 @@ def attention_kind(kind: str):
 
 def build_attention(spec: ModelSpec, layer: int) -> nn.Module:
     kind = spec.layers[layer].attention.kind
+    if spec.layers[layer].attention.moa_experts:  # JetMoE's mixture of attention heads: engine only
+        raise MoelabError(f"{spec.name}: a mixture of attention heads (JetMoE) is not built by moelab.nn "
+                          "(the engine still estimates it)")
     if kind not in ATTENTIONS:
         raise MoelabError(f"{spec.name}: {kind} attention is not built by moelab.nn (the engine still estimates it)")
     return ATTENTIONS[kind](spec, layer)
