@@ -24,6 +24,9 @@ TINY = dict(hidden_size=64, intermediate_size=32, intermediate_size_mlp=96, num_
             rms_norm_eps=1e-5, num_local_experts=4)
 LLAMA3 = dict(rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
               original_max_position_embeddings=16)
+# Scout's published rope: equal low and high factors (no smoothed band), and the longest wavelengths still scaled
+SCOUT_ROPE = dict(rope_type="llama3", rope_theta=500000.0, factor=16.0, low_freq_factor=1.0, high_freq_factor=1.0,
+                  original_max_position_embeddings=8192)
 CASES = {
     # chunk 5 < 13 tokens; layer 1 NoPE (full attention) with temperature tuning from position 2 (floor_scale 3)
     "every-switch": dict(TINY, num_experts_per_tok=1, interleave_moe_layer_step=2, attention_chunk_size=5,
@@ -35,6 +38,8 @@ CASES = {
                                    layer_types=["full_attention", "chunked_attention", "full_attention",
                                                 "chunked_attention"], floor_scale=2, attn_scale=0.3,
                                    rope_parameters=dict(rope_type="default", rope_theta=500000.0)),
+    "scout-rope": dict(TINY, num_experts_per_tok=1, attention_chunk_size=6, floor_scale=4, attn_scale=0.2,
+                       rope_parameters=SCOUT_ROPE),
 }
 IDS = torch.randint(0, 128, (2, 13), generator=torch.Generator().manual_seed(2))
 

@@ -234,7 +234,7 @@ LONGROPE = {"rope_type": "longrope", "short_factor": SHORT, "long_factor": SHORT
     ({**LLAMA3, "factor": math.inf}, 256, None, "'llama3' needs rope_scaling.factor to be a positive number"),
     ({k: v for k, v in LLAMA3.items() if k != "low_freq_factor"}, 256, None, "rope_scaling.low_freq_factor"),
     ({k: v for k, v in LLAMA3.items() if k != "high_freq_factor"}, 256, None, "rope_scaling.high_freq_factor"),
-    ({**LLAMA3, "high_freq_factor": 1.0}, 256, None, "rope_scaling.high_freq_factor (1.0) above low_freq_factor"),
+    ({**LLAMA3, "high_freq_factor": 0.5}, 256, None, "rope_scaling.high_freq_factor (0.5) not below low_freq_factor"),
     ({k: v for k, v in LLAMA3.items() if k != "original_max_position_embeddings"}, None, None,
      "'llama3' needs original_max_position_embeddings or max_position_embeddings"),
     ({**LLAMA3, "original_max_position_embeddings": 64.5}, 256, None,

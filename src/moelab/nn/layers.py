@@ -84,8 +84,9 @@ def check_rope_buildable(scaling: dict | tuple | None, max_position: int | None 
         positive("low_freq_factor")
         positive("high_freq_factor")
         low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
-        if high <= low:  # its smoothing divides by high - low
-            raise MoelabError(f"{needs} rope_scaling.high_freq_factor ({high}) above low_freq_factor ({low})")
+        # equal factors (Llama 4 Scout: 1.0 and 1.0) leave no band to smooth; transformers builds them with a warning
+        if high < low:
+            raise MoelabError(f"{needs} rope_scaling.high_freq_factor ({high}) not below low_freq_factor ({low})")
     if kind == "longrope":
         if scaling.get("factor") is None and max_position is None:  # the attention factor needs one of them
             raise MoelabError(f"{needs} rope_scaling.factor or max_position_embeddings")
