@@ -3,17 +3,33 @@ first first_k_dense_replace layers dense, then MoE every moe_layer_freq-th layer
 by sigmoid with a selection-only bias and group-limited top-k. Multi-token-prediction layers
 (num_nextn_predict_layers) are not part of the causal LM transformers builds, and are skipped here too.
 Source: transformers models/deepseek_v3/modeling_deepseek_v3.py, models/deepseek_v2/modeling_deepseek_v2.py;
-moonshotai/Kimi-K2-Instruct config.json."""
+moonshotai/Kimi-K2-Instruct config.json.
+
+Where transformers 5.24 differs from DeepSeek's own remote code, moelab follows transformers (the counts and
+logits are tested against it) and moelab.nn refuses what would make the two disagree:
+- q_lora_rank absent is 1536 (both config classes' default), null is a plain q_proj.
+- n_shared_experts absent is 2 (V2) or 1 (V3), the config classes' defaults.
+- V2 rotates with complex products over consecutive pairs (apply_rotary_emb: view_as_complex), which is
+  moelab's interleaved rotation up to one permutation of the rope dims applied to q and k alike, so scores
+  are identical: V2 specs have rope_interleave always.
+- V2 routes by softmax, then plain top-k ("greedy") or top-k within the topk_group groups of the highest max
+  score ("group_limited_greedy"); it never renormalises (DeepseekV2TopkRouter ignores norm_topk_prob), then
+  scales by routed_scaling_factor. moelab.nn's group-limited routing ranks groups by their top-2 sum (V3's
+  rule), so V2's group_limited_greedy with n_group > 1 is not built (the engine still estimates it).
+- Both modeling files put MoE on every layer >= first_k_dense_replace and never read moe_layer_freq; the
+  reader follows DeepSeek's rule (i % moe_layer_freq == 0) for the engine, and moelab.nn builds only 1."""
 
 from __future__ import annotations
 
 from moelab.spec.families.base import Family, need, register
 from moelab.spec.families.common import TOPK_METHODS, base_config, check_plain, finish, mla
+from moelab.spec.model import ModelSpec
 
 
 class _DeepSeek(Family):
     v3: bool = True
     weights = (("layers.{layer}.mlp.gate.bias", "model.layers.{layer}.mlp.gate.e_score_correction_bias"),)
+    nn_refused = {"moe_layer_freq": (1,)}
 
     def read(self, c, name):
         layers = c.int("num_hidden_layers")
@@ -34,7 +50,7 @@ class _DeepSeek(Family):
                 n_experts=n_experts,
                 top_k=c.int("num_experts_per_tok"),
                 expert_ffn=c.int("moe_intermediate_size"),
-                n_shared=c.int("n_shared_experts", None, optional=True) or 0,
+                n_shared=c.int("n_shared_experts", 1 if self.v3 else 2, optional=True) or 0,
                 shared_ffn=c.int("moe_intermediate_size"),
                 router="sigmoid" if scoring == "sigmoid" else "softmax_topk",
                 norm_topk_prob=c.bool("norm_topk_prob", self.v3),
@@ -43,8 +59,10 @@ class _DeepSeek(Family):
                 routed_scaling_factor=c.float("routed_scaling_factor", 1.0),
                 selection_bias=topk_method == "noaux_tc",
             )
-        return finish(c, name, mla(c), moe, moe_layers, mlp_bias=c.bool("mlp_bias", False),
-                      rope_interleave=self.v3 and c.flag("rope_interleave", True))
+        attention = {**mla(c), "q_lora_rank": c.int("q_lora_rank", 1536, optional=True)}
+        interleave = c.flag("rope_interleave", True) if self.v3 else True
+        return finish(c, name, attention, moe, moe_layers, mlp_bias=c.bool("mlp_bias", False),
+                      rope_interleave=interleave)
 
     def ignored(self, name, spec, raw):
         """The multi-token-prediction layers some checkpoints carry after the last decoder layer."""
@@ -94,3 +112,55 @@ class DeepseekV2(_DeepSeek):
     model_types = ("deepseek_v2",)
     architecture = "DeepseekV2ForCausalLM"
     v3 = False
+    weights = ()  # no selection bias: the default table leaves moelab's (zero) router bias unstored
+    nn_refused = {"moe_layer_freq": (1,), "scoring_func": ("softmax",), "norm_topk_prob": (False, None)}
+
+    def check_buildable(self, raw, spec):
+        m = spec.moe
+        if m is not None and m.n_group > 1 and m.n_experts // m.n_group > 1:
+            return ("deepseek_v2's group_limited_greedy ranks expert groups by their best score; moelab.nn "
+                    "ranks them by their top-2 sum (DeepSeek-V3's rule)")
+        return None
+
+    def write(self, spec: ModelSpec, dtype):
+        a, m = spec.attention, spec.moe
+        check_plain(spec)
+        need(a.kind == "mla", "grouped-query attention")
+        need(spec.uniform_attention, "attention that differs between layers")
+        need(a.qkv_bias == a.o_bias, "different q/k/v and output biases")
+        need(a.sliding_window is None and a.qk_norm == "none", "a sliding window or q/k norms")
+        need(spec.rope_interleave, "rotate-half (non-interleaved) rotary pairs")
+        need(spec.is_moe and m.router == "softmax_topk", "no softmax-routed MoE layers")
+        need(len({layer.moe for layer in spec.layers if layer.moe}) == 1, "MoE layers that differ")
+        first = spec.moe_layers[0]
+        need(spec.moe_layers == tuple(range(first, spec.n_layers)), "MoE layers other than the last n")
+        need(m.n_shared == 0 or m.shared_ffn == m.expert_ffn, "shared experts of another width")
+        need(not m.shared_gate and not m.selection_bias, "a shared-expert gate or a selection bias")
+        need(not m.norm_topk_prob, "renormalised top-k weights (transformers' DeepSeek-V2 never renormalises)")
+        need(m.n_group == 1 or m.n_experts == m.n_group, "group-limited routing over groups of several experts")
+        need(not (m.router_bias or m.expert_bias or m.weighted_input), "router or expert biases")
+        cfg = base_config(spec, "deepseek_v2", self.architecture, dtype)
+        cfg.update(
+            head_dim=a.qk_rope_head_dim, attention_bias=a.qkv_bias, q_lora_rank=a.q_lora_rank,
+            kv_lora_rank=a.kv_lora_rank, qk_nope_head_dim=a.qk_nope_head_dim, qk_rope_head_dim=a.qk_rope_head_dim,
+            v_head_dim=a.head_dim, n_routed_experts=m.n_experts, num_experts_per_tok=m.top_k,
+            moe_intermediate_size=m.expert_ffn, n_shared_experts=m.n_shared, first_k_dense_replace=first,
+            moe_layer_freq=1, n_group=m.n_group, topk_group=m.topk_group, scoring_func="softmax",
+            topk_method="group_limited_greedy" if m.n_group > 1 else "greedy",
+            routed_scaling_factor=m.routed_scaling_factor, norm_topk_prob=False, mlp_bias=spec.mlp_bias,
+        )
+        if spec.ffn_dim == 0:
+            cfg["intermediate_size"] = m.expert_ffn
+        return cfg
+
+    def empty_tensors(self, spec):
+        """transformers builds DeepSeek-V2's shared experts even when n_shared_experts is 0 (width 0)."""
+        if spec.mlp_bias:  # then moelab builds the width-0 SwiGLU with its biases too
+            return {}
+        d, out = spec.d_model, {}
+        for i in spec.moe_layers:
+            if spec.layers[i].moe.n_shared == 0:
+                base = f"model.layers.{i}.mlp.shared_experts"
+                out.update({f"{base}.gate_proj.weight": (0, d), f"{base}.up_proj.weight": (0, d),
+                            f"{base}.down_proj.weight": (d, 0)})
+        return out
