@@ -93,6 +93,7 @@ def compare(spec_a: ModelSpec, spec_b: ModelSpec, hw: HardwareSpec, wl: Workload
     return require_finite({
         "a": spec_a.name,
         "b": spec_b.name,
+        "moe": {"a": spec_a.is_moe, "b": spec_b.is_moe},
         "hardware": hw.name,
         "metric": "decode tokens/s per GPU",
         "gpus": gpus,

@@ -433,8 +433,6 @@ def save_pretrained(model: TransformerLM, path: str | Path) -> None:
 
 # the families' own tensor codecs register themselves in CODECS (imported last: they import this module)
 from moelab.nn import (  # noqa: E402,F401
+    gpt_oss,
     llama4,
 )
-
-
-from moelab.nn import gpt_oss  # noqa: E402,F401  (registers gpt-oss's expert codecs in CODECS)

@@ -53,6 +53,19 @@ def _figure(ncols: int, nrows: int = 1, width: float = 3.6, height: float = 2.8,
     return fig, axes
 
 
+def _moe_in(rows: list[dict]) -> set[str]:
+    """The models bench rows say are MoE (they record each model's expert count)."""
+    return {r["model"] for r in rows if r.get("experts")}
+
+
+def _trained_moe(name: str) -> bool:
+    """Whether a training run's model is MoE: moelab's training presets know; other runs by their name."""
+    from moelab.train.presets import TRAIN_PRESETS
+
+    preset = TRAIN_PRESETS.get(name)
+    return preset().is_moe if preset is not None else "moe" in name.lower()
+
+
 def _colours(names: list[str], is_moe) -> dict[str, str]:
     out, d, m = {}, 0, 0
     for n in names:
@@ -61,10 +74,6 @@ def _colours(names: list[str], is_moe) -> dict[str, str]:
         else:
             out[n], d = DENSE[d % len(DENSE)], d + 1
     return out
-
-
-def _moe_name(name: str) -> bool:
-    return "moe" in name or any(k in name for k in ("mixtral", "deepseek", "qwen3-235b", "a3b", "a22b"))
 
 
 def _plain(v: float, _pos=None) -> str:
@@ -152,6 +161,7 @@ def params_memory(estimates: dict) -> str | None:
 def crossover(pairs: list[dict], bench: dict | None) -> str | None:
     """Decode tokens/s per GPU against batch for each frontier pair (flip marked), plus the measured pair."""
     measured = _measured_decode(bench)
+    measured_moe = _moe_in((bench or {}).get("rows") or [])
     panels = len(pairs or []) + (1 if measured else 0)
     if not panels:
         return None
@@ -161,8 +171,8 @@ def crossover(pairs: list[dict], bench: dict | None) -> str | None:
     flat = [a for row in axes for a in row]
     for ax, pair in zip(flat, pairs or [], strict=False):
         batches = [r["batch"] for r in pair["rows"]]
-        for side, colour in (("a", DENSE[0] if not _moe_name(pair["a"]) else MOE[0]),
-                             ("b", MOE[0] if _moe_name(pair["b"]) else DENSE[0])):
+        moe = pair.get("moe", {})  # which side is MoE, as the spec says (older results: neither)
+        for side, colour in (("a", MOE[0] if moe.get("a") else DENSE[0]), ("b", MOE[0] if moe.get("b") else DENSE[0])):
             ax.plot(batches, [r[side]["tokens_per_second_per_gpu"] for r in pair["rows"]], "-o", ms=2.5,
                     color=colour, label=pair[side])
         _loglog(ax)
@@ -178,7 +188,7 @@ def crossover(pairs: list[dict], bench: dict | None) -> str | None:
         ax.set_ylim(top=ax.get_ylim()[1] * 3)
     if measured:
         ax = flat[len(pairs or [])]
-        colours = _colours(list(measured), _moe_name)
+        colours = _colours(list(measured), measured_moe.__contains__)
         for model, pts in measured.items():
             pts.sort()
             ax.plot([b for b, _, _ in pts], [t for _, t, _ in pts], "-o", ms=3, color=colours[model], label=model)
@@ -220,7 +230,7 @@ def bench_curves(bench: dict | None) -> str | None:
     if not rows:
         return None
     models = list(dict.fromkeys(r["model"] for r in rows))
-    colours = _colours(models, _moe_name)
+    colours = _colours(models, _moe_in(rows).__contains__)
     fig, axes = _figure(3, width=3.7, height=2.9)
     panels = (("decode", lambda r: r["measured_s"] * 1e3, lambda r: r["predicted_s"] * 1e3, "decode step (ms)",
                "Decode latency"),
@@ -262,7 +272,7 @@ def prediction_error(bench: dict | None) -> str | None:
         return None
     phases = [p for p in ("prefill", "decode") if any(r["phase"] == p for r in rows)]
     models = list(dict.fromkeys(r["model"] for r in rows))
-    colours = _colours(models, _moe_name)
+    colours = _colours(models, _moe_in(rows).__contains__)
     fig, axes = _figure(len(phases), width=4.8, height=2.7)
     summary = (bench or {}).get("summary") or {}
     for ax, phase in zip(axes[0], phases, strict=True):
@@ -297,7 +307,7 @@ def training(curves: dict | None, target: float | None = None) -> str | None:
     """Training loss against tokens, FLOPs and seconds of training steps (validation loss as markers)."""
     if not curves or not any(curves.values()):
         return None
-    colours = _colours(list(curves), _moe_name)
+    colours = _colours(list(curves), _trained_moe)
     fig, axes = _figure(3, width=3.7, height=2.9)
     axes_x = ((lambda p: p["tokens"], "tokens"), (lambda p: p["flops"], "training FLOPs"),
               (training_seconds, "training seconds (steps only)"))

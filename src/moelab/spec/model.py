@@ -251,6 +251,9 @@ class MoESpec:
     router_bias: bool = False  # gpt-oss: the router Linear has a bias
     expert_bias: bool = False  # gpt-oss: every expert projection has a bias
     weighted_input: bool = False  # Llama 4: the routing weight scales each expert's input, not its output
+    # Phi-3.5-MoE: sparsemixer's jitter_eps (config router_jitter_noise); eval routing masks the experts whose
+    # logit gap to the best, relative to max(|logit|, best), exceeds 2 * eps (0: only the best one)
+    sparsemixer_eps: float = 0.0
 
     def __post_init__(self) -> None:
         check = _Checks("moe")
@@ -263,6 +266,9 @@ class MoESpec:
         check.flags(shared_gate=self.shared_gate, norm_topk_prob=self.norm_topk_prob,
                     selection_bias=self.selection_bias, router_bias=self.router_bias, expert_bias=self.expert_bias,
                     weighted_input=self.weighted_input)
+        problem = limits.number_problem(self.sparsemixer_eps, 0, limits.MAX_ROUTER_SCALE)
+        if problem:
+            check.errors.append(f"sparsemixer_eps {problem}")
         check.raise_any()
         if self.top_k > self.n_experts:
             raise MoelabError(f"moe: top_k ({self.top_k}) exceeds the number of experts ({self.n_experts})")
