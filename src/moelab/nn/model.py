@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from moelab.nn import linear_attention  # noqa: F401  (registers the "linear" attention kind)
 from moelab.nn.attention import KVCache, build_attention
 from moelab.nn.layers import Rotary, SwiGLU, build_norm, rotary_dim_of
 from moelab.nn.moe import MoELayer, MoEOptions

@@ -14,6 +14,7 @@ from moelab.spec.families import (  # noqa: F401  (each module registers its fam
     qwen2_moe,
     qwen3,
     qwen3_moe,
+    qwen3_next,
 )
 from moelab.spec.families.base import REGISTRY, Family, families, family_of, register
 
