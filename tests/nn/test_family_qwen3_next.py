@@ -57,6 +57,18 @@ def test_transformers_checkpoint_loads_with_equal_logits(case, tmp_path):
     assert rel_err(logits(model), logits(hf)) < 1e-4
 
 
+def test_the_multi_token_prediction_head_of_real_checkpoints_is_skipped(tmp_path):
+    """Qwen3-Next checkpoints carry mtp.* tensors that transformers ignores on load; so does moelab."""
+    from safetensors.torch import load_file, save_file
+
+    hf = hf_model("3-linear-1-full-moe-shared")
+    hf.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    tensors["mtp.fc.weight"] = torch.ones(64, 128)
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    assert rel_err(logits(load_pretrained(tmp_path)), logits(hf)) < 1e-4
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_moelab_checkpoint_loads_in_transformers(case, tmp_path):
     """A model built from the spec writes its own config.json (Qwen3-Next's writer) that transformers loads."""

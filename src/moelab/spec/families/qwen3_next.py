@@ -121,6 +121,11 @@ class Qwen3Next(Family):
         attention = [full if t == FULL else linear for t in types]
         return finish(c, name, attention, moe, layers, norm="rms_offset", rope_scaling=scaling)
 
+    def ignored(self, name, spec, raw):
+        """The multi-token-prediction head Qwen's checkpoints carry (mtp.*): transformers skips it too
+        (Qwen3NextPreTrainedModel._keys_to_ignore_on_load_unexpected)."""
+        return name.startswith("mtp.")
+
     def empty_tensors(self, spec):
         """transformers builds the shared expert even at width 0: a model without one still has its tensors."""
         out, d = {}, spec.d_model
