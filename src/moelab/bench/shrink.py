@@ -144,7 +144,10 @@ def _scaled(spec: ModelSpec, depth: int, s: float) -> ModelSpec:
             ffn = FFNSpec(_round(orig.ffn.width * s) if orig.moe is None else dense_width or _round(
                 spec.moe.expert_ffn * s))
         layers.append(LayerSpec(attentions[orig.attention], ffn))
-    return replace(spec, d_model=d, layers=tuple(layers), vocab_size=min(spec.vocab_size, VOCAB_CAP))
+    # Gemma scales embeddings by sqrt(d_model): the shrunk model by its own width, as its config would state
+    scale = math.sqrt(d) if math.isclose(spec.embedding_scale, math.sqrt(spec.d_model)) else spec.embedding_scale
+    return replace(spec, d_model=d, layers=tuple(layers), vocab_size=min(spec.vocab_size, VOCAB_CAP),
+                   embedding_scale=scale)
 
 
 def _fit(spec: ModelSpec, depth: int, target: float) -> ModelSpec:

@@ -54,7 +54,8 @@ def _kv_width(a: AttentionSpec) -> int:
 
 def linear_state_elements(a: AttentionSpec) -> int:
     """Per sequence, the fixed state of a linear-attention layer: the d_k x d_v matrix of every value head,
-    plus the causal conv's last kernel-1 inputs of q, k and v (transformers' Qwen3-Next cache)."""
+    plus the causal conv's last kernel-1 inputs of q, k and v: the least a decode step needs (transformers'
+    Qwen3-Next cache allocates kernel columns and reads the last kernel-1; moelab.nn keeps kernel-1)."""
     lin = a.linear
     if lin is None:
         return 0

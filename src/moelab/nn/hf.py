@@ -351,7 +351,7 @@ def load_pretrained(path: str | Path, dtype: torch.dtype | str | None = None,
 
 def _architecture(spec: ModelSpec) -> ModelSpec:
     """The spec with what does not change the computation blanked out, for comparison."""
-    spec = replace(spec, name="", family="", notes=())
+    spec = replace(spec, name="", family="", notes=(), expert_storage=None)  # saved experts are dequantized
     if not spec.rope_scaling:
         spec = replace(spec, max_position=None)
     return spec

@@ -203,19 +203,23 @@ class AttentionSpec:
         return self.kind != "linear"
 
     def attended(self, context: float) -> float:
-        """Positions one query attends to at `context`: capped by a sliding window or by its chunk (on
-        average half a chunk; a linear layer attends to none, it reads its fixed-size state instead)."""
+        """Positions one query attends to at `context`: all of them, its sliding window, or the part of its
+        chunk before it (past the first chunk, half a chunk on average over where in its chunk the query
+        falls); a linear layer attends to none, it reads its fixed-size state instead."""
         if not self.softmax:
             return 0.0
         if self.sliding_window:
             return min(context, self.sliding_window)
         if self.chunk_size:
-            return min(context, self.chunk_size)
+            return context if context <= self.chunk_size else self.chunk_size / 2
         return context
 
     def cached(self, context: float) -> float:
-        """Positions of this layer's KV cache at `context` (a window or chunk keeps only its last ones)."""
-        return self.attended(context)
+        """Positions this layer must keep cached at `context`: a window or a chunk needs only its last ones."""
+        if not self.softmax:
+            return 0.0
+        span = self.sliding_window or self.chunk_size
+        return min(context, span) if span else context
 
 
 @dataclass(frozen=True)

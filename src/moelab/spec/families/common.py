@@ -260,6 +260,7 @@ def check_gqa(spec: ModelSpec, qkv_bias: bool | None, o_bias: bool | None, qk_no
              "per-layer or partial RoPE")
         need(not (a.sinks or a.softcap or a.scale or a.output_gate or a.clip_qkv or a.chunk_size),
              "attention sinks, soft caps, scales, gates, clips or chunks")
+        need(not a.moa_experts, "a mixture of attention heads")
     need(per_layer_window or spec.uniform_attention, "attention that differs between layers")
     need(not spec.rope_interleave, "interleaved rotary pairs")
 
