@@ -20,6 +20,9 @@ from moelab.spec.hf import spec_from_config
 CONFIGS = Path(__file__).parent / "configs"
 SOURCES = json.loads((CONFIGS / "SOURCES.json").read_text())
 EXPECTED = json.loads((CONFIGS / "expected_counts.json").read_text())
+# Families whose whole real config.json no search found (what was found instead, and where, is recorded):
+# their counts are tested against transformers' own config defaults in their test_config_*.py.
+NOT_FOUND = {row["family"]: row["status"] for row in json.loads((CONFIGS / "NOT_FOUND.json").read_text())}
 
 
 def real_config(name: str) -> dict:
@@ -29,7 +32,9 @@ def real_config(name: str) -> dict:
 @pytest.mark.parametrize("family", families(), ids=lambda f: f.name)
 def test_every_family_has_a_real_config_with_its_source(family):
     mine = [row for row in SOURCES if REGISTRY.get(row["model_type"]) is family]
-    assert mine, f"no real config for {family.name} in tests/spec/configs"
+    if not mine and family.name in NOT_FOUND:
+        pytest.skip(f"no real public config found for {family.name}: {NOT_FOUND[family.name][:200]}")
+    assert mine, f"no real config for {family.name} in tests/spec/configs (nor a NOT_FOUND.json entry)"
     for row in mine:
         assert row["source"] and (CONFIGS / f"{row['name']}.json").is_file()
         assert row["name"] in EXPECTED, f"{row['name']}: no transformers count (run make_expected.py)"
