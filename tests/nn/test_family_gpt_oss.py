@@ -169,14 +169,48 @@ def test_dequantize_mxfp4_equals_transformers():
     assert out[0, :3, 0].tolist() == [-12.0, 2.0, 0.0]
 
 
-def test_mxfp4_checkpoints_are_refused_in_one_line(tmp_path):
-    hf_model(TINY).save_pretrained(tmp_path)
+def _mxfp4(shape_E_rows_in: tuple, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random MXFP4 blocks and scales of a (E, rows, in) weight: in / 32 blocks of 16 bytes per row."""
+    e, rows, width = shape_E_rows_in
+    blocks = torch.randint(0, 256, (e, rows, width // 32, 16), dtype=torch.uint8, generator=g)
+    scales = torch.randint(127 - 4, 127 - 1, (e, rows, width // 32), dtype=torch.uint8, generator=g)
+    return blocks, scales
+
+
+def test_an_mxfp4_checkpoint_loads_dequantized_with_equal_logits(tmp_path):
+    """A checkpoint as OpenAI ships them: experts as *_blocks/*_scales and quantization_config mxfp4. The
+    reference is transformers' model holding the same weights dequantized by transformers' own function."""
+    from safetensors.torch import load_file, save_file
+
+    hf = hf_model(TINY)
+    g = torch.Generator().manual_seed(3)
+    packed = {}
+    with torch.no_grad():
+        for i, layer in enumerate(hf.model.layers):
+            experts = layer.mlp.experts
+            for name, (e, inner, outer) in (("gate_up_proj", experts.gate_up_proj.shape),
+                                            ("down_proj", experts.down_proj.shape)):
+                blocks, scales = _mxfp4((e, outer, inner), g)  # stored per output row, blocks along the input
+                getattr(experts, name).copy_(convert_moe_packed_tensors(blocks.clone(), scales.clone(),
+                                                                        dtype=torch.float32))
+                packed[f"model.layers.{i}.mlp.experts.{name}"] = (blocks, scales)
+    hf.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    for name, (blocks, scales) in packed.items():
+        del tensors[name]
+        tensors[f"{name}_blocks"], tensors[f"{name}_scales"] = blocks, scales
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
     config = json.loads((tmp_path / "config.json").read_text())
-    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn"]}
+    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn",
+                                     "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(MoelabError, match="gate_up_proj_blocks") as e:
-        load_pretrained(tmp_path)
-    assert "\n" not in str(e.value)
+    model = load_pretrained(tmp_path)
+    assert model.spec.expert_storage == "mxfp4"
+    assert rel_err(logits(model), logits(hf)) < 1e-4
+    out = tmp_path / "saved"  # saved back dequantized, without the quantization_config
+    save_pretrained(model, out)
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
+    assert rel_err(logits(hf_load(out)), logits(hf)) < 1e-4
 
 
 def test_other_swiglu_constants_are_refused(tmp_path):

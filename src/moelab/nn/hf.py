@@ -265,6 +265,17 @@ def _ignored(name: str, spec: ModelSpec, raw: dict, family: Family) -> bool:
     return family.ignored(name, spec, raw)
 
 
+def _mxfp4_pairs(handles: dict[str, tuple]) -> dict[str, tuple]:
+    """MXFP4 checkpoints (gpt-oss) store a tensor NAME as NAME_blocks and NAME_scales: those pairs, by NAME,
+    taken out of `handles`."""
+    pairs = {}
+    for name in [n for n in handles if n.endswith("_blocks")]:
+        base = name.removesuffix("_blocks")
+        if base + "_scales" in handles:
+            pairs[base] = (handles.pop(name), handles.pop(base + "_scales"))
+    return pairs
+
+
 def _names(items: list[str], limit: int = 5) -> str:
     more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
@@ -302,9 +313,11 @@ def load_pretrained(path: str | Path, dtype: torch.dtype | str | None = None,
                 if canonical in handles:
                     raise MoelabError(f"{folder}: tensor {name} appears twice")
                 handles[canonical] = (f, name)
-        names = {n for n in handles if not _ignored(n, spec, raw, family)}
+        packed = _mxfp4_pairs(handles) if spec.expert_storage == "mxfp4" else {}
+        names = {n for n in [*handles, *packed] if not _ignored(n, spec, raw, family)}
         expected_anywhere = {s.hf for s in layout.slots} | set(layout.fused)
-        names -= {n for n in names - expected_anywhere if 0 in handles[n][0].get_slice(handles[n][1]).get_shape()}
+        names -= {n for n in names - expected_anywhere - set(packed)
+                  if 0 in handles[n][0].get_slice(handles[n][1]).get_shape()}
 
         slots = list(layout.slots)
         for fused_name, (slot, replaced) in layout.fused.items():
@@ -327,10 +340,17 @@ def load_pretrained(path: str | Path, dtype: torch.dtype | str | None = None,
         state = model.state_dict()
         with torch.no_grad():
             for slot in slots:
-                f, name = handles[slot.hf]
+                name = slot.hf
                 try:
-                    tensor = f.get_tensor(name)
-                except (SafetensorError, OSError, RuntimeError) as e:
+                    if name in packed:  # MXFP4 blocks and scales: the tensor transformers would dequantize
+                        from moelab.nn.gpt_oss import dequantize_mxfp4
+
+                        (fb, blocks), (fs, scales) = packed[name]
+                        tensor = dequantize_mxfp4(fb.get_tensor(blocks), fs.get_tensor(scales))
+                    else:
+                        f, name = handles[name]
+                        tensor = f.get_tensor(name)
+                except (SafetensorError, OSError, RuntimeError, ValueError) as e:
                     raise MoelabError(f"{folder}: tensor {name} cannot be read ({_first_line(e)})") from None
                 if slot.codec:
                     tensor = CODECS[slot.codec][0](tensor)
@@ -377,6 +397,7 @@ def hf_config(model: TransformerLM) -> dict[str, Any]:
         raw = dict(raw)
         raw["dtype"] = dtype
         raw.pop("torch_dtype", None)
+        raw.pop("quantization_config", None)  # moelab saves the weights it holds: dequantized
         return raw
     reasons = []
     own = REGISTRY.get(spec.family)

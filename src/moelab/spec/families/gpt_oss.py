@@ -119,12 +119,6 @@ class GptOss(Family):
                       rope_theta=rope_theta(c, 150000.0), rope_scaling=scaling,
                       norm_eps=c.float("rms_norm_eps", 1e-5), expert_storage=expert_storage(c, n_layers))
 
-    def check_buildable(self, raw, spec):
-        if spec.expert_storage == "mxfp4":  # moelab/nn/gpt_oss.py dequantizes; the loader cannot feed it yet
-            return ("quantization_config mxfp4: the experts are stored as MXFP4 tensors "
-                    f"({_EXPERTS.format(layer=0)}.gate_up_proj_blocks and _scales) that moelab.nn does not load")
-        return None
-
     def write(self, spec, dtype):
         a, m = spec.attention, spec.moe
         need(spec.activation == "clamped_swiglu", f"activation {spec.activation}")
