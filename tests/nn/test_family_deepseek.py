@@ -42,6 +42,8 @@ CASES = {
     "v2-no-shared-all-moe": {**V2_LITE, "n_shared_experts": 0, "first_k_dense_replace": 0},
     "v2-no-shared-mlp_bias": {**V2_LITE, "n_shared_experts": 0, "mlp_bias": True},
     "v2-group-of-one": {**V2_LITE, "topk_method": "group_limited_greedy", "n_group": 8, "topk_group": 4},
+    # full DeepSeek-V2's routing: groups of several experts ranked by their best score
+    "v2-groups-by-max": {**V2_LITE, "topk_method": "group_limited_greedy", "n_group": 4, "topk_group": 2},
     "kimi_k2": KIMI,
 }
 IDS = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(2))
@@ -131,13 +133,12 @@ def test_kv_cache_decoding_equals_full_forward_and_transformers(case, tmp_path):
 
 
 @pytest.mark.parametrize("change, words", [
-    (dict(topk_method="group_limited_greedy", n_group=4, topk_group=2), "group_limited_greedy"),
     (dict(norm_topk_prob=True), "norm_topk_prob"),
     (dict(moe_layer_freq=2), "moe_layer_freq"),
 ])
 def test_v2_switches_transformers_builds_differently_are_refused(tmp_path, change, words):
-    """group_limited_greedy ranks groups by their max (moelab.nn: top-2 sum); transformers' V2 ignores
-    norm_topk_prob and moe_layer_freq, which DeepSeek's own code honours: moelab.nn builds neither reading."""
+    """transformers' V2 ignores norm_topk_prob and moe_layer_freq, which DeepSeek's own code honours: moelab.nn
+    builds neither reading."""
     save_hf("v2-lite", tmp_path)
     path = tmp_path / "config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **change}))

@@ -84,7 +84,7 @@ class Router(nn.Module):
             return choice_TE
         t = choice_TE.shape[0]
         grouped = choice_TE.view(t, m.n_group, m.n_experts // m.n_group)
-        top = min(2, grouped.shape[-1])
+        top = 1 if m.group_score == "max" else min(2, grouped.shape[-1])  # V2: best score; V3: top-2 sum
         group_scores = grouped.topk(top, dim=-1).values.sum(-1)  # (T, G)
         keep = group_scores.topk(m.topk_group, dim=-1).indices
         mask = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, keep, True)

@@ -18,6 +18,7 @@ from moelab.errors import MoelabError
 from moelab.validation import format_errors, show_value
 
 ROUTERS = ("topk_softmax", "softmax_topk", "sigmoid", "sparsemixer", "topk_sigmoid")
+GROUP_SCORES = ("top2_sum", "max")
 QK_NORMS = ("none", "head", "full", "l2")
 ATTENTION_KINDS = ("gqa", "mla", "linear")
 ACTIVATIONS = ("silu", "gelu_tanh", "gelu", "clamped_swiglu")
@@ -250,6 +251,7 @@ class MoESpec:
     norm_topk_prob: bool = True
     n_group: int = 1
     topk_group: int = 1
+    group_score: str = "top2_sum"  # GROUP_SCORES: how groups rank (DeepSeek-V3/GLM: top-2 sum; V2: best score)
     routed_scaling_factor: float = 1.0
     selection_bias: bool = False  # DeepSeek-V3 e_score_correction_bias (a buffer, not a parameter)
     router_bias: bool = False  # gpt-oss: the router Linear has a bias
@@ -276,6 +278,8 @@ class MoESpec:
         check.raise_any()
         if self.top_k > self.n_experts:
             raise MoelabError(f"moe: top_k ({self.top_k}) exceeds the number of experts ({self.n_experts})")
+        if self.group_score not in GROUP_SCORES:
+            raise MoelabError(f"moe: group_score must be one of {GROUP_SCORES}, got {show_value(self.group_score)}")
         if self.router not in ROUTERS:
             raise MoelabError(f"moe: router must be one of {ROUTERS}, got {show_value(self.router)}")
         if self.n_shared < 0 or self.shared_ffn < 0 or (self.n_shared and self.shared_ffn <= 0):

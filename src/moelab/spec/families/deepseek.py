@@ -13,9 +13,8 @@ logits are tested against it) and moelab.nn refuses what would make the two disa
   moelab's interleaved rotation up to one permutation of the rope dims applied to q and k alike, so scores
   are identical: V2 specs have rope_interleave always.
 - V2 routes by softmax, then plain top-k ("greedy") or top-k within the topk_group groups of the highest max
-  score ("group_limited_greedy"); it never renormalises (DeepseekV2TopkRouter ignores norm_topk_prob), then
-  scales by routed_scaling_factor. moelab.nn's group-limited routing ranks groups by their top-2 sum (V3's
-  rule), so V2's group_limited_greedy with n_group > 1 is not built (the engine still estimates it).
+  score ("group_limited_greedy": MoESpec.group_score "max"); it never renormalises (DeepseekV2TopkRouter
+  ignores norm_topk_prob), then scales by routed_scaling_factor.
 - Both modeling files put MoE on every layer >= first_k_dense_replace and never read moe_layer_freq; the
   reader follows DeepSeek's rule (i % moe_layer_freq == 0) for the engine, and moelab.nn builds only 1."""
 
@@ -56,6 +55,8 @@ class _DeepSeek(Family):
                 norm_topk_prob=c.bool("norm_topk_prob", self.v3),
                 n_group=c.count("n_group", 1) if grouped else 1,
                 topk_group=c.count("topk_group", 1) if grouped else 1,
+                # DeepSeek-V2's group_limited_greedy ranks groups by their best score, V3's noaux_tc by top-2 sums
+                group_score="max" if not self.v3 and topk_method == "group_limited_greedy" else "top2_sum",
                 routed_scaling_factor=c.float("routed_scaling_factor", 1.0),
                 selection_bias=topk_method == "noaux_tc",
             )
@@ -92,6 +93,7 @@ class DeepseekV3(_DeepSeek):
         need(m.n_shared >= 1 and m.shared_ffn == m.expert_ffn and not m.shared_gate, "this shared-expert shape")
         need(not (spec.mlp_bias or m.router_bias or m.expert_bias), "FFN biases")
         cfg = base_config(spec, "deepseek_v3", self.architecture, dtype)
+        need(m.group_score == "top2_sum", "groups ranked by their best score (DeepSeek-V2's rule)")
         method = "noaux_tc" if m.selection_bias else "group_limited_greedy" if m.n_group > 1 else "greedy"
         cfg.update(
             head_dim=a.qk_rope_head_dim, attention_bias=a.qkv_bias, q_lora_rank=a.q_lora_rank,
@@ -115,13 +117,6 @@ class DeepseekV2(_DeepSeek):
     weights = ()  # no selection bias: the default table leaves moelab's (zero) router bias unstored
     nn_refused = {"moe_layer_freq": (1,), "scoring_func": ("softmax",), "norm_topk_prob": (False, None)}
 
-    def check_buildable(self, raw, spec):
-        m = spec.moe
-        if m is not None and m.n_group > 1 and m.n_experts // m.n_group > 1:
-            return ("deepseek_v2's group_limited_greedy ranks expert groups by their best score; moelab.nn "
-                    "ranks them by their top-2 sum (DeepSeek-V3's rule)")
-        return None
-
     def write(self, spec: ModelSpec, dtype):
         a, m = spec.attention, spec.moe
         check_plain(spec)
@@ -137,7 +132,7 @@ class DeepseekV2(_DeepSeek):
         need(m.n_shared == 0 or m.shared_ffn == m.expert_ffn, "shared experts of another width")
         need(not m.shared_gate and not m.selection_bias, "a shared-expert gate or a selection bias")
         need(not m.norm_topk_prob, "renormalised top-k weights (transformers' DeepSeek-V2 never renormalises)")
-        need(m.n_group == 1 or m.n_experts == m.n_group, "group-limited routing over groups of several experts")
+        need(m.n_group == 1 or m.group_score == "max", "groups ranked by their top-2 sum")
         need(not (m.router_bias or m.expert_bias or m.weighted_input), "router or expert biases")
         cfg = base_config(spec, "deepseek_v2", self.architecture, dtype)
         cfg.update(
