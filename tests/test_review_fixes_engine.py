@@ -71,8 +71,12 @@ def test_user_specs_are_still_bounded(tmp_path, capsys):
 
     raw = spec_to_dict(load_model("mistral-7b"))
     assert "bounded" not in raw
-    with pytest.raises(Exception, match="ffn_dim must be at most"):
-        spec_from_dict({**raw, "ffn_dim": limits.MAX_FFN + 1, "bounded": False})
+    with pytest.raises(Exception, match="ffn width must be at most"):
+        spec_from_dict({**raw, "ffns": [{"dense": {"width": limits.MAX_FFN + 1}}], "bounded": False})
+    legacy = {k: v for k, v in raw.items() if k not in ("format", "attentions", "ffns", "layers")}
+    legacy.update(attention=raw["attentions"][0], n_layers=32, ffn_dim=limits.MAX_FFN + 1, bounded=False)
+    with pytest.raises(Exception, match="ffn width must be at most"):  # the uniform format of older runs too
+        spec_from_dict(legacy)
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"architectures": ["MistralForCausalLM"], "model_type": "mistral",
                                   "vocab_size": 32000, "hidden_size": 4096, "num_hidden_layers": 32,
@@ -170,11 +174,11 @@ def test_bench_refuses_an_unbuilt_rope_before_calibrating(capsys, monkeypatch, t
     monkeypatch.setenv("MOELAB_HOME", str(tmp_path / "home"))
     monkeypatch.setattr("moelab.bench.run.calibrated_hardware", _no_calibration)
     monkeypatch.setattr("moelab.bench.calibrate.calibrated_hardware", _no_calibration)
-    config = tmp_path / "cfg-llama3.json"
-    config.write_text(json.dumps(LLAMA3_CONFIG))
+    config = tmp_path / "cfg-proportional.json"  # a rope type transformers has and moelab.nn does not build
+    config.write_text(json.dumps({**LLAMA3_CONFIG, "rope_scaling": {"rope_type": "proportional", "factor": 2.0}}))
     assert main(["bench", str(config), *extra]) == 2
     err = capsys.readouterr().err
-    assert one_error_line(err) and "rope_scaling type 'llama3' is not implemented in moelab.nn" in err
+    assert one_error_line(err) and "rope_scaling type 'proportional' is not implemented in moelab.nn" in err
     assert str(config) in err
 
 

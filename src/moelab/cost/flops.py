@@ -26,14 +26,15 @@ def _state_flops(a: AttentionSpec) -> float:
 
 def attended(spec: ModelSpec, context: float) -> float:
     """Positions a query attends to at `context`, averaged over the softmax-attention layers."""
-    layers = [layer.attention for layer in spec.layers if layer.attention.softmax]
-    return sum(a.attended(context) for a in layers) / len(layers) if layers else 0.0
+    groups = [(layer.attention, n) for layer, n in spec.layer_groups if layer.attention.softmax]
+    count = sum(n for _, n in groups)
+    return sum(n * a.attended(context) for a, n in groups) / count if count else 0.0
 
 
 def attention_flops(spec: ModelSpec, context: float) -> float:
     """Attention FLOPs of one query token over `context` positions, all layers."""
-    return sum(_per_position(layer.attention) * layer.attention.attended(context) + _state_flops(layer.attention)
-               for layer in spec.layers)
+    return sum(n * (_per_position(layer.attention) * layer.attention.attended(context)
+                    + _state_flops(layer.attention)) for layer, n in spec.layer_groups)
 
 
 def token_flops(spec: ModelSpec, p: ParamBreakdown, context: float, lm_head: bool = True) -> float:
@@ -58,8 +59,8 @@ def _causal_positions(a: AttentionSpec, seq: int) -> float:
 
 def causal_attention_flops(spec: ModelSpec, seq: int) -> float:
     """Attention FLOPs of a causal sequence of `seq` tokens, all layers: token t attends to its span."""
-    return sum(_per_position(layer.attention) * _causal_positions(layer.attention, seq)
-               + _state_flops(layer.attention) * seq for layer in spec.layers)
+    return sum(n * (_per_position(layer.attention) * _causal_positions(layer.attention, seq)
+                    + _state_flops(layer.attention) * seq) for layer, n in spec.layer_groups)
 
 
 def prefill_flops(spec: ModelSpec, p: ParamBreakdown, batch: int, prompt: int, all_logits: bool = False) -> float:

@@ -65,14 +65,14 @@ def linear_state_elements(a: AttentionSpec) -> int:
 
 def kv_bytes_per_token(spec: ModelSpec, kv_dtype: str) -> float:
     """KV cache per token over all softmax layers: 2*n_kv*head_dim (GQA) or kv_lora_rank + rope dim (MLA)."""
-    return sum(_kv_width(layer.attention) for layer in spec.layers) * KV_BYTES[kv_dtype]
+    return sum(n * _kv_width(layer.attention) for layer, n in spec.layer_groups) * KV_BYTES[kv_dtype]
 
 
 def kv_cache_bytes(spec: ModelSpec, kv_dtype: str, batch: int, context: int) -> float:
     """KV cache of `batch` sequences of `context` tokens, layer by layer: a sliding window or a chunk keeps
     only its last positions; a linear-attention layer keeps its fixed state instead."""
-    per_sequence = sum(_kv_width(layer.attention) * layer.attention.cached(context)
-                       + linear_state_elements(layer.attention) for layer in spec.layers)
+    per_sequence = sum(n * (_kv_width(layer.attention) * layer.attention.cached(context)
+                            + linear_state_elements(layer.attention)) for layer, n in spec.layer_groups)
     return batch * per_sequence * KV_BYTES[kv_dtype]
 
 
@@ -86,7 +86,7 @@ def _ffn_width(layer: LayerSpec) -> int:
 
 def ffn_width_per_token(spec: ModelSpec) -> int:
     """The widest FFN intermediate a token produces in any layer."""
-    return max(_ffn_width(layer) for layer in spec.layers)
+    return max(_ffn_width(layer) for layer, _ in spec.layer_groups)
 
 
 def _qkv_width(a: AttentionSpec) -> int:
@@ -101,7 +101,7 @@ def _qkv_width(a: AttentionSpec) -> int:
 def prefill_activation_bytes(spec: ModelSpec, dtype: str, batch: int, prompt: int) -> float:
     """Peak live activations of an unchunked prefill: residual, normed input, the widest intermediate
     (q/k/v or gate/up), plus fp32 logits of the last positions."""
-    qkv = max(_qkv_width(layer.attention) for layer in spec.layers)
+    qkv = max(_qkv_width(layer.attention) for layer, _ in spec.layer_groups)
     width = 2 * spec.d_model + max(qkv, 2 * ffn_width_per_token(spec))
     return batch * prompt * width * activation_bytes(dtype) + batch * spec.vocab_size * 4.0
 
@@ -210,12 +210,12 @@ def training_memory(spec: ModelSpec, hw: HardwareSpec, micro_batch: int, seq: in
     grads = per_rank(GRAD_16, zero >= 2)
     optimizer = per_rank(ADAM_32, zero >= 1)
     tokens = micro_batch * seq
-    layers = [layer_activation_bytes_per_token(spec, layer) for layer in spec.layers]
+    layers = [(layer_activation_bytes_per_token(spec, layer), n) for layer, n in spec.layer_groups]
     logits = tokens * spec.vocab_size * (2 + 4)  # bf16 logits and fp32 copy for the loss
     if recompute:  # keep each layer's input; rebuild one layer at a time in backward
-        act = tokens * (spec.n_layers * 2 * spec.d_model + max(layers)) + logits
+        act = tokens * (spec.n_layers * 2 * spec.d_model + max(b for b, _ in layers)) + logits
     else:
-        act = tokens * sum(layers) + logits
+        act = tokens * sum(b * n for b, n in layers) + logits
     total = weights + grads + optimizer + act
     return TrainingMemory(weights, grads, optimizer, act, total,
                           total + hw.runtime_overhead_bytes <= hw.memory_bytes)

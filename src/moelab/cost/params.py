@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
 from moelab.spec.model import AttentionSpec, FFNSpec, LinearAttentionSpec, ModelSpec, MoESpec
@@ -104,31 +105,47 @@ class ParamBreakdown:
         return out
 
 
+_RECENT: OrderedDict[int, tuple[ModelSpec, ParamBreakdown]] = OrderedDict()  # id -> (the spec, its counts)
+
+
 def count_params(spec: ModelSpec) -> ParamBreakdown:
-    """Exact parameter counts, as `sum(p.numel())` of the transformers model built from the same config."""
+    """Exact parameter counts, as `sum(p.numel())` of the transformers model built from the same config.
+    The last 64 specs' counts are kept (by identity: a plan search prices one spec thousands of times)."""
+    hit = _RECENT.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        _RECENT.move_to_end(id(spec))
+        return hit[1]
+    counts = _count_params(spec)
+    _RECENT[id(spec)] = (spec, counts)
+    if len(_RECENT) > 64:
+        _RECENT.popitem(last=False)
+    return counts
+
+
+def _count_params(spec: ModelSpec) -> ParamBreakdown:
     d = spec.d_model
     attention = dense = routed = shared = routers = active = 0
-    for layer in spec.layers:
+    for layer, n in spec.layer_groups:  # each distinct layer once, times how many layers are it
         a = layer.attention
-        attention += attention_params(d, a)
+        attention += n * attention_params(d, a)
         if a.moa_experts:  # routed weights: a token uses top-k = n_heads // n_kv_heads of the experts
-            attention -= a.moa_experts * (moa_expert_params(d, a) + d)
-            routed += a.moa_experts * moa_expert_params(d, a)
-            active += a.n_heads // a.n_kv_heads * moa_expert_params(d, a)
-            routers += a.moa_experts * d
+            attention -= n * a.moa_experts * (moa_expert_params(d, a) + d)
+            routed += n * a.moa_experts * moa_expert_params(d, a)
+            active += n * (a.n_heads // a.n_kv_heads) * moa_expert_params(d, a)
+            routers += n * a.moa_experts * d
         if isinstance(layer.ffn, FFNSpec):
-            dense += swiglu_params(d, layer.ffn.width, spec.mlp_bias)
+            dense += n * swiglu_params(d, layer.ffn.width, spec.mlp_bias)
             continue
         m = layer.ffn
         expert = expert_params(d, m)
-        routed += m.n_experts * expert
-        active += m.top_k * expert
+        routed += n * m.n_experts * expert
+        active += n * m.top_k * expert
         # Shared experts run as one SwiGLU of width n_shared * shared_ffn; with biased MLPs (DeepSeek-V2's
         # mlp_bias) transformers builds it even at width 0, leaving the down-projection bias.
         if m.n_shared or spec.mlp_bias:
-            shared += swiglu_params(d, m.n_shared * m.shared_ffn, spec.mlp_bias)
-        shared += d * m.shared_gate
-        routers += m.n_experts * d + m.n_experts * m.router_bias
+            shared += n * swiglu_params(d, m.n_shared * m.shared_ffn, spec.mlp_bias)
+        shared += n * d * m.shared_gate
+        routers += n * (m.n_experts * d + m.n_experts * m.router_bias)
     first = spec.moe
     return ParamBreakdown(
         embedding=spec.vocab_size * d,

@@ -114,10 +114,10 @@ def eager_elements_per_token(spec: ModelSpec) -> float:
     copy, SwiGLU's silu and product 5f; a MoE layer's gather, combine and scatter ~8d and 5f_e per routed slot,
     softmax/top-k/statistics ~10E, shared experts 5 f_s. Summed layer by layer."""
     d, total = spec.d_model, 7.0 * spec.d_model
-    for layer in spec.layers:
+    for layer, n in spec.layer_groups:
         q, kv = _qkv_widths(layer.attention)
-        total += 20 * d + 12 * q + 14 * kv
-        total += 5 * layer.ffn.width if layer.moe is None else _moe_elements(d, layer.moe)
+        ffn = 5 * layer.ffn.width if layer.moe is None else _moe_elements(d, layer.moe)
+        total += n * (20 * d + 12 * q + 14 * kv + ffn)
     return total
 
 
@@ -130,16 +130,17 @@ def activation_tensors_per_token(spec: ModelSpec) -> list[tuple[float, float]]:
     rows: top_k*f_e/E per token) and the shared experts' (4 of n_shared*f_s)."""
     d = spec.d_model
     out: list[tuple[float, float]] = [(1, d)]
-    for layer in spec.layers:
+    for layer, n in spec.layer_groups:
         q, kv = _qkv_widths(layer.attention)
-        out += [(10, d), (6, q), (6, kv)]
+        tensors = [(10, d), (6, q), (6, kv)]
         m = layer.moe
         if m is None:
-            out.append((4, layer.ffn.width))
-            continue
-        out += [(3, m.n_experts), (3, m.top_k * d), (2, d), (4, m.top_k * m.expert_ffn / m.n_experts)]
-        if m.n_shared:
-            out.append((4, m.n_shared * m.shared_ffn))
+            tensors.append((4, layer.ffn.width))
+        else:
+            tensors += [(3, m.n_experts), (3, m.top_k * d), (2, d), (4, m.top_k * m.expert_ffn / m.n_experts)]
+            if m.n_shared:
+                tensors.append((4, m.n_shared * m.shared_ffn))
+        out += [(count * n, width) for count, width in tensors]
     return out
 
 
@@ -173,22 +174,22 @@ def _touched_experts(spec: ModelSpec, wl: Workload, tokens: float) -> tuple[floa
     layer with its own expert count, top-k and expert size; uniform routing skewed by wl.skew)."""
     per_param = expert_param_bytes(wl.dtype, spec.expert_storage)
     nbytes = count = 0.0
-    for layer in spec.layers:
+    for layer, n in spec.layer_groups:
         a, m = layer.attention, layer.moe
         if a.moa_experts:  # JetMoE's attention experts are routed weights too (their bytes; not in the count)
             moa = distinct_experts(a.moa_experts, a.n_heads // a.n_kv_heads, tokens, wl.skew)
-            nbytes += moa * moa_expert_params(spec.d_model, a) * per_param
+            nbytes += n * moa * moa_expert_params(spec.d_model, a) * per_param
         if m is None:
             continue
         touched = distinct_experts(m.n_experts, m.top_k, tokens, wl.skew)
-        nbytes += touched * expert_params(spec.d_model, m) * per_param
-        count += touched
+        nbytes += n * touched * expert_params(spec.d_model, m) * per_param
+        count += n * touched
     return nbytes, count
 
 
 def _softmax_heads(spec: ModelSpec) -> int:
     """Attention heads over all softmax layers (each a per-head kernel launch in an eager forward)."""
-    return sum(layer.attention.n_heads for layer in spec.layers if layer.attention.softmax)
+    return sum(n * layer.attention.n_heads for layer, n in spec.layer_groups if layer.attention.softmax)
 
 
 def _phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: float, kv_read: float,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from moelab import limits
@@ -83,6 +84,15 @@ class _Checks:
             raise MoelabError(format_errors(self.owner, self.errors))
 
 
+def _cached_hash(spec) -> int:
+    """The hash of a frozen spec from its fields, kept on the instance after the first call."""
+    cached = spec.__dict__.get("_hash")
+    if cached is None:
+        cached = hash(tuple(getattr(spec, f) for f in spec.__dataclass_fields__))
+        object.__setattr__(spec, "_hash", cached)
+    return cached
+
+
 @dataclass(frozen=True)
 class LinearAttentionSpec:
     """Gated DeltaNet linear attention (Qwen3-Next): a causal depthwise conv over q/k/v, then a delta-rule
@@ -143,6 +153,9 @@ class AttentionSpec:
     qk_rope_head_dim: int = 0
     # linear attention only
     linear: LinearAttentionSpec | None = None
+
+    def __hash__(self) -> int:
+        return _cached_hash(self)
 
     def __post_init__(self) -> None:
         check = _Checks("attention")
@@ -299,13 +312,16 @@ class LayerSpec:
     attention: AttentionSpec
     ffn: FFNSpec | MoESpec
 
+    def __hash__(self) -> int:  # computed once: sums over layers hash every layer of every spec they price
+        return _cached_hash(self)
+
     def __post_init__(self) -> None:
         if not isinstance(self.attention, AttentionSpec):
             raise MoelabError("layer: attention must be an attention spec")
         if not isinstance(self.ffn, FFNSpec | MoESpec):
             raise MoelabError("layer: ffn must be a dense FFN or a MoE spec")
 
-    @property
+    @cached_property
     def moe(self) -> MoESpec | None:
         return self.ffn if isinstance(self.ffn, MoESpec) else None
 
@@ -386,7 +402,7 @@ class ModelSpec:
         else:
             check.count("n_layers", len(self.layers), limits.MAX_LAYERS)
             if self.bounded is not False:  # widths of derived specs (dense twins) may pass the user bounds
-                for layer in self.layers:
+                for layer, _ in self.layer_groups:
                     if isinstance(layer.ffn, FFNSpec) and layer.ffn.width > limits.MAX_FFN:
                         check.errors.append(f"ffn width must be at most {limits.MAX_FFN}")
                         break
@@ -398,7 +414,13 @@ class ModelSpec:
     def n_layers(self) -> int:
         return len(self.layers)
 
-    @property
+    @cached_property
+    def layer_groups(self) -> tuple[tuple[LayerSpec, int], ...]:
+        """Each distinct layer once, with how many layers are it (first-seen order): what sums over layers
+        iterate, so that a 61-layer model costs as much to price as its two or three kinds of layer."""
+        return tuple(Counter(self.layers).items())
+
+    @cached_property
     def attention(self) -> AttentionSpec:
         """The model's main attention: the most common softmax attention (ties: the first), else the first."""
         softmax = [layer.attention for layer in self.layers if layer.attention.softmax]
@@ -408,34 +430,34 @@ class ModelSpec:
         best = max(counts.values())
         return next(a for a in softmax if counts[a] == best)
 
-    @property
+    @cached_property
     def moe_layers(self) -> tuple[int, ...]:
         """Indices of the layers whose FFN is a MoE."""
         return tuple(i for i, layer in enumerate(self.layers) if layer.moe is not None)
 
-    @property
+    @cached_property
     def moe(self) -> MoESpec | None:
         """The MoE of the first MoE layer (None for a dense model)."""
         return next((layer.moe for layer in self.layers if layer.moe is not None), None)
 
-    @property
+    @cached_property
     def ffn_dim(self) -> int:
         """Width of the first dense FFN layer (0 if every layer is MoE)."""
         return next((layer.ffn.width for layer in self.layers if isinstance(layer.ffn, FFNSpec)), 0)
 
-    @property
+    @cached_property
     def is_moe(self) -> bool:
         return any(layer.moe is not None for layer in self.layers)
 
-    @property
+    @cached_property
     def n_moe_layers(self) -> int:
         return len(self.moe_layers)
 
-    @property
+    @cached_property
     def n_dense_layers(self) -> int:
         return self.n_layers - self.n_moe_layers
 
-    @property
+    @cached_property
     def uniform_attention(self) -> bool:
         return len({layer.attention for layer in self.layers}) == 1
 
@@ -484,8 +506,15 @@ def with_ffns(spec: ModelSpec, moe: MoESpec | None, moe_layers: tuple[int, ...] 
     if len(chosen) < spec.n_layers and width <= 0:
         raise MoelabError(f"{spec.name}: dense layers need a positive intermediate_size")
     dense = FFNSpec(width) if len(chosen) < spec.n_layers else None
-    return replace(spec, layers=tuple(replace(layer, ffn=moe if i in chosen else dense)
-                                      for i, layer in enumerate(spec.layers)))
+    built: dict[tuple, LayerSpec] = {}  # one LayerSpec per distinct (attention, ffn): layers share them
+    layers = []
+    for i, layer in enumerate(spec.layers):
+        ffn = moe if i in chosen else dense
+        key = (id(layer.attention), id(ffn))
+        if key not in built:
+            built[key] = LayerSpec(layer.attention, ffn)
+        layers.append(built[key])
+    return replace(spec, layers=tuple(layers))
 
 
 def every_expert(spec: ModelSpec) -> ModelSpec:

@@ -31,8 +31,8 @@ def training_bytes(spec: ModelSpec, cfg: TrainConfig) -> float:
     if cfg.ds_moe and spec.is_moe:  # DS-MoE runs every expert on every token
         spec = every_expert(spec)
     micro_tokens = cfg.batch_size * cfg.seq_len
-    per_token = FP32_OVER_BF16 * sum(layer_activation_bytes_per_token(spec, layer)
-                                     for layer in spec.layers) + LOGIT_BYTES * spec.vocab_size
+    per_token = FP32_OVER_BF16 * sum(n * layer_activation_bytes_per_token(spec, layer)
+                                     for layer, n in spec.layer_groups) + LOGIT_BYTES * spec.vocab_size
     scores = SCORE_BYTES * cfg.batch_size * spec.attention.n_heads * cfg.seq_len * cfg.seq_len * spec.n_layers
     return (STATE_BYTES_PER_PARAM * count_params(spec).total + micro_tokens * per_token + scores
             + BATCH_BYTES_PER_TOKEN * cfg.tokens_per_step)
