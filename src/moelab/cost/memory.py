@@ -76,6 +76,16 @@ def kv_cache_bytes(spec: ModelSpec, kv_dtype: str, batch: int, context: int) -> 
     return batch * per_sequence * KV_BYTES[kv_dtype]
 
 
+def kv_read_bytes(spec: ModelSpec, kv_dtype: str, batch: int, context: float) -> float:
+    """KV bytes one decode step of `batch` sequences reads at `context`, layer by layer: the positions the
+    query attends to (AttentionSpec.attended: a sliding window, or the part of its chunk before it, half a
+    chunk on average past the first, as the attention FLOPs count them) rather than those cached, plus a
+    linear-attention layer's fixed state, which the step reads whole."""
+    per_sequence = sum(n * (_kv_width(layer.attention) * layer.attention.attended(context)
+                            + linear_state_elements(layer.attention)) for layer, n in spec.layer_groups)
+    return batch * per_sequence * KV_BYTES[kv_dtype]
+
+
 def _ffn_width(layer: LayerSpec) -> int:
     """The FFN intermediate a token produces in a layer: dense width, or its top-k experts plus shared ones."""
     if isinstance(layer.ffn, FFNSpec):

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 
 from moelab.cost.dtypes import COMPUTE_DTYPE, activation_bytes
 from moelab.cost.flops import attention_flops, causal_attention_flops, decode_flops, prefill_flops
-from moelab.cost.memory import expert_param_bytes, kv_bytes_per_token, kv_cache_bytes, model_weight_bytes
+from moelab.cost.memory import expert_param_bytes, kv_bytes_per_token, kv_cache_bytes, kv_read_bytes, model_weight_bytes
 from moelab.cost.params import count_params, expert_params, moa_expert_params
 from moelab.cost.routing import distinct_experts
 from moelab.errors import MoelabError
@@ -264,7 +264,7 @@ def decode_step(spec: ModelSpec, hw: HardwareSpec, wl: Workload, context: float 
     """One decode step of the batch at `context` positions (default: the workload's mean context)."""
     context = wl.decode_context if context is None else context
     flops = decode_flops(spec, count_params(spec), wl.batch, context)
-    kv_read = kv_cache_bytes(spec, wl.kv_dtype, wl.batch, int(round(context)))
+    kv_read = kv_read_bytes(spec, wl.kv_dtype, wl.batch, int(round(context)))  # attended, not cached
     kv_write = wl.batch * kv_bytes_per_token(spec, wl.kv_dtype)
     return _phase(spec, hw, wl, wl.batch, flops, kv_read, kv_write, wl.batch * attention_flops(spec, context))
 
