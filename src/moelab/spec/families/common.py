@@ -149,9 +149,14 @@ def rope_theta(c: ConfigReader, default: float = 10000.0) -> float:
 def rope_scaling(c: ConfigReader, scaling: Any = None, key: str | None = None) -> tuple:
     """The sorted items of rope_scaling (or transformers 5's rope_parameters); () for plain RoPE.
 
-    Scalars and lists of numbers (LongRoPE's short/long factors, as tuples) are kept; any rope type is read
-    (it does not change the cost) and moelab.nn refuses the ones it does not build. YaRN's parameters must be
-    numbers, since moelab.nn computes with them. `scaling`/`key`: a nested rope dict to read instead."""
+    Scalars and flat lists of finite numbers (LongRoPE's short/long factors, as tuples) are kept, a null value is
+    unset; any other value (a nested list, a list of booleans or strings, an empty list, an object) is an error
+    naming it: transformers 5.24's RopeParameters (modeling_rope_utils.py) types every key a scalar or a flat
+    list (short_factor, long_factor: list[float]; mrope_section: list[int]), none an object, and its typed
+    keys of the wrong kind (factor: "8", short_factor: "x") are errors too. Any rope type is
+    read (it does not change the cost) and moelab.nn refuses the ones it does not build. YaRN's parameters must
+    be numbers, since moelab.nn computes with them. `scaling`/`key`: a nested rope dict to read instead (Gemma
+    3's per-layer-type rope_parameters, an object of such dicts, is split by its family before this)."""
     if key is None:
         key = "rope_scaling" if c.raw.get("rope_scaling") else "rope_parameters"
         scaling = c.raw.get(key)
@@ -164,17 +169,33 @@ def rope_scaling(c: ConfigReader, scaling: Any = None, key: str | None = None) -
         return c.bad(f"field '{key}.rope_type' must be a string, got {show_value(kind)}", ())
     if kind == "default":
         return ()
+    # RopeParameters' typed keys (partial_rotary_factor: checked, bounded, by the families that read it)
+    numbers = ("factor", "attention_factor", "beta_fast", "beta_slow", "low_freq_factor", "high_freq_factor",
+               "mscale", "mscale_all_dim")
+    lists = ("short_factor", "long_factor", "mrope_section")
     items = {}
     for k, v in scaling.items():
-        if k in ("type", "rope_theta"):
+        if k in ("type", "rope_theta") or v is None:  # rope_theta: read by rope_theta(); null: unset
             continue
-        if isinstance(v, list) and v and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v):
-            if not all(math.isfinite(x) for x in v):
-                c.errors.append(f"field '{key}.{k}' must hold finite numbers")
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        # a typed key of the wrong kind, in the words of check_number / check_int / _check_yarn (one message)
+        wrong = ("a number" if k in numbers and not number else
+                 "an integer" if k == "original_max_position_embeddings" and not number else
+                 "true or false" if k == "truncate" and not isinstance(v, bool) else
+                 "a list of finite numbers" if k in lists and not isinstance(v, list) else None)
+        if wrong:
+            c.errors.append(f"field '{key}.{k}' must be {wrong}, got {show_value(v)}")
+            continue
+        if isinstance(v, list):
+            if not v or not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+                                for x in v):
+                c.errors.append(f"field '{key}.{k}' must be a list of finite numbers, got {show_value(v)}")
                 continue
             items[k] = tuple(float(x) for x in v)
             continue
         if not isinstance(v, int | float | str | bool):
+            c.errors.append(f"field '{key}.{k}' must be a number, a string, true or false, or a list of numbers, "
+                            f"got {show_value(v)}")
             continue
         if isinstance(v, float) and not math.isfinite(v):
             c.errors.append(f"field '{key}.{k}' must be a finite number, got {v}")

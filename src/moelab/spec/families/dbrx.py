@@ -49,6 +49,24 @@ def _int(c: ConfigReader, raw: dict[str, Any], key: str, bound: str, label: str,
     return value if value >= 1 else c.bad(f"field '{label}' must be at least 1, got {value}", 1)
 
 
+def _activation(c: ConfigReader, act: Any) -> str:
+    """moelab's name for ffn_config.ffn_act_fn, an object {"name": ...} or null. transformers 5.24: null is
+    {"name": "silu"} (DbrxFFNConfig.__post_init__; its strict type, dict | None, refuses anything else) and
+    DbrxExpertGLU reads ACT2FN[ffn_act_fn.get("name", "silu")], so an object without a name is SiLU too."""
+    if act is None:
+        return "silu"
+    if not isinstance(act, dict):
+        return c.bad(f"field 'ffn_config.ffn_act_fn' must be an object such as {{\"name\": \"silu\"}} or null, "
+                     f"got {show_value(act)}", "silu")
+    name = act.get("name", "silu")
+    if not isinstance(name, str):
+        return c.bad(f"field 'ffn_config.ffn_act_fn.name' must be a string, got {show_value(name)}", "silu")
+    if name not in _ACTIVATIONS:
+        return c.bad(f"field 'ffn_config.ffn_act_fn' name {show_value(name)} is not modelled by moelab for dbrx "
+                     f"(known: {', '.join(_ACTIVATIONS)})", "silu")
+    return _ACTIVATIONS[name]
+
+
 @register
 class Dbrx(Family):
     model_types = ("dbrx",)
@@ -75,11 +93,7 @@ class Dbrx(Family):
             if not any(value is a or (type(value) is type(a) and value == a) for a in accepted):
                 c.errors.append(f"field 'ffn_config.{key}' {show_value(value)} is not modelled by moelab "
                                 f"(accepted: {', '.join(show_value(a) for a in accepted)})")
-        act = ffn.get("ffn_act_fn") or {"name": "silu"}
-        act = act.get("name", "silu") if isinstance(act, dict) else act
-        if act not in _ACTIVATIONS:
-            c.errors.append(f"field 'ffn_config.ffn_act_fn' name {show_value(act)} is not modelled by moelab for "
-                            f"dbrx (known: {', '.join(_ACTIVATIONS)})")
+        act = _activation(c, ffn.get("ffn_act_fn"))
         params = raw.get("rope_parameters")
         if isinstance(params, dict) and "rope_theta" in params:
             theta = c.check_number("rope_theta", params["rope_theta"], "rope_parameters.rope_theta")
@@ -90,7 +104,7 @@ class Dbrx(Family):
                       max_position=None if raw.get("max_seq_len", 2048) is None else
                       c.check_int("max_position_embeddings", raw.get("max_seq_len", 2048), label="max_seq_len"),
                       norm="layer_nobias", rope_theta=theta, norm_eps=1e-5, rope_scaling=rope_scaling(c),
-                      activation=_ACTIVATIONS.get(act, "silu"))
+                      activation=act)
         c.raise_errors()
         try:
             attention = AttentionSpec(n_heads=heads, n_kv_heads=kv_heads, head_dim=d // heads, clip_qkv=clip)

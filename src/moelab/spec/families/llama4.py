@@ -25,11 +25,15 @@ _DEFAULTS = dict(vocab_size=202048, hidden_size=5120, num_hidden_layers=48, num_
 
 def _no_rope_layers(c, n: int) -> list[bool]:
     """Per layer, whether it rotates: no_rope_layers (1 = RoPE, 0 = NoPE, one per layer) when given and non-empty
-    (transformers takes an empty list as absent), else a NoPE layer every no_rope_layer_interval-th layer."""
+    (transformers takes an empty list as absent), else a NoPE layer every no_rope_layer_interval-th layer.
+    Llama4TextConfig types it list[int] | None, strictly: true/false, 1.0 or a falsy non-list are refused."""
     given = c.raw.get("no_rope_layers")
+    if given is not None:
+        if not isinstance(given, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v in (0, 1)
+                                                  for v in given):
+            return c.bad(f"field 'no_rope_layers' must be a list of 0 (NoPE) or 1 (RoPE) as integers, one per layer, "
+                         f"got {show_value(given)}", [True] * n)
     if given:
-        if not isinstance(given, list) or not all(v in (0, 1) and not isinstance(v, float) for v in given):
-            return c.bad("field 'no_rope_layers' must be a list of 0 (NoPE) or 1 (RoPE), one per layer", [True] * n)
         if len(given) != n:  # transformers: its layer_types, one per entry, must match the layers
             c.cross_errors.append(f"no_rope_layers lists {len(given)} layers, num_hidden_layers is {n}")
             return [True] * n
@@ -119,7 +123,7 @@ class Llama4(Family):
                       rope_theta=rope_theta(c, 500000.0), norm_eps=c.float("rms_norm_eps", 1e-5),
                       max_position=c.int("max_position_embeddings", 131072), rope_interleave=True)
 
-    def check_buildable(self, raw, spec):
+    def check_loadable(self, raw, spec):
         if "text_config" in raw:
             return ("a multimodal llama4 checkpoint (Llama4ForConditionalGeneration); moelab.nn builds the text "
                     "model, model_type llama4_text")
