@@ -54,3 +54,24 @@ def test_a_real_config_benches_and_trains(model_dir, corpus_dir, tmp_path, capsy
                  "--eval-every", "5", "--ckpt-every", "5", "--no-progress", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["tokens"] == 5 * 2 * 32 and (out / "final").is_dir()
+
+
+@pytest.mark.parametrize("name, change, words", [
+    ("gpt_oss_20b", {"swiglu_limit": 1.0}, "swiglu_limit"),
+    ("gpt_oss_20b", {"swiglu_limit": "7"}, "swiglu_limit"),
+])
+def test_a_switch_moelab_nn_does_not_build_is_refused_by_train_and_bench(name, change, words, tmp_path, capsys):
+    """The weight loader, train and bench share one check (moelab.nn.model.check_buildable): a switch the
+    family's reader knows moelab.nn does not implement is refused in one line before any work, never built
+    as something else; the engine still estimates the config."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**json.loads((CONFIGS / f"{name}.json").read_text()), **change}))
+    assert main(["estimate", str(config), "--json"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "run"
+    for argv in (["train", "--model", str(config), "--shrink-to", "2M", "--steps", "1", "--out", str(out)],
+                 ["bench", str(config), "--shrink-to", "2M", "--batches", "1", "-H", "h100-sxm"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert words in err and "moelab.nn does not build it" in err and err.count("\n") == 1
+    assert not out.exists()

@@ -26,7 +26,7 @@ from moelab.cost.memory import inference_memory
 from moelab.cost.params import count_params
 from moelab.cost.roofline import Workload, decode_step, prefill
 from moelab.errors import MoelabError
-from moelab.nn.layers import check_rope_buildable
+from moelab.nn.model import check_buildable
 from moelab.progress import Progress
 from moelab.progress import resolve as progress_mode
 from moelab.spec.hardware import HardwareSpec, load_hardware
@@ -60,7 +60,7 @@ def _check(models, device, dtype, batches, prompt, gen, repeats) -> None:
 def _check_models(models: list[Resolved], prompt: int, gen: int) -> None:
     """What each resolved model needs of moelab.nn and of the sweep: a rope it can build, enough positions."""
     for r in models:
-        check_rope_buildable(r.spec.rope_scaling, r.spec.max_position, where=r.ref)
+        check_buildable(r.spec, r.ref)
         most = r.spec.max_position
         if most is not None and prompt + gen > most:
             raise MoelabError(f"--prompt {prompt} + --gen {gen} = {prompt + gen} tokens exceeds the {most} positions "

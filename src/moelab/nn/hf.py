@@ -31,12 +31,11 @@ from safetensors.torch import save_file
 
 from moelab.data.cache import atomic_write
 from moelab.errors import MoelabError
-from moelab.nn.layers import check_rope_buildable, rotary_dim_of
-from moelab.nn.model import TransformerLM, build_model
+from moelab.nn.model import TransformerLM, build_model, check_buildable
 from moelab.nn.moe import MoEOptions
 from moelab.spec.families import REGISTRY, families
 from moelab.spec.families.base import Family, Inexpressible
-from moelab.spec.hf import read_config, refused_switches, spec_from_config
+from moelab.spec.hf import read_config, spec_from_config
 from moelab.spec.model import ModelSpec
 from moelab.userfile import parse_json, read_user_text
 from moelab.validation import show_value
@@ -226,16 +225,10 @@ def _check_supported(raw: dict, spec: ModelSpec, where: Path) -> Family:
     if family is None or not family.builds:
         raise MoelabError(f"{where}: model_type {spec.family!r} has no weight loader; the engine estimates it "
                           f"(moelab.nn builds: {', '.join(building_families())})")
-    for a in dict.fromkeys(layer.attention for layer in spec.layers):
-        if a.rope and a.kind != "linear":
-            dim = a.qk_rope_head_dim if a.kind == "mla" else a.head_dim
-            check_rope_buildable(spec.layer_rope(a)[1], spec.max_position, where=str(where),
-                                 rotary_dim=rotary_dim_of(dim, a.rotary_fraction))
-    problems = refused_switches(raw, family.nn_refused)
-    why = family.check_buildable(raw, spec)
-    if problems or why:
-        raise MoelabError(f"{where}: {'; '.join(problems + ([why] if why else []))} (moelab.nn does not build it; "
-                          "the engine still estimates it)")
+    check_buildable(spec, str(where))
+    why = family.check_loadable(raw, spec)
+    if why:
+        raise MoelabError(f"{where}: {why} (moelab.nn does not load it; the engine still estimates it)")
     return family
 
 

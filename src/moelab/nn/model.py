@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from moelab.errors import MoelabError
 from moelab.nn import linear_attention  # noqa: F401  (registers the "linear" attention kind)
 from moelab.nn.attention import KVCache, build_attention
-from moelab.nn.layers import Rotary, SwiGLU, build_norm, rotary_dim_of
+from moelab.nn.layers import Rotary, SwiGLU, build_norm, check_rope_buildable, rotary_dim_of
 from moelab.nn.moe import MoELayer, MoEOptions
 from moelab.spec.model import ModelSpec
 
@@ -50,6 +51,21 @@ class DecoderLayer(nn.Module):
         return h + self._scaled(self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h))))
 
 
+def check_buildable(spec: ModelSpec, where: str = "") -> None:
+    """One line if moelab.nn cannot build `spec`: a switch its config reader flagged (spec.unbuilt), or a
+    layer's rope it cannot build; the engine still prices such a spec."""
+    prefix = f"{where or spec.name}: "
+    if spec.unbuilt:
+        raise MoelabError(f"{prefix}{'; '.join(spec.unbuilt)} (moelab.nn does not build it; the engine still "
+                          "estimates it)")
+    for layer, _ in spec.layer_groups:
+        a = layer.attention
+        if a.rope and a.kind != "linear":
+            dim = a.qk_rope_head_dim if a.kind == "mla" else a.head_dim
+            check_rope_buildable(spec.layer_rope(a)[1], spec.max_position, where=where or spec.name,
+                                 rotary_dim=rotary_dim_of(dim, a.rotary_fraction))
+
+
 def _rotary_key(spec: ModelSpec, index: int) -> tuple | None:
     """What decides a layer's rotary tables (rotated dims, base, scaling), or None for a layer without RoPE."""
     a = spec.layers[index].attention
@@ -65,6 +81,7 @@ class TransformerLM(nn.Module):
 
     def __init__(self, spec: ModelSpec, options: MoEOptions = MoEOptions()) -> None:
         super().__init__()
+        check_buildable(spec)
         self.spec, self.options = spec, options
         self.embed_tokens = nn.Embedding(spec.vocab_size, spec.d_model)
         self.layers = nn.ModuleList(DecoderLayer(spec, i, options) for i in range(spec.n_layers))

@@ -9,6 +9,7 @@ Each family's own knowledge lives in its module under spec/families/.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,10 @@ def spec_from_config(raw: Any, name: str = "model", source: str = "config.json")
     else:
         c.activation = family.activations[act]
     c.errors += refused_switches(raw, family.refused)
-    return family.read(c, name)
+    spec = family.read(c, name)
+    why = family.check_buildable(raw, spec)
+    unbuilt = refused_switches(raw, family.nn_refused) + ([why] if why else [])
+    return replace(spec, unbuilt=tuple(unbuilt)) if unbuilt else spec
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

@@ -373,6 +373,9 @@ class ModelSpec:
     logits_scale: float = 1.0  # logits divided by this (Granite's logits_scaling)
     logits_softcap: float | None = None  # Gemma 2: logits = cap * tanh(logits / cap)
     notes: tuple[str, ...] = field(default=(), compare=False)
+    # Why moelab.nn cannot build this spec as its config describes it (a switch its family's reader knows nn
+    # does not implement), set by the config reader; the engine prices the spec all the same.
+    unbuilt: tuple[str, ...] = field(default=(), compare=False, repr=False)
     # False only for specs moelab derives itself (the dense twins of cost.equivalent): the upper bounds of
     # moelab.limits are for what a user gives, and a derived width may lawfully pass them. Never read from a file.
     bounded: bool = field(default=True, compare=False, repr=False)
@@ -562,7 +565,7 @@ def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
     ffns = list(dict.fromkeys(layer.ffn for layer in spec.layers))
     out: dict[str, Any] = {"format": _SPEC_FORMAT}
     for f in spec.__dataclass_fields__:
-        if f in ("layers", "notes", "bounded"):
+        if f in ("layers", "notes", "bounded", "unbuilt"):
             continue
         out[f] = getattr(spec, f)
     out["rope_scaling"] = _scaling_to_json(spec.rope_scaling)

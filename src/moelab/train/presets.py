@@ -82,7 +82,8 @@ def load_train_spec(name_or_path: str) -> ModelSpec:
 
 
 def _buildable(spec: ModelSpec, where: str) -> ModelSpec:
-    from moelab.nn.layers import check_rope_buildable
+    """`spec`, if moelab.nn builds it (refused here, before any training work starts)."""
+    from moelab.nn.model import check_buildable
 
-    check_rope_buildable(spec.rope_scaling, spec.max_position, where=where)
+    check_buildable(spec, where)
     return spec

@@ -86,7 +86,13 @@ class Family:
         raise Inexpressible("moelab.nn does not build this family (engine only)")
 
     def check_buildable(self, raw: dict[str, Any], spec: ModelSpec) -> str | None:
-        """Why moelab.nn cannot build this config, beyond `nn_refused` (None: it can)."""
+        """Why moelab.nn cannot build this config, beyond `nn_refused` (None: it can). `raw`: the text
+        model's fields (a multimodal config's text_config merged in)."""
+        return None
+
+    def check_loadable(self, raw: dict[str, Any], spec: ModelSpec) -> str | None:
+        """Why moelab.nn cannot load this config's checkpoint though it builds the model (None: it can).
+        `raw`: the config.json as written (a multimodal one with its vision parts)."""
         return None
 
     def ignored(self, name: str, spec: ModelSpec, raw: dict[str, Any]) -> bool:

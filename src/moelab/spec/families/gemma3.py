@@ -84,7 +84,7 @@ class Gemma3(Family):
         return finish(c, name, layers, rope_theta=theta, rope_scaling=scaling, notes=notes,
                       logits_softcap=softcap(c, "final_logit_softcapping", None), **gemma_fields(c))
 
-    def check_buildable(self, raw, spec):
+    def check_loadable(self, raw, spec):
         if raw.get("model_type") == "gemma3":
             return ("a multimodal gemma3 checkpoint (Gemma3ForConditionalGeneration: vision tower, weights under "
                     "model.language_model); moelab.nn builds its text model as gemma3_text")
