@@ -182,6 +182,7 @@ def _print_estimate(r: dict) -> None:
         ("dense equivalent", f"{fmt.count(r['dense_equivalent']['heuristic'])} (heuristic), "
                              f"{fmt.count(r['dense_equivalent']['workload'])} (this workload)"),
     ]
+    rows += [("note", note) for note in r.get("notes", [])]
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)

@@ -110,3 +110,13 @@ def test_bad_switches_are_one_line_exit_2(tmp_path, capsys, name, change, words)
     assert main(["estimate", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err
+
+
+def test_moe_layer_freq_is_read_as_deepseek_builds_it_and_says_so():
+    """transformers never reads moe_layer_freq; DeepSeek's code does (MoE where i % freq == 0): moelab counts
+    DeepSeek's model and its spec notes the difference, which estimate shows."""
+    raw = {**real("deepseek_v2_lite"), "moe_layer_freq": 2}
+    spec = spec_from_config(raw)
+    assert spec.moe_layers == tuple(range(2, 27, 2))
+    assert any("moe_layer_freq 2" in note and "transformers" in note for note in spec.notes)
+    assert not spec_from_config(real("deepseek_v2_lite")).notes

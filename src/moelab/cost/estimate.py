@@ -61,6 +61,7 @@ def _estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None,
     return {
         "model": spec.name,
         "family": spec.family,
+        "notes": list(spec.notes),  # how the config was read where that is not transformers' reading
         "hardware": hw.name,
         "workload": asdict(wl),
         "params": {**p.to_dict(), "active_fraction": p.active / p.total},

@@ -109,8 +109,9 @@ _RECENT: OrderedDict[int, tuple[ModelSpec, ParamBreakdown]] = OrderedDict()  # i
 
 
 def count_params(spec: ModelSpec) -> ParamBreakdown:
-    """Exact parameter counts, as `sum(p.numel())` of the transformers model built from the same config.
-    The last 64 specs' counts are kept (by identity: a plan search prices one spec thousands of times)."""
+    """Exact parameter counts, as `sum(p.numel())` of the transformers model built from the same config
+    (where a family reads a field transformers ignores, the spec's notes say so). The last 64 specs' counts are
+    kept (by identity: a plan search prices one spec thousands of times)."""
     hit = _RECENT.get(id(spec))
     if hit is not None and hit[0] is spec:
         _RECENT.move_to_end(id(spec))

@@ -62,8 +62,11 @@ class _DeepSeek(Family):
             )
         attention = {**mla(c), "q_lora_rank": c.int("q_lora_rank", 1536, optional=True)}
         interleave = c.flag("rope_interleave", True) if self.v3 else True
+        notes = () if freq == 1 or not n_experts else (
+            f"moe_layer_freq {freq}: MoE only on layers i >= first_k_dense_replace with i % {freq} == 0, as "
+            "DeepSeek's own code builds it; transformers' DeepSeek classes ignore the field (MoE on all of them)",)
         return finish(c, name, attention, moe, moe_layers, mlp_bias=c.bool("mlp_bias", False),
-                      rope_interleave=interleave)
+                      rope_interleave=interleave, notes=notes)
 
     def ignored(self, name, spec, raw):
         """The multi-token-prediction layers some checkpoints carry after the last decoder layer."""
