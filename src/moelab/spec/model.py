@@ -594,6 +594,13 @@ def _ffn_from_json(raw: dict[str, Any]) -> FFNSpec | MoESpec:
     raise ValueError("an ffn must be {'dense': ...} or {'moe': ...}")
 
 
+def _index(i: Any, table: list) -> int:
+    """A per-layer index into the spec's table of attentions or FFNs (no negatives, no booleans)."""
+    if type(i) is not int or not 0 <= i < len(table):
+        raise ValueError(f"a layer's index {show_value(i)} is not in 0..{len(table) - 1}")
+    return i
+
+
 def spec_from_dict(raw: dict[str, Any]) -> ModelSpec:
     """Rebuild a spec written by `spec_to_dict`, of this format or the uniform one before it (validated like
     any other spec)."""
@@ -601,7 +608,11 @@ def spec_from_dict(raw: dict[str, Any]) -> ModelSpec:
         fields = dict(raw)
         fields.pop("bounded", None)  # a spec read back is user input: always bounded
         fields["rope_scaling"] = scaling_items(fields.get("rope_scaling"))
-        if fields.pop("format", 1) == 1:
+        fmt = fields.pop("format", 1)
+        if type(fmt) is not int or fmt not in (1, _SPEC_FORMAT):
+            raise MoelabError(f"not a moelab model spec (unknown format {show_value(fmt)}; this moelab reads 1 "
+                              f"and {_SPEC_FORMAT})")
+        if fmt == 1:
             attention = AttentionSpec(**fields.pop("attention"))
             moe = fields.pop("moe", None)
             return build_spec(n_layers=fields.pop("n_layers"), attention=attention, ffn_dim=fields.pop("ffn_dim", 0),
@@ -609,7 +620,8 @@ def spec_from_dict(raw: dict[str, Any]) -> ModelSpec:
                               **fields)
         attentions = [_attention_from_json(a) for a in fields.pop("attentions")]
         ffns = [_ffn_from_json(f) for f in fields.pop("ffns")]
-        fields["layers"] = tuple(LayerSpec(attentions[a], ffns[f]) for a, f in fields["layers"])
+        fields["layers"] = tuple(LayerSpec(attentions[_index(a, attentions)], ffns[_index(f, ffns)])
+                                 for a, f in fields["layers"])
         return ModelSpec(**fields)
     except MoelabError:
         raise
