@@ -224,6 +224,34 @@ def _check_yarn(c: ConfigReader, key: str, scaling: dict) -> None:
         c.errors.append(f"field '{key}.truncate' must be true or false, got {show_value(scaling['truncate'])}")
 
 
+# --------------------------------------------------------------------------------------------- checkpoints
+
+
+def empty_shared_experts(spec: ModelSpec, module: str) -> dict[str, tuple[int, ...]]:
+    """The width-0 shared-expert tensors (under mlp.`module`) transformers builds, and expects in a
+    checkpoint, in every MoE layer without shared experts (Qwen2-MoE, Qwen3-Next, GLM-4.5, DeepSeek-V2).
+    With biased MLPs moelab builds that width-0 SwiGLU itself (cost.params counts its bias), so none."""
+    if spec.mlp_bias:
+        return {}
+    out, d = {}, spec.d_model
+    for i, layer in enumerate(spec.layers):
+        if layer.moe is not None and not layer.moe.n_shared:
+            prefix = f"model.layers.{i}.mlp.{module}."
+            out.update({f"{prefix}gate_proj.weight": (0, d), f"{prefix}up_proj.weight": (0, d),
+                        f"{prefix}down_proj.weight": (d, 0)})
+    return out
+
+
+def is_mtp_layer(name: str, spec: ModelSpec, raw: dict[str, Any]) -> bool:
+    """Whether file tensor `name` belongs to the multi-token-prediction layers DeepSeek-V3 and GLM-4.5
+    checkpoints carry after the last decoder layer (num_nextn_predict_layers; transformers builds none)."""
+    parts = name.split(".")
+    if len(parts) < 3 or parts[:2] != ["model", "layers"] or not parts[2].isdigit():
+        return False
+    extra = raw.get("num_nextn_predict_layers") or 0
+    return spec.n_layers <= int(parts[2]) < spec.n_layers + extra
+
+
 # --------------------------------------------------------------------------------------------- writing
 
 

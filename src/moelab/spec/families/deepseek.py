@@ -21,7 +21,15 @@ logits are tested against it) and moelab.nn refuses what would make the two disa
 from __future__ import annotations
 
 from moelab.spec.families.base import Family, need, register
-from moelab.spec.families.common import TOPK_METHODS, base_config, check_plain, finish, mla
+from moelab.spec.families.common import (
+    TOPK_METHODS,
+    base_config,
+    check_plain,
+    empty_shared_experts,
+    finish,
+    is_mtp_layer,
+    mla,
+)
 from moelab.spec.model import ModelSpec
 
 
@@ -69,12 +77,7 @@ class _DeepSeek(Family):
                       rope_interleave=interleave, notes=notes)
 
     def ignored(self, name, spec, raw):
-        """The multi-token-prediction layers some checkpoints carry after the last decoder layer."""
-        parts = name.split(".")
-        if len(parts) < 3 or parts[:2] != ["model", "layers"] or not parts[2].isdigit():
-            return False
-        extra = raw.get("num_nextn_predict_layers") or 0
-        return spec.n_layers <= int(parts[2]) < spec.n_layers + extra
+        return is_mtp_layer(name, spec, raw)
 
 
 @register
@@ -152,13 +155,4 @@ class DeepseekV2(_DeepSeek):
         return cfg
 
     def empty_tensors(self, spec):
-        """transformers builds DeepSeek-V2's shared experts even when n_shared_experts is 0 (width 0)."""
-        if spec.mlp_bias:  # then moelab builds the width-0 SwiGLU with its biases too
-            return {}
-        d, out = spec.d_model, {}
-        for i in spec.moe_layers:
-            if spec.layers[i].moe.n_shared == 0:
-                base = f"model.layers.{i}.mlp.shared_experts"
-                out.update({f"{base}.gate_proj.weight": (0, d), f"{base}.up_proj.weight": (0, d),
-                            f"{base}.down_proj.weight": (d, 0)})
-        return out
+        return empty_shared_experts(spec, "shared_experts")

@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from moelab import limits
 from moelab.spec.families.base import Family, need, register
-from moelab.spec.families.common import base_config, check_dense_widths, check_plain, finish, gqa
+from moelab.spec.families.common import (
+    base_config,
+    check_dense_widths,
+    check_plain,
+    empty_shared_experts,
+    finish,
+    gqa,
+    is_mtp_layer,
+)
 
 PARTIAL_ROTARY_DEFAULT = 0.5  # Glm4MoeConfig.__post_init__'s default for partial_rotary_factor
 
@@ -62,22 +70,10 @@ class Glm4Moe(Family):
                       norm_eps=c.float("rms_norm_eps", 1e-5))
 
     def ignored(self, name, spec, raw):
-        """The multi-token-prediction layers GLM-4.5 checkpoints carry after the last decoder layer."""
-        parts = name.split(".")
-        if len(parts) < 3 or parts[:2] != ["model", "layers"] or not parts[2].isdigit():
-            return False
-        extra = raw.get("num_nextn_predict_layers") or 0
-        return spec.n_layers <= int(parts[2]) < spec.n_layers + extra
+        return is_mtp_layer(name, spec, raw)
 
     def empty_tensors(self, spec):
-        """transformers builds the shared-expert MLP even at width 0 (n_shared_experts 0)."""
-        out, d = {}, spec.d_model
-        for i, layer in enumerate(spec.layers):
-            if layer.moe is not None and not layer.moe.n_shared:
-                prefix = f"model.layers.{i}.mlp.shared_experts."
-                out.update({f"{prefix}gate_proj.weight": (0, d), f"{prefix}up_proj.weight": (0, d),
-                            f"{prefix}down_proj.weight": (d, 0)})
-        return out
+        return empty_shared_experts(spec, "shared_experts")
 
     def write(self, spec, dtype):
         a, m = spec.attention, spec.moe

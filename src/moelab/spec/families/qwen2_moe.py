@@ -5,7 +5,16 @@ Source: transformers models/qwen2_moe/modeling_qwen2_moe.py."""
 from __future__ import annotations
 
 from moelab.spec.families.base import Family, need, register
-from moelab.spec.families.common import base_config, check_gqa, check_moe, finish, gqa, moe_layer_list, qwen_window
+from moelab.spec.families.common import (
+    base_config,
+    check_gqa,
+    check_moe,
+    empty_shared_experts,
+    finish,
+    gqa,
+    moe_layer_list,
+    qwen_window,
+)
 from moelab.spec.families.qwen2 import qwen_layer_windows
 
 
@@ -51,14 +60,7 @@ class Qwen2Moe(Family):
         return finish(c, name, attention, moe, layers)
 
     def empty_tensors(self, spec):
-        """transformers builds the shared expert even at width 0: a model without one still has its tensors."""
-        out, d = {}, spec.d_model
-        for i, layer in enumerate(spec.layers):
-            if layer.moe is not None and not layer.moe.n_shared and not spec.mlp_bias:
-                prefix = f"model.layers.{i}.mlp.shared_expert."
-                out.update({f"{prefix}gate_proj.weight": (0, d), f"{prefix}up_proj.weight": (0, d),
-                            f"{prefix}down_proj.weight": (d, 0)})
-        return out
+        return empty_shared_experts(spec, "shared_expert")
 
     def write(self, spec, dtype):
         m = spec.moe

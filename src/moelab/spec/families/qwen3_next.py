@@ -22,6 +22,7 @@ from moelab.spec.families.common import (
     base_config,
     check_moe,
     check_plain,
+    empty_shared_experts,
     finish,
     gqa,
     head_dim,
@@ -127,14 +128,7 @@ class Qwen3Next(Family):
         return name.startswith("mtp.")
 
     def empty_tensors(self, spec):
-        """transformers builds the shared expert even at width 0: a model without one still has its tensors."""
-        out, d = {}, spec.d_model
-        for i, layer in enumerate(spec.layers):
-            if layer.moe is not None and not layer.moe.n_shared:
-                prefix = f"model.layers.{i}.mlp.shared_expert."
-                out.update({f"{prefix}gate_proj.weight": (0, d), f"{prefix}up_proj.weight": (0, d),
-                            f"{prefix}down_proj.weight": (d, 0)})
-        return out
+        return empty_shared_experts(spec, "shared_expert")
 
     def write(self, spec, dtype):
         need(spec.norm == "rms_offset", f"{spec.norm} norms (Qwen3-Next's are (1 + w) RMSNorms)")
