@@ -4,13 +4,23 @@ DeepSeek-V3 body under model_type kimi_k2): tiny random configs shrunk from Deep
 Kimi-K2-Instruct's, logits equal both ways, KV-cache decoding equal to the full forward and to transformers'."""
 
 import json
+from functools import partial
 
 import pytest
 import torch
+from tests.nn.family_checks import (
+    assert_loads_in_transformers,
+    assert_loads_with_equal_logits,
+    assert_moelab_reload_is_exact,
+    decode_stepwise,
+    fresh_model,
+    hf_decode_stepwise,
+    logits_on,
+)
 from tests.nn.test_hf_interop import assert_same_state, hf_load, randomise, rel_err
 
 from moelab.errors import MoelabError
-from moelab.nn import build_model, load_pretrained, save_pretrained
+from moelab.nn import load_pretrained
 from moelab.spec.hf import spec_from_file
 
 transformers = pytest.importorskip("transformers")
@@ -82,54 +92,38 @@ def hf_reload(case: str, folder):
     return model.eval()
 
 
-def logits(model, ids=IDS) -> torch.Tensor:
-    with torch.no_grad():
-        out = model(ids)
-    return out.logits if hasattr(out, "logits") else out
+logits = logits_on(IDS)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_transformers_checkpoint_loads_with_equal_logits(case, tmp_path):
     hf = save_hf(case, tmp_path)
-    model = load_pretrained(tmp_path)
+    model = assert_loads_with_equal_logits(tmp_path, hf, logits)
     assert model.spec.family == CASES[case]["model_type"]
     assert model.spec.rope_interleave  # V2's complex pairs; Kimi's rope_interleave default
-    assert rel_err(logits(model), logits(hf)) < 1e-4
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_moelab_checkpoint_loads_in_transformers_and_back(case, tmp_path):
     save_hf(case, tmp_path / "hf")
     loaded = load_pretrained(tmp_path / "hf")
-    save_pretrained(loaded, tmp_path / "kept")  # the config.json it came with, written back
-    assert json.loads((tmp_path / "kept" / "config.json").read_text())["model_type"] == CASES[case]["model_type"]
-    assert rel_err(logits(hf_reload(case, tmp_path / "kept")), logits(loaded)) < 1e-6
+    # the config.json it came with, written back
+    _, kept = assert_loads_in_transformers(loaded, tmp_path / "kept", logits, 1e-6, load=partial(hf_reload, case))
+    assert kept["model_type"] == CASES[case]["model_type"]
     assert_same_state(load_pretrained(tmp_path / "kept"), loaded)
-    torch.manual_seed(3)
-    fresh = randomise(build_model(spec_from_file(tmp_path / "hf")), seed=4)
-    save_pretrained(fresh, tmp_path / "new")  # a generated config.json (kimi_k2: written as deepseek_v3)
-    ours = logits(fresh)
-    assert rel_err(logits(hf_reload(case, tmp_path / "new")), ours) < 1e-4
-    back = load_pretrained(tmp_path / "new")
-    assert_same_state(back, fresh)
-    assert torch.equal(logits(back), ours)
+    fresh = fresh_model(spec_from_file(tmp_path / "hf"))
+    # a generated config.json (kimi_k2: written as deepseek_v3)
+    assert_loads_in_transformers(fresh, tmp_path / "new", logits, 1e-4, load=partial(hf_reload, case))
+    assert_moelab_reload_is_exact(tmp_path / "new", fresh, logits)
 
 
 @pytest.mark.parametrize("case", ["v2-lite", "v2-qlora-biases", "kimi_k2"])
 def test_kv_cache_decoding_equals_full_forward_and_transformers(case, tmp_path):
     hf = save_hf(case, tmp_path)
     model = load_pretrained(tmp_path)
-    cache = model.new_cache()
-    with torch.no_grad():
-        ours = torch.cat([model(IDS[:, :5], cache)] + [model(IDS[:, t:t + 1], cache) for t in range(5, 12)], 1)
-        first = hf(IDS[:, :5], use_cache=True)
-        theirs, hf_cache = [first.logits], first.cache
-        for t in range(5, 12):
-            step = hf(IDS[:, t:t + 1], cache=hf_cache, use_cache=True)
-            theirs.append(step.logits)
-            hf_cache = step.cache
+    ours, theirs = decode_stepwise(model, IDS, 5), hf_decode_stepwise(hf, IDS, 5)
     assert rel_err(ours, logits(model)) < 1e-4  # YaRN does not depend on the length: no switch
-    assert rel_err(ours, torch.cat(theirs, 1)) < 1e-4
+    assert rel_err(ours, theirs) < 1e-4
 
 
 @pytest.mark.parametrize("change, words", [

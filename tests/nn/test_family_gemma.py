@@ -8,7 +8,15 @@ from dataclasses import replace
 
 import pytest
 import torch
-from tests.nn.test_hf_interop import IDS, assert_same_state, hf_load, logits, randomise, rel_err
+from tests.nn.family_checks import (
+    assert_loads_in_transformers,
+    assert_loads_with_equal_logits,
+    assert_moelab_reload_is_exact,
+    decode_stepwise,
+    fresh_model,
+    hf_random_model,
+)
+from tests.nn.test_hf_interop import IDS, logits, rel_err
 
 from moelab.errors import MoelabError
 from moelab.nn import build_model, load_pretrained, save_pretrained
@@ -40,9 +48,7 @@ CASES = {
 
 def hf_model(case: str):
     cfg = dict(CASES[case])
-    family = cfg.pop("model_type")
-    torch.manual_seed(0)
-    return randomise(transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(family, **cfg)))
+    return hf_random_model(cfg.pop("model_type"), cfg)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -50,26 +56,18 @@ def test_transformers_checkpoint_loads_with_equal_logits(case, tmp_path):
     hf = hf_model(case)
     assert type(hf).__name__ == ("Gemma2ForCausalLM" if case.startswith("gemma2") else "Gemma3ForCausalLM")
     hf.save_pretrained(tmp_path)
-    model = load_pretrained(tmp_path)
-    assert rel_err(logits(model), logits(hf)) < 1e-4
+    assert_loads_with_equal_logits(tmp_path, hf, logits)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_moelab_checkpoint_loads_in_transformers_and_back(case, tmp_path):
     hf_model(case).save_pretrained(tmp_path / "hf")
     loaded = load_pretrained(tmp_path / "hf")  # a loaded model writes its own config.json back
-    save_pretrained(loaded, tmp_path / "kept")
-    assert rel_err(logits(hf_load(tmp_path / "kept")), logits(loaded)) < 1e-6
-    torch.manual_seed(3)
-    fresh = randomise(build_model(spec_from_file(tmp_path / "hf")), seed=4)
-    save_pretrained(fresh, tmp_path / "new")
-    written = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert_loads_in_transformers(loaded, tmp_path / "kept", logits, 1e-6)
+    fresh = fresh_model(spec_from_file(tmp_path / "hf"))
+    _, written = assert_loads_in_transformers(fresh, tmp_path / "new", logits, 1e-4)
     assert written["model_type"] == CASES[case]["model_type"] and "hidden_act" not in written
-    ours = logits(fresh)
-    assert rel_err(logits(hf_load(tmp_path / "new")), ours) < 1e-4
-    back = load_pretrained(tmp_path / "new")
-    assert_same_state(back, fresh)
-    assert torch.equal(logits(back), ours)
+    assert_moelab_reload_is_exact(tmp_path / "new", fresh, logits)
 
 
 def _variants(spec):
@@ -116,10 +114,9 @@ def test_kv_cache_decoding_equals_the_full_forward(case, tmp_path):
     model = load_pretrained(tmp_path)
     full = logits(model)
     cache = model.new_cache()
-    with torch.no_grad():
-        steps = [model(IDS[:, :3], cache)] + [model(IDS[:, t:t + 1], cache) for t in range(3, IDS.shape[1])]
+    steps = decode_stepwise(model, IDS, 3, cache)
     assert cache.length == IDS.shape[1]
-    assert rel_err(torch.cat(steps, dim=1), full) < 1e-4  # float32 rounding only: a wrong window is O(1)
+    assert rel_err(steps, full) < 1e-4  # float32 rounding only: a wrong window is O(1)
     with torch.no_grad():
         theirs = hf.generate(IDS, max_new_tokens=10, do_sample=False, min_new_tokens=10)
     assert torch.equal(model.generate(IDS, 10), theirs)

@@ -7,10 +7,18 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_hf_interop import assert_same_state, hf_load, randomise, rel_err
+from tests.nn.family_checks import (
+    assert_loads_in_transformers,
+    assert_loads_with_equal_logits,
+    assert_moelab_reload_is_exact,
+    decode_stepwise,
+    hf_random_model,
+    logits_on,
+)
+from tests.nn.test_hf_interop import randomise, rel_err
 
 from moelab.errors import MoelabError
-from moelab.nn import build_model, load_pretrained, save_pretrained
+from moelab.nn import build_model, load_pretrained
 from moelab.nn.routers import sparsemixer
 from moelab.spec.hf import spec_from_config, spec_from_file
 
@@ -47,12 +55,7 @@ CASES = {
     "granitemoe-bias": {**GRANITE, "attention_bias": True, "tie_word_embeddings": False},
 }
 IDS = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(2))
-
-
-def logits(model) -> torch.Tensor:
-    with torch.no_grad():
-        out = model(IDS)
-    return out.logits if hasattr(out, "logits") else out
+logits = logits_on(IDS)
 
 
 def _randomise(model):
@@ -72,19 +75,15 @@ def _randomise(model):
 
 def hf_model(case: str):
     cfg = dict(CASES[case])
-    family = cfg.pop("model_type")
-    torch.manual_seed(0)
-    config = transformers.AutoConfig.for_model(family, **cfg)
-    return _randomise(transformers.AutoModelForCausalLM.from_config(config))
+    return hf_random_model(cfg.pop("model_type"), cfg, randomise=_randomise)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_transformers_checkpoint_loads_with_equal_logits(case, tmp_path):
     hf = hf_model(case)
     hf.save_pretrained(tmp_path)
-    model = load_pretrained(tmp_path)
+    model = assert_loads_with_equal_logits(tmp_path, hf, logits)
     assert model.spec.family == CASES[case]["model_type"]
-    assert rel_err(logits(model), logits(hf)) < 1e-4
     if case.startswith("glm4_moe"):
         assert all(layer.gate.bias.min() > 0 for layer in model.moe_layers())  # the selection biases were loaded
 
@@ -94,19 +93,13 @@ def test_moelab_checkpoint_loads_in_transformers_and_back(case, tmp_path):
     hf = hf_model(case)
     hf.save_pretrained(tmp_path / "hf")
     loaded = load_pretrained(tmp_path / "hf")
-    save_pretrained(loaded, tmp_path / "kept")  # its own config.json written back
-    assert json.loads((tmp_path / "kept" / "config.json").read_text())["model_type"] == CASES[case]["model_type"]
-    assert rel_err(logits(hf_load(tmp_path / "kept")), logits(loaded)) < 1e-6
+    _, kept = assert_loads_in_transformers(loaded, tmp_path / "kept", logits, 1e-6)  # its own config.json back
+    assert kept["model_type"] == CASES[case]["model_type"]
     torch.manual_seed(3)
     fresh = _randomise(build_model(spec_from_file(tmp_path / "hf")))  # a generated config.json
-    save_pretrained(fresh, tmp_path / "new")
-    written = json.loads((tmp_path / "new" / "config.json").read_text())
+    _, written = assert_loads_in_transformers(fresh, tmp_path / "new", logits, 1e-4)
     assert written["model_type"] == CASES[case]["model_type"]
-    ours = logits(fresh)
-    assert rel_err(logits(hf_load(tmp_path / "new")), ours) < 1e-4
-    back = load_pretrained(tmp_path / "new")
-    assert_same_state(back, fresh)
-    assert torch.equal(logits(back), ours)
+    assert_moelab_reload_is_exact(tmp_path / "new", fresh, logits)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -115,10 +108,7 @@ def test_kv_cache_decoding_equals_a_full_forward(case):
     torch.manual_seed(0)
     model = _randomise(build_model(spec_from_config(CASES[case])))
     full = logits(model)
-    cache = model.new_cache()
-    with torch.no_grad():
-        steps = [model(IDS[:, :5], cache)] + [model(IDS[:, t:t + 1], cache) for t in range(5, IDS.shape[1])]
-    assert rel_err(torch.cat(steps, dim=1), full) < 1e-5
+    assert rel_err(decode_stepwise(model, IDS, 5), full) < 1e-5
 
 
 def test_the_file_layouts_are_transformers_own(tmp_path):
@@ -142,7 +132,7 @@ def test_transformers_in_memory_names_load(tmp_path):
         (tmp_path / case / "model.safetensors").unlink()
         save_file({k: v.contiguous() for k, v in hf.state_dict().items() if k != "lm_head.weight"
                    or not hf.config.tie_word_embeddings}, tmp_path / case / "model.safetensors")
-        assert rel_err(logits(load_pretrained(tmp_path / case)), logits(hf)) < 1e-4
+        assert_loads_with_equal_logits(tmp_path / case, hf, logits)
 
 
 def test_glm_multi_token_prediction_layers_are_ignored(tmp_path):
@@ -154,7 +144,7 @@ def test_glm_multi_token_prediction_layers_are_ignored(tmp_path):
     tensors["model.layers.3.eh_proj.weight"] = torch.ones(64, 128)
     tensors["model.layers.3.self_attn.q_proj.weight"] = torch.ones(64, 64)
     save_file(tensors, tmp_path / "model.safetensors")
-    assert rel_err(logits(load_pretrained(tmp_path)), logits(hf)) < 1e-4
+    assert_loads_with_equal_logits(tmp_path, hf, logits)
     tensors["model.layers.4.eh_proj.weight"] = torch.ones(64, 128)
     save_file(tensors, tmp_path / "model.safetensors")
     with pytest.raises(MoelabError, match="unexpected tensor model.layers.4.eh_proj.weight"):

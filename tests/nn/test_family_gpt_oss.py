@@ -7,10 +7,18 @@ import json
 
 import pytest
 import torch
-from tests.nn.test_hf_interop import IDS, assert_same_state, hf_load, logits, randomise, rel_err
+from tests.nn.family_checks import (
+    assert_loads_in_transformers,
+    assert_loads_with_equal_logits,
+    assert_moelab_reload_is_exact,
+    decode_stepwise,
+    fresh_model,
+    hf_random_model,
+)
+from tests.nn.test_hf_interop import IDS, hf_load, logits, rel_err
 
 from moelab.errors import MoelabError
-from moelab.nn import build_model, load_pretrained, save_pretrained
+from moelab.nn import load_pretrained, save_pretrained
 from moelab.nn.dispatch import BACKENDS, dispatch
 from moelab.nn.gpt_oss import dequantize_mxfp4, down_swap, gate_up_bias_from_file, gate_up_from_file
 from moelab.spec.hf import spec_from_config, spec_from_file
@@ -37,9 +45,7 @@ CASES = {
 
 
 def hf_model(cfg: dict, clamp_scale: float = 1.0):
-    torch.manual_seed(0)
-    model = randomise(transformers.AutoModelForCausalLM.from_config(
-        transformers.AutoConfig.for_model("gpt_oss", **cfg)))
+    model = hf_random_model("gpt_oss", cfg)
     with torch.no_grad():  # large enough that the SwiGLU clamps (gate <= 7, |up| <= 7) change the result
         for layer in model.model.layers:
             layer.mlp.experts.gate_up_proj.mul_(clamp_scale)
@@ -73,12 +79,11 @@ def test_transformers_checkpoint_loads_with_equal_logits(case, clamp_scale, tmp_
         assert clamped_share(hf) > 0.05
     assert any(layer.self_attn.sinks.abs().min() > 0 for layer in hf.model.layers)
     hf.save_pretrained(tmp_path)
-    model = load_pretrained(tmp_path)
+    model = assert_loads_with_equal_logits(tmp_path, hf, logits)
     spec = model.spec
     assert [layer.attention.sliding_window for layer in spec.layers] == [
         5 if t == "sliding_attention" else None for t in hf.config.layer_types]
     assert all(layer.attention.sinks for layer in spec.layers) and spec.activation == "clamped_swiglu"
-    assert rel_err(logits(model), logits(hf)) < 1e-4
     # the loaded tensors are transformers' own (codecs: interleaved gate/up columns, transposed down)
     experts = hf.model.layers[1].mlp.experts
     mine = model.layers[1].mlp
@@ -92,21 +97,14 @@ def test_moelab_checkpoint_loads_in_transformers_and_back(case, tmp_path):
     hf = hf_model(CASES[case])
     hf.save_pretrained(tmp_path / "hf")
     # a model built from the spec gets its config.json from the family's write()
-    torch.manual_seed(3)
-    fresh = randomise(build_model(spec_from_file(tmp_path / "hf")), seed=4)
+    fresh = fresh_model(spec_from_file(tmp_path / "hf"))
     with torch.no_grad():
         for layer in fresh.moe_layers():
             layer.gate_up_proj.mul_(10.0)  # some clamping
-    save_pretrained(fresh, tmp_path / "new")
-    config = json.loads((tmp_path / "new" / "config.json").read_text())
+    theirs, config = assert_loads_in_transformers(fresh, tmp_path / "new", logits, 1e-4)
     assert config["model_type"] == "gpt_oss" and config["layer_types"] == hf.config.layer_types
-    ours = logits(fresh)
-    theirs = hf_load(tmp_path / "new")
-    assert rel_err(logits(theirs), ours) < 1e-4
     assert torch.equal(theirs.model.layers[0].self_attn.sinks, fresh.layers[0].self_attn.sinks)
-    back = load_pretrained(tmp_path / "new")
-    assert_same_state(back, fresh)
-    assert torch.equal(logits(back), ours)
+    assert_moelab_reload_is_exact(tmp_path / "new", fresh, logits)
 
 
 def test_kv_cache_decoding_equals_the_full_forward(tmp_path):
@@ -116,10 +114,7 @@ def test_kv_cache_decoding_equals_the_full_forward(tmp_path):
     hf.save_pretrained(tmp_path)
     model = load_pretrained(tmp_path)
     full = logits(model)
-    with torch.no_grad():
-        cache = model.new_cache()
-        steps = [model(IDS[:, :4], cache)] + [model(IDS[:, t:t + 1], cache) for t in range(4, IDS.shape[1])]
-    assert rel_err(torch.cat(steps, dim=1), full) < 1e-5
+    assert rel_err(decode_stepwise(model, IDS, 4), full) < 1e-5
     prompt = IDS[:, :6]
     ours = model.generate(prompt, max_new_tokens=8)
     with torch.no_grad():
@@ -204,9 +199,8 @@ def test_an_mxfp4_checkpoint_loads_dequantized_with_equal_logits(tmp_path):
     config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn",
                                      "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
     (tmp_path / "config.json").write_text(json.dumps(config))
-    model = load_pretrained(tmp_path)
+    model = assert_loads_with_equal_logits(tmp_path, hf, logits)
     assert model.spec.expert_storage == "mxfp4"
-    assert rel_err(logits(model), logits(hf)) < 1e-4
     out = tmp_path / "saved"  # saved back dequantized, without the quantization_config
     save_pretrained(model, out)
     assert "quantization_config" not in json.loads((out / "config.json").read_text())

@@ -9,10 +9,20 @@ from dataclasses import replace
 
 import pytest
 import torch
-from tests.nn.test_hf_interop import assert_same_state, hf_load, randomise, rel_err
+from tests.nn.family_checks import (
+    assert_loads_in_transformers,
+    assert_loads_with_equal_logits,
+    assert_moelab_reload_is_exact,
+    decode_stepwise,
+    fresh_model,
+    hf_decode_stepwise,
+    hf_random_model,
+    logits_on,
+)
+from tests.nn.test_hf_interop import rel_err
 
 from moelab.errors import MoelabError
-from moelab.nn import build_model, load_pretrained, save_pretrained
+from moelab.nn import build_model, load_pretrained
 from moelab.spec.hf import spec_from_config, spec_from_file
 from moelab.spec.model import map_attention, map_moe
 
@@ -44,16 +54,11 @@ CASES = {
 IDS = torch.randint(0, 128, (2, 13), generator=torch.Generator().manual_seed(2))
 
 
+logits = logits_on(IDS)
+
+
 def hf_model(case: str):
-    torch.manual_seed(0)
-    config = transformers.AutoConfig.for_model("llama4_text", **CASES[case])
-    return randomise(transformers.AutoModelForCausalLM.from_config(config))
-
-
-def logits(model, ids=IDS) -> torch.Tensor:
-    with torch.no_grad():
-        out = model(ids)
-    return out.logits if hasattr(out, "logits") else out
+    return hf_random_model("llama4_text", CASES[case])
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -63,33 +68,18 @@ def test_transformers_checkpoint_loads_with_equal_logits(case, tmp_path):
     names = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"] \
         if (tmp_path / "model.safetensors.index.json").exists() else None
     assert names is None  # one file
-    model = load_pretrained(tmp_path)
+    model = assert_loads_with_equal_logits(tmp_path, hf, logits)
     assert model.spec.family == "llama4_text"
-    assert rel_err(logits(model), logits(hf)) < 1e-4
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_moelab_checkpoint_loads_in_transformers_and_back(case, tmp_path):
     hf = hf_model(case)
     hf.save_pretrained(tmp_path / "hf")
-    torch.manual_seed(3)
-    fresh = randomise(build_model(spec_from_file(tmp_path / "hf")), seed=4)
-    save_pretrained(fresh, tmp_path / "new")
-    written = json.loads((tmp_path / "new" / "config.json").read_text())
+    fresh = fresh_model(spec_from_file(tmp_path / "hf"))
+    _, written = assert_loads_in_transformers(fresh, tmp_path / "new", logits, 1e-4)
     assert written["model_type"] == "llama4_text" and written["architectures"] == ["Llama4ForCausalLM"]
-    ours = logits(fresh)
-    assert rel_err(logits(hf_load(tmp_path / "new")), ours) < 1e-4
-    back = load_pretrained(tmp_path / "new")
-    assert_same_state(back, fresh)
-    assert torch.equal(logits(back), ours)
-
-
-def _decode(model, ids: torch.Tensor, prefill: int) -> torch.Tensor:
-    with torch.no_grad():
-        cache = model.new_cache()
-        out = [model(ids[:, :prefill], cache)]
-        out += [model(ids[:, t:t + 1], cache) for t in range(prefill, ids.shape[1])]
-    return torch.cat(out, dim=1)
+    assert_moelab_reload_is_exact(tmp_path / "new", fresh, logits)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -100,13 +90,10 @@ def test_kv_cache_decoding_equals_a_full_forward(case, tmp_path):
     hf.save_pretrained(tmp_path)
     model = load_pretrained(tmp_path)
     full = logits(model)
-    assert rel_err(_decode(model, IDS, 3), full) < 1e-5
-    assert rel_err(_decode(model, IDS, 7), full) < 1e-5
-    with torch.no_grad():
-        cache = transformers.DynamicCache(config=hf.config)
-        ref = [hf(IDS[:, :3], cache=cache, use_cache=True).logits]
-        ref += [hf(IDS[:, t:t + 1], cache=cache, use_cache=True).logits for t in range(3, IDS.shape[1])]
-    assert rel_err(torch.cat(ref, dim=1), full) < 1e-4
+    assert rel_err(decode_stepwise(model, IDS, 3), full) < 1e-5
+    assert rel_err(decode_stepwise(model, IDS, 7), full) < 1e-5
+    ref = hf_decode_stepwise(hf, IDS, 3, transformers.DynamicCache(config=hf.config))
+    assert rel_err(ref, full) < 1e-4
 
 
 def _variant(model, change) -> torch.nn.Module:

@@ -2,14 +2,20 @@
 random configs with every switch of the real one), cached decoding equals a full forward, and the chunked delta
 rule equals the token-by-token recurrence."""
 
-import json
-
 import pytest
 import torch
-from tests.nn.test_hf_interop import hf_load, randomise, rel_err
+from tests.nn.family_checks import (
+    assert_loads_in_transformers,
+    assert_loads_with_equal_logits,
+    decode_stepwise,
+    fresh_model,
+    hf_random_model,
+    logits_on,
+)
+from tests.nn.test_hf_interop import rel_err
 
 from moelab.cost.memory import linear_state_elements
-from moelab.nn import build_model, load_pretrained, save_pretrained
+from moelab.nn import build_model, load_pretrained
 from moelab.nn.linear_attention import CHUNK, chunked_delta_rule, recurrent_delta_rule
 from moelab.spec.hf import spec_from_config
 
@@ -34,27 +40,21 @@ CASES = {
 IDS = torch.randint(0, 128, (2, CHUNK + 20), generator=torch.Generator().manual_seed(2))  # crosses a chunk edge
 
 
+logits = logits_on(IDS)
+
+
 def hf_model(case: str):
-    torch.manual_seed(0)
-    config = transformers.AutoConfig.for_model("qwen3_next", **CASES[case])
-    return randomise(transformers.AutoModelForCausalLM.from_config(config))
-
-
-def logits(model, ids=IDS) -> torch.Tensor:
-    with torch.no_grad():
-        out = model(ids)
-    return out.logits if hasattr(out, "logits") else out
+    return hf_random_model("qwen3_next", CASES[case])
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_transformers_checkpoint_loads_with_equal_logits(case, tmp_path):
     hf = hf_model(case)
     hf.save_pretrained(tmp_path)
-    model = load_pretrained(tmp_path)
+    model = assert_loads_with_equal_logits(tmp_path, hf, logits)
     kinds = [layer.attention.kind for layer in model.spec.layers]
     assert kinds == [t.replace("linear_attention", "linear").replace("full_attention", "gqa")
                      for t in hf.config.layer_types] and "linear" in kinds and "gqa" in kinds
-    assert rel_err(logits(model), logits(hf)) < 1e-4
 
 
 def test_the_multi_token_prediction_head_of_real_checkpoints_is_skipped(tmp_path):
@@ -66,18 +66,15 @@ def test_the_multi_token_prediction_head_of_real_checkpoints_is_skipped(tmp_path
     tensors = load_file(tmp_path / "model.safetensors")
     tensors["mtp.fc.weight"] = torch.ones(64, 128)
     save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    assert rel_err(logits(load_pretrained(tmp_path)), logits(hf)) < 1e-4
+    assert_loads_with_equal_logits(tmp_path, hf, logits)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_moelab_checkpoint_loads_in_transformers(case, tmp_path):
     """A model built from the spec writes its own config.json (Qwen3-Next's writer) that transformers loads."""
-    torch.manual_seed(3)
-    model = randomise(build_model(spec_from_config({"model_type": "qwen3_next", **CASES[case]})), seed=4)
-    save_pretrained(model, tmp_path)
-    written = json.loads((tmp_path / "config.json").read_text())
+    model = fresh_model(spec_from_config({"model_type": "qwen3_next", **CASES[case]}))
+    _, written = assert_loads_in_transformers(model, tmp_path, logits, 1e-4)
     assert written["model_type"] == "qwen3_next" and len(written["layer_types"]) == 4
-    assert rel_err(logits(hf_load(tmp_path)), logits(model)) < 1e-4
     again = load_pretrained(tmp_path)
     assert rel_err(logits(again), logits(model)) < 1e-6
 
@@ -87,11 +84,9 @@ def test_cached_decoding_equals_a_full_forward_and_transformers(tmp_path):
     hf.save_pretrained(tmp_path)
     model = load_pretrained(tmp_path)
     full = logits(model)
-    with torch.no_grad():
-        cache = model.new_cache()
-        steps = [model(IDS[:, :CHUNK + 5], cache)]  # prefill past one chunk, then one token at a time
-        steps += [model(IDS[:, i:i + 1], cache) for i in range(CHUNK + 5, IDS.shape[1])]
-    assert rel_err(torch.cat(steps, dim=1), full) < 1e-4
+    cache = model.new_cache()
+    steps = decode_stepwise(model, IDS, CHUNK + 5, cache)  # prefill past one chunk, then one token at a time
+    assert rel_err(steps, full) < 1e-4
     # the state kept per linear layer: the conv's last kernel - 1 inputs and the recurrent state
     for i, layer in enumerate(model.spec.layers):
         if layer.attention.kind == "linear":

@@ -5,51 +5,23 @@ tensors transformers builds, each layer's switches, and refused switches as one 
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
+from tests.spec.family_checks import CONFIGS, meta_model, one_line_exit_2, real, total, unselected
 from transformers import AutoModelForCausalLM, DbrxConfig, JetMoeConfig
 
-from moelab.cli import main
 from moelab.cost.memory import kv_bytes_per_token
 from moelab.cost.params import count_params
 from moelab.errors import MoelabError
 from moelab.spec.families import REGISTRY
 from moelab.spec.hf import spec_from_config
 
-CONFIGS = Path(__file__).parent / "configs"
 EXPECTED = json.loads((CONFIGS / "expected_counts.json").read_text())
 
 
 def real_dbrx() -> dict:
-    return json.loads((CONFIGS / "dbrx_instruct.json").read_text())
-
-
-def meta_model(cfg):
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(cfg)
-
-
-def total(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def unselected(model, experts: int, top_k: int, names: tuple[str, ...]) -> int:
-    """Parameters of the routed expert tensors (those whose name ends in `names`) a token does not use: each
-    holds `experts` equal slices, a token uses `top_k` of them."""
-    held = sum(p.numel() for n, p in model.named_parameters() if n.endswith(names))
-    assert held % experts == 0
-    return held // experts * (experts - top_k)
-
-
-def one_line_exit_2(raw: dict, tmp_path, capsys) -> str:
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(raw))
-    rc = main(["estimate", str(path)])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
+    return real("dbrx_instruct")
 
 
 # --- DBRX ---------------------------------------------------------------------------------------------------

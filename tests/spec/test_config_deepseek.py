@@ -3,21 +3,14 @@ totals (transformers 5.24 meta-device sum(numel), expected_counts.json), actives
 against transformers' own expert tensors, the per-layer pattern, and bad switches refused in one line (exit 2)."""
 
 import json
-from pathlib import Path
 
 import pytest
-import torch
+from tests.spec.family_checks import CONFIGS, meta_model, one_line_exit_2, real
 
-from moelab.cli import main
 from moelab.cost.params import count_params
 from moelab.spec.hf import spec_from_config
 
-CONFIGS = Path(__file__).parent / "configs"
 EXPECTED = json.loads((CONFIGS / "expected_counts.json").read_text())
-
-
-def real(name: str) -> dict:
-    return json.loads((CONFIGS / f"{name}.json").read_text())
 
 
 def transformers_counts(raw: dict) -> tuple[int, int]:
@@ -27,9 +20,7 @@ def transformers_counts(raw: dict) -> tuple[int, int]:
     transformers = pytest.importorskip("transformers")
     fields = {k: v for k, v in raw.items() if k not in ("model_type", "quantization_config", "auto_map")}
     model_type = "deepseek_v3" if raw["model_type"] == "kimi_k2" else raw["model_type"]
-    config = transformers.AutoConfig.for_model(model_type, **fields)
-    with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(config)
+    model = meta_model(transformers.AutoConfig.for_model(model_type, **fields))
     k, e = raw["num_experts_per_tok"], raw["n_routed_experts"]
     total = active = 0
     for name, p in model.named_parameters():
@@ -105,11 +96,7 @@ def test_n_shared_experts_defaults_follow_the_config_classes():
     ("kimi_k2_instruct", {"num_experts_per_tok": 400}, "top_k"),
 ])
 def test_bad_switches_are_one_line_exit_2(tmp_path, capsys, name, change, words):
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps({**real(name), **change}))
-    assert main(["estimate", str(path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err
+    assert words in one_line_exit_2({**real(name), **change}, tmp_path, capsys)
 
 
 def test_moe_layer_freq_is_read_as_deepseek_builds_it_and_says_so():

@@ -9,17 +9,15 @@ is Phi-3.5-MoE's shape, Glm4MoeConfig() GLM-4.5-Air's (given head_dim=128: its d
 divide, and GLM-4.5-Air's config.json sets 128 -- see the test), GraniteMoeConfig() is no released model."""
 
 import json
-from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from tests.spec.family_checks import CONFIGS, meta_model, one_line_exit_2, total
+from tests.spec.family_checks import unselected as unselected_named
+from transformers import AutoConfig
 
-from moelab.cli import main
 from moelab.cost.params import count_params
 from moelab.spec.hf import spec_from_config
 
-CONFIGS = Path(__file__).parent / "configs"
 EXPECTED = json.loads((CONFIGS / "expected_counts.json").read_text())
 MINE = ("glm4_moe", "phimoe", "granitemoe")
 REAL = [row for row in json.loads((CONFIGS / "SOURCES.json").read_text()) if row["model_type"] in MINE]
@@ -49,11 +47,6 @@ def config(case: str):
     return AutoConfig.for_model(model_type, **fields)
 
 
-def meta_model(cfg):
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(cfg)
-
-
 def spec_of(cfg, name="m"):
     return spec_from_config(cfg.to_dict(), name)
 
@@ -61,19 +54,7 @@ def spec_of(cfg, name="m"):
 def unselected(model, experts: int, top_k: int) -> int:
     """Parameters of the routed expert tensors a token does not use: transformers keeps each MoE layer's experts
     as experts.gate_up_proj (E, 2f, d) and experts.down_proj (E, d, f); a token uses top_k of the E slices."""
-    held = sum(p.numel() for n, p in model.named_parameters() if n.endswith(("experts.gate_up_proj",
-                                                                              "experts.down_proj")))
-    assert held % experts == 0
-    return held // experts * (experts - top_k)
-
-
-def one_line_exit_2(raw: dict, tmp_path, capsys) -> str:
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(raw))
-    rc = main(["estimate", str(path)])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
+    return unselected_named(model, experts, top_k, ("experts.gate_up_proj", "experts.down_proj"))
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -81,7 +62,7 @@ def test_total_equals_transformers(case):
     cfg = config(case)
     p = count_params(spec_of(cfg))
     model = meta_model(cfg)
-    assert p.total == sum(t.numel() for t in model.parameters())
+    assert p.total == total(model)
     assert p.embedding == model.get_input_embeddings().weight.numel()
 
 

@@ -3,21 +3,16 @@ meta-device sum(numel), tests/spec/configs/expected_counts.json), the per-layer 
 forward pass needs, and bad switches refused in one line (exit 2)."""
 
 import json
-from pathlib import Path
 
 import pytest
+from tests.spec.family_checks import CONFIGS, one_line_exit_2, real
 
 from moelab.cli import main
 from moelab.cost.params import count_params
 from moelab.spec.hf import spec_from_config
 
-CONFIGS = Path(__file__).parent / "configs"
 EXPECTED = json.loads((CONFIGS / "expected_counts.json").read_text())
 NAMES = ("phi3_5_mini_instruct", "phi4_mini_instruct", "olmo2_1124_7b", "llama3_1_8b", "llama3_2_1b")
-
-
-def real(name: str) -> dict:
-    return json.loads((CONFIGS / f"{name}.json").read_text())
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -116,11 +111,7 @@ def test_llama3_rope_scaling(name, factor, original):
     ("olmo2_1124_7b", {"hidden_act": "relu"}, "hidden_act"),
 ])
 def test_bad_switches_are_one_line_exit_2(tmp_path, capsys, name, change, words):
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps({**real(name), **change}))
-    assert main(["estimate", str(path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err
+    assert words in one_line_exit_2({**real(name), **change}, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -3,34 +3,17 @@ non-integer Llama 4 per-layer lists, and rope_scaling values that are neither sc
 numbers. Each bad value is one line naming the field (exit 2 from the CLI); transformers 5.24's strict configs
 are the reference for what is refused and what is accepted."""
 
-import json
 import math
 import re
 import typing
-from pathlib import Path
 
 import pytest
+from tests.spec.family_checks import one_line_exit_2, real
 from transformers import DbrxConfig, Llama4TextConfig
 from transformers.modeling_rope_utils import RopeParameters
 
-from moelab.cli import main
 from moelab.errors import MoelabError
 from moelab.spec.hf import spec_from_config
-
-CONFIGS = Path(__file__).parent / "configs"
-
-
-def real(name: str) -> dict:
-    return json.loads((CONFIGS / f"{name}.json").read_text())
-
-
-def one_line_exit_2(raw: dict, tmp_path, capsys) -> str:
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(raw))
-    rc = main(["estimate", str(path)])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 def refused(raw: dict) -> str:
