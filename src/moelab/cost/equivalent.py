@@ -7,7 +7,7 @@ from dataclasses import replace
 from moelab.cost.params import count_params
 from moelab.cost.roofline import Workload, decode_step
 from moelab.spec.hardware import HardwareSpec
-from moelab.spec.model import ModelSpec, with_ffns
+from moelab.spec.model import FFNSpec, LayerSpec, ModelSpec
 
 
 def heuristic_dense_equivalent(spec: ModelSpec) -> float:
@@ -23,8 +23,10 @@ def dense_twin(spec: ModelSpec, ffn_dim: int) -> ModelSpec:
 
     A derived spec (bounded=False): the twin of a large MoE on a huge workload may need an FFN wider than
     limits.MAX_FFN, a bound on what users give, not on what moelab computes."""
-    twin = replace(spec, name=f"{spec.name}-dense-f{ffn_dim}", expert_storage=None, bounded=False)
-    return with_ffns(twin, None, (), ffn_dim)
+    ffn = FFNSpec(ffn_dim)
+    kinds = {layer.attention: LayerSpec(layer.attention, ffn) for layer, _ in spec.layer_groups}
+    return replace(spec, name=f"{spec.name}-dense-f{ffn_dim}", expert_storage=None, bounded=False,
+                   layers=tuple(kinds[layer.attention] for layer in spec.layers))
 
 
 def workload_dense_equivalent(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> dict:

@@ -421,7 +421,12 @@ class ModelSpec:
     def layer_groups(self) -> tuple[tuple[LayerSpec, int], ...]:
         """Each distinct layer once, with how many layers are it (first-seen order): what sums over layers
         iterate, so that a 61-layer model costs as much to price as its two or three kinds of layer."""
-        return tuple(Counter(self.layers).items())
+        by_object = Counter(map(id, self.layers))  # layers share objects: count by identity first (fast)
+        first = {id(layer): layer for layer in self.layers}
+        groups: Counter = Counter()
+        for key, n in by_object.items():  # then merge equal layers held in distinct objects
+            groups[first[key]] += n
+        return tuple(groups.items())
 
     @cached_property
     def attention(self) -> AttentionSpec:
