@@ -21,7 +21,12 @@ CONFIGS = Path(__file__).parents[1] / "spec" / "configs"
 SOURCES = json.loads((CONFIGS / "SOURCES.json").read_text())
 
 
-def _one_config_per_building_family() -> list[str]:
+# In the default suite: one of each new kind of layer (llama3 rope, sinks + windows, linear attention, MLA,
+# LongRoPE + fused weights); every other family's run is in the slow suite (-m slow), ~10-30 s each here.
+DEFAULT = {"llama3_1_8b", "gpt_oss_20b", "qwen3_next_80b_a3b_thinking", "deepseek_v2_lite", "phi3_5_mini_instruct"}
+
+
+def _one_config_per_building_family() -> list:
     chosen: dict[str, str] = {}
     for row in SOURCES:
         family = REGISTRY.get(row["model_type"])
@@ -29,7 +34,8 @@ def _one_config_per_building_family() -> list[str]:
             chosen.setdefault(family.name, row["name"])
     # the Llama 3.x configs carry rope_scaling llama3: one of them, beside the plain family pick
     chosen["llama3-rope"] = "llama3_1_8b"
-    return sorted(set(chosen.values()))
+    names = sorted(set(chosen.values()) | DEFAULT)
+    return [pytest.param(n, marks=() if n in DEFAULT else pytest.mark.slow) for n in names]
 
 
 @pytest.fixture()
