@@ -34,15 +34,28 @@ def _one_config_per_building_family() -> list:
             chosen.setdefault(family.name, row["name"])
     # the Llama 3.x configs carry rope_scaling llama3: one of them, beside the plain family pick
     chosen["llama3-rope"] = "llama3_1_8b"
-    names = sorted(set(chosen.values()) | DEFAULT)
+    names = sorted(set(chosen.values()) | DEFAULT) + [f"default:{t}" for t in DEFAULT_CONFIGS]
     return [pytest.param(n, marks=() if n in DEFAULT else pytest.mark.slow) for n in names]
+
+
+# Families no whole real config was found for (tests/spec/configs/NOT_FOUND.json): transformers' own config
+# defaults stand in, which for Phi-3.5-MoE are the model's (PhimoeConfig's docstring) and for GLM-4.5 near it.
+DEFAULT_CONFIGS = {"phimoe": {}, "granitemoe": {}, "glm4_moe": {"head_dim": 128}}
+
+
+def _transformers_default(model_type: str) -> str:
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.AutoConfig.for_model(model_type, **DEFAULT_CONFIGS[model_type]).to_dict()
+    return json.dumps({**cfg, "model_type": model_type})
 
 
 @pytest.fixture()
 def model_dir(tmp_path, request):
-    folder = tmp_path / request.param
+    folder = tmp_path / request.param.replace(":", "-")
     folder.mkdir()
-    (folder / "config.json").write_text((CONFIGS / f"{request.param}.json").read_text())
+    kind, _, name = request.param.rpartition(":")
+    text = _transformers_default(name) if kind == "default" else (CONFIGS / f"{name}.json").read_text()
+    (folder / "config.json").write_text(text)
     return folder
 
 
