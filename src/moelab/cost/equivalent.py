@@ -24,9 +24,11 @@ def dense_twin(spec: ModelSpec, ffn_dim: int) -> ModelSpec:
     A derived spec (bounded=False): the twin of a large MoE on a huge workload may need an FFN wider than
     limits.MAX_FFN, a bound on what users give, not on what moelab computes."""
     ffn = FFNSpec(ffn_dim)
-    kinds = {layer.attention: LayerSpec(layer.attention, ffn) for layer, _ in spec.layer_groups}
+    kinds = {id(layer.attention): LayerSpec(layer.attention, ffn) for layer, _ in spec.layer_groups}
+    for layer in spec.layers:  # an attention equal to a group's but another object: its own LayerSpec
+        kinds.setdefault(id(layer.attention), LayerSpec(layer.attention, ffn))
     return replace(spec, name=f"{spec.name}-dense-f{ffn_dim}", expert_storage=None, bounded=False,
-                   layers=tuple(kinds[layer.attention] for layer in spec.layers))
+                   layers=tuple(kinds[id(layer.attention)] for layer in spec.layers))
 
 
 def workload_dense_equivalent(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> dict:

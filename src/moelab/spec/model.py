@@ -431,12 +431,14 @@ class ModelSpec:
     @cached_property
     def attention(self) -> AttentionSpec:
         """The model's main attention: the most common softmax attention (ties: the first), else the first."""
-        softmax = [layer.attention for layer in self.layers if layer.attention.softmax]
-        if not softmax:
+        counts: Counter = Counter()
+        for layer, n in self.layer_groups:  # first-seen order: ties go to the first
+            if layer.attention.softmax:
+                counts[layer.attention] += n
+        if not counts:
             return self.layers[0].attention
-        counts = Counter(softmax)
         best = max(counts.values())
-        return next(a for a in softmax if counts[a] == best)
+        return next(a for a, n in counts.items() if n == best)
 
     @cached_property
     def moe_layers(self) -> tuple[int, ...]:
