@@ -413,12 +413,12 @@ def hf_config(model: TransformerLM) -> dict[str, Any]:
 
 
 def _check_unstored(model: TransformerLM, layout: _Layout, family: str) -> None:
-    """A tensor the family's checkpoints do not carry (a router selection bias outside DeepSeek) must be zero."""
+    """A tensor the family's checkpoints do not carry (a selection bias outside DeepSeek-V3, GLM-4.5) must be 0."""
     state = model.state_dict()
     for name in layout.unstored:
         if state[name].any():
             raise MoelabError(f"{name}: a nonzero router selection bias cannot be saved as {family} "
-                              "(only deepseek_v3 checkpoints carry one)")
+                              "(its checkpoints carry none)")
 
 
 def save_pretrained(model: TransformerLM, path: str | Path) -> None:

@@ -80,6 +80,24 @@ class _DeepSeek(Family):
         return is_mtp_layer(name, spec, raw)
 
 
+def _check_attention(spec: ModelSpec) -> None:
+    """What both writers need of the attention: the same biased-alike MLA in every layer, nothing else."""
+    a = spec.attention
+    check_plain(spec)
+    need(a.kind == "mla", "grouped-query attention")
+    need(spec.uniform_attention, "attention that differs between layers")
+    need(a.qkv_bias == a.o_bias, "different q/k/v and output biases")
+    need(a.sliding_window is None and a.qk_norm == "none", "a sliding window or q/k norms")
+
+
+def _first_of_last_moe_layers(spec: ModelSpec) -> int:
+    """first_k_dense_replace: the MoE layers, all alike, must be the last ones; the first of them."""
+    need(len({layer.moe for layer in spec.layers if layer.moe}) == 1, "MoE layers that differ")
+    first = spec.moe_layers[0]
+    need(spec.moe_layers == tuple(range(first, spec.n_layers)), "MoE layers other than the last n")
+    return first
+
+
 @register
 class DeepseekV3(_DeepSeek):
     model_types = ("deepseek_v3", "kimi_k2")
@@ -87,15 +105,9 @@ class DeepseekV3(_DeepSeek):
 
     def write(self, spec, dtype):
         a, m = spec.attention, spec.moe
-        check_plain(spec)
-        need(a.kind == "mla", "grouped-query attention")
-        need(spec.uniform_attention, "attention that differs between layers")
-        need(a.qkv_bias == a.o_bias, "different q/k/v and output biases")
-        need(a.sliding_window is None and a.qk_norm == "none", "a sliding window or q/k norms")
+        _check_attention(spec)
         need(spec.is_moe and m.router == "sigmoid", "no sigmoid-routed MoE layers")
-        need(len({layer.moe for layer in spec.layers if layer.moe}) == 1, "MoE layers that differ")
-        first = spec.moe_layers[0]
-        need(spec.moe_layers == tuple(range(first, spec.n_layers)), "MoE layers other than the last n")
+        first = _first_of_last_moe_layers(spec)
         need(m.n_shared >= 1 and m.shared_ffn == m.expert_ffn and not m.shared_gate, "this shared-expert shape")
         need(not (spec.mlp_bias or m.router_bias or m.expert_bias), "FFN biases")
         cfg = base_config(spec, "deepseek_v3", self.architecture, dtype)
@@ -125,16 +137,10 @@ class DeepseekV2(_DeepSeek):
 
     def write(self, spec: ModelSpec, dtype):
         a, m = spec.attention, spec.moe
-        check_plain(spec)
-        need(a.kind == "mla", "grouped-query attention")
-        need(spec.uniform_attention, "attention that differs between layers")
-        need(a.qkv_bias == a.o_bias, "different q/k/v and output biases")
-        need(a.sliding_window is None and a.qk_norm == "none", "a sliding window or q/k norms")
+        _check_attention(spec)
         need(spec.rope_interleave, "rotate-half (non-interleaved) rotary pairs")
         need(spec.is_moe and m.router == "softmax_topk", "no softmax-routed MoE layers")
-        need(len({layer.moe for layer in spec.layers if layer.moe}) == 1, "MoE layers that differ")
-        first = spec.moe_layers[0]
-        need(spec.moe_layers == tuple(range(first, spec.n_layers)), "MoE layers other than the last n")
+        first = _first_of_last_moe_layers(spec)
         need(m.n_shared == 0 or m.shared_ffn == m.expert_ffn, "shared experts of another width")
         need(not m.shared_gate and not m.selection_bias, "a shared-expert gate or a selection bias")
         need(not m.norm_topk_prob, "renormalised top-k weights (transformers' DeepSeek-V2 never renormalises)")
