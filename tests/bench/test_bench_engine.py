@@ -3,7 +3,8 @@
 import pytest
 from bench_hardware import FIXED_HW
 
-from moelab.cost.roofline import Workload, decode_step, eager_elements_per_token, prefill
+from moelab.cost.eager import eager_elements_per_token
+from moelab.cost.roofline import Workload, decode_step, prefill
 from moelab.spec import load_hardware
 from moelab.spec.hardware import hardware_from_dict
 from moelab.train.presets import tiny_dense, tiny_moe

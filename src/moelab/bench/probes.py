@@ -257,7 +257,7 @@ def in_situ(device: str = "cpu", quick: bool = False) -> dict:
     from moelab.bench.measure import prefill_last
     from moelab.cost.flops import causal_attention_flops
     from moelab.cost.params import count_params
-    from moelab.cost.roofline import eager_elements_per_token
+    from moelab.cost.eager import eager_elements_per_token
     from moelab.nn.model import build_model
 
     spec = _probe_model_spec()

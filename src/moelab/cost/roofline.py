@@ -1,30 +1,31 @@
-"""Roofline time of a prefill and of a decode step on one parallel plan, labelled memory- or compute-bound.
+"""A prefill and a decode step of a workload on one parallel plan: seconds, FLOPs, bytes and the operators.
 
-time = max(FLOPs / achievable FLOP/s, bytes / achievable bandwidth) + communication + fixed overheads,
-all per GPU. Decode streams the non-routed weights, the distinct routed experts the batch touches (U(B),
-see `routing`) and the KV cache; prefill touches experts for batch*prompt tokens.
+The hardware spec's `execution` picks the model: "gpu" (cost.gpu: fused kernels, a roofline per operator, NCCL
+collectives) or "eager" (cost.eager: a CPU calibration's op classes one after another). Decode streams the
+non-routed weights, the distinct routed experts the batch touches (U(B), see `routing`) and the KV cache the
+queries attend to; prefill touches experts for batch * prompt tokens.
 
-Plans for G GPUs:
-- "tp": tensor parallel; every weight and FLOP split G ways (KV heads no finer than one per GPU; MLA's
-  latent cache is replicated), two all-reduces of the activations per layer.
-- "ep": data-parallel attention and dense parts (replicated, each GPU serves batch/G sequences) with the
-  routed experts split G ways; per MoE layer an all-to-all dispatch and combine of tokens*k*d.
+A workload's plan is a plan name (cost.plan: ``tp8``, ``ep8``, ``tp2ep4``, ``pp2tp8``, ``tp2x4``) or, for short,
+"tp" / "ep": every one of `gpus` GPUs tensor- or expert-parallel.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 
-from moelab.cost.dtypes import COMPUTE_DTYPE, activation_bytes
+from moelab.cost import eager, gpu
 from moelab.cost.flops import attention_flops, causal_attention_flops, decode_flops, prefill_flops
-from moelab.cost.memory import expert_param_bytes, kv_bytes_per_token, kv_cache_bytes, kv_read_bytes, model_weight_bytes
-from moelab.cost.params import count_params, expert_params, moa_expert_params
-from moelab.cost.routing import distinct_experts
+from moelab.cost.memory import kv_bytes_per_token, kv_cache_bytes, kv_read_bytes
+from moelab.cost.params import count_params
+from moelab.cost.plan import Plan
+from moelab.cost.step import OpCost, StepLoad
 from moelab.errors import MoelabError
 from moelab.spec.hardware import HardwareSpec
-from moelab.spec.model import AttentionSpec, ModelSpec
+from moelab.spec.model import ModelSpec
 
-PLANS = ("tp", "ep")
+PLANS = ("tp", "ep")  # the short forms: all `gpus` GPUs one way
+COMM_OPERATORS = ("allreduce", "alltoall", "logits_gather", "pipeline_send")
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,28 @@ class Workload:
     kv_dtype: str = "bf16"
     skew: float = 0.0  # routing skew, see routing.expert_loads
     gpus: int = 1
-    plan: str = "tp"
+    plan: str = "tp"  # "tp", "ep" or a plan name (cost.plan)
 
     def __post_init__(self) -> None:
         for key in ("batch", "prompt", "gen", "gpus"):
             if getattr(self, key) <= 0:
                 raise MoelabError(f"--{key} must be a positive integer, got {getattr(self, key)}")
-        if self.plan not in PLANS:
-            raise MoelabError(f"plan must be one of {PLANS}, got {self.plan!r}")
+        if self.plan not in PLANS and self.parallel.gpus != self.gpus:
+            raise MoelabError(f"plan {self.plan} uses {self.parallel.gpus} GPUs, but {self.gpus} were given")
+
+    @cached_property
+    def parallel(self) -> Plan:
+        """The plan as degrees: "tp" / "ep" spread every GPU one way."""
+        if self.plan == "tp":
+            return Plan(tp=self.gpus)
+        if self.plan == "ep":
+            return Plan(ep=self.gpus)
+        return Plan.parse(self.plan)
+
+    @property
+    def plan_kind(self) -> str:
+        """"ep" when the plan splits experts, else "tp" (the eager model's two ways)."""
+        return "ep" if self.parallel.ep > 1 else "tp"
 
     @property
     def decode_context(self) -> float:
@@ -55,7 +70,7 @@ class Workload:
 
 @dataclass(frozen=True)
 class Phase:
-    """Per-GPU cost of one prefill or one decode step."""
+    """Per-GPU cost of one prefill or one decode step (gpu model: the sum of `operators`)."""
 
     seconds: float
     flops: float
@@ -66,207 +81,72 @@ class Phase:
     overhead_seconds: float
     bound: str  # "memory" or "compute"
     distinct_experts_per_layer: float
+    operators: tuple[OpCost, ...] = field(default=(), compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = {k: v for k, v in asdict(self).items() if k != "operators"}
+        out["operators"] = [op.to_dict() for op in self.operators]
+        return out
 
 
-def _allreduce_seconds(hw: HardwareSpec, gpus: int, nbytes: float) -> float:
-    """Ring all-reduce: 2(G-1) latency hops and 2(G-1)/G of the bytes over the link."""
-    if gpus == 1:
-        return 0.0
-    bw, lat = hw.link(gpus)
-    return 2 * (gpus - 1) * lat + 2 * (gpus - 1) / gpus * nbytes / bw
-
-
-def _alltoall_seconds(hw: HardwareSpec, gpus: int, nbytes: float) -> float:
-    """All-to-all of `nbytes` per GPU: (G-1)/G of it crosses the link, after one latency."""
-    if gpus == 1:
-        return 0.0
-    bw, lat = hw.link(gpus)
-    return lat + (gpus - 1) / gpus * nbytes / bw
-
-
-def _kv_shards(spec: ModelSpec, gpus: int) -> int:
-    """Tensor parallelism splits KV heads, no finer than one per GPU; MLA's shared latent is replicated."""
-    a = spec.attention
-    return 1 if a.kind == "mla" else min(gpus, a.n_kv_heads)
-
-
-def _qkv_widths(a: AttentionSpec) -> tuple[int, int]:
-    """(query width, cached KV width per token) of one attention layer: MLA caches its latent and rope key;
-    linear attention has no per-token cache (its q/k/v widths stand in for both)."""
-    if a.kind == "linear":
-        lin = a.linear
-        return lin.n_k_heads * lin.k_head_dim, lin.n_k_heads * lin.k_head_dim + lin.n_v_heads * lin.v_head_dim
-    kv = a.kv_lora_rank + a.qk_rope_head_dim if a.kind == "mla" else a.n_kv_heads * a.head_dim
-    return a.n_heads * a.qk_head_dim, kv
-
-
-def _moe_elements(d: int, m) -> float:
-    return m.top_k * (8 * d + 5 * m.expert_ffn) + 10 * m.n_experts + d + (
-        5 * m.n_shared * m.shared_ffn + 3 * d if m.n_shared else 0)
-
-
-def eager_elements_per_token(spec: ModelSpec) -> float:
-    """Activation elements an eager (unfused) forward reads and writes per token outside matmuls and attention:
-    RMSNorm ~7d each, residual adds 3d each, rotary ~10 per q/k element, KV cache copy, the attention output
-    copy, SwiGLU's silu and product 5f; a MoE layer's gather, combine and scatter ~8d and 5f_e per routed slot,
-    softmax/top-k/statistics ~10E, shared experts 5 f_s. Summed layer by layer."""
-    d, total = spec.d_model, 7.0 * spec.d_model
-    for layer, n in spec.layer_groups:
-        q, kv = _qkv_widths(layer.attention)
-        ffn = 5 * layer.ffn.width if layer.moe is None else _moe_elements(d, layer.moe)
-        total += n * (20 * d + 12 * q + 14 * kv + ffn)
-    return total
-
-
-def activation_tensors_per_token(spec: ModelSpec) -> list[tuple[float, float]]:
-    """The activation tensors an eager forward allocates, as (tensors per token-step, width): per layer 10 of
-    d_model (two RMSNorms' three each, o_proj, the MLP output, two residual adds), 6 of the query width
-    (q_proj, rotary, attention output) and 6 of the KV width; a dense MLP's gate, up, silu and product (4 of
-    ffn_dim); a MoE layer's router logits, scores and masks (3 of n_experts), gather, expert outputs and
-    weighted outputs (3 of top_k*d), combine (2 of d), each expert's gate, up, silu and product (4 of its
-    rows: top_k*f_e/E per token) and the shared experts' (4 of n_shared*f_s)."""
-    d = spec.d_model
-    out: list[tuple[float, float]] = [(1, d)]
-    for layer, n in spec.layer_groups:
-        q, kv = _qkv_widths(layer.attention)
-        tensors = [(10, d), (6, q), (6, kv)]
-        m = layer.moe
-        if m is None:
-            tensors.append((4, layer.ffn.width))
-        else:
-            tensors += [(3, m.n_experts), (3, m.top_k * d), (2, d), (4, m.top_k * m.expert_ffn / m.n_experts)]
-            if m.n_shared:
-                tensors.append((4, m.n_shared * m.shared_ffn))
-        out += [(count * n, width) for count, width in tensors]
-    return out
-
-
-def fresh_page_bytes(spec: ModelSpec, hw: HardwareSpec, tokens: float, act: float) -> float:
-    """Bytes of the step's activation tensors that are larger than the allocator's fresh-page threshold
-    (`hw.fresh_page_bytes`: glibc maps such allocations from the OS each time, and every 4 KiB page faults on
-    first touch); 0 where the hardware has no fresh-page figures."""
-    if not hw.fresh_page_bandwidth:
-        return 0.0
-    return sum(count * tokens * width * act for count, width in activation_tensors_per_token(spec)
-               if tokens * width * act > hw.fresh_page_bytes)
-
-
-def _single_row_share(moe, tokens: float) -> float:
-    """Share of the touched routed experts that get exactly one token (uniform routing): their products are
-    matrix-vector, the rest matrix-matrix."""
-    q = moe.top_k / moe.n_experts
-    touched = 1.0 - (1.0 - q) ** tokens
-    return tokens * q * (1.0 - q) ** max(tokens - 1.0, 0.0) / touched if touched > 0 else 0.0
-
-
-def _weight_seconds(nbytes: float, gemv_share: float, gemm_bandwidth: float, hw: HardwareSpec) -> float:
-    """Seconds to stream weights through matmuls: a one-row product (GEMV) at gemv_bandwidth, a few-row GEMM
-    at the (lower, on CPUs: the weights are packed every call) GEMM bandwidth."""
-    gemv = hw.gemv_bandwidth or gemm_bandwidth
-    return nbytes * (gemv_share / gemv + (1.0 - gemv_share) / gemm_bandwidth)
-
-
-def _touched_experts(spec: ModelSpec, wl: Workload, tokens: float) -> tuple[float, float]:
-    """(bytes, count) of the distinct routed experts `tokens` tokens touch, summed over the MoE layers (each
-    layer with its own expert count, top-k and expert size; uniform routing skewed by wl.skew)."""
-    per_param = expert_param_bytes(wl.dtype, spec.expert_storage)
-    nbytes = count = 0.0
-    for layer, n in spec.layer_groups:
-        a, m = layer.attention, layer.moe
-        if a.moa_experts:  # JetMoE's attention experts are routed weights too (their bytes; not in the count)
-            moa = distinct_experts(a.moa_experts, a.n_heads // a.n_kv_heads, tokens, wl.skew)
-            nbytes += n * moa * moa_expert_params(spec.d_model, a) * per_param
-        if m is None:
-            continue
-        touched = distinct_experts(m.n_experts, m.top_k, tokens, wl.skew)
-        nbytes += n * touched * expert_params(spec.d_model, m) * per_param
-        count += n * touched
-    return nbytes, count
-
-
-def _softmax_heads(spec: ModelSpec) -> int:
-    """Attention heads over all softmax layers (each a per-head kernel launch in an eager forward)."""
-    return sum(n * layer.attention.n_heads for layer, n in spec.layer_groups if layer.attention.softmax)
-
-
-def _phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: float, kv_read: float,
-           kv_write: float, attn_flops: float = 0.0) -> Phase:
-    """Cost of processing `tokens` tokens (whole system) whose FLOPs are `flops`, split over the plan.
-
-    On eager hardware (a CPU calibration: `elementwise_bandwidth` set) kernels run one after another, so the
-    op classes add up: matmuls (FLOPs / FLOP/s + weight bytes / bandwidth: Hockney's r_inf, n_1/2 model of
-    a GEMM; one-row products at the GEMV bandwidth), attention (its own measured FLOP/s and KV-read bandwidth)
-    and unfused elementwise traffic (plus the page faults of activation tensors above the allocator's
-    fresh-page threshold)."""
-    wb = model_weight_bytes(spec, wl.dtype)
-    g, act = wl.gpus, activation_bytes(wl.dtype)
-    moe = spec.moe if spec.is_moe else None
-    expert_bytes, touched_all = _touched_experts(spec, wl, tokens)
-    touched = touched_all / spec.n_moe_layers if moe else 0.0  # the mean per MoE layer
-    if wl.plan == "ep" and moe:  # each GPU: a replica of the non-expert weights, 1/g of sequences and experts
-        weights = wb.always_read + expert_bytes / g
-        kv = (kv_read + kv_write) / g
-        dispatched = tokens / g * moe.top_k * spec.d_model * act
-        comm = 2 * spec.n_moe_layers * _alltoall_seconds(hw, g, dispatched)
-    else:
-        weights = (wb.always_read + expert_bytes) / g
-        kv = (kv_read + kv_write) / _kv_shards(spec, g)
-        comm = 2 * spec.n_layers * _allreduce_seconds(hw, g, tokens * spec.d_model * act)
-    nbytes = weights + kv
-    per_gpu_flops = flops / g
-    compute_s = per_gpu_flops / hw.flops(COMPUTE_DTYPE[wl.dtype])
-    memory_s = nbytes / hw.bandwidth_for(nbytes)
-    overhead = (hw.step_overhead_s + spec.n_layers * hw.layer_overhead_s
-                + spec.n_moe_layers * hw.moe_layer_overhead_s + touched_all * hw.expert_overhead_s)
-    seconds = max(compute_s, memory_s) + comm + overhead
-    if hw.elementwise_bandwidth:
-        attn = attn_flops / g
-        mm_compute = (per_gpu_flops - attn) / hw.flops(COMPUTE_DTYPE[wl.dtype])
-        gemm_bw = hw.bandwidth_for(nbytes)  # resident only if the step's weights and KV fit
-        local_experts = expert_bytes / g
-        rows_one = _single_row_share(moe, tokens / g) if moe else 0.0
-        mm_memory = (_weight_seconds(weights - local_experts, 1.0 if tokens / g <= 1 else 0.0, gemm_bw, hw)
-                     + _weight_seconds(local_experts, rows_one, gemm_bw, hw))
-        at_compute = attn / (hw.attention_flops or hw.flops(COMPUTE_DTYPE[wl.dtype]))
-        at_memory = kv_read / g / (hw.attention_bandwidth or hw.bandwidth)
-        heads = wl.batch / g * _softmax_heads(spec) * hw.attention_head_overhead_s
-        elementwise = tokens / g * eager_elements_per_token(spec) * act / hw.elementwise_bandwidth
-        if hw.fresh_page_bandwidth:  # page faults of tensors the allocator maps fresh from the OS
-            elementwise += fresh_page_bytes(spec, hw, tokens / g, act) / hw.fresh_page_bandwidth
-        compute_s, memory_s = mm_compute + at_compute, mm_memory + at_memory + elementwise
-        overhead += heads
-        seconds = mm_compute + mm_memory + max(at_compute, at_memory) + elementwise + comm + overhead
+def _gpu_phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, load: StepLoad) -> Phase:
+    """The operator model's step for one replica's share of the workload."""
+    ops, touched = gpu.step(spec, hw, wl.parallel, load, wl.dtype, wl.kv_dtype, wl.skew)
+    comm = sum(op.seconds for op in ops if op.name in COMM_OPERATORS)
+    work = [op for op in ops if op.name not in COMM_OPERATORS]
+    compute_bound = sum(op.seconds for op in work if op.bound == "compute")
+    memory_bound = sum(op.seconds for op in work if op.bound == "memory")
     return Phase(
-        seconds=seconds,
-        flops=per_gpu_flops,
-        bytes=nbytes,
-        compute_seconds=compute_s,
-        memory_seconds=memory_s,
+        seconds=sum(op.seconds for op in ops),
+        flops=sum(op.flops for op in ops),
+        bytes=sum(op.bytes for op in work),
+        compute_seconds=sum(op.compute_seconds for op in work),
+        memory_seconds=sum(op.memory_seconds for op in work),
         comm_seconds=comm,
-        overhead_seconds=overhead,
-        bound="compute" if compute_s >= memory_s else "memory",
+        overhead_seconds=sum(op.launch_seconds for op in work),
+        bound="compute" if compute_bound >= memory_bound else "memory",
         distinct_experts_per_layer=touched,
+        operators=ops,
     )
+
+
+def step_cost(spec: ModelSpec, hw: HardwareSpec, wl: Workload, load: StepLoad) -> Phase:
+    """One engine step of one replica (continuous batching: decode tokens and prompt chunks together)."""
+    if hw.execution == "gpu":
+        return _gpu_phase(spec, hw, wl, load)
+    p = count_params(spec)
+    tokens = load.tokens
+    flops = 2.0 * p.matmul_active * tokens + 2.0 * spec.d_model * spec.vocab_size * load.logit_rows
+    attn = load.decode_seqs * attention_flops(spec, load.decode_context)
+    if load.prefill_seqs:
+        past, chunk = int(round(load.prefill_past)), int(round(load.prefill_past + load.prefill_tokens))
+        attn += load.prefill_seqs * (causal_attention_flops(spec, chunk) - causal_attention_flops(spec, past))
+    kv_read = kv_read_bytes(spec, wl.kv_dtype, 1, load.decode_context) * load.decode_seqs
+    kv_write = tokens * kv_bytes_per_token(spec, wl.kv_dtype)
+    return eager.phase(spec, hw, wl, tokens, flops + attn, kv_read, kv_write, attn)
 
 
 def prefill(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> Phase:
     """Prefill of the whole batch of prompts (time to first token), writing their KV cache."""
+    if hw.execution == "gpu":
+        seqs = wl.batch / wl.parallel.replicas
+        return _gpu_phase(spec, hw, wl, StepLoad(prefill_seqs=seqs, prefill_tokens=wl.prompt))
     flops = prefill_flops(spec, count_params(spec), wl.batch, wl.prompt)
     kv_write = kv_cache_bytes(spec, wl.kv_dtype, wl.batch, wl.prompt)
     attn = wl.batch * causal_attention_flops(spec, wl.prompt)
-    return _phase(spec, hw, wl, wl.batch * wl.prompt, flops, 0.0, kv_write, attn)
+    return eager.phase(spec, hw, wl, wl.batch * wl.prompt, flops, 0.0, kv_write, attn)
 
 
 def decode_step(spec: ModelSpec, hw: HardwareSpec, wl: Workload, context: float | None = None) -> Phase:
     """One decode step of the batch at `context` positions (default: the workload's mean context)."""
     context = wl.decode_context if context is None else context
+    if hw.execution == "gpu":
+        seqs = wl.batch / wl.parallel.replicas
+        return _gpu_phase(spec, hw, wl, StepLoad(decode_seqs=seqs, decode_context=context))
     flops = decode_flops(spec, count_params(spec), wl.batch, context)
     kv_read = kv_read_bytes(spec, wl.kv_dtype, wl.batch, int(round(context)))  # attended, not cached
     kv_write = wl.batch * kv_bytes_per_token(spec, wl.kv_dtype)
-    return _phase(spec, hw, wl, wl.batch, flops, kv_read, kv_write, wl.batch * attention_flops(spec, context))
+    return eager.phase(spec, hw, wl, wl.batch, flops, kv_read, kv_write, wl.batch * attention_flops(spec, context))
 
 
 def crossover_batch(spec: ModelSpec, hw: HardwareSpec, wl: Workload, limit: int = 1 << 20) -> int | None:

@@ -102,6 +102,22 @@ class HardwareFile(StrictModel):
     fresh_page_mb: Annotated[float, Field(ge=0, le=MAX_PAGE_MB)] | None = _opt(
         "Allocations above this many MB fault in fresh pages (0: no such term).")
     fresh_page_bandwidth_gbps: Rate | None = _opt("Bytes/s of those first-touch page faults, GB/s.")
+    execution: Literal["gpu", "eager"] | None = _opt(
+        "gpu: fused kernels, one roofline per operator; eager: a CPU calibration's op classes one after another "
+        "(default: eager when elementwise_bandwidth_gbps is given, else gpu).")
+    gemm_efficiency: dict[Dtype, Share] | None = _opt(
+        "GPU: a large GEMM's share of the dense peak, per compute dtype (default: compute_efficiency).")
+    gemm_half_rows: Annotated[float, Field(ge=0, le=1e6)] | None = _opt(
+        "GPU: GEMM rows M at which half of that share is reached (default 64).")
+    moe_gemm_efficiency: Share | None = _opt(
+        "GPU: grouped routed-expert GEMMs against the dense curve at equal rows per expert (default 0.7).")
+    moe_block_rows: int | None = Field(None, ge=1, le=4096,
+                                       description="GPU: each expert's rows are padded to this tile (default 16).")
+    attention_efficiency: Share | None = _opt("GPU: prefill attention's share of peak at long context (default 0.5).")
+    attention_half_context: Annotated[float, Field(ge=0, le=1e7)] | None = _opt(
+        "GPU: context at which prefill attention reaches half that share (default 512).")
+    kernel_launch_us: Micros | None = _opt("GPU: fixed cost per operator launch, µs (default 0).")
+    nvls: bool | None = _opt("NVLink SHARP in the switch (in-network all-reduce), H100/H200/B200 NVSwitch nodes.")
     sources: dict[SourceKey, SourceNote] | None = Field(None, max_length=MAX_SOURCES,
                                                         description="Where each figure comes from: key -> note.")
     measurements: dict[str, Any] | None = _opt("Raw figures `moelab calibrate` keeps beside the fitted ones "

@@ -13,6 +13,7 @@ from typing import Any
 from moelab.errors import MoelabError
 
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
+EXECUTIONS = ("gpu", "eager")
 _REQUIRED = ("peak_tflops", "memory_gb", "memory_bandwidth_gbps", "tdp_watts", "usd_per_hour")
 
 
@@ -56,17 +57,52 @@ class HardwareSpec:
     # fault in on first touch, at fresh_page_bandwidth bytes/s (0: no such term).
     fresh_page_bytes: float = 0.0
     fresh_page_bandwidth: float = 0.0
+    # How kernels run: "gpu" (fused kernels, each operator its own roofline: cost.gpu) or "eager" (a CPU
+    # calibration, op classes one after another: cost.eager). Files without the key are eager when they give an
+    # elementwise bandwidth.
+    execution: str = "gpu"
+    # The GPU operator model's achieved rates (cost.gemm): a large GEMM's share of the dense peak per compute
+    # dtype (missing dtypes: compute_efficiency), reached as M / (M + gemm_half_rows) of it at M rows.
+    gemm_efficiency: dict[str, float] = field(default_factory=dict)
+    gemm_half_rows: float = 64.0
+    # Grouped / fused routed-expert GEMMs against the dense curve at the same rows per expert; every expert's rows
+    # padded to a multiple of moe_block_rows (the kernel's row tile).
+    moe_gemm_efficiency: float = 0.7
+    moe_block_rows: int = 16
+    # Prefill attention (FlashAttention): share of peak at long context, reached as c / (c + half) at context c.
+    attention_efficiency: float = 0.5
+    attention_half_context: float = 512.0
+    kernel_launch_s: float = 0.0  # per GPU operator launch (CUDA graphs in decode)
+    nvls: bool = False  # NVLink SHARP in the switch: in-network all-reduce (NCCL's NVLS algorithm)
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         for key in ("memory_bytes", "memory_bandwidth", "tdp_watts"):
             if getattr(self, key) <= 0:
                 raise MoelabError(f"hardware {self.name}: {key} must be positive")
-        for key in ("compute_efficiency", "bandwidth_efficiency", "link_efficiency", "memory_utilization"):
+        for key in ("compute_efficiency", "bandwidth_efficiency", "link_efficiency", "memory_utilization",
+                    "moe_gemm_efficiency", "attention_efficiency"):
             if not 0 < getattr(self, key) <= 1:
                 raise MoelabError(f"hardware {self.name}: {key} must be in (0, 1]")
+        for dtype, share in self.gemm_efficiency.items():
+            if not 0 < share <= 1:
+                raise MoelabError(f"hardware {self.name}: gemm_efficiency[{dtype}] must be in (0, 1]")
+        if self.execution not in EXECUTIONS:
+            raise MoelabError(f"hardware {self.name}: execution must be one of {', '.join(EXECUTIONS)}, "
+                              f"got {self.execution!r}")
         if not self.peak_flops:
             raise MoelabError(f"hardware {self.name}: peak_tflops names no dtype")
+
+    def peak(self, dtype: str) -> tuple[str, float]:
+        """(the dtype that runs, its dense peak FLOP/s): unsupported dtypes fall back to bf16, then fp32."""
+        for candidate in (dtype, "bf16", "fp32"):
+            if self.peak_flops.get(candidate):
+                return candidate, self.peak_flops[candidate]
+        raise MoelabError(f"hardware {self.name}: no peak FLOP/s for {dtype}")
+
+    def gemm_share(self, dtype: str) -> float:
+        """A large GEMM's achieved share of the peak of `dtype` (or of the dtype it falls back to)."""
+        return self.gemm_efficiency.get(self.peak(dtype)[0], self.compute_efficiency)
 
     def flops(self, dtype: str) -> float:
         """Achievable matmul FLOP/s for a compute dtype (falls back to bf16, then fp32, where unsupported)."""
@@ -123,6 +159,15 @@ class HardwareSpec:
             "gemv_bandwidth_gbps": self.gemv_bandwidth / 1e9,
             "fresh_page_mb": self.fresh_page_bytes / 1e6,
             "fresh_page_bandwidth_gbps": self.fresh_page_bandwidth / 1e9,
+            "execution": self.execution,
+            "gemm_efficiency": dict(self.gemm_efficiency),
+            "gemm_half_rows": self.gemm_half_rows,
+            "moe_gemm_efficiency": self.moe_gemm_efficiency,
+            "moe_block_rows": self.moe_block_rows,
+            "attention_efficiency": self.attention_efficiency,
+            "attention_half_context": self.attention_half_context,
+            "kernel_launch_us": self.kernel_launch_s * 1e6,
+            "nvls": self.nvls,
             "sources": dict(self.sources),
         }
 
@@ -184,6 +229,16 @@ def hardware_from_dict(name: str, raw: Any, defaults: dict[str, Any] | None = No
         gemv_bandwidth=n("gemv_bandwidth_gbps", 0) * 1e9,
         fresh_page_bytes=n("fresh_page_mb", 0) * 1e6,
         fresh_page_bandwidth=n("fresh_page_bandwidth_gbps", 0) * 1e9,
+        execution=str(merged.get("execution") or ("eager" if merged.get("elementwise_bandwidth_gbps") else "gpu")),
+        gemm_efficiency={str(k): _number(name, merged.get("gemm_efficiency") or {}, k)
+                         for k in (merged.get("gemm_efficiency") or {})},
+        gemm_half_rows=n("gemm_half_rows", 64),
+        moe_gemm_efficiency=n("moe_gemm_efficiency", 0.7),
+        moe_block_rows=int(n("moe_block_rows", 16)) or 1,
+        attention_efficiency=n("attention_efficiency", 0.5),
+        attention_half_context=n("attention_half_context", 512),
+        kernel_launch_s=n("kernel_launch_us", 0) * 1e-6,
+        nvls=bool(merged.get("nvls", False)),
         sources={str(k): str(v) for k, v in merged["sources"].items()},
     )
 

@@ -1,0 +1,198 @@
+"""Eager execution (a CPU calibration): one forward pass as op classes that run one after another.
+
+A CPU runs PyTorch's eager kernels one at a time, so matmuls, attention and the unfused elementwise ops add up
+rather than overlap; `moelab calibrate` measures each class's rate in situ (see bench.probes). The GPU model, where
+fused kernels each meet their own roofline, is cost.gpu; the hardware spec's `execution` picks one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from moelab.cost.dtypes import COMPUTE_DTYPE, activation_bytes
+from moelab.cost.memory import expert_param_bytes, model_weight_bytes
+from moelab.cost.params import expert_params, moa_expert_params
+from moelab.cost.routing import distinct_experts
+from moelab.spec.hardware import HardwareSpec
+from moelab.spec.model import AttentionSpec, ModelSpec
+
+if TYPE_CHECKING:
+    from moelab.cost.roofline import Phase, Workload
+
+
+def _allreduce_seconds(hw: HardwareSpec, gpus: int, nbytes: float) -> float:
+    """Ring all-reduce: 2(G-1) latency hops and 2(G-1)/G of the bytes over the link."""
+    if gpus == 1:
+        return 0.0
+    bw, lat = hw.link(gpus)
+    return 2 * (gpus - 1) * lat + 2 * (gpus - 1) / gpus * nbytes / bw
+
+
+def _alltoall_seconds(hw: HardwareSpec, gpus: int, nbytes: float) -> float:
+    """All-to-all of `nbytes` per GPU: (G-1)/G of it crosses the link, after one latency."""
+    if gpus == 1:
+        return 0.0
+    bw, lat = hw.link(gpus)
+    return lat + (gpus - 1) / gpus * nbytes / bw
+
+
+def _kv_shards(spec: ModelSpec, gpus: int) -> int:
+    """Tensor parallelism splits KV heads, no finer than one per GPU; MLA's shared latent is replicated."""
+    a = spec.attention
+    return 1 if a.kind == "mla" else min(gpus, a.n_kv_heads)
+
+
+def _qkv_widths(a: AttentionSpec) -> tuple[int, int]:
+    """(query width, cached KV width per token) of one attention layer: MLA caches its latent and rope key;
+    linear attention has no per-token cache (its q/k/v widths stand in for both)."""
+    if a.kind == "linear":
+        lin = a.linear
+        return lin.n_k_heads * lin.k_head_dim, lin.n_k_heads * lin.k_head_dim + lin.n_v_heads * lin.v_head_dim
+    kv = a.kv_lora_rank + a.qk_rope_head_dim if a.kind == "mla" else a.n_kv_heads * a.head_dim
+    return a.n_heads * a.qk_head_dim, kv
+
+
+def _moe_elements(d: int, m) -> float:
+    return m.top_k * (8 * d + 5 * m.expert_ffn) + 10 * m.n_experts + d + (
+        5 * m.n_shared * m.shared_ffn + 3 * d if m.n_shared else 0)
+
+
+def eager_elements_per_token(spec: ModelSpec) -> float:
+    """Activation elements an eager (unfused) forward reads and writes per token outside matmuls and attention:
+    RMSNorm ~7d each, residual adds 3d each, rotary ~10 per q/k element, KV cache copy, the attention output
+    copy, SwiGLU's silu and product 5f; a MoE layer's gather, combine and scatter ~8d and 5f_e per routed slot,
+    softmax/top-k/statistics ~10E, shared experts 5 f_s. Summed layer by layer."""
+    d, total = spec.d_model, 7.0 * spec.d_model
+    for layer, n in spec.layer_groups:
+        q, kv = _qkv_widths(layer.attention)
+        ffn = 5 * layer.ffn.width if layer.moe is None else _moe_elements(d, layer.moe)
+        total += n * (20 * d + 12 * q + 14 * kv + ffn)
+    return total
+
+
+def activation_tensors_per_token(spec: ModelSpec) -> list[tuple[float, float]]:
+    """The activation tensors an eager forward allocates, as (tensors per token-step, width): per layer 10 of
+    d_model (two RMSNorms' three each, o_proj, the MLP output, two residual adds), 6 of the query width
+    (q_proj, rotary, attention output) and 6 of the KV width; a dense MLP's gate, up, silu and product (4 of
+    ffn_dim); a MoE layer's router logits, scores and masks (3 of n_experts), gather, expert outputs and
+    weighted outputs (3 of top_k*d), combine (2 of d), each expert's gate, up, silu and product (4 of its
+    rows: top_k*f_e/E per token) and the shared experts' (4 of n_shared*f_s)."""
+    d = spec.d_model
+    out: list[tuple[float, float]] = [(1, d)]
+    for layer, n in spec.layer_groups:
+        q, kv = _qkv_widths(layer.attention)
+        tensors = [(10, d), (6, q), (6, kv)]
+        m = layer.moe
+        if m is None:
+            tensors.append((4, layer.ffn.width))
+        else:
+            tensors += [(3, m.n_experts), (3, m.top_k * d), (2, d), (4, m.top_k * m.expert_ffn / m.n_experts)]
+            if m.n_shared:
+                tensors.append((4, m.n_shared * m.shared_ffn))
+        out += [(count * n, width) for count, width in tensors]
+    return out
+
+
+def fresh_page_bytes(spec: ModelSpec, hw: HardwareSpec, tokens: float, act: float) -> float:
+    """Bytes of the step's activation tensors that are larger than the allocator's fresh-page threshold
+    (`hw.fresh_page_bytes`: glibc maps such allocations from the OS each time, and every 4 KiB page faults on
+    first touch); 0 where the hardware has no fresh-page figures."""
+    if not hw.fresh_page_bandwidth:
+        return 0.0
+    return sum(count * tokens * width * act for count, width in activation_tensors_per_token(spec)
+               if tokens * width * act > hw.fresh_page_bytes)
+
+
+def _single_row_share(moe, tokens: float) -> float:
+    """Share of the touched routed experts that get exactly one token (uniform routing): their products are
+    matrix-vector, the rest matrix-matrix."""
+    q = moe.top_k / moe.n_experts
+    touched = 1.0 - (1.0 - q) ** tokens
+    return tokens * q * (1.0 - q) ** max(tokens - 1.0, 0.0) / touched if touched > 0 else 0.0
+
+
+def _weight_seconds(nbytes: float, gemv_share: float, gemm_bandwidth: float, hw: HardwareSpec) -> float:
+    """Seconds to stream weights through matmuls: a one-row product (GEMV) at gemv_bandwidth, a few-row GEMM
+    at the (lower, on CPUs: the weights are packed every call) GEMM bandwidth."""
+    gemv = hw.gemv_bandwidth or gemm_bandwidth
+    return nbytes * (gemv_share / gemv + (1.0 - gemv_share) / gemm_bandwidth)
+
+
+def _touched_experts(spec: ModelSpec, wl: Workload, tokens: float) -> tuple[float, float]:
+    """(bytes, count) of the distinct routed experts `tokens` tokens touch, summed over the MoE layers (each
+    layer with its own expert count, top-k and expert size; uniform routing skewed by wl.skew)."""
+    per_param = expert_param_bytes(wl.dtype, spec.expert_storage)
+    nbytes = count = 0.0
+    for layer, n in spec.layer_groups:
+        a, m = layer.attention, layer.moe
+        if a.moa_experts:  # JetMoE's attention experts are routed weights too (their bytes; not in the count)
+            moa = distinct_experts(a.moa_experts, a.n_heads // a.n_kv_heads, tokens, wl.skew)
+            nbytes += n * moa * moa_expert_params(spec.d_model, a) * per_param
+        if m is None:
+            continue
+        touched = distinct_experts(m.n_experts, m.top_k, tokens, wl.skew)
+        nbytes += n * touched * expert_params(spec.d_model, m) * per_param
+        count += n * touched
+    return nbytes, count
+
+
+def _softmax_heads(spec: ModelSpec) -> int:
+    """Attention heads over all softmax layers (each a per-head kernel launch in an eager forward)."""
+    return sum(n * layer.attention.n_heads for layer, n in spec.layer_groups if layer.attention.softmax)
+
+
+def phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: float, kv_read: float,
+          kv_write: float, attn_flops: float = 0.0) -> Phase:
+    """Cost of processing `tokens` tokens (whole system) whose FLOPs are `flops`, split over the plan.
+
+    Kernels run one after another, so the op classes add up: matmuls (FLOPs / FLOP/s + weight bytes / bandwidth:
+    Hockney's r_inf, n_1/2 model of a GEMM; one-row products at the GEMV bandwidth), attention (its own measured
+    FLOP/s and KV-read bandwidth) and unfused elementwise traffic (plus the page faults of activation tensors
+    above the allocator's fresh-page threshold); fixed overheads per step, layer, MoE layer and touched expert."""
+    wb = model_weight_bytes(spec, wl.dtype)
+    g, act = wl.gpus, activation_bytes(wl.dtype)
+    moe = spec.moe if spec.is_moe else None
+    expert_bytes, touched_all = _touched_experts(spec, wl, tokens)
+    touched = touched_all / spec.n_moe_layers if moe else 0.0  # the mean per MoE layer
+    if wl.plan_kind == "ep" and moe:  # each GPU: a replica of the non-expert weights, 1/g of sequences and experts
+        weights = wb.always_read + expert_bytes / g
+        kv = (kv_read + kv_write) / g
+        dispatched = tokens / g * moe.top_k * spec.d_model * act
+        comm = 2 * spec.n_moe_layers * _alltoall_seconds(hw, g, dispatched)
+    else:
+        weights = (wb.always_read + expert_bytes) / g
+        kv = (kv_read + kv_write) / _kv_shards(spec, g)
+        comm = 2 * spec.n_layers * _allreduce_seconds(hw, g, tokens * spec.d_model * act)
+    nbytes = weights + kv
+    per_gpu_flops = flops / g
+    overhead = (hw.step_overhead_s + spec.n_layers * hw.layer_overhead_s
+                + spec.n_moe_layers * hw.moe_layer_overhead_s + touched_all * hw.expert_overhead_s)
+    attn = attn_flops / g
+    mm_compute = (per_gpu_flops - attn) / hw.flops(COMPUTE_DTYPE[wl.dtype])
+    gemm_bw = hw.bandwidth_for(nbytes)  # resident only if the step's weights and KV fit
+    local_experts = expert_bytes / g
+    rows_one = _single_row_share(moe, tokens / g) if moe else 0.0
+    mm_memory = (_weight_seconds(weights - local_experts, 1.0 if tokens / g <= 1 else 0.0, gemm_bw, hw)
+                 + _weight_seconds(local_experts, rows_one, gemm_bw, hw))
+    at_compute = attn / (hw.attention_flops or hw.flops(COMPUTE_DTYPE[wl.dtype]))
+    at_memory = kv_read / g / (hw.attention_bandwidth or hw.bandwidth)
+    heads = wl.batch / g * _softmax_heads(spec) * hw.attention_head_overhead_s
+    elementwise = tokens / g * eager_elements_per_token(spec) * act / (hw.elementwise_bandwidth or hw.bandwidth)
+    if hw.fresh_page_bandwidth:  # page faults of tensors the allocator maps fresh from the OS
+        elementwise += fresh_page_bytes(spec, hw, tokens / g, act) / hw.fresh_page_bandwidth
+    compute_s, memory_s = mm_compute + at_compute, mm_memory + at_memory + elementwise
+    overhead += heads
+    seconds = mm_compute + mm_memory + max(at_compute, at_memory) + elementwise + comm + overhead
+    from moelab.cost.roofline import Phase
+
+    return Phase(
+        seconds=seconds,
+        flops=per_gpu_flops,
+        bytes=nbytes,
+        compute_seconds=compute_s,
+        memory_seconds=memory_s,
+        comm_seconds=comm,
+        overhead_seconds=overhead,
+        bound="compute" if compute_s >= memory_s else "memory",
+        distinct_experts_per_layer=touched,
+    )
