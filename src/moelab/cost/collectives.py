@@ -5,9 +5,13 @@ all-reduce (one-shot or two-shot) below its 8 MiB limit, everything else through
 tree/ring across nodes). `nccl_allreduce_seconds` is NCCL alone (what nccl-tests' all_reduce_perf measures).
 
 Each algorithm costs `latency + bytes each rank moves / achieved bandwidth`; the latency is paid once per call (not per
-hop of a ring: NCCL's LL protocol hops cost 0.6 us on NVLink, not a full message latency). Where an engine has several
-algorithms the cheapest one is taken, as NCCL's tuner does (src/graph/tuning.cc picks the lowest modelled time) and as
-vLLM's fixed one-shot/two-shot thresholds approximate (tests check the model's switch point against them).
+hop of a ring: NCCL's LL protocol hops cost 0.6 us on NVLink, not a full message latency). Of the algorithms open to
+a call the cheapest is taken: NCCL's tuner does so (src/graph/tuning.cc picks the lowest modelled time), vLLM's fixed
+one-shot/two-shot thresholds approximate it (tests check the model's switch point against them), and vLLM since
+PR #24111 / #33839 dispatches among custom all-reduce, symmetric memory and NCCL by size ranges benchmarked per world
+size, which is the fastest by construction. Known gap: NCCL between 1 and 64 MiB runs slower than this alpha-beta
+form (8x H100, Triton-distributed #57: 4 MiB 59 us measured, 35 us modelled) because it reaches its peak bandwidth
+only near 1 GiB (nccl-tests #212); vLLM serving rarely sends those sizes through NCCL below its 8 MiB limit.
 
 Units: seconds, bytes, bytes/s. `nbytes` is the buffer each rank holds (all-reduce), the gathered output each rank
 ends with (all-gather), or what each rank sends in all (all-to-all, spread evenly over the ranks, itself included).
