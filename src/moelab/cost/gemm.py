@@ -42,7 +42,11 @@ def expert_flops_per_second(hw: HardwareSpec, dtype: str, rows: float) -> float:
     return gemm_flops_per_second(hw, dtype, padded_rows(hw, rows)) * hw.moe_gemm_efficiency
 
 
+ATTENTION_DTYPE = "bf16"  # FlashAttention computes in 16 bits whatever the weights' dtype (vLLM, SGLang)
+
+
 def attention_flops_per_second(hw: HardwareSpec, dtype: str, context: float) -> float:
-    """Achieved FLOP/s of prefill attention at a mean attended context of `context` positions."""
-    _, peak = hw.peak(dtype)
+    """Achieved FLOP/s of attention at a mean attended context of `context` positions (16-bit tensor cores;
+    `dtype` is the weights' and matters only where the hardware lacks a 16-bit peak)."""
+    _, peak = hw.peak(ATTENTION_DTYPE if dtype in ("fp8", "int8") else dtype)
     return peak * hw.attention_efficiency * context / (context + hw.attention_half_context)

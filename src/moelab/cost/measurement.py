@@ -4,7 +4,7 @@ A Measurement is one figure someone measured (TTFT, TPOT, throughput) with the s
 model, hardware, plan, dtypes, input/output lengths and how requests arrived — a static batch (`mode` "static":
 every request together, one prefill then decode steps), a closed loop at a concurrency ("serving": `vllm bench
 serve --max-concurrency`), or every request at once for the highest throughput ("offline": the engine runs as
-many as its KV cache holds, capped by `concurrency` when the source states its batch limit).
+many as its KV cache holds, capped by the requests and by `concurrency` when the source states its batch limit).
 `predict` prices it with the engine: cost.roofline for a static batch, cost.serving otherwise. The engine's
 figures are means; a median is compared as if it were one, a p99 is refused.
 """
@@ -29,7 +29,6 @@ PHASES = {"ttft_ms": "prefill", "tpot_ms": "decode", "itl_ms": "decode", "e2e_ms
           "output_tokens_per_second": "throughput", "total_tokens_per_second": "throughput",
           "requests_per_second": "throughput", "output_tokens_per_second_per_gpu": "throughput"}
 STATISTICS = ("mean", "median")
-OFFLINE_MAX_SEQS = 256  # an engine's default cap on running sequences (vLLM max_num_seqs) when none is stated
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ class Measurement:
 def _offline_concurrency(m: Measurement, spec: ModelSpec, hw: HardwareSpec, plan: Plan) -> int:
     """Sequences an offline run keeps in flight: all requests, at most what the KV cache holds and the cap."""
     held = capacity(spec, hw, plan, m.dtype, m.kv_dtype, m.input + m.output).max_concurrency
-    cap = m.concurrency or OFFLINE_MAX_SEQS * plan.replicas
+    cap = m.concurrency or m.num_prompts or held
     return max(1, min(held, cap, m.num_prompts or cap))
 
 

@@ -10,7 +10,9 @@ sequences at a mean context of input + output / 2. Steps carry floor(p) or ceil(
 
     TPOT (= mean ITL) = (1 - frac p) * step(floor p) + frac p * step(ceil p)
 
-TTFT = half a mean step (the step a request arrives in) + s steps carrying its prompt. When `num_prompts` is
+TTFT = the rest of the step in progress when the request arrives (E[step^2] / 2 E[step]: a long step with a
+prompt in it is more likely to be the one in progress) + the M/D/1 wait for the prefill budget (prompts arrive
+at p / TPOT per second, each holding the budget for its s steps) + s steps carrying its prompt. When `num_prompts` is
 given, the first C requests arrive together and queue behind each other's prompts: their TTFT is the burst's
 (about (C * input / chunk + 1) / 2 prefill steps); the mean over all requests weights the two.
 A request takes TTFT + (output - 1) * TPOT; requests per second = C / that.
@@ -59,6 +61,14 @@ def _step_seconds(spec: ModelSpec, hw: HardwareSpec, wl: Workload, decode: float
     return step_cost(spec, hw, wl, load).seconds
 
 
+def _queueing(arrivals_per_second: float, service_seconds: float, slots: int) -> float:
+    """Mean wait of a prompt for the prefill budget: M/D/1 (Pollaczek-Khinchine) with utilisation
+    rho = arrivals * service, thinned by rho^(slots - 1) when a step's budget holds `slots` prompts (a prompt
+    waits only when that many are ahead of it); rho is capped at 0.95 (the engine stays stable)."""
+    rho = min(arrivals_per_second * service_seconds / slots, 0.95)
+    return service_seconds * rho / (2 * (1 - rho)) * rho ** (slots - 1)
+
+
 def serve(spec: ModelSpec, hw: HardwareSpec, plan: Plan, concurrency: int, input: int, output: int,
           dtype: str = "bf16", kv_dtype: str | None = None, skew: float = 0.0, chunk_tokens: int = PREFILL_TOKENS,
           num_prompts: int | None = None) -> ServingPoint:
@@ -83,8 +93,11 @@ def serve(spec: ModelSpec, hw: HardwareSpec, plan: Plan, concurrency: int, input
     def step(prompts: int) -> float:
         return _step_seconds(spec, hw, wl, decoding, prompts, chunk, (s - 1) * chunk / 2, context)
 
-    tpot = (1 - frac) * step(low) + frac * step(low + 1) if frac else step(low)
-    ttft = tpot / 2 + s * step(max(1, math.ceil(prompts_per_step)))
+    steps = [(1 - frac, step(low)), (frac, step(low + 1))] if frac else [(1.0, step(low))]
+    tpot = sum(w * t for w, t in steps)
+    own = step(max(1, math.ceil(prompts_per_step)))  # a step carrying the new request's prompt (chunk)
+    ttft = sum(w * t * t for w, t in steps) / (2 * tpot) + s * own + _queueing(
+        prompts_per_step / tpot, s * own, max(1, chunk_tokens // input))
     if num_prompts:
         burst_steps = (c * input / chunk_tokens + 1) / 2
         per_burst = _step_seconds(spec, hw, wl, 0.0, max(1, round(chunk_tokens / input)) if input < chunk_tokens
