@@ -101,8 +101,12 @@ def test_ctrl_c_in_a_real_calibration_exits_130(tmp_path):
 
 def test_json_never_prints_nan_or_infinity(monkeypatch, capsys):
     """Non-finite floats in a result are written as null (moelab.jsonout's rule), never as NaN/Infinity."""
+    class FakeEstimate:
+        def to_dict(self):
+            return {"a": float("nan"), "b": [1.5, float("inf"), {"c": -float("inf")}], "d": (2.0, float("nan"))}
+
     def fake_estimate(*args, **kwargs):
-        return {"a": float("nan"), "b": [1.5, float("inf"), {"c": -float("inf")}], "d": (2.0, float("nan"))}
+        return FakeEstimate()
 
     monkeypatch.setattr("moelab.cost.estimate.estimate", fake_estimate)
     assert main(["estimate", "mistral-7b", "--json"]) == 0

@@ -146,43 +146,46 @@ def schema(kind: Annotated[str, typer.Argument(help="The file kind: workload or 
     _emit_json(json_schema(kind))
 
 
-def _print_estimate(r: dict) -> None:
-    p, m, pre, dec, wl = r["params"], r["memory"], r["prefill"], r["decode"], r["workload"]
-    table = Table(title=f"{r['model']} on {r['gpus_label']} (modelled; times are means)", show_header=False)
+def _print_estimate(r) -> None:
+    """The table of an Estimate (moelab.cost.estimate)."""
+    p, m, pre, dec, wl, par = r.params, r.memory, r.prefill, r.decode, r.workload, r.parallel
+    label = f"{par.gpus} x {r.hardware}"
+    table = Table(title=f"{r.model} on {label} (modelled; times are means)", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    cross = dec["crossover_batch"]
-    experts = (f"{dec['distinct_experts_per_layer']:.2f} of {dec['experts_per_layer']} (top-{dec['top_k']})"
-               if dec["experts_per_layer"] else "dense")
+    cross = r.crossover_batch
+    experts = (f"{dec.distinct_experts_per_layer:.2f} of {r.experts_per_layer} (top-{r.top_k})"
+               if r.experts_per_layer else "dense")
+    train = r.training
     rows = [
-        ("parameters", f"{fmt.count(p['total'])} total, {fmt.count(p['active'])} active "
-                       f"({p['active_fraction']:.0%})"),
-        ("weights", f"{fmt.nbytes(m['weights_bytes'])} at {wl['dtype']}"),
-        ("KV cache", f"{fmt.nbytes(m['kv_cache_bytes'])} ({fmt.nbytes(m['kv_bytes_per_token'])}/token, "
-                     f"{wl['kv_dtype']})"),
-        ("memory", f"{fmt.nbytes(m['total_bytes'])} in all; min {m['min_gpus']} GPU(s); "
-                   f"{fmt.nbytes(m['memory_per_gpu_bytes'])}/GPU on {m['gpus']} "
-                   f"({'fits' if m['fits'] else 'DOES NOT FIT'} in {fmt.nbytes(m['capacity_per_gpu_bytes'])} usable)"),
-        ("prefill", f"{fmt.seconds(pre['seconds'])} for {wl['batch']}x{wl['prompt']} tokens ({pre['bound']}-bound)"),
-        ("decode step", f"{fmt.seconds(dec['step_seconds'])} at batch {wl['batch']}, context {dec['context']:g} "
-                        f"({dec['bound']}-bound)"),
-        ("throughput", f"{fmt.rate(dec['tokens_per_second'])} tokens, "
-                       f"{fmt.rate(dec['tokens_per_second_per_gpu'])} per GPU"),
+        ("parameters", f"{fmt.count(p.total)} total, {fmt.count(p.active)} active "
+                       f"({p.active / p.total:.0%})"),
+        ("weights", f"{fmt.nbytes(m.weights_bytes)} at {wl.dtype}"),
+        ("KV cache", f"{fmt.nbytes(m.kv_cache_bytes)} ({fmt.nbytes(m.kv_bytes_per_token)}/token, "
+                     f"{wl.kv_dtype})"),
+        ("memory", f"{fmt.nbytes(m.total_bytes)} in all; min {m.min_gpus} GPU(s); "
+                   f"{fmt.nbytes(m.memory_per_gpu_bytes)}/GPU on {m.gpus} "
+                   f"({'fits' if m.fits else 'DOES NOT FIT'} in {fmt.nbytes(m.capacity_per_gpu_bytes)} usable)"),
+        ("prefill", f"{fmt.seconds(pre.seconds)} for {wl.batch}x{wl.prompt} tokens ({pre.bound}-bound)"),
+        ("decode step", f"{fmt.seconds(dec.seconds)} at batch {wl.batch}, context {wl.decode_context:g} "
+                        f"({dec.bound}-bound)"),
+        ("throughput", f"{fmt.rate(r.tokens_per_second)} tokens, "
+                       f"{fmt.rate(r.tokens_per_second_per_gpu)} per GPU"),
         ("experts read", experts),
         ("compute-bound from", f"batch {cross}" if cross else "never (KV reads keep decode memory-bound)"),
-        ("plan", f"{r['parallel']['plan']} x{r['parallel']['gpus']}, scaling efficiency "
-                 f"{r['parallel']['scaling_efficiency']:.0%}" + "".join(f"; {n}" for n in r["parallel"]["notes"])),
-        ("energy", f"{r['energy']['kwh_per_million_tokens']:.3f} kWh per 1M output tokens"),
-        ("cost", f"${r['cost']['usd_per_million_tokens']:.3f} per 1M output tokens"),
-        (f"training {fmt.count(r['training']['tokens'])} tok",
-         f"{r['training']['gpu_hours']:.3g} GPU-hours, ${r['training']['usd']:.3g} at {r['training']['mfu']:.0%} MFU;"
-         f" {fmt.nbytes(r['training']['memory']['total_bytes'])}/GPU with ZeRO-{r['training']['plan']['zero']}"
-         f" over {r['parallel']['gpus']} ({'fits' if r['training']['memory']['fits'] else 'DOES NOT FIT'} in "
-         f"{fmt.nbytes(r['training']['memory']['capacity_per_gpu_bytes'])})"),
-        ("dense equivalent", f"{fmt.count(r['dense_equivalent']['heuristic'])} (heuristic), "
-                             f"{fmt.count(r['dense_equivalent']['workload'])} (this workload)"),
+        ("plan", f"{par.plan} x{par.gpus}, scaling efficiency "
+                 f"{par.scaling_efficiency:.0%}" + "".join(f"; {n}" for n in par.notes)),
+        ("energy", f"{r.energy.kwh_per_million_tokens:.3f} kWh per 1M output tokens"),
+        ("cost", f"${r.cost.usd_per_million_tokens:.3f} per 1M output tokens"),
+        (f"training {fmt.count(train.tokens)} tok",
+         f"{train.gpu_hours:.3g} GPU-hours, ${train.usd:.3g} at {train.mfu:.0%} MFU;"
+         f" {fmt.nbytes(train.memory.total_bytes)}/GPU with ZeRO-{train.plan.zero}"
+         f" over {par.gpus} ({'fits' if train.memory.fits else 'DOES NOT FIT'} in "
+         f"{fmt.nbytes(train.capacity_per_gpu_bytes)})"),
+        ("dense equivalent", f"{fmt.count(r.dense_equivalent.heuristic)} (heuristic), "
+                             f"{fmt.count(r.dense_equivalent.workload)} (this workload)"),
     ]
-    rows += [("note", note) for note in r.get("notes", [])]
+    rows += [("note", note) for note in r.notes]
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)
@@ -218,8 +221,7 @@ def estimate(
     plan = TrainingPlan(tokens=train_tokens, mfu=mfu, zero=zero, recompute=recompute)
     result = run(spec, load_hardware(hardware), _workload(dtype, kv_dtype, batch, prompt, gen, skew), gpus, plan)
     if as_json:
-        return _emit_json(result)
-    result["gpus_label"] = f"{result['parallel']['gpus']} x {result['hardware']}"
+        return _emit_json(result.to_dict())
     _print_estimate(result)
 
 

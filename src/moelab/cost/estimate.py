@@ -1,17 +1,25 @@
-"""One full estimate of a model on a hardware preset and a workload: the object `moelab estimate --json` prints."""
+"""One full estimate of a model on a hardware preset and a workload: an `Estimate`, whose `to_dict()` is the
+object `moelab estimate --json` prints.
+
+Readers (`cli`, `decide`, `study`) take the typed fields; other tools read the JSON, whose contract is:
+`workload.{batch,prompt,gen,gpus}`; `parallel.plans[i].{plan,prefill_seconds,decode_step_seconds,
+tokens_per_second,fits,max_concurrency}`; top-level `prefill.seconds`, `decode.step_seconds` and
+`decode.tokens_per_second` of the chosen plan (the one asked for, else the best that fits).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from moelab.cost.economics import serving_economics, training_cost
 from moelab.cost.equivalent import heuristic_dense_equivalent, workload_dense_equivalent
 from moelab.cost.finite import require_finite
 from moelab.cost.flops import prefill_flops, token_flops
-from moelab.cost.memory import inference_memory, kv_bytes_per_token, training_memory
-from moelab.cost.parallel import best_plan, default_gpus, plan_notes, plans
-from moelab.cost.params import count_params
-from moelab.cost.roofline import Workload, crossover_batch
+from moelab.cost.memory import InferenceMemory, TrainingMemory, inference_memory, kv_bytes_per_token, training_memory
+from moelab.cost.parallel import PlanResult, best_plan, default_gpus, plan_notes, plans
+from moelab.cost.params import ParamBreakdown, count_params
+from moelab.cost.roofline import Phase, Workload, crossover_batch
+from moelab.cost.serving import ServingPoint
 from moelab.spec.hardware import HardwareSpec
 from moelab.spec.model import ModelSpec
 
@@ -28,6 +36,219 @@ class TrainingPlan:
     recompute: bool = True
 
 
+@dataclass(frozen=True)
+class MemoryFigures:
+    """Serving memory in all (`inference`) and per GPU of the chosen plan."""
+
+    inference: InferenceMemory
+    kv_bytes_per_token: float
+    gpus: int
+    memory_per_gpu_bytes: float
+    capacity_per_gpu_bytes: float  # usable: capacity * memory_utilization
+    fits: bool
+
+    @property
+    def weights_bytes(self) -> float:
+        return self.inference.weights_bytes
+
+    @property
+    def kv_cache_bytes(self) -> float:
+        return self.inference.kv_cache_bytes
+
+    @property
+    def total_bytes(self) -> float:
+        return self.inference.total_bytes
+
+    @property
+    def min_gpus(self) -> int:
+        return self.inference.min_gpus
+
+    def to_dict(self) -> dict:
+        out = self.inference.to_dict()
+        out.update({k: v for k, v in self.__dict__.items() if k != "inference"})
+        return out
+
+
+@dataclass(frozen=True)
+class FlopFigures:
+    per_token_decode: float
+    per_token_6n_training: float
+    prefill_total: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ParallelFigures:
+    """Every plan evaluated (best first), the chosen one, and why an expected plan is missing."""
+
+    plans: tuple[PlanResult, ...]
+    chosen: PlanResult
+    notes: tuple[str, ...] = ()
+    fixed: bool = False  # the plan was asked for (--plan), not searched
+
+    @property
+    def plan(self) -> str:
+        return self.chosen.plan
+
+    @property
+    def gpus(self) -> int:
+        return self.chosen.gpus
+
+    @property
+    def scaling_efficiency(self) -> float:
+        return self.chosen.scaling_efficiency
+
+    def to_dict(self) -> dict:
+        return {"plan": self.plan, "gpus": self.gpus, "scaling_efficiency": self.scaling_efficiency,
+                "fixed": self.fixed, "plans": [r.to_dict() for r in self.plans], "notes": list(self.notes)}
+
+
+@dataclass(frozen=True)
+class Economics:
+    """One batch of requests end to end on the chosen plan's GPUs at TDP (cost.economics.serving_economics)."""
+
+    request_seconds: float
+    output_tokens: float
+    joules_per_million_tokens: float
+    kwh_per_million_tokens: float
+    usd_per_million_tokens: float
+    watts: float
+    usd_per_hour: float
+
+    def energy_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if "usd" not in k}
+
+    def cost_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if "usd" in k or k == "request_seconds"}
+
+
+@dataclass(frozen=True)
+class TrainingFigures:
+    """The training run (cost.economics.training_cost) and the memory of one rank."""
+
+    tokens: float
+    flops: float
+    flops_per_token: float
+    mfu: float
+    gpus: int
+    seconds: float
+    gpu_hours: float
+    usd: float
+    joules: float
+    plan: TrainingPlan
+    memory: TrainingMemory
+    capacity_per_gpu_bytes: float
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("plan", "memory", "capacity_per_gpu_bytes")}
+        out["plan"] = asdict(self.plan)
+        out["memory"] = {**self.memory.to_dict(), "capacity_per_gpu_bytes": self.capacity_per_gpu_bytes}
+        return out
+
+
+@dataclass(frozen=True)
+class DenseEquivalent:
+    heuristic: float  # the seeds' size rule
+    workload: float  # params of the dense twin with the same decode step on this workload
+    detail: dict = field(default_factory=dict)  # cost.equivalent.workload_dense_equivalent
+
+    def to_dict(self) -> dict:
+        return {"heuristic": self.heuristic, "workload": self.workload, "workload_detail": dict(self.detail)}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Everything `moelab estimate` models for one model, hardware and workload (see the module docstring)."""
+
+    model: str
+    family: str
+    notes: tuple[str, ...]  # how the config was read where that is not transformers' reading
+    hardware: str
+    workload: Workload  # with the GPU count and plan resolved
+    params: ParamBreakdown
+    memory: MemoryFigures
+    flops: FlopFigures
+    prefill: Phase  # of the chosen plan
+    decode: Phase  # of the chosen plan, at the workload's mean context
+    crossover_batch: int | None  # smallest decode batch that turns compute-bound (None: none up to 2**20)
+    parallel: ParallelFigures
+    economics: Economics
+    training: TrainingFigures
+    dense_equivalent: DenseEquivalent
+    experts_per_layer: int = 0  # routed experts of the first MoE layer (0: dense)
+    top_k: int = 0
+    serving: tuple[ServingPoint, ...] = ()  # one row per --concurrency
+    serving_notes: tuple[str, ...] = ()
+
+    @property
+    def chosen(self) -> PlanResult:
+        return self.parallel.chosen
+
+    @property
+    def energy(self) -> Economics:
+        return self.economics
+
+    @property
+    def cost(self) -> Economics:
+        return self.economics
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode tokens/s of the chosen plan, all its GPUs."""
+        return self.chosen.tokens_per_second
+
+    @property
+    def tokens_per_second_per_gpu(self) -> float:
+        return self.chosen.tokens_per_second_per_gpu
+
+    def to_dict(self) -> dict:
+        wl, dec, pre = self.workload, self.decode, self.prefill
+        return {
+            "model": self.model,
+            "family": self.family,
+            "notes": list(self.notes),
+            "hardware": self.hardware,
+            "workload": asdict(wl),
+            "params": {**self.params.to_dict(), "active_fraction": self.params.active / self.params.total},
+            "memory": self.memory.to_dict(),
+            "flops": self.flops.to_dict(),
+            "prefill": {
+                **pre.to_dict(),
+                "time_to_first_token_seconds": pre.seconds,
+                "tokens_per_second": wl.batch * wl.prompt / pre.seconds,
+            },
+            "decode": {
+                **dec.to_dict(),
+                "step_seconds": dec.seconds,
+                "per_token_latency_seconds": dec.seconds,
+                "context": wl.decode_context,
+                "tokens_per_second": self.tokens_per_second,
+                "tokens_per_second_per_gpu": self.tokens_per_second_per_gpu,
+                "experts_per_layer": self.experts_per_layer,
+                "top_k": self.top_k,
+                "crossover_batch": self.crossover_batch,
+            },
+            "parallel": self.parallel.to_dict(),
+            "serving": [{**s.to_dict(), "note": _serving_note(s)} for s in self.serving],
+            "serving_notes": list(self.serving_notes),
+            "energy": self.economics.energy_dict(),
+            "cost": self.economics.cost_dict(),
+            "training": self.training.to_dict(),
+            "dense_equivalent": self.dense_equivalent.to_dict(),
+        }
+
+
+def _serving_note(s: ServingPoint) -> str:
+    if s.fits:
+        return ""
+    if s.concurrency > s.max_concurrency:
+        return (f"above the plan's max_concurrency {s.max_concurrency}: the KV cache of {s.concurrency} sequences "
+                "does not fit (a server would queue the rest)")
+    return "the weights do not fit"
+
+
 def resolve_gpus(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None) -> Workload:
     """The workload on `gpus` GPUs, or on the fewest (rounded up to a power of two) that hold it."""
     if gpus is None:
@@ -38,76 +259,44 @@ def resolve_gpus(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | No
 
 
 def estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None = None,
-             training: TrainingPlan = TrainingPlan()) -> dict:
+             training: TrainingPlan = TrainingPlan()) -> Estimate:
     """Parameters, memory, FLOPs, prefill and decode, parallel plans, energy, dollars and dense equivalents:
     every figure finite (see moelab.cost.finite for the keys that may be None)."""
-    return require_finite(_estimate(spec, hw, wl, gpus, training), "estimate")
+    result = _estimate(spec, hw, wl, gpus, training)
+    require_finite(result.to_dict(), "estimate")
+    return result
 
 
-def _estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None, training: TrainingPlan) -> dict:
+def _estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None,
+              training: TrainingPlan) -> Estimate:
     p = count_params(spec)
     wl = resolve_gpus(spec, hw, wl, gpus)
     results = plans(spec, hw, wl)
     chosen = next(r for r in results if r.plan == wl.plan)
-    pre, dec = chosen.prefill, chosen.decode
     mem = inference_memory(spec, hw, wl.dtype, wl.kv_dtype, wl.batch, wl.prompt, wl.gen)
-    cross = crossover_batch(spec, hw, wl)
     moe = spec.moe if spec.is_moe else None
     train = training_cost(spec, hw, training.tokens, wl.gpus, training.mfu, training.seq)
     train_mem = training_memory(spec, hw, training.micro_batch, training.seq, dp=wl.gpus, zero=training.zero,
                                 recompute=training.recompute)
-    money = serving_economics(hw, wl, pre, dec)
     equivalent = workload_dense_equivalent(spec, hw, wl)
-    return {
-        "model": spec.name,
-        "family": spec.family,
-        "notes": list(spec.notes),  # how the config was read where that is not transformers' reading
-        "hardware": hw.name,
-        "workload": asdict(wl),
-        "params": {**p.to_dict(), "active_fraction": p.active / p.total},
-        "memory": {
-            **mem.to_dict(),
-            "kv_bytes_per_token": kv_bytes_per_token(spec, wl.kv_dtype),
-            "gpus": wl.gpus,
-            "memory_per_gpu_bytes": chosen.memory_per_gpu_bytes,
-            "capacity_per_gpu_bytes": hw.memory_bytes * hw.memory_utilization,
-            "fits": chosen.fits,
-        },
-        "flops": {
-            "per_token_decode": token_flops(spec, p, wl.decode_context),
-            "per_token_6n_training": 6.0 * p.active,
-            "prefill_total": prefill_flops(spec, p, wl.batch, wl.prompt),
-        },
-        "prefill": {
-            **pre.to_dict(),
-            "time_to_first_token_seconds": pre.seconds,
-            "tokens_per_second": wl.batch * wl.prompt / pre.seconds,
-        },
-        "decode": {
-            **dec.to_dict(),
-            "step_seconds": dec.seconds,
-            "per_token_latency_seconds": dec.seconds,
-            "context": wl.decode_context,
-            "tokens_per_second": chosen.tokens_per_second,
-            "tokens_per_second_per_gpu": chosen.tokens_per_second_per_gpu,
-            "experts_per_layer": moe.n_experts if moe else 0,
-            "top_k": moe.top_k if moe else 0,
-            "crossover_batch": cross,
-        },
-        "parallel": {
-            "plan": wl.plan,
-            "gpus": wl.gpus,
-            "scaling_efficiency": chosen.scaling_efficiency,
-            "plans": [r.to_dict() for r in results],
-            "notes": plan_notes(spec, wl.gpus),
-        },
-        "energy": {k: v for k, v in money.items() if "usd" not in k},
-        "cost": {k: v for k, v in money.items() if "usd" in k or k == "request_seconds"},
-        "training": {**train, "plan": asdict(training),
-                     "memory": {**train_mem.to_dict(), "capacity_per_gpu_bytes": hw.memory_bytes}},
-        "dense_equivalent": {
-            "heuristic": heuristic_dense_equivalent(spec),
-            "workload": equivalent["params"],
-            "workload_detail": equivalent,
-        },
-    }
+    return Estimate(
+        model=spec.name,
+        family=spec.family,
+        notes=tuple(spec.notes),
+        hardware=hw.name,
+        workload=wl,
+        params=p,
+        memory=MemoryFigures(mem, kv_bytes_per_token(spec, wl.kv_dtype), wl.gpus, chosen.memory_per_gpu_bytes,
+                             hw.memory_bytes * hw.memory_utilization, chosen.fits),
+        flops=FlopFigures(token_flops(spec, p, wl.decode_context), 6.0 * p.active,
+                          prefill_flops(spec, p, wl.batch, wl.prompt)),
+        prefill=chosen.prefill,
+        decode=chosen.decode,
+        crossover_batch=crossover_batch(spec, hw, wl),
+        parallel=ParallelFigures(tuple(results), chosen, tuple(plan_notes(spec, wl.gpus))),
+        economics=Economics(**serving_economics(hw, wl, chosen.prefill, chosen.decode)),
+        training=TrainingFigures(**train, plan=training, memory=train_mem, capacity_per_gpu_bytes=hw.memory_bytes),
+        dense_equivalent=DenseEquivalent(heuristic_dense_equivalent(spec), equivalent["params"], equivalent),
+        experts_per_layer=moe.n_experts if moe else 0,
+        top_k=moe.top_k if moe else 0,
+    )

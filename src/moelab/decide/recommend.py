@@ -120,13 +120,13 @@ def _cost_workload(wl: Workload, batch: int | None = None) -> CostWorkload:
 
 def _deployment(spec: ModelSpec, hw: HardwareSpec, wl: Workload, g: int, batch: int, plan: TrainingPlan) -> dict:
     e = estimate(spec, hw, _cost_workload(wl, batch), gpus=g, training=plan)
-    m, d = e["memory"], e["decode"]
-    return {"gpus": g, "plan": e["parallel"]["plan"], "fits_gpus": bool(m["fits"]),
-            "memory_bytes": m["total_bytes"], "weights_bytes": m["weights_bytes"], "kv_bytes": m["kv_cache_bytes"],
-            "step_seconds": d["step_seconds"], "tokens_per_second": d["tokens_per_second"],
-            "tokens_per_second_per_gpu": d["tokens_per_second_per_gpu"],
-            "usd_per_million_tokens": e["cost"]["usd_per_million_tokens"], "bound": d["bound"],
-            "training": e["training"]}
+    m, d = e.memory, e.decode
+    return {"gpus": g, "plan": e.parallel.plan, "fits_gpus": bool(m.fits),
+            "memory_bytes": m.total_bytes, "weights_bytes": m.weights_bytes, "kv_bytes": m.kv_cache_bytes,
+            "step_seconds": d.seconds, "tokens_per_second": e.tokens_per_second,
+            "tokens_per_second_per_gpu": e.tokens_per_second_per_gpu,
+            "usd_per_million_tokens": e.cost.usd_per_million_tokens, "bound": d.bound,
+            "training": e.training.to_dict()}
 
 
 def candidate_figures(name: str, hw: HardwareSpec, wl: Workload, batch: int | None = None) -> dict:
@@ -148,8 +148,8 @@ def _max_batch(spec: ModelSpec, hw: HardwareSpec, wl: Workload, g: int, tail: fl
     """Largest decode batch on a replica of g GPUs that fits memory and meets the p99 target (0: none)."""
     def ok(b: int) -> bool:
         e = estimate(spec, hw, _cost_workload(wl, b), gpus=g)
-        return (e["memory"]["fits"] and e["memory"]["total_bytes"] <= budget
-                and e["decode"]["step_seconds"] * tail * 1e3 <= wl.latency_p99_ms)
+        return (e.memory.fits and e.memory.total_bytes <= budget
+                and e.decode.seconds * tail * 1e3 <= wl.latency_p99_ms)
 
     if not ok(1):
         return 0

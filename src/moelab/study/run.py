@@ -90,7 +90,7 @@ def frontier_stage(wl: Workload) -> dict:
     cost_wl = CostWorkload(batch=wl.batch, prompt=wl.prompt, gen=wl.gen, dtype=wl.dtype)
     names = list(dict.fromkeys(m for pair in FRONTIER_PAIRS for m in pair))
     return {"hardware": hw.name,
-            "estimates": {m: estimate(load_model(m), hw, cost_wl) for m in names},
+            "estimates": {m: estimate(load_model(m), hw, cost_wl).to_dict() for m in names},
             "pairs": [compare(load_model(a), load_model(b), hw, CostWorkload(prompt=wl.prompt, gen=wl.gen,
                                                                             dtype=wl.dtype), list(FRONTIER_BATCHES))
                       for a, b in FRONTIER_PAIRS]}
