@@ -1,0 +1,166 @@
+"""The interactivity-throughput frontier: over every plan for G GPUs and a ladder of concurrencies, the serving
+points no other point beats in both output tokens/s per user (interactivity, 1 / TPOT) and output tokens/s per
+GPU (throughput, cost); the picture serving teams decide from (SemiAnalysis InferenceMAX, NVIDIA's
+"tokens per second per user vs per GPU" charts). Every figure is a modelled mean (cost.serving), not a measurement.
+
+- Plans: every pp x tp x ep x replicas that multiplies to G (`candidate_plans`): tp divides the attention heads
+  (vLLM requires it), ep divides every MoE layer's routed experts and is 1 on a dense model, pp at most the layers.
+- Concurrencies: 1, 2, 4, ... and each plan's KV-limited `max_concurrency` itself (the throughput end).
+- Only points that fit (weights and the concurrency's KV cache, cost.capacity) enter the frontier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moelab.cost.capacity import capacity
+from moelab.cost.dtypes import KV_BYTES, WEIGHT_BYTES, check_dtype
+from moelab.cost.plan import Plan
+from moelab.cost.serving import ServingPoint, serve
+from moelab.errors import MoelabError
+from moelab.limits import MAX_BATCH, MAX_GPUS
+from moelab.spec.hardware import HardwareSpec
+from moelab.spec.model import ModelSpec
+
+KEYS = ("plan", "concurrency", "tokens_per_second_per_user", "tokens_per_second_per_gpu", "ttft_ms", "tpot_ms")
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One modelled serving point: `concurrency` requests in flight on `plan` (means, not percentiles)."""
+
+    plan: str
+    concurrency: int
+    tokens_per_second_per_user: float  # output tokens/s one request sees (1000 / tpot_ms)
+    tokens_per_second_per_gpu: float  # output tokens/s of the whole plan over its GPUs
+    ttft_ms: float
+    tpot_ms: float
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in KEYS}
+
+    @classmethod
+    def of(cls, sp: ServingPoint) -> FrontierPoint:
+        return cls(plan=sp.plan, concurrency=sp.concurrency,
+                   tokens_per_second_per_user=sp.output_tokens_per_second_per_user,
+                   tokens_per_second_per_gpu=sp.output_tokens_per_second_per_gpu, ttft_ms=sp.ttft_ms,
+                   tpot_ms=sp.tpot_ms)
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
+    return sorted(set(small) | {n // d for d in small})
+
+
+def _heads(spec: ModelSpec) -> list[int]:
+    """The head counts tensor parallelism splits, per kind of layer (linear attention: its value heads)."""
+    out = []
+    for layer, _ in spec.layer_groups:
+        a = layer.attention
+        out.append(a.linear.n_v_heads if a.linear is not None else a.n_heads)
+    return out
+
+
+def candidate_plans(spec: ModelSpec, gpus: int) -> list[Plan]:
+    """Every plan on exactly `gpus` GPUs that the serving model prices (module docstring). The one place plans
+    are enumerated here, so that a shared enumeration (cost.parallel) can replace it."""
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= MAX_GPUS:
+        raise MoelabError(f"--gpus must be an integer from 1 to {MAX_GPUS:,}, got {gpus!r}")
+    heads = _heads(spec)
+    experts = [layer.moe.n_experts for layer, _ in spec.layer_groups if layer.moe is not None]
+    plans = []
+    for replicas in _divisors(gpus):
+        per_replica = gpus // replicas
+        for pp in _divisors(per_replica):
+            if pp > spec.n_layers:
+                continue
+            for tp in _divisors(per_replica // pp):
+                ep = per_replica // pp // tp
+                if any(h % tp for h in heads):
+                    continue
+                if ep > 1 and (not experts or any(e % ep for e in experts)):
+                    continue
+                plans.append(Plan(pp=pp, tp=tp, ep=ep, replicas=replicas))
+    return plans
+
+
+def ladder(max_concurrency: int) -> list[int]:
+    """1, 2, 4, ... up to `max_concurrency`, and `max_concurrency` itself (empty when nothing fits)."""
+    top = min(max_concurrency, MAX_BATCH)
+    out, c = [], 1
+    while c <= top:
+        out.append(c)
+        c *= 2
+    if top >= 1 and out[-1] != top:
+        out.append(top)
+    return out
+
+
+def _check(input: int, output: int, dtype: str, kv_dtype: str | None) -> str:
+    for name, value in (("input", input), ("output", output)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise MoelabError(f"--{name} must be a positive integer, got {value!r}")
+    check_dtype(dtype, WEIGHT_BYTES)
+    kv = kv_dtype or (dtype if dtype in ("fp32", "bf16", "fp16", "fp8") else "bf16")
+    check_dtype(kv, KV_BYTES, "--kv-dtype")
+    return kv
+
+
+def serving_points(spec: ModelSpec, hw: HardwareSpec, gpus: int, input: int, output: int, dtype: str = "bf16",
+                   kv_dtype: str | None = None, concurrencies: list[int] | None = None) -> list[ServingPoint]:
+    """cost.serving.serve at every candidate plan and concurrency (the ladder of each plan when `concurrencies`
+    is None); points that do not fit are kept (`fits` False)."""
+    kv = _check(input, output, dtype, kv_dtype)
+    for c in concurrencies or ():
+        if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= MAX_BATCH:
+            raise MoelabError(f"concurrency must be an integer from 1 to {MAX_BATCH:,}, got {c!r}")
+    out = []
+    for plan in candidate_plans(spec, gpus):
+        cap = capacity(spec, hw, plan, dtype, kv, input + output)
+        if not cap.fits_weights:
+            continue
+        for c in concurrencies if concurrencies is not None else ladder(cap.max_concurrency):
+            out.append(serve(spec, hw, plan, c, input, output, dtype, kv))
+    return out
+
+
+def pareto(points: list[FrontierPoint]) -> list[FrontierPoint]:
+    """The points no other point dominates (at least as good in per-user and per-GPU tokens/s, better in one),
+    from the most interactive to the highest throughput; of equal points the first is kept."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i].tokens_per_second_per_user,
+                                                      -points[i].tokens_per_second_per_gpu, i))
+    kept, best_gpu = [], float("-inf")
+    for i in order:
+        p = points[i]
+        if p.tokens_per_second_per_gpu > best_gpu:
+            kept.append(p)
+            best_gpu = p.tokens_per_second_per_gpu
+    return kept
+
+
+def frontier(spec: ModelSpec, hw: HardwareSpec, gpus: int, input: int, output: int, dtype: str = "bf16",
+             kv_dtype: str | None = None, concurrencies: list[int] | None = None) -> list[FrontierPoint]:
+    """The Pareto frontier of the fitting serving points (module docstring); empty when no plan fits."""
+    points = [FrontierPoint.of(sp) for sp in serving_points(spec, hw, gpus, input, output, dtype, kv_dtype,
+                                                            concurrencies) if sp.fits]
+    return pareto(points)
+
+
+def best_at(spec: ModelSpec, hw: HardwareSpec, gpus: int, concurrency: int, input: int, output: int,
+            dtype: str = "bf16", kv_dtype: str | None = None, ttft_ms: float | None = None,
+            tpot_ms: float | None = None) -> ServingPoint | None:
+    """The best fitting plan at `concurrency`: of the plans meeting the latency limits given, the most output
+    tokens/s per GPU; when none meets them, the one closest to them (smallest worst ratio of modelled mean to
+    limit). None when no plan holds `concurrency` sequences."""
+    fitting = [sp for sp in serving_points(spec, hw, gpus, input, output, dtype, kv_dtype, [concurrency]) if sp.fits]
+    if not fitting:
+        return None
+
+    def worst(sp: ServingPoint) -> float:
+        ratios = [value / limit for value, limit in ((sp.ttft_ms, ttft_ms), (sp.tpot_ms, tpot_ms)) if limit]
+        return max(ratios, default=0.0)
+
+    meeting = [sp for sp in fitting if worst(sp) <= 1.0]
+    if meeting:
+        return max(meeting, key=lambda sp: sp.output_tokens_per_second_per_gpu)
+    return min(fitting, key=worst)
