@@ -27,7 +27,7 @@ from moelab.spec.presets import load_model
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 FIELDS = ("model", "hardware", "plan", "dtype", "kv_dtype", "input", "output", "mode", "metric", "value",
-          "concurrency", "batch", "num_prompts", "statistic")
+          "concurrency", "batch", "num_prompts", "statistic", "phase")
 
 
 def load_cases(path: Path = HERE / "cases.json") -> list[dict]:

@@ -29,6 +29,10 @@ PHASES = {"ttft_ms": "prefill", "tpot_ms": "decode", "itl_ms": "decode", "e2e_ms
           "output_tokens_per_second": "throughput", "total_tokens_per_second": "throughput",
           "requests_per_second": "throughput", "output_tokens_per_second_per_gpu": "throughput"}
 STATISTICS = ("mean", "median")
+# An offline run's cap on running sequences per replica when the source states none: TensorRT-LLM's runtime batch
+# (its v0.14 perf-overview example prints "Max Runtime Batch Size: 4096"); vLLM's max_num_seqs is lower (256-1024)
+# and a case states it where it binds.
+OFFLINE_MAX_SEQS = 4096
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class Measurement:
     num_prompts: int | None = None
     statistic: str = "mean"
     name: str = ""  # an id to show
+    phase: str | None = None  # prefill | decode | throughput (default: the metric's; a static batch's end-to-end
+    # latency over many output tokens is a decode figure)
 
     def __post_init__(self) -> None:
         where = f"measurement {self.name or self.model}"
@@ -70,16 +76,16 @@ class Measurement:
         if self.mode == "serving" and not self.concurrency:
             raise MoelabError(f"{where}: a serving measurement needs its concurrency")
         Plan.parse(self.plan)
-
-    @property
-    def phase(self) -> str:
-        return PHASES[self.metric]
+        if self.phase is None:
+            object.__setattr__(self, "phase", PHASES[self.metric])
+        elif self.phase not in ("prefill", "decode", "throughput"):
+            raise MoelabError(f"{where}: phase must be prefill, decode or throughput, got {self.phase!r}")
 
 
 def _offline_concurrency(m: Measurement, spec: ModelSpec, hw: HardwareSpec, plan: Plan) -> int:
     """Sequences an offline run keeps in flight: all requests, at most what the KV cache holds and the cap."""
     held = capacity(spec, hw, plan, m.dtype, m.kv_dtype, m.input + m.output).max_concurrency
-    cap = m.concurrency or m.num_prompts or held
+    cap = m.concurrency or OFFLINE_MAX_SEQS * plan.replicas
     return max(1, min(held, cap, m.num_prompts or cap))
 
 
