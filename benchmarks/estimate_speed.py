@@ -1,7 +1,8 @@
 """How fast `moelab estimate` answers, against `python -c "import torch"` on the same machine.
 
 Runs both as fresh processes, interleaved, several times, and prints one JSON object with the medians and
-their ratio (the engine must beat importing torch: ratio < 1).
+their ratio (the engine must beat importing torch: ratio < 1), and whether `moelab frontier` of two models
+answers within 2 s.
 
     python benchmarks/estimate_speed.py [--repeats 7]
 """
@@ -19,6 +20,9 @@ COMMANDS = {
     "estimate": [sys.executable, "-m", "moelab.cli", "estimate", "mixtral-8x7b", "--hardware", "H100-SXM",
                  "--batch", "8", "--json"],
     "estimate_deepseek_v3": [sys.executable, "-m", "moelab.cli", "estimate", "deepseek-v3", "--json"],
+    # the interactivity-throughput frontier of two models (every plan on 8 GPUs, a concurrency ladder): within 2 s
+    "frontier": [sys.executable, "-m", "moelab.cli", "frontier", "mixtral-8x7b", "llama-3-70b", "--hardware",
+                 "H100-SXM", "--gpus", "8", "--json"],
     "import_torch": [sys.executable, "-c", "import torch"],
 }
 
@@ -45,6 +49,7 @@ def main() -> None:
         "median_seconds": medians,
         "ratio_estimate_over_import_torch": medians["estimate"] / medians["import_torch"],
         "ratio_deepseek_v3_over_import_torch": medians["estimate_deepseek_v3"] / medians["import_torch"],
+        "frontier_within_2_s": medians["frontier"] <= 2.0,
         "all_seconds": times,
     }, indent=2))
 

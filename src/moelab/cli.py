@@ -302,6 +302,68 @@ def compare(
                                                                  if neither else ""))
 
 
+@app.command()
+def frontier(
+    models: Annotated[list[str], typer.Argument(help="Models (presets, config.json or folders): dense and MoE on "
+                                                     "one plot.")],
+    hardware: HardwareOpt = "H100-SXM",
+    gpus: Annotated[int, typer.Option(min=1, max=limits.MAX_GPUS, help="GPUs of the deployment: every plan on "
+                                                                         "exactly this many is searched.")] = 8,
+    input: Annotated[int, typer.Option("--input", "--prompt", min=1, max=limits.MAX_TOKENS,
+                                       help="Prompt tokens per request.")] = 512,
+    output: Annotated[int, typer.Option("--output", "--gen", min=1, max=limits.MAX_TOKENS,
+                                        help="Generated tokens per request.")] = 256,
+    dtype: DtypeOpt = "bf16",
+    kv_dtype: KvDtypeOpt = None,
+    plot: Annotated[str | None, typer.Option("--plot", help="Also write the frontiers as a PNG to this path.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The interactivity-throughput frontier: output tokens/s per user against per GPU, over plans and
+    concurrencies (modelled means on the named hardware; only points that fit)."""
+    from pathlib import Path
+
+    from moelab.cost.frontier import candidate_plans
+    from moelab.cost.frontier import frontier as run
+    from moelab.spec import load_hardware
+
+    if len(set(models)) != len(models):
+        raise MoelabError("frontier: a model is named twice")
+    target = Path(plot) if plot else None
+    if target is not None and (target.is_dir() or not target.parent.is_dir()):
+        raise MoelabError(f"--plot {plot}: needs a file path in an existing folder")
+    hw = load_hardware(hardware)
+    results = []
+    for name in models:
+        spec = _spec(name, None, None, 0)
+        points = run(spec, hw, gpus, input, output, dtype, kv_dtype)
+        if not points:
+            searched = ", ".join(p.name for p in candidate_plans(spec, gpus)) or "none"
+            raise MoelabError(f"{spec.name} fits no plan on {gpus} x {hw.name} at {input}+{output} tokens "
+                              f"({dtype}; plans searched: {searched})")
+        results.append({"model": spec.name, "kind": "moe" if spec.is_moe else "dense",
+                        "points": [p.to_dict() for p in points]})
+    label = f"{gpus} x {hw.name}, {input}+{output} tokens, {dtype}"
+    if target is not None:
+        from moelab.report.plots import frontier_png
+
+        frontier_png(results, f"Modelled means on {label}", target)
+    if as_json:
+        return _emit_json({"hardware": hw.name, "gpus": gpus, "input": input, "output": output, "dtype": dtype,
+                           "basis": "modelled means (cost.serving), not measurements", "models": results,
+                           "plot": str(target) if target is not None else None})
+    for r in results:
+        table = Table(title=f"{r['model']} ({r['kind']}) on {label}: interactivity-throughput frontier "
+                            "(modelled means)")
+        for col in ("plan", "concurrency", "tok/s/user", "tok/s/GPU", "TTFT", "TPOT"):
+            table.add_column(col, justify="left" if col == "plan" else "right")
+        for p in r["points"]:
+            table.add_row(p["plan"], str(p["concurrency"]), f"{p['tokens_per_second_per_user']:.1f}",
+                          f"{p['tokens_per_second_per_gpu']:.0f}", f"{p['ttft_ms']:.1f} ms", f"{p['tpot_ms']:.2f} ms")
+        console.print(table)
+    if target is not None:
+        console.print(f"plot: {target}")
+
+
 # --- training -------------------------------------------------------------------------------------------
 
 StepsOpt = Annotated[int, typer.Option(min=1, help="Optimizer steps.")]

@@ -395,3 +395,54 @@ def candidates(cands: list[dict] | None, latency_target: float | None = None,
     axes[0][1].set_title("Modelled latency against the p99 target")
     fig.tight_layout()
     return _svg(fig, "candidates")
+
+
+# --- serving frontier --------------------------------------------------------------------------------------
+
+def _frontier_figure(series: list[dict], title: str):
+    """Output tokens/s per GPU against tokens/s per user, one line per model's Pareto frontier (dense blue, MoE
+    orange); `series`: [{"model", "kind": "dense" | "moe", "points": [FrontierPoint dicts]}]."""
+    drawn = [s for s in series if s.get("points")]
+    if not drawn:
+        return None
+    fig, axes = _figure(1, width=6.2, height=4.0)
+    ax = axes[0][0]
+    colours = _colours([s["model"] for s in drawn], {s["model"] for s in drawn if s["kind"] == "moe"}.__contains__)
+    for s in drawn:
+        pts = sorted(s["points"], key=lambda p: p["tokens_per_second_per_user"])
+        x = [p["tokens_per_second_per_user"] for p in pts]
+        y = [p["tokens_per_second_per_gpu"] for p in pts]
+        ax.plot(x, y, marker="o", ms=3, lw=1.4, color=colours[s["model"]], label=f"{s['model']} ({s['kind']})",
+                ls="-" if s["kind"] == "moe" else "--")
+        for p in (pts[0], pts[-1]):  # the concurrency and plan at each end
+            ax.annotate(f"C={p['concurrency']} {p['plan']}", (p["tokens_per_second_per_user"],
+                                                              p["tokens_per_second_per_gpu"]),
+                        xytext=(4, 3), textcoords="offset points", fontsize=6.5, color=colours[s["model"]])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(_plain))
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain))
+    ax.set_xlabel("output tokens/s per user (modelled mean, 1 / TPOT)")
+    ax.set_ylabel("output tokens/s per GPU (modelled mean)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="lower left", fontsize=7.5)
+    fig.tight_layout()
+    return fig
+
+
+def frontier(series: list[dict], title: str) -> str | None:
+    """The interactivity-throughput frontiers as inline SVG (None when no model has a point)."""
+    fig = _frontier_figure(series, title)
+    return None if fig is None else _svg(fig, "serving-frontier")
+
+
+def frontier_png(series: list[dict], title: str, path) -> bool:
+    """Write the frontiers as a PNG to exactly `path` (no other file); False when no model has a point."""
+    fig = _frontier_figure(series, title)
+    if fig is None:
+        return False
+    try:
+        fig.savefig(path, format="png", dpi=150, bbox_inches="tight", metadata={"Software": "moelab"})
+    finally:
+        plt.close(fig)
+    return True
