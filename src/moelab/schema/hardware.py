@@ -76,15 +76,18 @@ class HardwareFile(StrictModel):
     memory_bandwidth_gbps: float = Field(ge=MIN_BANDWIDTH_GBPS, le=MAX_BANDWIDTH_GBPS,
                                          description="Memory bandwidth per GPU, GB/s.")
     intra_node_gbps: Link | None = _opt("GPU-to-GPU link inside a node, GB/s per direction (default 64).")
-    intra_node_latency_us: Micros | None = _opt("Latency of that link, µs (default 10).")
+    intra_node_latency_us: Micros | None = _opt(
+        "Fixed cost of one small all-reduce inside a node (vLLM's one-shot custom all-reduce; two-shot costs "
+        "twice that), µs (default 10).")
     inter_node_gbps: Link | None = _opt("Network between nodes, GB/s per direction per GPU (default 12.5).")
-    inter_node_latency_us: Micros | None = _opt("Latency between nodes, µs (default 20).")
+    inter_node_latency_us: Micros | None = _opt("One NCCL network step between nodes, µs (default 20).")
     gpus_per_node: int | None = Field(None, ge=1, le=MAX_GPUS, description="GPUs on the fast link (default 8).")
     tdp_watts: float = Field(gt=0, le=MAX_WATTS, description="Board power, W.")
     usd_per_hour: float = Field(ge=0, le=MAX_USD_PER_HOUR, description="Rental price per GPU-hour, USD.")
     compute_efficiency: Share | None = _opt("Achievable share of peak FLOP/s, in (0, 1] (default 0.7).")
     bandwidth_efficiency: Share | None = _opt("Achievable share of memory bandwidth, in (0, 1] (default 0.85).")
-    link_efficiency: Share | None = _opt("Achievable share of link bandwidth, in (0, 1] (default 0.8).")
+    link_efficiency: Share | None = _opt(
+        "Achievable share of the NVLink/PCIe link rate (NCCL ring busbw / link rate), in (0, 1] (default 0.82).")
     memory_utilization: Share | None = _opt("Share of memory a server may use, in (0, 1] (default 0.9).")
     runtime_overhead_gb: Annotated[float, Field(ge=0, le=MAX_MEMORY_GB)] | None = _opt(
         "Memory the runtime takes per GPU, GB (default 1).")
