@@ -579,6 +579,84 @@ def calibrate(
     console.print(table)
 
 
+@app.command()
+def fit(
+    manifest: Annotated[str, typer.Argument(help="Manifest YAML/JSON: result files and the setting of each.")],
+    hardware: Annotated[str, typer.Option("--hardware", "-H", help="The base: preset name or hardware file.")],
+    out: Annotated[str, typer.Option(help="The fitted hardware file to write (.yaml, or .json).")],
+    holdout: Annotated[list[str] | None, typer.Option(help="A manifest to report the fit's error on "
+                                                          "(repeatable; not fitted).")] = None,
+    params: Annotated[str | None, typer.Option(help="Parameters to fit, comma-separated (default: those the "
+                                                    "points inform; see moelab.cost.fit).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Fit the hardware's efficiency curves and overheads to your measurements; write a --hardware file."""
+    from pathlib import Path
+
+    from moelab.bench.results import manifest_measurements, model_specs
+    from moelab.cost.fit import dump_hardware_file, evaluate, fitted_hardware_file, median_abs, write_file_atomically
+    from moelab.cost.fit import fit as run_fit
+    from moelab.spec.hardware import load_hardware
+
+    target = Path(out)
+    if target.is_dir():
+        raise MoelabError(f"--out {out}: is a folder, not a file")
+    if not target.parent.is_dir():
+        raise MoelabError(f"--out {out}: the folder {target.parent} does not exist")
+    if (target.exists() and not os.access(target, os.W_OK)) or not os.access(target.parent, os.W_OK):
+        raise MoelabError(f"--out {out}: cannot write there")
+    names = None if params is None else [p.strip() for p in params.split(",") if p.strip()]
+    if names is not None and not names:
+        raise MoelabError("--params names no parameter")
+    base = load_hardware(hardware)
+    points = manifest_measurements(manifest, base.name)
+    holdouts = [(path, manifest_measurements(path, base.name)) for path in holdout or []]
+    specs = model_specs(points + [m for _, ms in holdouts for m in ms])
+    result = run_fit(points, base, names, specs)
+    after = result.hardware[base.name]
+    checks = [(path, evaluate(ms, {base.name: base}, {base.name: after}, specs)) for path, ms in holdouts]
+    raw = fitted_hardware_file(result, base.name, Path(manifest).name)
+    write_file_atomically(target, dump_hardware_file(raw, target))
+    load_hardware(str(target))  # what --hardware will read: a file that does not load is a bug, not a result
+
+    def block(pts):
+        return {"points": sum(p.failed is None for p in pts),
+                "median_abs_error_before": median_abs([p.error_before for p in pts]),
+                "median_abs_error_after": median_abs([p.error_after for p in pts]),
+                "failed": [{"name": p.name, "reason": p.failed} for p in pts if p.failed],
+                "per_point": [p.to_dict() for p in pts]}
+
+    if as_json:
+        return _emit_json({"out": out, "hardware": base.name, "manifest": manifest, **result.to_dict(),
+                           "failed": [{"name": p.name, "reason": p.failed} for p in result.failed],
+                           "holdout": [{"manifest": path, **block(pts)} for path, pts in checks]})
+    table = Table(title=f"moelab fit: {len(result.fitted)} points from {manifest} on {base.name} "
+                        f"({result.iterations} iterations{'' if result.converged else ', not converged'})")
+    for col in ("parameter", "before", "after"):
+        table.add_column(col, justify="left" if col == "parameter" else "right")
+    for k in result.params:
+        table.add_row(k + (" (at a bound)" if k in result.at_bound else ""), f"{result.before[k]:.4g}",
+                      f"{result.values[k]:.4g}")
+    console.print(table)
+    errors = Table(title="Median |error| = |predicted / measured - 1|")
+    for col in ("points", "n", "before", "after"):
+        errors.add_column(col, justify="left" if col == "points" else "right")
+    errors.add_row(f"fit: {manifest}", str(len(result.fitted)), _fit_share(result.median_before),
+                   _fit_share(result.median_after))
+    for path, pts in checks:
+        b = block(pts)
+        errors.add_row(f"holdout: {path}", str(b["points"]), _fit_share(b["median_abs_error_before"]),
+                       _fit_share(b["median_abs_error_after"]))
+    console.print(errors)
+    for p in result.failed + [p for _, pts in checks for p in pts if p.failed]:
+        console.print(f"not predicted: {p.name}: {p.failed}")
+    console.print(f"wrote {out}; use it with --hardware {out}")
+
+
+def _fit_share(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:+.0%}"
 
