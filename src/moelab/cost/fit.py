@@ -312,6 +312,8 @@ def fit(measurements: Sequence[Measurement], base: HardwareSpec | Mapping[str, H
     if not usable:
         raise MoelabError(f"fit: no point could be predicted ({failed[0].name}: {failed[0].failed})")
     ms = [measurements[i] for i in usable]
+    if not relevant_only:
+        _check_points(len(ms), len(names), failed)
     measured = np.array([m.value for m in ms])
     start = {k: value_of(next(iter(bases.values())), PARAMETERS[k]) for k in names}
 
