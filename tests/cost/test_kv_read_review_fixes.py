@@ -51,15 +51,24 @@ def gpu() -> HardwareSpec:
                         inter_node_latency_s=5e-5, tdp_watts=500.0, usd_per_hour=2.0, gpus_per_node=8,
                         compute_efficiency=1.0, bandwidth_efficiency=1.0, link_efficiency=1.0,
                         memory_utilization=1.0, runtime_overhead_bytes=0.0, layer_overhead_s=0.0,
-                        moe_layer_overhead_s=0.0)
+                        moe_layer_overhead_s=0.0, execution="gpu", kernel_launch_s=0.0)
+
+
+def attention_bytes(spec, hw, wl, context: float) -> float:
+    return next(o.bytes for o in decode_step(spec, hw, wl, context=context).operators
+                if o.name == "attention_decode")
 
 
 def test_scout_decode_step_reads_attended_kv():
-    """Between contexts 4096 and 32768 only the KV read changes (same batch, same experts touched): by the
-    full layers' extra positions alone, since a chunked layer attends to 4096 positions at both."""
+    """A decode step's query at `context` cached positions attends to context + 1 (itself too): between contexts
+    4096 and 32768 a full layer reads 28672 more positions, a chunked layer one fewer (4097 positions inside its
+    first chunk, half a chunk, 4096, past it). Only the attention read changes (same batch, same experts)."""
     spec, hw, wl = spec_from_file(SCOUT), gpu(), Workload(batch=1, prompt=512, gen=2)
     step = {c: decode_step(spec, hw, wl, context=c).bytes for c in (4096, 32768)}
-    assert step[32768] - step[4096] == pytest.approx(2 * 2048 * 12 * (32768 - 4096), rel=1e-9)
+    expected = 2 * 2048 * (12 * (32769 - 4097) + 36 * (4096 - 4097))
+    assert step[32768] - step[4096] == pytest.approx(expected, rel=1e-9)
+    for c in (100, 4096, 32768):
+        assert attention_bytes(spec, hw, wl, c) == pytest.approx(scout_hand(c + 1)[0], rel=1e-12)
 
 
 @pytest.mark.parametrize("name", ["gemma3_27b", "mixtral_8x7b_v0_1"])
@@ -68,7 +77,8 @@ def test_window_and_full_attention_unchanged(name):
     spec = spec_from_file(CONFIGS / f"{name}.json")
     for context, batch in ((1, 1), (700, 2), (1024, 1), (5000, 3), (32768, 1)):
         assert kv_read_bytes(spec, "bf16", batch, context) == kv_cache_bytes(spec, "bf16", batch, context)
-    hw, wl = gpu(), Workload(batch=2, prompt=3000, gen=100)
+    hw, wl = gpu(), Workload(batch=2, prompt=3000, gen=100)  # mean decode context 3050
     step = decode_step(spec, hw, wl)
     assert step.bytes - decode_step(spec, hw, wl, context=1).bytes == pytest.approx(
-        kv_cache_bytes(spec, "bf16", 2, 3050) - kv_cache_bytes(spec, "bf16", 2, 1), rel=1e-9)
+        kv_cache_bytes(spec, "bf16", 2, 3051) - kv_cache_bytes(spec, "bf16", 2, 2), rel=1e-9)
+    assert attention_bytes(spec, hw, wl, 3050) == pytest.approx(kv_cache_bytes(spec, "bf16", 2, 3051), rel=1e-12)
