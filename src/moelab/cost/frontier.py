@@ -146,13 +146,12 @@ def frontier(spec: ModelSpec, hw: HardwareSpec, gpus: int, input: int, output: i
     return pareto(points)
 
 
-def best_at(spec: ModelSpec, hw: HardwareSpec, gpus: int, concurrency: int, input: int, output: int,
-            dtype: str = "bf16", kv_dtype: str | None = None, ttft_ms: float | None = None,
-            tpot_ms: float | None = None) -> ServingPoint | None:
-    """The best fitting plan at `concurrency`: of the plans meeting the latency limits given, the most output
-    tokens/s per GPU; when none meets them, the one closest to them (smallest worst ratio of modelled mean to
-    limit). None when no plan holds `concurrency` sequences."""
-    fitting = [sp for sp in serving_points(spec, hw, gpus, input, output, dtype, kv_dtype, [concurrency]) if sp.fits]
+def choose(points: list[ServingPoint], ttft_ms: float | None = None,
+           tpot_ms: float | None = None) -> ServingPoint | None:
+    """Of the fitting points, those meeting the latency limits given, the most output tokens/s per GPU; when
+    none meets them, the one closest to them (smallest worst ratio of modelled mean to limit); None when none
+    fits."""
+    fitting = [sp for sp in points if sp.fits]
     if not fitting:
         return None
 
@@ -164,3 +163,11 @@ def best_at(spec: ModelSpec, hw: HardwareSpec, gpus: int, concurrency: int, inpu
     if meeting:
         return max(meeting, key=lambda sp: sp.output_tokens_per_second_per_gpu)
     return min(fitting, key=worst)
+
+
+def best_at(spec: ModelSpec, hw: HardwareSpec, gpus: int, concurrency: int, input: int, output: int,
+            dtype: str = "bf16", kv_dtype: str | None = None, ttft_ms: float | None = None,
+            tpot_ms: float | None = None) -> ServingPoint | None:
+    """The best fitting plan at `concurrency` under the latency limits given (`choose`); None when no plan holds
+    `concurrency` sequences."""
+    return choose(serving_points(spec, hw, gpus, input, output, dtype, kv_dtype, [concurrency]), ttft_ms, tpot_ms)

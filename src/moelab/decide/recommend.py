@@ -11,8 +11,12 @@ How the choice is made (simple on purpose, every step citing numbers):
    steps (the model has no tail), and only then is `latency_ms` an estimate of a p99.
 2. Hard constraints. A candidate is feasible when it fits the memory budget, meets the p99 target at the
    typical batch, sustains the throughput target on the workload's GPUs, and is at least the quality floor
-   (the seeds' dense equivalent total/(E^0.44/k^0.63), in billions). The best dense and the best MoE are the
-   cheapest feasible of each kind ($ per million output tokens at the typical batch).
+   (the seeds' dense equivalent total/(E^0.44/k^0.63), in billions). With the workload's serving keys
+   (`concurrency`, `ttft_ms`, `tpot_ms`) it must also hold that many requests in flight on the workload's GPUs
+   and, on its best fitting plan there (cost.frontier.choose over cost.serving), have a modelled mean TTFT and
+   TPOT at or under the limits; violations "concurrency", "ttft", "tpot", each reason citing the figures.
+   The best dense and the best MoE are the cheapest feasible of each kind ($ per million output tokens at the
+   typical batch).
 3. One kind feasible: that kind. Except: when MoE candidates fail on memory alone and the task mix is
    knowledge-heavy (knowledge + multilingual >= 50%), "hybrid: dense backbone + MoE head" (MoE capacity
    where knowledge lives, at a memory cost the budget allows). None feasible: the candidate with the fewest
@@ -45,6 +49,7 @@ from moelab import format as fmt
 from moelab.cost.compare import compare
 from moelab.cost.equivalent import heuristic_dense_equivalent
 from moelab.cost.estimate import TrainingPlan, estimate
+from moelab.cost.frontier import choose, serving_points
 from moelab.cost.params import count_params
 from moelab.cost.roofline import Workload as CostWorkload
 from moelab.decide.workload import Workload
@@ -141,6 +146,7 @@ def candidate_figures(name: str, hw: HardwareSpec, wl: Workload, batch: int | No
         "params_total": p.total, "params_active": p.active,
         "experts": spec.moe.n_experts if spec.is_moe else 0, "top_k": spec.moe.top_k if spec.is_moe else 0,
         "dense_equivalent": heuristic_dense_equivalent(spec), "batch": batch, "deployments": deployments,
+        "serving": _serving_points(name, spec, hw, wl),
     }
 
 
@@ -186,6 +192,8 @@ def assess(fig: dict, wl: Workload, tail: float) -> dict:
     meets_quality = fig["dense_equivalent"] / 1e9 >= wl.quality_floor_b
     violations = [v for v, ok in (("memory", fits), ("latency", meets_latency), ("throughput", meets_tput),
                                   ("quality", meets_quality)) if not ok]
+    serving = _serving_check(fig.get("serving"), wl)
+    violations += [v for v in ("concurrency", "ttft", "tpot") if serving and serving[f"meets_{v}"] is False]
     return {
         "name": fig["name"], "kind": fig["kind"], "family": fig["family"],
         "params_total": fig["params_total"], "params_active": fig["params_active"],
@@ -201,8 +209,69 @@ def assess(fig: dict, wl: Workload, tail: float) -> dict:
         "train_memory_gb_per_gpu": _gb(trained["memory"]["total_bytes"]),
         "train_memory_fits": bool(trained["memory"]["fits"]),
         "fits": fits, "meets_latency": meets_latency, "meets_throughput": meets_tput,
-        "meets_quality": meets_quality, "feasible": not violations, "violations": violations,
+        "meets_quality": meets_quality, "feasible": not violations, "violations": violations, "serving": serving,
     }
+
+
+# --- serving at a concurrency (workload keys concurrency, ttft_ms, tpot_ms) ---------------------------------
+
+_SERVING_CACHE: dict[tuple, tuple[HardwareSpec, list]] = {}
+
+
+def _serving_points(name: str, spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> list | None:
+    """cost.serving at the workload's serving concurrency on every plan for its GPUs (cost.frontier's plans);
+    None when the workload has no serving key. Cached: the batch what-ifs ask again at the same concurrency."""
+    c = wl.serving_concurrency
+    if c is None:
+        return None
+    kv = _cost_workload(wl).kv_dtype
+    key = (name, id(hw), wl.gpus, wl.prompt, wl.gen, wl.dtype, kv, c)
+    hit = _SERVING_CACHE.get(key)
+    if hit is not None and hit[0] is hw:
+        return hit[1]
+    points = serving_points(spec, hw, wl.gpus, wl.prompt, wl.gen, wl.dtype, kv, [c])
+    if len(_SERVING_CACHE) > 256:
+        _SERVING_CACHE.clear()
+    _SERVING_CACHE[key] = (hw, points)
+    return points
+
+
+def _serving_check(points: list | None, wl: Workload) -> dict | None:
+    """The candidate at the serving concurrency on its best fitting plan (cost.frontier.choose under the
+    workload's limits): modelled mean TTFT and TPOT against ttft_ms / tpot_ms, and whether any plan holds the
+    concurrency at all (meets_ttft / meets_tpot are None then: nothing to judge)."""
+    if points is None:
+        return None
+    c = wl.serving_concurrency
+    sp = choose(points, wl.ttft_ms, wl.tpot_ms)
+    if sp is None:
+        return {"concurrency": c, "gpus": wl.gpus, "plan": None, "max_concurrency": max(
+            (p.max_concurrency for p in points), default=0), "meets_concurrency": False, "meets_ttft": None,
+            "meets_tpot": None, "basis": BASIS_MODELLED}
+    return {"concurrency": c, "gpus": sp.gpus, "plan": sp.plan, "ttft_ms": sp.ttft_ms, "tpot_ms": sp.tpot_ms,
+            "tokens_per_second_per_gpu": sp.output_tokens_per_second_per_gpu,
+            "tokens_per_second_per_user": sp.output_tokens_per_second_per_user,
+            "requests_per_second": sp.requests_per_second, "max_concurrency": sp.max_concurrency,
+            "meets_concurrency": True, "meets_ttft": wl.ttft_ms is None or sp.ttft_ms <= wl.ttft_ms,
+            "meets_tpot": wl.tpot_ms is None or sp.tpot_ms <= wl.tpot_ms, "basis": BASIS_MODELLED}
+
+
+def serving_clause(c: dict, wl: Workload) -> str:
+    """The candidate's serving figures beside the workload's TTFT / TPOT limits, in words."""
+    s = c["serving"]
+    if s["plan"] is None:
+        return (f"no plan on {wl.gpus} GPUs holds {s['concurrency']} requests of {wl.prompt}+{wl.gen} tokens "
+                f"(KV-limited to {s['max_concurrency']})")
+    ttft = f"modelled mean TTFT {s['ttft_ms']:.1f} ms" + (f" vs limit {wl.ttft_ms:g} ms" if wl.ttft_ms else "")
+    tpot = f"TPOT {s['tpot_ms']:.2f} ms" + (f" vs limit {wl.tpot_ms:g} ms" if wl.tpot_ms else "")
+    return (f"{ttft}, {tpot} at concurrency {s['concurrency']} on {s['plan']} ({s['gpus']} GPUs, "
+            f"{s['tokens_per_second_per_gpu']:.0f} tokens/s/GPU)")
+
+
+def _serving_failure(c: dict, wl: Workload) -> str:
+    """' (the serving figures)' when the candidate fails a serving constraint, else ''."""
+    failed = [v for v in c["violations"] if v in ("concurrency", "ttft", "tpot")]
+    return f" ({serving_clause(c, wl)})" if failed and c.get("serving") else ""
 
 
 # --- evidence ----------------------------------------------------------------------------------------------
@@ -506,11 +575,13 @@ def _decide(ctx: _Context, wl: Workload) -> dict:
             reason = (f"both kinds meet the constraints; {tally} picks {pick['name']}: "
                       f"${pick['usd_per_million_tokens']:.2f} vs ${other['usd_per_million_tokens']:.2f} per Mtok, "
                       f"{pick['tokens_per_second_per_gpu']:.0f} vs {other['tokens_per_second_per_gpu']:.0f} "
-                      f"tokens/s/GPU at batch {wl.batch}, {_latency_clause(pick, wl, ctx.latency_word)}.")
+                      f"tokens/s/GPU at batch {wl.batch}, {_latency_clause(pick, wl, ctx.latency_word)}"
+                      f"{'; ' + serving_clause(pick, wl) if pick.get('serving') else ''}.")
     elif moe_ok or dense_ok:
         pick = moe_ok or dense_ok
         other = _best(cands, "dense" if pick is moe_ok else "moe", False)
         why_not = (f"; the best {other['kind']} ({other['name']}) fails on {', '.join(other['violations'])}"
+                   f"{_serving_failure(other, wl)}"
                    if other else f"; no {'dense' if pick is moe_ok else 'MoE'} candidate was given")
         moe_memory_only = [c for c in cands if c["kind"] == "moe" and c["violations"] == ["memory"]]
         if pick is dense_ok and moe_memory_only and knowledge >= 0.5:
@@ -549,6 +620,8 @@ def constraint_clauses(c: dict, wl: Workload, latency_word: str = "modelled mean
     tput = f"{c['tokens_per_second']:.0f} tokens/s on {wl.gpus} GPUs"
     out.append(f"{tput} vs target {wl.throughput_tokens_per_s:g}" if wl.throughput_tokens_per_s is not None
                else f"{tput}, no throughput target")
+    if c.get("serving"):
+        out.append(serving_clause(c, wl))
     if wl.quality_floor_b > 0:
         out.append(f"dense-equivalent {c['dense_equivalent_b']:.0f}B vs floor {wl.quality_floor_b:g}B")
     return out
@@ -621,6 +694,7 @@ def _flips(ctx: _Context, base: dict) -> list[dict]:
         flips.append({"input": "reasoning_share", "direction": None, "threshold": None, "from": _label(
             base["recommendation"]), "to": _label(base["recommendation"]),
             "text": "no task mix (reasoning 0-100%, other tasks in proportion) changes the recommendation"})
+    flips.extend(_serving_flips(ctx, base))
     flips.extend(_batch_flips(ctx, base))
     flip = base["throughput_flip"]
     best = base["best"]
@@ -638,6 +712,23 @@ def _flips(ctx: _Context, base: dict) -> list[dict]:
                          if flip else None, "from": flip["from"] if flip else None, "to": flip["to"] if flip else None,
                          "gpus_changed": bool(flip and flip.get("gpus_changed")), "text": text})
     return flips
+
+
+def _serving_flips(ctx: _Context, base: dict) -> list[dict]:
+    """The nearest TTFT and TPOT limits (at the candidates' own modelled figures) that change the decision."""
+    wl, out = ctx.wl, []
+    for key, label in (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT")):
+        current = getattr(wl, key)
+        if current is None:
+            continue
+        values = sorted({getattr(sp, key) for f in ctx.figures for sp in f.get("serving") or [] if sp.fits})
+        for f in _scan(ctx, base, key, current, [v - 1e-9 * v for v in values] + values,
+                       lambda v, key=key: replace(wl, **{key: v})):
+            f["text"] = (f"{label} limit {'below' if f['direction'] == 'below' else 'of'} {f['threshold']:.3g} ms "
+                         f"{'' if f['direction'] == 'below' else 'or more '}at concurrency "
+                         f"{wl.serving_concurrency} → {f['to']}")
+            out.append(f)
+    return out
 
 
 def _batch_flips(ctx: _Context, base: dict) -> list[dict]:

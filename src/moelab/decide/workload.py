@@ -9,6 +9,9 @@ latency_p99_ms: 50              # per output token, p99
 throughput_tokens_per_s: 3000   # optional; generated tokens/s the whole deployment must sustain
 batch: 32                       # typical concurrent sequences per decode step (per serving replica)
 batches: [1, 8, 32, 128, 512]   # optional; the batch sweep for crossover questions
+concurrency: 64                 # optional; requests in flight over all the GPUs (continuous batching), default batch
+ttft_ms: 500                    # optional; limit on the modelled mean time to first token at that concurrency
+tpot_ms: 40                     # optional; limit on the modelled mean time per output token at that concurrency
 prompt: 1024                    # typical prompt tokens
 gen: 256                        # typical generated tokens
 task_mix: {reasoning: 0.3, knowledge: 0.3, multilingual: 0.2, code: 0.2}   # non-negative, normalised
@@ -38,8 +41,8 @@ TRAINING = ("scratch", "fine-tune")
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 DEFAULT_TRAIN_TOKENS = {"scratch": 1e12, "fine-tune": 2e9}
 FIELDS = ("name", "hardware", "gpus", "memory_budget_gb", "latency_p99_ms", "throughput_tokens_per_s", "batch",
-          "batches", "prompt", "gen", "task_mix", "training", "train_tokens", "quality_floor_b", "candidates",
-          "dtype")
+          "batches", "concurrency", "ttft_ms", "tpot_ms", "prompt", "gen", "task_mix", "training", "train_tokens",
+          "quality_floor_b", "candidates", "dtype")
 REQUIRED = ("hardware", "gpus", "latency_p99_ms", "batch", "prompt", "gen", "task_mix", "training", "candidates")
 
 
@@ -62,8 +65,19 @@ class Workload:
     train_tokens: float = 2e9
     quality_floor_b: float = 0.0
     dtype: str = "bf16"
+    concurrency: int | None = None  # serving load for the ttft_ms / tpot_ms limits (None: batch, when a limit is set)
+    ttft_ms: float | None = None  # limit on the modelled mean TTFT at that concurrency
+    tpot_ms: float | None = None  # limit on the modelled mean TPOT (inter-token latency) at that concurrency
     name: str = "workload"
     source: str = field(default="<default>", compare=False)
+
+    @property
+    def serving_concurrency(self) -> int | None:
+        """The concurrency the serving limits are checked at: `concurrency`, else `batch` when only a latency
+        limit is given; None when the file has none of concurrency, ttft_ms, tpot_ms (decide as before)."""
+        if self.concurrency is None and self.ttft_ms is None and self.tpot_ms is None:
+            return None
+        return self.concurrency or self.batch
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -151,6 +165,9 @@ def workload_from_dict(raw: Any, source: str = "workload", base: Path | None = N
         else float(model.train_tokens),
         quality_floor_b=float(model.quality_floor_b or 0.0),
         dtype=model.dtype or "bf16",
+        concurrency=model.concurrency,
+        ttft_ms=None if model.ttft_ms is None else float(model.ttft_ms),
+        tpot_ms=None if model.tpot_ms is None else float(model.tpot_ms),
         name=model.name if model.name is not None else (Path(source).stem if source else "workload"),
         source=source,
     )

@@ -58,6 +58,15 @@ class WorkloadFile(StrictModel):
     throughput_tokens_per_s: float | None = Field(None, ge=0, le=MAX_THROUGHPUT,
                                            description="Generated tokens/s the whole deployment must sustain.")
     batch: int = Field(ge=1, le=MAX_BATCH, description="Typical concurrent sequences per decode step.")
+    concurrency: int | None = Field(None, ge=1, le=MAX_BATCH,
+                                    description="Requests in flight over the deployment's GPUs (continuous "
+                                                "batching): the serving load ttft_ms and tpot_ms are checked at "
+                                                "(default: batch).")
+    ttft_ms: float | None = Field(None, gt=0, le=MAX_LATENCY_MS,
+                                  description="Limit on the modelled mean time to first token at `concurrency`, ms.")
+    tpot_ms: float | None = Field(None, gt=0, le=MAX_LATENCY_MS,
+                                  description="Limit on the modelled mean time per output token (inter-token "
+                                              "latency) at `concurrency`, ms.")
     batches: list[SweepBatch] | None = Field(None, min_length=1, max_length=MAX_SWEEP,
                                       description="The batch sweep for crossover questions.")
     prompt: int = Field(ge=1, le=MAX_TOKENS, description="Typical prompt tokens.")
