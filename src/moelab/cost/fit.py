@@ -277,7 +277,7 @@ def _check_points(n_points: int, n_params: int, failed: Sequence[PointError]) ->
 
 
 def fit(measurements: Sequence[Measurement], base: HardwareSpec | Mapping[str, HardwareSpec],
-        params: Sequence[str] | None, specs: Mapping[str, ModelSpec], *, max_iterations: int = 40,
+        params: Sequence[str] | None, specs: Mapping[str, ModelSpec], *, max_iterations: int = 100,
         ridge: float = RIDGE, relevant_only: bool | None = None) -> FitResult:
     """Fit `params` (hardware-file keys, PARAMETERS; None: DEFAULT_PARAMETERS the points inform) to the
     measurements, each priced on `base` (one spec, or one per measurement's `hardware` name; the same fitted
