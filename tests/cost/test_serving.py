@@ -105,17 +105,39 @@ def hw():
 
 
 @pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("concurrency", [1, 8, 64])
+@pytest.mark.parametrize("concurrency", [8, 64])
 def test_serve_matches_the_simulation(hw, model, concurrency):
     """TPOT and throughput within 10%, TTFT within 20% (the wait for the step in progress is the least
-    certain part of both: measured 1.4-9% apart on TPOT/throughput and up to 18% on TTFT when written)."""
+    certain part of both). Measured when written: TPOT and throughput 0.2-2% apart, TTFT 3-18%."""
     spec = load_model(model)
     sim = simulate(spec, hw, Plan(), concurrency, INPUT, OUTPUT, CHUNK)
     got = serve(spec, hw, Plan(), concurrency, INPUT, OUTPUT, chunk_tokens=CHUNK)
     assert got.tpot_ms / 1e3 == pytest.approx(sim["tpot"], rel=0.10)
     assert got.output_tokens_per_second == pytest.approx(sim["tokens_per_second"], rel=0.10)
-    if concurrency > 1:
-        assert got.ttft_ms / 1e3 == pytest.approx(sim["ttft"], rel=0.20)
+    assert got.ttft_ms / 1e3 == pytest.approx(sim["ttft"], rel=0.20)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_concurrency_one_matches_the_simulation(hw, model):
+    """One request alone: its tokens are decode steps of one sequence (the simulation checks that of itself);
+    serve()'s TPOT and throughput within 15% (measured +1.6% / +9.4% TPOT, -2% / -8% throughput)."""
+    spec = load_model(model)
+    sim = simulate(spec, hw, Plan(), 1, INPUT, OUTPUT, CHUNK)
+    alone = step_cost(spec, hw, Workload(), StepLoad(decode_seqs=1, decode_context=INPUT + (OUTPUT - 2) / 2))
+    assert sim["tpot"] == pytest.approx(alone.seconds, rel=0.01)
+    got = serve(spec, hw, Plan(), 1, INPUT, OUTPUT, chunk_tokens=CHUNK)
+    assert got.tpot_ms / 1e3 == pytest.approx(sim["tpot"], rel=0.15)
+    assert got.output_tokens_per_second == pytest.approx(sim["tokens_per_second"], rel=0.15)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "serve()'s TPOT is the mean step over c / cycle prompts per step, counting the request's own prefill among "
+    "the steps between its tokens; a request's ITL sees only the other c - 1 requests' prompts ((c - 1) / cycle "
+    "per step): at concurrency 1 qwen3-30b-a3b's TPOT is +9% over one sequence's decode step"))
+def test_concurrency_one_tpot_is_one_sequences_decode_step(hw):
+    spec = load_model("qwen3-30b-a3b")
+    alone = step_cost(spec, hw, Workload(), StepLoad(decode_seqs=1, decode_context=INPUT + (OUTPUT - 2) / 2))
+    assert serve(spec, hw, Plan(), 1, INPUT, OUTPUT).tpot_ms / 1e3 == pytest.approx(alone.seconds, rel=0.03)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -136,7 +158,7 @@ def test_serve_with_replicas_is_one_replica_times_the_replicas(hw, model):
 def test_concurrency_one_ttft_is_the_prefill_of_one_prompt(hw, model):
     spec = load_model(model)
     alone = prefill(spec, hw, Workload(batch=1, prompt=INPUT, gen=OUTPUT)).seconds
-    assert serve(spec, hw, Plan(), 1, INPUT, OUTPUT).ttft_ms / 1e3 == pytest.approx(alone, rel=0.05)
+    assert serve(spec, hw, Plan(), 1, INPUT, OUTPUT).ttft_ms / 1e3 == pytest.approx(alone, rel=0.03)
 
 
 @pytest.mark.parametrize("model", MODELS)
