@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from moelab.cli import main
+from moelab.cost.plan import Plan
 
 ESTIMATE_KEYS = [
     "params.total", "params.active", "memory.weights_bytes", "memory.kv_cache_bytes", "memory.total_bytes",
@@ -50,7 +51,8 @@ def test_estimate_flags(capsys, tmp_path):
     assert int4["memory"]["weights_bytes"] < 0.4 * base["memory"]["weights_bytes"]
     assert int4["memory"]["kv_cache_bytes"] == pytest.approx(base["memory"]["kv_cache_bytes"] / 2)
     many = run_json(capsys, "estimate", "deepseek-v3", "--gpus", "16", "--batch", "64", "--prompt", "1000")
-    assert many["parallel"]["gpus"] == 16 and many["parallel"]["plan"] in ("tp", "ep")
+    assert many["parallel"]["gpus"] == 16 and Plan.parse(many["parallel"]["plan"]).gpus == 16
+    assert many["parallel"]["plan"] in [p["plan"] for p in many["parallel"]["plans"]]
     hw = tmp_path / "gpu.json"
     hw.write_text(json.dumps({"peak_tflops": {"bf16": 100}, "memory_gb": 200, "memory_bandwidth_gbps": 1000,
                               "tdp_watts": 300, "usd_per_hour": 1.0}))

@@ -30,8 +30,12 @@ GpusOpt = Annotated[int | None, typer.Option(min=1, max=limits.MAX_GPUS,
 DtypeOpt = Annotated[str, typer.Option(help="Weight dtype: fp32, bf16, fp16, fp8, int8, int4.")]
 KvDtypeOpt = Annotated[str | None, typer.Option("--kv-dtype", help="KV cache dtype (default: 16-bit or --dtype).")]
 BatchOpt = Annotated[int, typer.Option(min=1, max=limits.MAX_BATCH, help="Concurrent sequences in a decode step.")]
-PromptOpt = Annotated[int, typer.Option(min=1, max=limits.MAX_TOKENS, help="Prompt tokens per sequence.")]
-GenOpt = Annotated[int, typer.Option(min=1, max=limits.MAX_TOKENS, help="Generated tokens per sequence.")]
+PromptOpt = Annotated[int, typer.Option("--prompt", "--input", min=1, max=limits.MAX_TOKENS,
+                                        help="Prompt (input) tokens per sequence.")]
+GenOpt = Annotated[int, typer.Option("--gen", "--output", min=1, max=limits.MAX_TOKENS,
+                                     help="Generated (output) tokens per sequence.")]
+PlanOpt = Annotated[str | None, typer.Option(help="Fix the plan: [ppN][tpN][epN][xN], e.g. tp8, ep8, tp2ep4, pp2tp8, "
+                                                  "tp2x4 (default: search plans and replicas).")]
 SkewOpt = Annotated[float, typer.Option(min=0.0, max=limits.MAX_SKEW,
                                         help="Routing skew: Zipf exponent of expert load (0 = uniform).")]
 AsMoeOpt = Annotated[str | None, typer.Option("--as-moe", help="Turn a dense model into EXPERTSxTOPK, e.g. 8x2.")]
@@ -173,8 +177,9 @@ def _print_estimate(r) -> None:
                        f"{fmt.rate(r.tokens_per_second_per_gpu)} per GPU"),
         ("experts read", experts),
         ("compute-bound from", f"batch {cross}" if cross else "never (KV reads keep decode memory-bound)"),
-        ("plan", f"{par.plan} x{par.gpus}, scaling efficiency "
-                 f"{par.scaling_efficiency:.0%}" + "".join(f"; {n}" for n in par.notes)),
+        ("plan", f"{par.plan} on {par.gpus} GPU(s){' (asked for)' if par.fixed else ''}, "
+                 f"{par.chosen.replicas} replica(s), KV-limited max concurrency {par.chosen.max_concurrency:,}, "
+                 f"scaling efficiency {par.scaling_efficiency:.0%}" + "".join(f"; {n}" for n in par.notes)),
         ("energy", f"{r.energy.kwh_per_million_tokens:.3f} kWh per 1M output tokens"),
         ("cost", f"${r.cost.usd_per_million_tokens:.3f} per 1M output tokens"),
         (f"training {fmt.count(train.tokens)} tok",
@@ -191,20 +196,112 @@ def _print_estimate(r) -> None:
     console.print(table)
 
 
+def _print_plans(r) -> None:
+    """The best few plans (all of them are in --json), the chosen one marked."""
+    from moelab.cost.parallel import SHOWN
+
+    par = r.parallel
+    shown = list(par.plans[:SHOWN])
+    if par.chosen not in shown:
+        shown.append(par.chosen)
+    title = (f"Plans on {par.gpus} GPUs: {'the plan asked for' if par.fixed else 'best first'} "
+             f"({len(shown)} of {len(par.plans)} shown; all in --json); decode at batch {r.workload.batch}")
+    table = Table(title=title)
+    for col in ("plan", "replicas", "fits", "max concurrency", "memory/GPU", "prefill", "decode step", "tok/s",
+                "tok/s/GPU"):
+        table.add_column(col, justify="left" if col == "plan" else "right")
+    for p in shown:
+        name = p.plan + (" (chosen)" if p is par.chosen else "")
+        table.add_row(name, str(p.replicas), "yes" if p.fits else "DOES NOT FIT", f"{p.max_concurrency:,}",
+                      fmt.nbytes(p.memory_per_gpu_bytes), fmt.seconds(p.prefill.seconds),
+                      fmt.seconds(p.decode.seconds), fmt.rate(p.tokens_per_second),
+                      fmt.rate(p.tokens_per_second_per_gpu))
+    console.print(table)
+
+
+def _print_breakdown(r) -> None:
+    """Per-operator tables of the chosen plan's prefill and decode step (one GPU of it)."""
+    for label, phase in (("prefill", r.prefill), ("decode step", r.decode)):
+        if not phase.operators:
+            console.print(f"{label}: no per-operator breakdown on {r.hardware} (eager execution model)")
+            continue
+        table = Table(title=f"{label} of {r.parallel.plan}, per GPU: {fmt.seconds(phase.seconds)} by operator "
+                            "(modelled)")
+        for col in ("operator", "seconds", "share", "bound", "detail"):
+            table.add_column(col, justify="left" if col in ("operator", "bound", "detail") else "right")
+        for op in sorted(phase.operators, key=lambda o: -o.seconds):
+            share = op.seconds / phase.seconds if phase.seconds else 0.0
+            table.add_row(op.name, fmt.seconds(op.seconds), f"{share:.1%}", op.bound, op.detail)
+        console.print(table)
+
+
+def _print_serving(r) -> None:
+    table = Table(title=f"Serving {r.workload.prompt} input + {r.workload.gen} output tokens at a concurrency "
+                        "(continuous batching; modelled means, not p50/p99)")
+    for col in ("concurrency", "plan", "mean TTFT", "mean TPOT", "requests/s", "out tok/s/GPU", "out tok/s/user",
+                "fits (max concurrency)"):
+        table.add_column(col, justify="left" if col == "plan" else "right")
+    for p in r.serving:
+        fits = f"yes ({p.max_concurrency:,})" if p.fits else f"DOES NOT FIT ({p.max_concurrency:,})"
+        table.add_row(str(p.concurrency), p.plan, f"{p.ttft_ms:.1f} ms", f"{p.tpot_ms:.2f} ms",
+                      f"{p.requests_per_second:.3g}", f"{p.output_tokens_per_second_per_gpu:.0f}",
+                      f"{p.output_tokens_per_second_per_user:.1f}", fits)
+    console.print(table)
+    for note in r.serving_notes:
+        console.print(f"note: {note}")
+
+
+def _parse_plan(text: str | None, gpus: int | None):
+    """--plan as a Plan; one line when it is malformed or contradicts --gpus (the model's checks come later)."""
+    if text is None:
+        return None
+    from moelab.cost.plan import Plan
+
+    plan = Plan.parse(text)
+    if gpus is not None and gpus != plan.gpus:
+        raise MoelabError(f"--gpus {gpus} contradicts --plan {plan.name}, which uses {plan.gpus} GPUs")
+    return plan
+
+
+def _parse_concurrency(text: str | None, batch: int | None) -> list[int] | None:
+    """--concurrency 1,8,64: every item a positive integer; the static --batch view is another question."""
+    if text is None:
+        return None
+    if batch is not None:
+        raise MoelabError("--concurrency and --batch ask different questions (serving at a concurrency, or one "
+                          "static batch): give one of them")
+    try:
+        values = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise MoelabError(f"--concurrency expects comma-separated positive integers, got {text!r}"[:300]) from None
+    if not values or min(values) < 1 or max(values) > limits.MAX_BATCH:
+        raise MoelabError(f"--concurrency must list integers from 1 to {limits.MAX_BATCH:,}, got {text!r}"[:300])
+    if len(values) > limits.MAX_SWEEP:
+        raise MoelabError(f"--concurrency lists {len(values)} values; at most {limits.MAX_SWEEP} in one sweep")
+    return sorted(set(values))
+
+
 @app.command()
 def estimate(
     model: Annotated[str, typer.Argument(help="Preset name, config.json path, or a folder holding one.")],
     hardware: HardwareOpt = "H100-SXM",
     gpus: GpusOpt = None,
+    plan: PlanOpt = None,
     dtype: DtypeOpt = "bf16",
     kv_dtype: KvDtypeOpt = None,
-    batch: BatchOpt = 1,
+    batch: Annotated[int | None, typer.Option(min=1, max=limits.MAX_BATCH,
+                                              help="Concurrent sequences in a static decode step (default 1).")]
+    = None,
     prompt: PromptOpt = 512,
     gen: GenOpt = 256,
+    concurrency: Annotated[str | None, typer.Option(help="Serve at these concurrencies (comma-separated, e.g. "
+                                                         "1,8,64): continuous batching, one row each.")] = None,
     skew: SkewOpt = 0.0,
     as_moe: AsMoeOpt = None,
     fine_grained: FineOpt = None,
     shared: SharedOpt = 0,
+    breakdown: Annotated[bool, typer.Option("--breakdown", help="Show the per-operator time of prefill and "
+                                                                "decode (always in --json).")] = False,
     train_tokens: Annotated[float, typer.Option(min=1.0, max=limits.MAX_TRAIN_TOKENS,
                                                 help="Training budget to price, tokens.")] = 1e12,
     mfu: Annotated[float, typer.Option(min=0.01, max=1.0, help="Training model-FLOPs utilisation.")] = 0.4,
@@ -212,17 +309,25 @@ def estimate(
     recompute: Annotated[bool, typer.Option(help="Activation recomputation in training.")] = True,
     as_json: JsonFlag = False,
 ) -> None:
-    """What a model costs on a GPU: parameters, memory, FLOPs, latency, throughput, energy, dollars."""
+    """What a model costs on a GPU: parameters, memory, FLOPs, latency, throughput, plans, energy, dollars."""
     from moelab.cost.estimate import TrainingPlan
     from moelab.cost.estimate import estimate as run
     from moelab.spec import load_hardware
 
+    fixed = _parse_plan(plan, gpus)
+    levels = _parse_concurrency(concurrency, batch)
     spec = _spec(model, as_moe, fine_grained, shared)
-    plan = TrainingPlan(tokens=train_tokens, mfu=mfu, zero=zero, recompute=recompute)
-    result = run(spec, load_hardware(hardware), _workload(dtype, kv_dtype, batch, prompt, gen, skew), gpus, plan)
+    training = TrainingPlan(tokens=train_tokens, mfu=mfu, zero=zero, recompute=recompute)
+    wl = _workload(dtype, kv_dtype, batch or 1, prompt, gen, skew)
+    result = run(spec, load_hardware(hardware), wl, gpus, training, plan=fixed, concurrency=levels)
     if as_json:
         return _emit_json(result.to_dict())
     _print_estimate(result)
+    _print_plans(result)
+    if breakdown:
+        _print_breakdown(result)
+    if result.serving:
+        _print_serving(result)
 
 
 def _parse_batches(text: str) -> list[int]:
@@ -244,6 +349,7 @@ def compare(
     model_b: Annotated[str, typer.Argument(help="Second model.")],
     hardware: HardwareOpt = "H100-SXM",
     gpus: GpusOpt = None,
+    plan: PlanOpt = None,
     dtype: DtypeOpt = "bf16",
     kv_dtype: KvDtypeOpt = None,
     prompt: PromptOpt = 512,
@@ -262,17 +368,18 @@ def compare(
     from moelab.cost.compare import compare as run
     from moelab.spec import load_hardware
 
+    fixed = _parse_plan(plan, gpus)
     spec_a = _spec(model_a, None, None, 0)
     spec_b = _spec(model_b, as_moe, fine_grained, shared)
     wl = _workload(dtype, kv_dtype, 1, prompt, gen, skew)
-    result = run(spec_a, spec_b, load_hardware(hardware), wl, _parse_batches(batches), gpus)
+    result = run(spec_a, spec_b, load_hardware(hardware), wl, _parse_batches(batches), gpus, plan=fixed)
     if as_json:
         return _emit_json(result)
     usable = fmt.nbytes(result["rows"][0]["a"]["capacity_per_gpu_bytes"])
     table = Table(title=f"A = {result['a']} vs B = {result['b']} on {result['hardware']} ({usable} usable per GPU): "
-                        f"decode, per GPU, modelled; GPUs: {result['gpus_basis']}")
-    for col in ("batch", "A GPUs", "A mem/GPU", "A tok/s/GPU", "A step", "A $/Mtok", "B GPUs", "B mem/GPU",
-                "B tok/s/GPU", "B step", "B $/Mtok", "winner"):
+                        f"decode, per GPU, modelled; GPUs: {result['gpus_basis']}; plans: {result['plan_basis']}")
+    for col in ("batch", "A GPUs", "A plan", "A mem/GPU", "A tok/s/GPU", "A step", "A $/Mtok", "B GPUs", "B plan",
+                "B mem/GPU", "B tok/s/GPU", "B step", "B $/Mtok", "winner"):
         table.add_column(col, justify="right", no_wrap=col.endswith("mem/GPU") or col == "winner")
     names = {"a": result["a"], "b": result["b"]}
 
@@ -283,9 +390,9 @@ def compare(
     for row in result["rows"]:
         a, b = row["a"], row["b"]
         winner = names[row["winner"]] if a["fits"] or b["fits"] else "neither fits"
-        table.add_row(str(row["batch"]), str(a["gpus"]), mem(a), f"{a['tokens_per_second_per_gpu']:.0f}",
-                      fmt.seconds(a["step_seconds"]), f"{a['usd_per_million_tokens']:.3f}", str(b["gpus"]), mem(b),
-                      f"{b['tokens_per_second_per_gpu']:.0f}", fmt.seconds(b["step_seconds"]),
+        table.add_row(str(row["batch"]), str(a["gpus"]), a["plan"], mem(a), f"{a['tokens_per_second_per_gpu']:.0f}",
+                      fmt.seconds(a["step_seconds"]), f"{a['usd_per_million_tokens']:.3f}", str(b["gpus"]),
+                      b["plan"], mem(b), f"{b['tokens_per_second_per_gpu']:.0f}", fmt.seconds(b["step_seconds"]),
                       f"{b['usd_per_million_tokens']:.3f}", winner)
     console.print(table)
     if any(not row[k]["fits"] for row in result["rows"] for k in ("a", "b")):
@@ -668,9 +775,10 @@ def bench(
     device: DeviceOpt = "cpu",
     dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16.")] = "fp32",
     batches: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,2,4,8,16,32,64",
-    prompt: Annotated[int, typer.Option(min=1, max=limits.MAX_BENCH_TOKENS, help="Prompt tokens per sequence "
+    prompt: Annotated[int, typer.Option("--prompt", "--input", min=1, max=limits.MAX_BENCH_TOKENS,
+                                        help="Prompt tokens per sequence "
                                         "(prompt + gen at most the model's positions).")] = 128,
-    gen: Annotated[int, typer.Option(min=1, max=limits.MAX_BENCH_TOKENS,
+    gen: Annotated[int, typer.Option("--gen", "--output", min=1, max=limits.MAX_BENCH_TOKENS,
                                      help="Decode steps timed after the prefill.")] = 32,
     shrink_to: Annotated[str | None, typer.Option("--shrink-to", help="Shrink to N parameters (e.g. 50M), "
                                                                        "keeping the expert structure.")] = None,

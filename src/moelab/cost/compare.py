@@ -6,8 +6,10 @@ row to the next, every row carries it, and a flip found at a batch where either 
 carries `gpus_changed: true` and says so in its `note` ("A moves from 4 to 8 GPUs here"): a per-GPU winner
 that changes exactly there may be an artefact of the provisioning step, not of the architectures. With `gpus`,
 both models stay on that count at every row, which is the question "these GPUs, which model" a careful user
-asks when they name a count. A model that does not fit (memory per GPU above the usable capacity) is marked
-`fits: false`, never wins a row against one that fits, and a flip caused by a change of fit says so too.
+asks when they name a count; `plan` fixes the plan too (it must serve both models). Each side's row names its
+plan (the best that fits there, unless fixed), replicas and KV-limited max_concurrency. A model that does not
+fit (memory per GPU above the usable capacity) is marked `fits: false`, never wins a row against one that fits,
+and a flip caused by a change of fit says so too.
 """
 
 from __future__ import annotations
@@ -17,20 +19,24 @@ from dataclasses import replace
 from moelab.cost.economics import serving_economics
 from moelab.cost.estimate import resolve_gpus
 from moelab.cost.finite import require_finite
-from moelab.cost.parallel import plans
+from moelab.cost.parallel import best_plan, check_plan, evaluate, plans
+from moelab.cost.plan import Plan
 from moelab.cost.roofline import Workload
+from moelab.errors import MoelabError
 from moelab.spec.hardware import HardwareSpec
 from moelab.spec.model import ModelSpec
 
 
-def _side(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None) -> dict:
-    wl = resolve_gpus(spec, hw, wl, gpus)
-    chosen = next(r for r in plans(spec, hw, wl) if r.plan == wl.plan)
+def _side(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None, plan: Plan | None = None) -> dict:
+    wl = resolve_gpus(spec, hw, wl, gpus, plan)
+    chosen = evaluate(spec, hw, wl, wl.parallel) if plan is not None else best_plan(plans(spec, hw, wl))
     money = serving_economics(hw, wl, chosen.prefill, chosen.decode)
     return {
         "gpus": wl.gpus,
-        "plan": wl.plan,
+        "plan": chosen.plan,
+        "replicas": chosen.replicas,
         "fits": chosen.fits,
+        "max_concurrency": chosen.max_concurrency,
         "memory_per_gpu_bytes": chosen.memory_per_gpu_bytes,
         "capacity_per_gpu_bytes": hw.memory_bytes * hw.memory_utilization,
         "step_seconds": chosen.decode.seconds,
@@ -66,15 +72,22 @@ def _flip_causes(before: dict, at: dict) -> dict:
 
 
 def compare(spec_a: ModelSpec, spec_b: ModelSpec, hw: HardwareSpec, wl: Workload, batches: list[int],
-            gpus: int | None = None) -> dict:
-    """Decode throughput per GPU of A and B at each batch (each on its own GPU count unless `gpus`; see the
-    module docstring for why, and for what a flip's `gpus_changed` and `note` say)."""
+            gpus: int | None = None, plan: Plan | str | None = None) -> dict:
+    """Decode throughput per GPU of A and B at each batch (each on its own GPU count and best plan unless `gpus`
+    or `plan`; see the module docstring for why, and for what a flip's `gpus_changed` and `note` say)."""
     cache: dict[int, dict] = {}
+    plan = Plan.parse(plan) if isinstance(plan, str) else plan
+    if plan is not None:
+        if gpus is not None and gpus != plan.gpus:
+            raise MoelabError(f"--gpus {gpus} contradicts --plan {plan.name}, which uses {plan.gpus} GPUs")
+        check_plan(spec_a, plan)
+        check_plan(spec_b, plan)
+        gpus = plan.gpus
 
     def row(batch: int) -> dict:
         if batch not in cache:
             b_wl = replace(wl, batch=batch)
-            a, b = _side(spec_a, hw, b_wl, gpus), _side(spec_b, hw, b_wl, gpus)
+            a, b = _side(spec_a, hw, b_wl, gpus, plan), _side(spec_b, hw, b_wl, gpus, plan)
             cache[batch] = {"batch": batch, "a": a, "b": b, "winner": _winner(a, b)}
         return cache[batch]
 
@@ -97,7 +110,11 @@ def compare(spec_a: ModelSpec, spec_b: ModelSpec, hw: HardwareSpec, wl: Workload
         "hardware": hw.name,
         "metric": "decode tokens/s per GPU",
         "gpus": gpus,
-        "gpus_basis": "fixed by --gpus" if gpus else "fewest GPUs (power of two) that hold each model at each batch",
+        "plan": plan.name if plan is not None else None,
+        "gpus_basis": (f"fixed by --plan {plan.name}" if plan is not None else "fixed by --gpus" if gpus else
+                       "fewest GPUs (power of two) that hold each model at each batch"),
+        "plan_basis": ("fixed by --plan" if plan is not None else
+                       "each model's best plan (fastest decode that fits) at each row"),
         "rows": rows,
         "flips": flips,
     }, "compare")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from moelab.cost.params import count_params
+from moelab.cost.plan import Plan
 from moelab.cost.roofline import Workload, decode_step
 from moelab.spec.hardware import HardwareSpec
 from moelab.spec.model import FFNSpec, LayerSpec, ModelSpec
@@ -31,13 +32,20 @@ def dense_twin(spec: ModelSpec, ffn_dim: int) -> ModelSpec:
                    layers=tuple(kinds[id(layer.attention)] for layer in spec.layers))
 
 
+def dense_plan(plan: Plan) -> Plan:
+    """The twin's plan on the same GPUs: the same pp and tp, and the ep groups (data-parallel attention) as
+    replicas, since the twin has no experts to split."""
+    return Plan(pp=plan.pp, tp=plan.tp, replicas=plan.replicas * plan.ep)
+
+
 def workload_dense_equivalent(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> dict:
-    """The dense twin whose modelled decode step on this workload takes as long as the model's own.
+    """The dense twin whose modelled decode step on this workload (on the twin of its plan, `dense_plan`) takes
+    as long as the model's own.
 
     Decode step time grows with the FFN width, so bisection on the width finds it. At batch 1 a MoE costs
     about its active size; at large batches, where every expert is read, about its total size.
     """
-    dense_wl = replace(wl, plan="tp")
+    dense_wl = replace(wl, plan=dense_plan(wl.parallel).name)
     target = decode_step(spec, hw, wl).seconds
 
     def step(ffn: int) -> float:

@@ -16,10 +16,13 @@ from moelab.cost.equivalent import heuristic_dense_equivalent, workload_dense_eq
 from moelab.cost.finite import require_finite
 from moelab.cost.flops import prefill_flops, token_flops
 from moelab.cost.memory import InferenceMemory, TrainingMemory, inference_memory, kv_bytes_per_token, training_memory
-from moelab.cost.parallel import PlanResult, best_plan, default_gpus, plan_notes, plans
+from moelab.cost.parallel import PlanResult, best_plan, check_plan, default_gpus, evaluate, plan_notes, plans
 from moelab.cost.params import ParamBreakdown, count_params
+from moelab.cost.plan import Plan
 from moelab.cost.roofline import Phase, Workload, crossover_batch
-from moelab.cost.serving import ServingPoint
+from moelab.cost.serving import ServingPoint, serve
+from moelab.errors import MoelabError
+from moelab.limits import MAX_BATCH, MAX_GPUS
 from moelab.spec.hardware import HardwareSpec
 from moelab.spec.model import ModelSpec
 
@@ -249,30 +252,78 @@ def _serving_note(s: ServingPoint) -> str:
     return "the weights do not fit"
 
 
-def resolve_gpus(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None) -> Workload:
-    """The workload on `gpus` GPUs, or on the fewest (rounded up to a power of two) that hold it."""
-    if gpus is None:
-        mem = inference_memory(spec, hw, wl.dtype, wl.kv_dtype, wl.batch, wl.prompt, wl.gen)
-        gpus = default_gpus(mem.min_gpus)
-    wl = replace(wl, gpus=gpus)
-    return replace(wl, plan=best_plan(plans(spec, hw, wl)).plan)
+def resolve_gpus(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None,
+                 plan: Plan | str | None = None) -> Workload:
+    """The workload on `plan` (checked against the model and `gpus`), else on `gpus` GPUs or the fewest (a power
+    of two) on which a plan fits (cost.capacity), with the best plan there."""
+    if plan is not None:
+        plan = Plan.parse(plan) if isinstance(plan, str) else plan
+        if gpus is not None and gpus != plan.gpus:
+            raise MoelabError(f"--gpus {gpus} contradicts --plan {plan.name}, which uses {plan.gpus} GPUs")
+        check_plan(spec, plan)
+        return replace(wl, gpus=plan.gpus, plan=plan.name)
+    if gpus is not None:
+        wl = replace(wl, gpus=gpus)
+        return replace(wl, plan=best_plan(plans(spec, hw, wl)).plan)
+    mem = inference_memory(spec, hw, wl.dtype, wl.kv_dtype, wl.batch, wl.prompt, wl.gen)
+    gpus = default_gpus(mem.min_gpus)
+    while True:  # the memory total spread evenly is a lower bound: double until a plan fits (capacity's view)
+        wl = replace(wl, gpus=gpus)
+        best = best_plan(plans(spec, hw, wl))
+        if best.fits or gpus >= MAX_GPUS:
+            return replace(wl, plan=best.plan)
+        gpus = min(2 * gpus, MAX_GPUS)
 
 
 def estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None = None,
-             training: TrainingPlan = TrainingPlan()) -> Estimate:
+             training: TrainingPlan = TrainingPlan(), plan: Plan | str | None = None,
+             concurrency: list[int] | tuple[int, ...] | None = None) -> Estimate:
     """Parameters, memory, FLOPs, prefill and decode, parallel plans, energy, dollars and dense equivalents:
-    every figure finite (see moelab.cost.finite for the keys that may be None)."""
-    result = _estimate(spec, hw, wl, gpus, training)
+    every figure finite (see moelab.cost.finite for the keys that may be None). `plan` fixes the plan (else the
+    best that fits is chosen); `concurrency` adds one serving row per concurrency (cost.serving) on that plan, or
+    without `plan` on the best plan for the largest concurrency."""
+    result = _estimate(spec, hw, wl, gpus, training, plan, tuple(concurrency or ()))
     require_finite(result.to_dict(), "estimate")
     return result
 
 
-def _estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None,
-              training: TrainingPlan) -> Estimate:
+def _serving(spec: ModelSpec, hw: HardwareSpec, wl: Workload, fixed: bool,
+             concurrency: tuple[int, ...]) -> tuple[tuple[ServingPoint, ...], tuple[str, ...]]:
+    """Serving rows at each concurrency on the fixed plan, else on the best plan for the largest concurrency."""
+    for c in concurrency:
+        if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= MAX_BATCH:
+            raise MoelabError(f"--concurrency must list integers from 1 to {MAX_BATCH:,}, got {c!r}")
+    top = max(concurrency)
+    if fixed:
+        chosen, why = wl.parallel, "the plan asked for"
+    else:
+        chosen = best_plan(plans(spec, hw, replace(wl, batch=top))).parallel
+        why = f"the best plan on {wl.gpus} GPUs at concurrency {top}"
+    rows = tuple(serve(spec, hw, chosen, c, wl.prompt, wl.gen, dtype=wl.dtype, kv_dtype=wl.kv_dtype, skew=wl.skew)
+                 for c in concurrency)
+    notes = [f"serving rows on {chosen.name} ({why}): steady-state continuous batching, modelled means "
+             f"(TTFT, TPOT = mean inter-token latency) for {wl.prompt} input and {wl.gen} output tokens"]
+    over = [r.concurrency for r in rows if r.concurrency > r.max_concurrency]
+    if over:
+        notes.append(f"concurrency {', '.join(map(str, over))} above {chosen.name}'s KV-limited max_concurrency "
+                     f"{rows[0].max_concurrency}: marked fits false, not dropped")
+    return rows, tuple(notes)
+
+
+def _estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None, training: TrainingPlan,
+              plan: Plan | str | None, concurrency: tuple[int, ...]) -> Estimate:
     p = count_params(spec)
-    wl = resolve_gpus(spec, hw, wl, gpus)
+    fixed = plan is not None
+    if concurrency and gpus is None and not fixed:  # provision for the largest concurrency, not the static batch
+        top = replace(wl, batch=max(concurrency))
+        gpus = default_gpus(inference_memory(spec, hw, top.dtype, top.kv_dtype, top.batch, top.prompt,
+                                             top.gen).min_gpus)
+    wl = resolve_gpus(spec, hw, wl, gpus, plan)
     results = plans(spec, hw, wl)
-    chosen = next(r for r in results if r.plan == wl.plan)
+    chosen = evaluate(spec, hw, wl, wl.parallel) if fixed else next(r for r in results if r.plan == wl.plan)
+    if chosen.plan not in {r.plan for r in results}:
+        results.append(chosen)
+    serving, serving_notes = _serving(spec, hw, wl, fixed, concurrency) if concurrency else ((), ())
     mem = inference_memory(spec, hw, wl.dtype, wl.kv_dtype, wl.batch, wl.prompt, wl.gen)
     moe = spec.moe if spec.is_moe else None
     train = training_cost(spec, hw, training.tokens, wl.gpus, training.mfu, training.seq)
@@ -293,10 +344,12 @@ def _estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None,
         prefill=chosen.prefill,
         decode=chosen.decode,
         crossover_batch=crossover_batch(spec, hw, wl),
-        parallel=ParallelFigures(tuple(results), chosen, tuple(plan_notes(spec, wl.gpus))),
+        parallel=ParallelFigures(tuple(results), chosen, tuple(plan_notes(spec, wl.gpus)), fixed),
         economics=Economics(**serving_economics(hw, wl, chosen.prefill, chosen.decode)),
         training=TrainingFigures(**train, plan=training, memory=train_mem, capacity_per_gpu_bytes=hw.memory_bytes),
         dense_equivalent=DenseEquivalent(heuristic_dense_equivalent(spec), equivalent["params"], equivalent),
         experts_per_layer=moe.n_experts if moe else 0,
         top_k=moe.top_k if moe else 0,
+        serving=serving,
+        serving_notes=serving_notes,
     )

@@ -1,44 +1,57 @@
-"""Multi-GPU serving plans: memory per GPU, time per phase, throughput and scaling efficiency per plan.
+"""Multi-GPU serving plans: which plans apply to a model on G GPUs, and each plan's time, throughput and fit.
 
-Expert parallelism places whole experts on GPUs, so it needs at least one routed expert per GPU: on more GPUs
-than experts it is refused when asked for (`evaluate_plan` with plan "ep") and not offered by `plans` (whose
-`plan_notes` say why), rather than modelled with fractions of an expert per GPU.
+A plan (cost.plan) is pp x tp x ep GPUs per replica times its replicas. On G GPUs `plans` searches every
+pp * tp * ep * x == G that applies (`plan_problem` says why one does not):
+
+- tp divides every layer's query heads, and divides its KV heads or is a multiple of them (a KV head is
+  replicated, never split; Gated DeltaNet: its value and key heads the same way);
+- ep > 1 only for a MoE, and ep divides the routed experts of every MoE layer: EP places whole experts, never a
+  fraction of one, and gives every group the same number;
+- pp divides the layers, and the search uses it only when one replica spans more than a node (hw.gpus_per_node);
+  a plan asked for (`--plan`) may use it anyway;
+- replicas (data parallel) for dense and MoE alike, each serving at least one sequence of the batch (a replica
+  with none adds GPUs and no throughput).
+
+Each plan is priced by the step model (roofline.prefill / decode_step with Workload(plan=name, gpus=G)) and its
+memory by cost.capacity: `fits` is the weights plus the batch's KV cache (prompt + gen tokens per sequence) fitting
+every GPU, `max_concurrency` the KV-limited number of such sequences the plan holds. The best plan is the fastest
+decode (tokens/s, all GPUs) among those that fit at the workload's batch; when none fits, the one needing the least
+memory per GPU. Results are cached per (spec, hardware, workload, plan): compare and decide ask for the same ones.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
-from moelab.cost.memory import kv_cache_bytes, model_weight_bytes, prefill_activation_bytes
+from moelab.cost.capacity import capacity
+from moelab.cost.plan import Plan
 from moelab.cost.roofline import Phase, Workload, decode_step, prefill
 from moelab.errors import MoelabError
+from moelab.limits import MAX_GPUS
 from moelab.spec.hardware import HardwareSpec
 from moelab.spec.model import ModelSpec
 
-
-def memory_per_gpu(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> float:
-    """Bytes one GPU holds under the workload's plan: "tp" shards everything, "ep" replicates non-experts."""
-    wb = model_weight_bytes(spec, wl.dtype)
-    state = kv_cache_bytes(spec, wl.kv_dtype, wl.batch, wl.prompt + wl.gen)
-    state += prefill_activation_bytes(spec, wl.dtype, wl.batch, wl.prompt)
-    if wl.plan == "ep" and spec.is_moe:
-        weights = wb.total - wb.routed_experts + wb.routed_experts / wl.gpus
-    else:
-        weights = wb.total / wl.gpus
-    return weights + state / wl.gpus + hw.runtime_overhead_bytes
+SHOWN = 5  # plans a table shows; JSON has them all
 
 
 @dataclass(frozen=True)
 class PlanResult:
-    plan: str
+    plan: str  # the plan's name (cost.plan)
     gpus: int
-    fits: bool
-    memory_per_gpu_bytes: float
+    replicas: int
+    fits: bool  # the weights and the batch's KV cache fit every GPU
+    max_concurrency: int  # KV-limited sequences of prompt + gen tokens, all replicas (0: weights do not fit)
+    memory_per_gpu_bytes: float  # weights + workspace + this GPU's share of the batch's KV cache
     prefill: Phase
     decode: Phase
     tokens_per_second: float  # decode, whole system
     tokens_per_second_per_gpu: float
     scaling_efficiency: float  # per-GPU decode throughput against one GPU (memory limits ignored there)
+
+    @property
+    def parallel(self) -> Plan:
+        return Plan.parse(self.plan)
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k not in ("prefill", "decode")}
@@ -47,58 +60,164 @@ class PlanResult:
         return out
 
 
-def ep_applies(spec: ModelSpec, gpus: int) -> bool:
-    """Expert parallelism is a plan for a MoE on 2 to n_experts GPUs (whole experts per GPU)."""
-    return spec.is_moe and 1 < gpus <= spec.moe.n_experts
+def _heads(spec: ModelSpec) -> set[tuple[str, int, int]]:
+    """(kind, heads that must split, KV heads) of every distinct attention of the model."""
+    out = set()
+    for layer, _ in spec.layer_groups:
+        a = layer.attention
+        if a.kind == "linear":
+            out.add(("linear", a.linear.n_v_heads, a.linear.n_k_heads))
+        elif a.kind == "mla":
+            out.add(("mla", a.n_heads, a.n_heads))  # the latent cache is replicated, the heads split
+        else:
+            out.add((a.kind, a.n_heads, a.n_kv_heads))
+    return out
+
+
+def _expert_counts(spec: ModelSpec) -> set[int]:
+    return {layer.moe.n_experts for layer, _ in spec.layer_groups if layer.moe is not None}
+
+
+def plan_problem(spec: ModelSpec, plan: Plan) -> str | None:
+    """Why `plan` cannot serve `spec` (one clause), or None when it can."""
+    if plan.tp > 1:
+        for kind, heads, kv in sorted(_heads(spec)):
+            if heads % plan.tp:
+                return f"tp{plan.tp} does not divide the {heads} {'value ' if kind == 'linear' else ''}heads"
+            if kv % plan.tp and plan.tp % kv:
+                return f"tp{plan.tp} neither divides nor is a multiple of the {kv} KV heads"
+    if plan.ep > 1:
+        if not spec.is_moe:
+            return f"ep{plan.ep} on a dense model (expert parallelism needs routed experts)"
+        counts = _expert_counts(spec)
+        bad = sorted(e for e in counts if e % plan.ep)
+        if bad:
+            return (f"ep{plan.ep} does not divide the {bad[0]} routed experts per layer (EP places whole experts, "
+                    "the same number on every group)")
+    if plan.pp > 1 and spec.n_layers % plan.pp:
+        return f"pp{plan.pp} does not divide the {spec.n_layers} layers"
+    return None
+
+
+def check_plan(spec: ModelSpec, plan: Plan) -> None:
+    """One MoelabError line when `plan` cannot serve `spec`."""
+    problem = plan_problem(spec, plan)
+    if problem:
+        raise MoelabError(f"plan {plan.name} for {spec.name}: {problem}")
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small) | {n // d for d in small})
+
+
+def candidate_plans(spec: ModelSpec, hw: HardwareSpec, gpus: int, batch: int) -> list[Plan]:
+    """Every plan on exactly `gpus` GPUs the search offers (module docstring)."""
+    out = []
+    for x in _divisors(gpus):
+        if x > batch and x > 1:
+            continue
+        per_replica = gpus // x
+        for pp in _divisors(per_replica):
+            if pp > 1 and per_replica <= hw.gpus_per_node:
+                continue
+            for tp in _divisors(per_replica // pp):
+                plan = Plan(pp=pp, tp=tp, ep=per_replica // pp // tp, replicas=x)
+                if plan_problem(spec, plan) is None:
+                    out.append(plan)
+    return out
 
 
 def plan_notes(spec: ModelSpec, gpus: int) -> list[str]:
     """Why a plan that might be expected is not offered on this many GPUs (empty when none is missing)."""
-    if spec.is_moe and gpus > spec.moe.n_experts:
-        return [f"expert parallelism not offered: {spec.name} has {spec.moe.n_experts} experts per layer, fewer "
-                f"than the {gpus} GPUs (EP places whole experts on GPUs)"]
-    return []
+    notes = []
+    if spec.is_moe and gpus > 1:
+        problem = plan_problem(spec, Plan(ep=gpus))
+        if problem and gpus > min(_expert_counts(spec)):
+            notes.append(f"expert parallelism not offered on all {gpus} GPUs: {spec.name} has "
+                         f"{min(_expert_counts(spec))} experts per layer, fewer than the {gpus} GPUs (EP places "
+                         "whole experts on GPUs); EP with tp or replicas is")
+        elif problem:
+            notes.append(f"ep{gpus} not offered: {problem}")
+    problem = plan_problem(spec, Plan(tp=gpus))
+    if gpus > 1 and problem:
+        notes.append(f"tp{gpus} not offered: {problem}")
+    return notes
+
+
+_CACHE: dict[tuple, tuple[ModelSpec, HardwareSpec, PlanResult]] = {}
+_CACHE_SIZE = 4096
+
+
+def _cached(key: tuple, spec: ModelSpec, hw: HardwareSpec, make) -> PlanResult:
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is spec and hit[1] is hw:
+        return hit[2]
+    result = make()
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.clear()
+    _CACHE[key] = (spec, hw, result)
+    return result
+
+
+def _single_decode_seconds(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> float:
+    one = replace(wl, gpus=1, plan="tp1")
+    return _cached(("single", id(spec), id(hw), one), spec, hw,
+                   lambda: evaluate(spec, hw, one, Plan(), scaling=False)).decode.seconds
+
+
+def evaluate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, plan: Plan, scaling: bool = True) -> PlanResult:
+    """Phase times, throughput, fit and KV-limited concurrency of `plan` on the workload (cached)."""
+    wl = replace(wl, gpus=plan.gpus, plan=plan.name)
+
+    def make() -> PlanResult:
+        dec = decode_step(spec, hw, wl)
+        tps = wl.batch / dec.seconds
+        per_gpu = tps / plan.gpus
+        single = _single_decode_seconds(spec, hw, wl) if scaling else dec.seconds
+        cap = capacity(spec, hw, plan, wl.dtype, wl.kv_dtype, wl.prompt + wl.gen)
+        groups = plan.ep * plan.replicas  # data-parallel groups, each holding its sequences' KV cache
+        memory = cap.weights_bytes + cap.workspace_bytes + cap.kv_bytes_per_sequence * math.ceil(wl.batch / groups)
+        return PlanResult(plan=plan.name, gpus=plan.gpus, replicas=plan.replicas, fits=cap.fits(wl.batch),
+                          max_concurrency=cap.max_concurrency, memory_per_gpu_bytes=memory,
+                          prefill=prefill(spec, hw, wl), decode=dec, tokens_per_second=tps,
+                          tokens_per_second_per_gpu=per_gpu, scaling_efficiency=per_gpu / (wl.batch / single))
+
+    return _cached(("plan", id(spec), id(hw), wl, scaling), spec, hw, make)
 
 
 def evaluate_plan(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> PlanResult:
-    """Memory, phase times and throughput of the workload's plan; EP on more GPUs than experts is refused."""
-    if wl.plan == "ep" and spec.is_moe and wl.gpus > spec.moe.n_experts:
+    """The workload's own plan ("tp", "ep" or a name); one line when it cannot serve the model."""
+    plan = wl.parallel
+    if plan.ep > 1 and spec.is_moe and plan.ep > min(_expert_counts(spec)):
         raise MoelabError(f"expert parallelism needs at least one expert per GPU: {spec.name} has "
-                          f"{spec.moe.n_experts} experts, {wl.gpus} GPUs requested")
-    dec = decode_step(spec, hw, wl)
-    single = decode_step(spec, hw, replace(wl, gpus=1, plan="tp"))
-    per_gpu = wl.batch / dec.seconds / wl.gpus
-    memory = memory_per_gpu(spec, hw, wl)
-    return PlanResult(
-        plan=wl.plan,
-        gpus=wl.gpus,
-        fits=memory <= hw.memory_bytes * hw.memory_utilization,
-        memory_per_gpu_bytes=memory,
-        prefill=prefill(spec, hw, wl),
-        decode=dec,
-        tokens_per_second=wl.batch / dec.seconds,
-        tokens_per_second_per_gpu=per_gpu,
-        scaling_efficiency=per_gpu / (wl.batch / single.seconds),
-    )
+                          f"{min(_expert_counts(spec))} experts, {plan.ep} GPUs requested")
+    check_plan(spec, plan)
+    return evaluate(spec, hw, wl, plan)
+
+
+def _rank(r: PlanResult) -> tuple:
+    """Best first: plans that fit by decode tokens/s, then the others by memory per GPU."""
+    return (0, -r.tokens_per_second, r.plan) if r.fits else (1, r.memory_per_gpu_bytes, r.plan)
 
 
 def plans(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> list[PlanResult]:
-    """Every plan that applies: tensor parallel, and for a MoE on 2 to n_experts GPUs expert parallel."""
-    kinds = ["tp", "ep"] if ep_applies(spec, wl.gpus) else ["tp"]
-    return [evaluate_plan(spec, hw, replace(wl, plan=k)) for k in kinds]
+    """Every plan the search offers on wl.gpus GPUs, best first (module docstring)."""
+    found = candidate_plans(spec, hw, wl.gpus, wl.batch)
+    if not found:  # more GPUs than sequences and no tp that divides the heads: idle replicas are all there is
+        found = candidate_plans(spec, hw, wl.gpus, wl.gpus)
+    return sorted((evaluate(spec, hw, wl, p) for p in found), key=_rank)
 
 
 def best_plan(results: list[PlanResult]) -> PlanResult:
     """The fastest decode among plans that fit in memory (the least memory-hungry if none fits)."""
-    fitting = [r for r in results if r.fits]
-    if not fitting:
-        return min(results, key=lambda r: r.memory_per_gpu_bytes)
-    return max(fitting, key=lambda r: r.tokens_per_second)
+    return min(results, key=_rank)
 
 
 def default_gpus(min_gpus: int) -> int:
-    """Serving stacks shard by powers of two (tensor parallel must divide the heads): round min_gpus up."""
+    """Serving stacks shard by powers of two (tensor parallel must divide the heads): round min_gpus up, at most
+    the most GPUs moelab models (a workload that needs more is reported as not fitting there)."""
     gpus = 1
-    while gpus < min_gpus:
+    while gpus < min_gpus and gpus < MAX_GPUS:
         gpus *= 2
     return gpus
