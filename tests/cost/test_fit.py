@@ -165,3 +165,18 @@ def test_refuses_an_eager_cpu_spec(specs, hw):
     eager = replace(hw, execution="eager", elementwise_bandwidth=1e10)
     with pytest.raises(MoelabError, match="eager CPU model"):
         fit(_points(specs, hw)[:4], eager, ["bandwidth_efficiency"], specs)
+
+
+def test_soft_l1_is_not_pulled_by_an_outlier(specs, hw):
+    truth = _truth(hw, ("gemm_efficiency.bf16", "bandwidth_efficiency"))
+    points = _points(specs, with_values(hw, truth))[:16]
+    points[3] = replace(points[3], value=points[3].value * 8)  # a figure the model cannot explain
+    keys = list(truth)
+    squared = fit(points, hw, keys, specs)
+    robust = fit(points, hw, keys, specs, loss="soft_l1", loss_scale=0.05)
+    worst = max(abs(squared.values[k] / truth[k] - 1) for k in keys)
+    assert worst > 0.05  # least squares moves to meet the outlier halfway
+    for k in keys:
+        assert robust.values[k] == pytest.approx(truth[k], rel=0.02), k
+    with pytest.raises(MoelabError, match="loss must be one of"):
+        fit(points, hw, keys, specs, loss="huber")

@@ -89,6 +89,7 @@ PARAMETERS: dict[str, Parameter] = {
 DEFAULT_PARAMETERS = ("gemm_efficiency.*", "gemm_half_rows", "moe_gemm_efficiency", "attention_efficiency",
                       "bandwidth_efficiency", "step_overhead_us", "moe_layer_overhead_us", "intra_node_latency_us")
 
+LOSSES = ("squared", "soft_l1")
 RIDGE = 1e-3  # weight of (z - z0) in the cost, per parameter: keeps the normal equations regular
 _MARGIN = 1e-4  # start no closer to a bound than this share of its range (the logistic is flat at the bounds)
 _STEP = 1e-5  # forward-difference step in z
@@ -278,13 +279,20 @@ def _check_points(n_points: int, n_params: int, failed: Sequence[PointError]) ->
 
 def fit(measurements: Sequence[Measurement], base: HardwareSpec | Mapping[str, HardwareSpec],
         params: Sequence[str] | None, specs: Mapping[str, ModelSpec], *, max_iterations: int = 100,
-        ridge: float = RIDGE, relevant_only: bool | None = None) -> FitResult:
+        ridge: float = RIDGE, relevant_only: bool | None = None, loss: str = "squared",
+        loss_scale: float = 0.2) -> FitResult:
     """Fit `params` (hardware-file keys, PARAMETERS; None: DEFAULT_PARAMETERS the points inform) to the
     measurements, each priced on `base` (one spec, or one per measurement's `hardware` name; the same fitted
     values go into all). `specs` maps each measurement's `model` to its ModelSpec.
 
     Named parameters that change no prediction are refused; with `params` None (or `relevant_only`), those are
-    left out instead."""
+    left out instead. `loss`: "squared" (least squares on log ratio) or "soft_l1" (each point's log ratio r
+    counts 2 s^2 (sqrt(1 + (r / s)^2) - 1) with s = `loss_scale`: squares below s, linear above, so a few points
+    the model cannot explain do not pull every parameter; iteratively reweighted)."""
+    if loss not in LOSSES:
+        raise MoelabError(f"fit: loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    if not loss_scale > 0:
+        raise MoelabError(f"fit: loss_scale must be positive, got {loss_scale!r}")
     if not measurements:
         raise MoelabError("fit: no measurements to fit")
     missing = sorted({m.model for m in measurements} - set(specs))
@@ -357,7 +365,14 @@ def fit(measurements: Sequence[Measurement], base: HardwareSpec | Mapping[str, H
     _check_points(len(ms), len(names), failed)
 
     def cost(r: np.ndarray, z: np.ndarray) -> float:
-        return float(r @ r + ridge ** 2 * np.sum((z - z0) ** 2))
+        if loss == "soft_l1":
+            data = float(np.sum(2 * loss_scale ** 2 * (np.sqrt(1 + (r / loss_scale) ** 2) - 1)))
+        else:
+            data = float(r @ r)
+        return data + ridge ** 2 * float(np.sum((z - z0) ** 2))
+
+    def weights(r: np.ndarray) -> np.ndarray:
+        return 1 / np.sqrt(1 + (r / loss_scale) ** 2) if loss == "soft_l1" else np.ones_like(r)
 
     z, r, jac = z0.copy(), r0, jac0
     c = cost(r, z)
@@ -365,8 +380,9 @@ def fit(measurements: Sequence[Measurement], base: HardwareSpec | Mapping[str, H
     lam, iterations, converged = 1e-3, 0, False
     n = len(names)
     for iterations in range(1, max_iterations + 1):  # noqa: B007 - the count is reported
-        g = jac.T @ r + ridge ** 2 * (z - z0)
-        a = jac.T @ jac + ridge ** 2 * np.eye(n)
+        w = weights(r)
+        g = jac.T @ (w * r) + ridge ** 2 * (z - z0)
+        a = jac.T @ (w[:, None] * jac) + ridge ** 2 * np.eye(n)
         d = np.maximum(np.diag(a), 1e-12 * max(1.0, float(np.max(np.diag(a)))))
         improved = False
         while lam < 1e12:
@@ -417,10 +433,11 @@ def evaluate(measurements: Sequence[Measurement], before: Mapping[str, HardwareS
 
 
 def fitted_hardware_file(result: FitResult, hardware: str, source: str) -> dict[str, Any]:
-    """The hardware file `moelab fit` writes: every field of the base (so it means the same whatever the presets'
-    defaults become) with the fitted values, and a source note on each fitted key."""
-    (hw,) = {id(h): h for h in result.hardware.values()}.values()
-    raw = hw.to_dict()
+    """The hardware file `moelab fit` writes for the base named `hardware`: every field of the base (so it means
+    the same whatever the presets' defaults become) with the fitted values, and a source note on each fitted key."""
+    if hardware not in result.hardware:
+        raise MoelabError(f"fit: no point was priced on {hardware} (fitted: {', '.join(result.hardware)})")
+    raw = result.hardware[hardware].to_dict()
     raw.pop("name")  # the file's own name shows in results
     note = (f"fitted by moelab fit on {len(result.fitted)} points from {source} (base {hardware}; median |error| "
             f"{_pct(result.median_before)} before, {_pct(result.median_after)} after)")
