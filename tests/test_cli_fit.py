@@ -96,7 +96,8 @@ def test_fit_table_and_json_file(runs, capsys):
     folder, _ = runs
     out = folder / "fitted.json"
     assert main(["fit", str(folder / "fit.yaml"), "-H", "H100-SXM", "--out", str(out),
-                 "--params", "bandwidth_efficiency,step_overhead_us", "--holdout", str(folder / "holdout.yaml")]) == 0
+                 "--params", "bandwidth_efficiency,step_overhead_us", "--holdout", str(folder / "holdout.yaml"),
+                 "--loss", "soft_l1"]) == 0
     text = capsys.readouterr().out
     assert "bandwidth_efficiency" in text and "holdout:" in text and f"wrote {out}" in text
     assert json.loads(out.read_text())["bandwidth_efficiency"] < 1
@@ -131,4 +132,6 @@ def test_fit_bad_input_is_one_line(runs, tmp_path, capsys):
     assert "is a folder" in _error(capsys, "fit", manifest, "-H", "H100-SXM", "--out", str(tmp_path))
     assert "not a parameter" in _error(capsys, "fit", manifest, "-H", "H100-SXM", "--out", out, "--params", "speed")
     assert "unknown hardware" in _error(capsys, "fit", manifest, "-H", "H999", "--out", out)
+    assert "--loss must be one of squared, soft_l1" in _error(capsys, "fit", manifest, "-H", "H100-SXM", "--out", out,
+                                                              "--loss", "huber")
     assert not (tmp_path / "o.yaml").exists()  # nothing written on failure

@@ -695,13 +695,22 @@ def fit(
                                                           "(repeatable; not fitted).")] = None,
     params: Annotated[str | None, typer.Option(help="Parameters to fit, comma-separated (default: those the "
                                                     "points inform; see moelab.cost.fit).")] = None,
+    loss: Annotated[str, typer.Option(help="squared (least squares on log time) or soft_l1 (a few outliers "
+                                           "do not pull every parameter).")] = "squared",
     as_json: JsonFlag = False,
 ) -> None:
     """Fit the hardware's efficiency curves and overheads to your measurements; write a --hardware file."""
     from pathlib import Path
 
     from moelab.bench.results import manifest_measurements, model_specs
-    from moelab.cost.fit import dump_hardware_file, evaluate, fitted_hardware_file, median_abs, write_file_atomically
+    from moelab.cost.fit import (
+        LOSSES,
+        dump_hardware_file,
+        evaluate,
+        fitted_hardware_file,
+        median_abs,
+        write_file_atomically,
+    )
     from moelab.cost.fit import fit as run_fit
     from moelab.spec.hardware import load_hardware
 
@@ -712,6 +721,8 @@ def fit(
         raise MoelabError(f"--out {out}: the folder {target.parent} does not exist")
     if (target.exists() and not os.access(target, os.W_OK)) or not os.access(target.parent, os.W_OK):
         raise MoelabError(f"--out {out}: cannot write there")
+    if loss not in LOSSES:
+        raise MoelabError(f"--loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     names = None if params is None else [p.strip() for p in params.split(",") if p.strip()]
     if names is not None and not names:
         raise MoelabError("--params names no parameter")
@@ -719,7 +730,7 @@ def fit(
     points = manifest_measurements(manifest, base.name)
     holdouts = [(path, manifest_measurements(path, base.name)) for path in holdout or []]
     specs = model_specs(points + [m for _, ms in holdouts for m in ms])
-    result = run_fit(points, base, names, specs)
+    result = run_fit(points, base, names, specs, loss=loss)
     after = result.hardware[base.name]
     checks = [(path, evaluate(ms, {base.name: base}, {base.name: after}, specs)) for path, ms in holdouts]
     raw = fitted_hardware_file(result, base.name, Path(manifest).name)
