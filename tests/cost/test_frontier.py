@@ -139,3 +139,32 @@ def test_best_at_meets_the_limits_with_the_most_throughput(mixtral):
     assert closest.tpot_ms == tpots[0] and closest.tpot_ms > tpots[0] / 2
     assert best_at(spec, HW, 8, 10 ** 6, INPUT, OUTPUT) is None  # a million sequences' KV fits nowhere
     assert math.isfinite(free.ttft_ms)
+
+
+def test_the_study_report_shows_the_frontier_pairs_modelled_not_measured(tmp_path):
+    import csv
+
+    from moelab.decide import default_workload
+    from moelab.report import write_report
+    from moelab.study.plan import FRONTIER_PAIRS
+    from moelab.study.run import serving_frontier_stage
+
+    wl = default_workload()
+    sf = serving_frontier_stage(wl, HW)
+    assert sf["pairs"] == [list(p) for p in FRONTIER_PAIRS] and sf["gpus"] == wl.gpus
+    for name, m in sf["models"].items():  # the study's frontier is the library's, point for point
+        assert m["points"] == [p.to_dict() for p in frontier(load_model(name), HW, wl.gpus, wl.prompt, wl.gen)]
+    assert sf["models"]["deepseek-v3"]["points"] == []  # 671B in bf16 does not fit 8 x 80 GB
+    report = write_report({"frontier": {"hardware": HW.name, "serving": sf}}, tmp_path)
+    text = report.read_text()
+    section = text[text.index("<section id='serving'>"):]
+    section = section[:section.index("</section>")]
+    assert "<figure class='plot' id='fig-serving-frontier' data-basis='modelled'>" in section
+    assert "not measurements" in section and "No plan on" in section and "deepseek-v3" in section
+    rows = list(csv.DictReader((tmp_path / "serving_frontier.csv").open()))
+    assert len(rows) == sum(len(m["points"]) for m in sf["models"].values())
+    first = sf["models"]["mixtral-8x7b"]["points"][0]
+    row = next(r for r in rows if r["model"] == "mixtral-8x7b")
+    assert float(row["tok/s/user"]) == first["tokens_per_second_per_user"] and row["plan"] == first["plan"]
+    pairs = list(csv.DictReader((tmp_path / "serving_pairs.csv").open()))
+    assert [(r["dense"], r["MoE"]) for r in pairs] == list(FRONTIER_PAIRS)

@@ -357,6 +357,47 @@ def _scale(study: dict, page: _Page) -> str:
     return "".join(out)
 
 
+def _serving_frontier(study: dict, page: _Page) -> str:
+    """The frontier pairs' interactivity-throughput frontiers: one plot (dense and MoE together) and the points."""
+    sf = (study.get("frontier") or {}).get("serving") or {}
+    models = sf.get("models") or {}
+    if not models:
+        return _not_run("The serving frontiers were not modelled in this run.")
+    where = (f"{sf.get('gpus')} × {sf.get('hardware')}, {sf.get('input')} prompt + {sf.get('output')} output tokens, "
+             f"{sf.get('dtype')}")
+    series = [{"model": name, **m} for name, m in models.items()]
+    out = [page.figure("serving-frontier", plots.frontier(series, f"Modelled means on {where}"),
+                       f"Interactivity against throughput on {where}: each line is a model's Pareto frontier over "
+                       "every plan (tp, ep, pp, replicas) on these GPUs and concurrencies from 1 to its KV limit, "
+                       "only points that fit (dashed: dense, solid: MoE). Up and right is better: more output tokens/s "
+                       "per GPU (cost) at more tokens/s per user (speed). Modelled means from the serving model "
+                       "(continuous batching), not measurements.", BASIS_MODELLED, "No model fits these GPUs.")]
+    missing = [n for n, m in models.items() if not m.get("points")]
+    if missing:
+        out.append(f"<p class='note'>No plan on {_e(where)} holds {_e(', '.join(missing))}: "
+                   "no frontier is drawn for it.</p>")
+    def peak(points: list[dict], key: str) -> Any:
+        return max((p[key] for p in points), default=None)
+
+    rows = []
+    for dense, moe in sf.get("pairs") or []:
+        d, m = (models.get(dense) or {}).get("points") or [], (models.get(moe) or {}).get("points") or []
+        rows.append([dense, moe, peak(d, "tokens_per_second_per_user"), peak(m, "tokens_per_second_per_user"),
+                     peak(d, "tokens_per_second_per_gpu"), peak(m, "tokens_per_second_per_gpu")])
+    if rows:
+        out.append(page.table("serving_pairs", ["dense", "MoE", "dense best tok/s/user", "MoE best tok/s/user",
+                                                "dense best tok/s/GPU", "MoE best tok/s/GPU"], rows, BASIS_MODELLED,
+                              f"The frontier pairs' ends, modelled on {where} (– : no plan fits)"))
+    points = [[name, m["kind"], p["plan"], p["concurrency"], p["tokens_per_second_per_user"],
+               p["tokens_per_second_per_gpu"], p["ttft_ms"], p["tpot_ms"]]
+              for name, m in models.items() for p in m.get("points") or []]
+    if points:
+        out.append(page.table("serving_frontier", ["model", "kind", "plan", "concurrency", "tok/s/user",
+                                                   "tok/s/GPU", "TTFT (ms)", "TPOT (ms)"], points, BASIS_MODELLED,
+                              f"Every frontier point, modelled means on {where}"))
+    return "".join(out)
+
+
 def _prototype(study: dict, page: _Page) -> str:
     tr = study.get("training") or {}
     if not tr:
@@ -558,6 +599,9 @@ def render(study: dict) -> tuple[str, _Page]:
         ("workload", "Workload", "What the traffic looks like: batch, context and the mix of tasks.", _workload),
         ("scale", "Scale: frontier economics", "The pairs the seeds discuss, modelled on the deployment GPU: "
          "parameters, memory, and who serves a token cheaper at each batch.", _scale),
+        ("serving", "Serving frontier: interactivity vs throughput", "Each frontier pair served at every "
+         "concurrency on every plan for the deployment's GPUs: tokens/s per user against tokens/s per GPU, the "
+         "picture serving teams decide from (modelled, not measured).", _serving_frontier),
         ("prototype", "Prototype: training", "Both kinds built and trained here at tiny scale on the same data, "
          "budget and schedule: what the FLOP advantage and the routing look like for real.", _prototype),
         ("benchmark", "Benchmark: measured vs predicted", "The engine held against a stopwatch on this machine: "

@@ -2,7 +2,8 @@
 
 Stages, in the seeds' order: prototype both kinds (train a dense model, an iso-active MoE and a fine-grained +
 shared MoE on the default corpus, same data order and budget), calibrate this machine and benchmark the trained
-models beside the engine's predictions (in a fresh process), model the frontier pairs on the workload's GPU,
+models beside the engine's predictions (in a fresh process), model the frontier pairs on the workload's GPU
+(static-batch economics, and each model's interactivity-throughput frontier over plans and concurrencies),
 decide, report.
 Every stage's output lands in one `study` dict (DIR/study.json), which `moelab.report` renders.
 """
@@ -93,7 +94,25 @@ def frontier_stage(wl: Workload) -> dict:
             "estimates": {m: estimate(load_model(m), hw, cost_wl).to_dict() for m in names},
             "pairs": [compare(load_model(a), load_model(b), hw, CostWorkload(prompt=wl.prompt, gen=wl.gen,
                                                                             dtype=wl.dtype), list(FRONTIER_BATCHES))
-                      for a, b in FRONTIER_PAIRS]}
+                      for a, b in FRONTIER_PAIRS],
+            "serving": serving_frontier_stage(wl, hw)}
+
+
+def serving_frontier_stage(wl: Workload, hw) -> dict:
+    """The frontier pairs' interactivity-throughput frontiers (cost.frontier) on the workload's GPUs, prompt and
+    output lengths: modelled means, one list of Pareto points per model (empty: no plan fits)."""
+    from moelab.cost.frontier import candidate_plans, frontier
+    from moelab.spec import load_model
+
+    models = {}
+    for name in dict.fromkeys(m for pair in FRONTIER_PAIRS for m in pair):
+        spec = load_model(name)
+        points = frontier(spec, hw, wl.gpus, wl.prompt, wl.gen, wl.dtype)
+        models[name] = {"kind": "moe" if spec.is_moe else "dense",
+                        "plans_searched": len(candidate_plans(spec, wl.gpus)), "points": [p.to_dict() for p in points]}
+    return {"hardware": hw.name, "gpus": wl.gpus, "input": wl.prompt, "output": wl.gen, "dtype": wl.dtype,
+            "basis": "modelled means (cost.serving), not measurements", "pairs": [list(p) for p in FRONTIER_PAIRS],
+            "models": models}
 
 
 def machine() -> dict:
