@@ -748,7 +748,7 @@ def fit(
         return _emit_json({"out": out, "hardware": base.name, "manifest": manifest, **result.to_dict(),
                            "failed": [{"name": p.name, "reason": p.failed} for p in result.failed],
                            "holdout": [{"manifest": path, **block(pts)} for path, pts in checks]})
-    table = Table(title=f"moelab fit: {len(result.fitted)} points from {manifest} on {base.name} "
+    table = Table(title=f"moelab fit: {len(result.fitted)} points from {Path(manifest).name} on {base.name} "
                         f"({result.iterations} iterations{'' if result.converged else ', not converged'})")
     for col in ("parameter", "before", "after"):
         table.add_column(col, justify="left" if col == "parameter" else "right")
