@@ -193,3 +193,20 @@ def test_bad_manifests_are_one_line(write, text, message):
     with pytest.raises(MoelabError, match=message) as e:
         manifest_measurements(path, "H100-SXM")
     assert "\n" not in str(e.value)
+
+
+def test_manifest_model_config_path_relative_to_it(tmp_path, write):
+    from pathlib import Path
+
+    from moelab.bench.results import model_specs
+
+    config = Path(__file__).resolve().parents[1] / "spec" / "configs" / "llama3_1_8b.json"
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "llama.json").write_text(config.read_text())
+    write("r.json", vllm_run())
+    manifest = write("m.yaml", "entries:\n  - {file: r.json, format: vllm, model: cfg/llama.json, plan: tp1, "
+                               "dtype: bf16}\n")
+    ms = manifest_measurements(manifest, "H100-SXM")
+    assert ms[0].model == str(tmp_path / "cfg" / "llama.json")
+    spec = model_specs(ms)[ms[0].model]
+    assert spec.n_layers == 32 and spec.d_model == 4096  # Llama 3.1 8B
