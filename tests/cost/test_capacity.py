@@ -100,10 +100,7 @@ def test_more_gpus_hold_more_sequences():
     assert capacity(spec, hw, Plan(tp=2, replicas=4), "bf16", "bf16", 4096).max_concurrency == 4 * one
 
 
-@pytest.mark.parametrize("dtype", ["bf16", pytest.param("fp8", marks=pytest.mark.xfail(strict=True, reason=(
-    "cost.gpu.step streams lm_head and router weights at WEIGHT_BYTES[dtype] (1 byte in fp8), but "
-    "cost.memory.weight_bytes keeps them unquantized (high_precision_bytes: 2 bytes): a decode step that "
-    "touches every expert should stream exactly the weights the GPU holds, less the embedding table")))])
+@pytest.mark.parametrize("dtype", ["bf16", "fp8"])
 def test_a_step_touching_every_expert_streams_the_weights_held(dtype):
     """At a batch that touches all experts, the GEMM operators stream every weight once: their bytes are the
     GPU's weights less the embedding table (not read by a matmul)."""

@@ -36,7 +36,7 @@ from moelab.cost.collectives import (
     alltoall_seconds,
     p2p_seconds,
 )
-from moelab.cost.dtypes import COMPUTE_DTYPE, KV_BYTES, WEIGHT_BYTES, activation_bytes
+from moelab.cost.dtypes import COMPUTE_DTYPE, KV_BYTES, WEIGHT_BYTES, activation_bytes, high_precision_bytes
 from moelab.cost.flops import _causal_positions, _per_position, _state_flops
 from moelab.cost.gemm import attention_flops_per_second, expert_flops_per_second, gemm_flops_per_second, padded_rows
 from moelab.cost.memory import _kv_width, expert_param_bytes, linear_state_elements
@@ -160,7 +160,7 @@ def _moe(ops: _Ops, spec: ModelSpec, layer: LayerSpec, load: StepLoad, plan: Pla
     m, d, cdtype = layer.moe, spec.d_model, COMPUTE_DTYPE[dtype]
     rows = load.tokens / plan.ep  # tokens of this GPU's attention group
     router_flops = 2.0 * rows * m.n_experts * d
-    ops.add("router", router_flops, m.n_experts * d * WEIGHT_BYTES[dtype],
+    ops.add("router", router_flops, m.n_experts * d * high_precision_bytes(dtype),
             router_flops / gemm_flops_per_second(ops.hw, cdtype, rows), n, fixed_s=ops.hw.moe_layer_overhead_s)
     touched = distinct_experts(m.n_experts, m.top_k, load.tokens, skew)
     local = touched / plan.ep  # touched experts this GPU holds (a 1 / tp slice of each)
@@ -212,7 +212,7 @@ def step(spec: ModelSpec, hw: HardwareSpec, plan: Plan, load: StepLoad, dtype: s
             ops.comm("allreduce", allreduce_seconds(hw, plan.tp, nbytes), nbytes, 2 * n,
                      allreduce_algorithm(hw, plan.tp, nbytes))
     logits = load.logit_rows / plan.ep
-    ops.gemm("lm_head", logits, spec.vocab_size * d / plan.tp, wb, cdtype, act)
+    ops.gemm("lm_head", logits, spec.vocab_size * d / plan.tp, high_precision_bytes(dtype), cdtype, act)
     ops.add("sampling", 0.0, logits * spec.vocab_size * 4 / plan.tp, 0.0)
     if plan.tp > 1:
         nbytes = logits * spec.vocab_size * 4
