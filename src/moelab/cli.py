@@ -444,7 +444,7 @@ def frontier(
         spec = _spec(name, None, None, 0)
         points = run(spec, hw, gpus, input, output, dtype, kv_dtype)
         if not points:
-            searched = ", ".join(p.name for p in candidate_plans(spec, gpus)) or "none"
+            searched = ", ".join(p.name for p in candidate_plans(spec, hw, gpus)) or "none"
             raise MoelabError(f"{spec.name} fits no plan on {gpus} x {hw.name} at {input}+{output} tokens "
                               f"({dtype}; plans searched: {searched})")
         results.append({"model": spec.name, "kind": "moe" if spec.is_moe else "dense",

@@ -19,6 +19,8 @@ from moelab.cost.frontier import (
     pareto,
     serving_points,
 )
+from moelab.cost.parallel import candidate_plans as search
+from moelab.cost.parallel import plan_problem
 from moelab.cost.plan import Plan
 from moelab.errors import MoelabError
 from moelab.spec import load_hardware, load_model
@@ -72,23 +74,25 @@ def test_frontier_points_fit_and_match_the_serving_model(mixtral):
     assert list(front[0].to_dict()) == list(KEYS)
 
 
-def test_candidate_plans_multiply_to_the_gpus_and_never_split_an_expert():
+def test_candidate_plans_are_the_plan_search_on_exactly_the_gpus():
     mixtral, llama = load_model("mixtral-8x7b"), load_model("llama-3-70b")
     for spec in (mixtral, llama):
-        plans = candidate_plans(spec, 8)
+        plans = candidate_plans(spec, HW, 8)
         assert all(p.gpus == 8 for p in plans) and len({p.name for p in plans}) == len(plans)
-        heads = spec.attention.n_heads
-        assert all(heads % p.tp == 0 for p in plans)
-    names = {p.name for p in candidate_plans(mixtral, 8)}
-    assert {"tp8", "ep8", "tp2ep4", "tp4x2", "tp1x8", "pp2tp4"} <= names
-    assert all(p.ep == 1 for p in candidate_plans(llama, 8))  # a dense model has no experts to split
-    assert {"tp1x8", "tp2x4", "tp4x2", "tp8"} <= {p.name for p in candidate_plans(llama, 8)}  # dense gets replicas
-    # every factorisation pp * tp * ep * x = 8 that the rules allow, counted by brute force
-    expected = {(pp, tp, ep, x) for pp, tp, ep, x in itertools.product([1, 2, 4, 8], repeat=4)
-                if pp * tp * ep * x == 8 and mixtral.moe.n_experts % ep == 0}
-    assert {(p.pp, p.tp, p.ep, p.replicas) for p in candidate_plans(mixtral, 8)} == expected
-    # 6 GPUs: tp 3 or 6 does not divide 64 heads, ep 3 or 6 does not divide 8 experts
-    assert all(p.tp in (1, 2) and p.ep in (1, 2) for p in candidate_plans(mixtral, 6))
+        assert all(plan_problem(spec, p) is None for p in plans)  # none the plan rules refuse
+        assert {p.name for p in plans} == {p.name for p in search(spec, HW, 8, batch=8)}
+        assert all(spec.attention.n_heads % p.tp == 0 for p in plans)
+    names = {p.name for p in candidate_plans(mixtral, HW, 8)}
+    assert {"tp8", "ep8", "tp2ep4", "tp4x2", "tp1x8"} <= names
+    assert all(p.ep == 1 for p in candidate_plans(llama, HW, 8))  # a dense model has no experts to split
+    assert {"tp1x8", "tp2x4", "tp4x2", "tp8"} <= {p.name for p in candidate_plans(llama, HW, 8)}  # replicas
+    # every tp x ep x replicas = 8 that splits no expert is offered (pp only past a node of 8)
+    expected = {(1, tp, ep, x) for tp, ep, x in itertools.product([1, 2, 4, 8], repeat=3)
+                if tp * ep * x == 8 and mixtral.moe.n_experts % ep == 0}
+    assert {(p.pp, p.tp, p.ep, p.replicas) for p in candidate_plans(mixtral, HW, 8)} == expected
+    # 6 GPUs: tp 3 or 6 does not divide 32 heads, ep 3 or 6 does not divide 8 experts
+    assert all(p.tp in (1, 2) and p.ep in (1, 2) for p in candidate_plans(mixtral, HW, 6))
+    assert any(p.pp > 1 for p in candidate_plans(llama, HW, 16))  # a replica past one node may pipeline
 
 
 def test_ladder():

@@ -3,8 +3,9 @@ points no other point beats in both output tokens/s per user (interactivity, 1 /
 GPU (throughput, cost); the picture serving teams decide from (SemiAnalysis InferenceMAX, NVIDIA's
 "tokens per second per user vs per GPU" charts). Every figure is a modelled mean (cost.serving), not a measurement.
 
-- Plans: every pp x tp x ep x replicas that multiplies to G (`candidate_plans`): tp divides the attention heads
-  (vLLM requires it), ep divides every MoE layer's routed experts and is 1 on a dense model, pp at most the layers.
+- Plans: every pp x tp x ep x replicas that multiplies to G and that estimate's plan search offers
+  (`candidate_plans`, from cost.parallel: tp divides the heads, ep whole experts and only on a MoE, pp only past
+  a node), any number of replicas up to G.
 - Concurrencies: 1, 2, 4, ... and each plan's KV-limited `max_concurrency` itself (the throughput end).
 - Only points that fit (weights and the concurrency's KV cache, cost.capacity) enter the frontier.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from moelab.cost.capacity import capacity
 from moelab.cost.dtypes import KV_BYTES, WEIGHT_BYTES, check_dtype
+from moelab.cost.parallel import candidate_plans as search
 from moelab.cost.plan import Plan
 from moelab.cost.serving import ServingPoint, serve
 from moelab.errors import MoelabError
@@ -47,41 +49,12 @@ class FrontierPoint:
                    tpot_ms=sp.tpot_ms)
 
 
-def _divisors(n: int) -> list[int]:
-    small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
-    return sorted(set(small) | {n // d for d in small})
-
-
-def _heads(spec: ModelSpec) -> list[int]:
-    """The head counts tensor parallelism splits, per kind of layer (linear attention: its value heads)."""
-    out = []
-    for layer, _ in spec.layer_groups:
-        a = layer.attention
-        out.append(a.linear.n_v_heads if a.linear is not None else a.n_heads)
-    return out
-
-
-def candidate_plans(spec: ModelSpec, gpus: int) -> list[Plan]:
-    """Every plan on exactly `gpus` GPUs that the serving model prices (module docstring). The one place plans
-    are enumerated here, so that a shared enumeration (cost.parallel) can replace it."""
+def candidate_plans(spec: ModelSpec, hw: HardwareSpec, gpus: int) -> list[Plan]:
+    """Every plan on exactly `gpus` GPUs that the serving model prices: the plan search of estimate and compare
+    (cost.parallel.candidate_plans; its docstring gives the rules), any replica count up to the GPUs."""
     if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= MAX_GPUS:
         raise MoelabError(f"--gpus must be an integer from 1 to {MAX_GPUS:,}, got {gpus!r}")
-    heads = _heads(spec)
-    experts = [layer.moe.n_experts for layer, _ in spec.layer_groups if layer.moe is not None]
-    plans = []
-    for replicas in _divisors(gpus):
-        per_replica = gpus // replicas
-        for pp in _divisors(per_replica):
-            if pp > spec.n_layers:
-                continue
-            for tp in _divisors(per_replica // pp):
-                ep = per_replica // pp // tp
-                if any(h % tp for h in heads):
-                    continue
-                if ep > 1 and (not experts or any(e % ep for e in experts)):
-                    continue
-                plans.append(Plan(pp=pp, tp=tp, ep=ep, replicas=replicas))
-    return plans
+    return search(spec, hw, gpus, batch=gpus)
 
 
 def ladder(max_concurrency: int) -> list[int]:
@@ -115,7 +88,7 @@ def serving_points(spec: ModelSpec, hw: HardwareSpec, gpus: int, input: int, out
         if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= MAX_BATCH:
             raise MoelabError(f"concurrency must be an integer from 1 to {MAX_BATCH:,}, got {c!r}")
     out = []
-    for plan in candidate_plans(spec, gpus):
+    for plan in candidate_plans(spec, hw, gpus):
         cap = capacity(spec, hw, plan, dtype, kv, input + output)
         if not cap.fits_weights:
             continue

@@ -109,7 +109,8 @@ def serving_frontier_stage(wl: Workload, hw) -> dict:
         spec = load_model(name)
         points = frontier(spec, hw, wl.gpus, wl.prompt, wl.gen, wl.dtype)
         models[name] = {"kind": "moe" if spec.is_moe else "dense",
-                        "plans_searched": len(candidate_plans(spec, wl.gpus)), "points": [p.to_dict() for p in points]}
+                        "plans_searched": len(candidate_plans(spec, hw, wl.gpus)),
+                        "points": [p.to_dict() for p in points]}
     return {"hardware": hw.name, "gpus": wl.gpus, "input": wl.prompt, "output": wl.gen, "dtype": wl.dtype,
             "basis": "modelled means (cost.serving), not measurements", "pairs": [list(p) for p in FRONTIER_PAIRS],
             "models": models}
