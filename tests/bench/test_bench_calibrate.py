@@ -8,6 +8,11 @@ import pytest
 from moelab.bench import calibrate as cal
 from moelab.cli import main
 from moelab.spec import load_hardware
+from moelab.spec.hardware import hardware_from_dict
+
+
+def load_hardware_dict(hw):
+    return hardware_from_dict("t", {k: v for k, v in hw.items() if k != "measurements"})
 
 
 def test_quick_calibration_is_plausible(calibrated):
@@ -21,6 +26,7 @@ def test_quick_calibration_is_plausible(calibrated):
     assert hw["layer_overhead_us"] > 1  # a decoder layer is a few dozen torch ops, each a microsecond or more
     assert hw["bandwidth_efficiency"] == hw["link_efficiency"] == 1.0  # measured achievable figures
     assert hw["memory_gb"] > 1 and hw["measurements"]["quick"] is True
+    assert hw["execution"] == "eager" and load_hardware_dict(hw).execution == "eager"  # said, not inferred
     a2a = hw["measurements"]["alltoall"]
     if "error" not in a2a:
         assert a2a["latency_s"] > 0 and a2a["bandwidth"] > 0

@@ -1,7 +1,9 @@
 """Calibrate this machine into a hardware spec the engine accepts (`--hardware FILE`), cached per machine.
 
-Every ceiling is a measured achievable figure, so bandwidth/link efficiencies are 1.0 and the engine uses
-them as they are:
+On CUDA (`--device cuda`) the file is for the GPU operator model (`execution: gpu`): GEMM, attention and
+grouped-expert efficiency curves fitted to measured kernels (bench.gpu_curves). On the CPU it is for the eager
+model (`execution: eager`, cost.eager), as follows. Every ceiling is a measured achievable figure, so
+bandwidth/link efficiencies are 1.0 and the engine uses them as they are:
 - peak_tflops per dtype: median achieved FLOP/s of `linear` over transformer-shaped GEMMs (probes.GEMM_SHAPES);
 - memory_bandwidth_gbps: weight bytes/s of batched-decode products (2-8 rows times a matrix twice the
   last-level cache; on CPUs the weights are packed every call, far below a streaming read, also measured);
@@ -98,7 +100,12 @@ def calibrate(device: str = "cpu", quick: bool = False, progress: bool | str = F
     from moelab.progress import Progress, resolve
 
     check_device(device)
-    dtypes = ["fp32", "bf16"] if device == "cpu" else ["fp32", "bf16", "fp16"]
+    if device == "cuda":  # the GPU operator model's curves (bench.gpu_curves), not the eager op classes
+        from moelab.bench import gpu_curves
+
+        with Progress("calibrate", gpu_curves.gpu_steps(quick), resolve(progress)) as bar:
+            return gpu_curves.calibrate_gpu(quick, bar.step)
+    dtypes = ["fp32", "bf16"]
     probes_run = len(dtypes) + 5 + (device == "cpu")  # matmuls, bandwidth, attention, in situ, overheads, a2a, MoE
     with Progress("calibrate", probes_run, resolve(progress)) as bar:
         return _measure(device, quick, dtypes, bar.step)
@@ -170,7 +177,8 @@ def _measure(device: str, quick: bool, dtypes: list[str], say) -> dict:
         "tdp_watts": CPU_TDP_W_PER_CORE * cores if device == "cpu" else 700.0,
         "usd_per_hour": CPU_USD_PER_CORE_HOUR * cores if device == "cpu" else 2.5,
     }
-    if situ:  # eager execution: op classes add up (see cost.roofline), at their in-situ rates
+    if situ:  # eager execution: op classes add up (see cost.eager), at their in-situ rates
+        hw["execution"] = "eager"
         hw["compute_efficiency"] = min(1.0, situ["gemm_flops"] / flops["fp32"]["flops"])
         hw["elementwise_bandwidth_gbps"] = situ["elementwise_bandwidth"] / 1e9
         hw["attention_tflops"] = situ["attention_flops"] / 1e12

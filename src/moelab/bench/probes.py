@@ -255,9 +255,9 @@ def in_situ(device: str = "cpu", quick: bool = False) -> dict:
     bytes/s (after the FLOP and per-head terms). Times are the profiler's self times per op class, the median
     of a few rounds."""
     from moelab.bench.measure import prefill_last
+    from moelab.cost.eager import eager_elements_per_token
     from moelab.cost.flops import causal_attention_flops
     from moelab.cost.params import count_params
-    from moelab.cost.eager import eager_elements_per_token
     from moelab.nn.model import build_model
 
     spec = _probe_model_spec()
