@@ -244,8 +244,8 @@ def _print_serving(r) -> None:
     for p in r.serving:
         fits = f"yes ({p.max_concurrency:,})" if p.fits else f"DOES NOT FIT ({p.max_concurrency:,})"
         table.add_row(str(p.concurrency), p.plan, f"{p.ttft_ms:.1f} ms", f"{p.tpot_ms:.2f} ms",
-                      f"{p.requests_per_second:.3g}", f"{p.output_tokens_per_second_per_gpu:.0f}",
-                      f"{p.output_tokens_per_second_per_user:.1f}", fits)
+                      f"{p.requests_per_second:.3g}", f"{p.output_tokens_per_second_per_gpu:.4g}",
+                      f"{p.output_tokens_per_second_per_user:.4g}", fits)
     console.print(table)
     for note in r.serving_notes:
         console.print(f"note: {note}")
