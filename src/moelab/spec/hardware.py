@@ -101,8 +101,11 @@ class HardwareSpec:
         raise MoelabError(f"hardware {self.name}: no peak FLOP/s for {dtype}")
 
     def gemm_share(self, dtype: str) -> float:
-        """A large GEMM's achieved share of the peak of `dtype` (or of the dtype it falls back to)."""
-        return self.gemm_efficiency.get(self.peak(dtype)[0], self.compute_efficiency)
+        """A large GEMM's achieved share of the peak of `dtype` (or of the dtype it falls back to); bf16 and fp16
+        run on the same tensor cores, so one stands for the other where only one is given."""
+        ran = self.peak(dtype)[0]
+        twin = {"bf16": "fp16", "fp16": "bf16"}.get(ran, ran)
+        return self.gemm_efficiency.get(ran, self.gemm_efficiency.get(twin, self.compute_efficiency))
 
     def flops(self, dtype: str) -> float:
         """Achievable matmul FLOP/s for a compute dtype (falls back to bf16, then fp32, where unsupported)."""
