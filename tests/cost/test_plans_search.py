@@ -15,8 +15,8 @@ import pytest
 from moelab.cost.capacity import capacity
 from moelab.cost.estimate import estimate
 from moelab.cost.memory import kv_cache_bytes, model_weight_bytes
-from moelab.cost.parallel import best_plan, candidate_plans, check_plan, evaluate, evaluate_plan, plans
-from moelab.cost.plan import Plan
+from moelab.cost.parallel import best_plan, candidate_plans, evaluate, evaluate_plan, plans
+from moelab.cost.plan import Plan, check_plan
 from moelab.cost.roofline import Workload, decode_step, prefill
 from moelab.errors import MoelabError
 from moelab.spec import load_hardware, load_model

@@ -24,7 +24,11 @@ def test_default_workload_factor_table(default_result):
         assert f["basis"] in ("modelled", "prior")  # no evidence: nothing measured
         assert f["numbers"] and any(ch.isdigit() for ch in f["why"])
     assert r["recommendation"]["choice"] in CHOICES
-    assert r["best"] == {"dense": "llama-3-70b", "moe": "mixtral-8x7b"}
+    # Llama-3-70B misses the 3000 tokens/s target on 8 x H100 (two TP4 replicas, ~2800 modelled), so the best
+    # dense candidate is Mistral-7B, which misses only the quality floor
+    assert r["best"] == {"dense": "mistral-7b", "moe": "mixtral-8x7b"}
+    cands = {c["name"]: c for c in r["candidates"]}
+    assert cands["llama-3-70b"]["violations"] == ["throughput"]
 
 
 def test_default_workload_decides_mixtral_on_cost(default_result):
@@ -53,18 +57,18 @@ def test_flips_are_concrete_thresholds(default_result):
     mem = next(f for f in details if f["input"] == "memory_budget_gb")
     mixtral = next(c for c in default_result["candidates"] if c["name"] == "mixtral-8x7b")
     assert mem["threshold"] == pytest.approx(mixtral["memory_gb"], abs=0.02)
-    assert "llama-3-70b" in next(f for f in details if f["input"] == "quality_floor_b" and
-                                 f["direction"] == "above")["to"]
+    assert default_result["best"]["dense"] in next(f for f in details if f["input"] == "quality_floor_b" and
+                                                   f["direction"] == "above")["to"]
 
 
 def test_route_hybrid_when_the_throughput_winner_flips_inside_the_sweep():
     wl = workload_from_dict({**DEFAULT, "gpus": 16, "candidates": ["llama-3-70b", "qwen3-235b-a22b"],
-                             "batch": 256, "batches": [64, 256, 512, 1024, 2048], "latency_p99_ms": 300,
+                             "batch": 256, "batches": [1, 2, 4, 8, 64, 256, 2048], "latency_p99_ms": 300,
                              "quality_floor_b": 0, "throughput_tokens_per_s": None, "training": "fine-tune",
                              "task_mix": {"reasoning": 0.5, "knowledge": 0.5}}, "w.yaml")
     r = recommend(wl)
     flip = r["throughput_flip"]
-    assert flip and 64 < flip["batch"] <= 2048
+    assert flip and 1 < flip["batch"] <= 2048
     assert r["recommendation"]["choice"] == "hybrid: route between dense and MoE", r["recommendation"]
     assert str(flip["batch"]) in r["recommendation"]["reason"]
 

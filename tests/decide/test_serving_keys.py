@@ -77,7 +77,8 @@ def test_a_tpot_limit_the_recommended_model_cannot_meet_flips_it():
     # find, from the models' own figures, a concurrency where the recommendation uses the candidate whose best
     # TPOT is the slower one (alone or in a hybrid): a limit between the two must hand the decision to the other
     case = None
-    for cands in (["llama-3-70b", "qwen3-235b-a22b"], ["llama-3-70b", "mixtral-8x7b"]):
+    for cands in (["llama-3-70b", "qwen3-235b-a22b"], ["llama-3-70b", "mixtral-8x7b"], ["llama-3-8b", "qwen3-30b-a3b"],
+                  ["llama-3-70b", "mixtral-8x22b"], ["mistral-7b", "mixtral-8x7b"]):
         for c in (1, 16, 64):
             base_wl = _wl(candidates=cands, concurrency=c, throughput_tokens_per_s=None)
             tpot = {m: _min_tpot(m, c, base_wl) for m in cands}

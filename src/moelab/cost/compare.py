@@ -19,8 +19,8 @@ from dataclasses import replace
 from moelab.cost.economics import serving_economics
 from moelab.cost.estimate import resolve_gpus
 from moelab.cost.finite import require_finite
-from moelab.cost.parallel import best_plan, check_plan, evaluate, plans
-from moelab.cost.plan import Plan
+from moelab.cost.parallel import best_plan, evaluate, plans
+from moelab.cost.plan import Plan, check_plan
 from moelab.cost.roofline import Workload
 from moelab.errors import MoelabError
 from moelab.spec.hardware import HardwareSpec

@@ -16,9 +16,9 @@ from moelab.cost.equivalent import heuristic_dense_equivalent, workload_dense_eq
 from moelab.cost.finite import require_finite
 from moelab.cost.flops import prefill_flops, token_flops
 from moelab.cost.memory import InferenceMemory, TrainingMemory, inference_memory, kv_bytes_per_token, training_memory
-from moelab.cost.parallel import PlanResult, best_plan, check_plan, default_gpus, evaluate, plan_notes, plans
+from moelab.cost.parallel import PlanResult, best_plan, default_gpus, evaluate, plan_notes, plans
 from moelab.cost.params import ParamBreakdown, count_params
-from moelab.cost.plan import Plan
+from moelab.cost.plan import Plan, check_plan
 from moelab.cost.roofline import Phase, Workload, crossover_batch
 from moelab.cost.serving import ServingPoint, serve
 from moelab.errors import MoelabError

@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, replace
 
 from moelab.cost.capacity import capacity
-from moelab.cost.plan import Plan
+from moelab.cost.plan import Plan, check_plan, expert_counts, plan_problem
 from moelab.cost.roofline import Phase, Workload, decode_step, prefill
 from moelab.errors import MoelabError
 from moelab.limits import MAX_GPUS
@@ -60,52 +60,6 @@ class PlanResult:
         return out
 
 
-def _heads(spec: ModelSpec) -> set[tuple[str, int, int]]:
-    """(kind, heads that must split, KV heads) of every distinct attention of the model."""
-    out = set()
-    for layer, _ in spec.layer_groups:
-        a = layer.attention
-        if a.kind == "linear":
-            out.add(("linear", a.linear.n_v_heads, a.linear.n_k_heads))
-        elif a.kind == "mla":
-            out.add(("mla", a.n_heads, a.n_heads))  # the latent cache is replicated, the heads split
-        else:
-            out.add((a.kind, a.n_heads, a.n_kv_heads))
-    return out
-
-
-def _expert_counts(spec: ModelSpec) -> set[int]:
-    return {layer.moe.n_experts for layer, _ in spec.layer_groups if layer.moe is not None}
-
-
-def plan_problem(spec: ModelSpec, plan: Plan) -> str | None:
-    """Why `plan` cannot serve `spec` (one clause), or None when it can."""
-    if plan.tp > 1:
-        for kind, heads, kv in sorted(_heads(spec)):
-            if heads % plan.tp:
-                return f"tp{plan.tp} does not divide the {heads} {'value ' if kind == 'linear' else ''}heads"
-            if kv % plan.tp and plan.tp % kv:
-                return f"tp{plan.tp} neither divides nor is a multiple of the {kv} KV heads"
-    if plan.ep > 1:
-        if not spec.is_moe:
-            return f"ep{plan.ep} on a dense model (expert parallelism needs routed experts)"
-        counts = _expert_counts(spec)
-        bad = sorted(e for e in counts if e % plan.ep)
-        if bad:
-            return (f"ep{plan.ep} does not divide the {bad[0]} routed experts per layer (EP places whole experts, "
-                    "the same number on every group)")
-    if plan.pp > 1 and spec.n_layers % plan.pp:
-        return f"pp{plan.pp} does not divide the {spec.n_layers} layers"
-    return None
-
-
-def check_plan(spec: ModelSpec, plan: Plan) -> None:
-    """One MoelabError line when `plan` cannot serve `spec`."""
-    problem = plan_problem(spec, plan)
-    if problem:
-        raise MoelabError(f"plan {plan.name} for {spec.name}: {problem}")
-
-
 def _divisors(n: int) -> list[int]:
     small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
     return sorted(set(small) | {n // d for d in small})
@@ -133,9 +87,9 @@ def plan_notes(spec: ModelSpec, gpus: int) -> list[str]:
     notes = []
     if spec.is_moe and gpus > 1:
         problem = plan_problem(spec, Plan(ep=gpus))
-        if problem and gpus > min(_expert_counts(spec)):
+        if problem and gpus > min(expert_counts(spec)):
             notes.append(f"expert parallelism not offered on all {gpus} GPUs: {spec.name} has "
-                         f"{min(_expert_counts(spec))} experts per layer, fewer than the {gpus} GPUs (EP places "
+                         f"{min(expert_counts(spec))} experts per layer, fewer than the {gpus} GPUs (EP places "
                          "whole experts on GPUs); EP with tp or replicas is")
         elif problem:
             notes.append(f"ep{gpus} not offered: {problem}")
@@ -189,9 +143,9 @@ def evaluate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, plan: Plan, scalin
 def evaluate_plan(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> PlanResult:
     """The workload's own plan ("tp", "ep" or a name); one line when it cannot serve the model."""
     plan = wl.parallel
-    if plan.ep > 1 and spec.is_moe and plan.ep > min(_expert_counts(spec)):
+    if plan.ep > 1 and spec.is_moe and plan.ep > min(expert_counts(spec)):
         raise MoelabError(f"expert parallelism needs at least one expert per GPU: {spec.name} has "
-                          f"{min(_expert_counts(spec))} experts, {plan.ep} GPUs requested")
+                          f"{min(expert_counts(spec))} experts, {plan.ep} GPUs requested")
     check_plan(spec, plan)
     return evaluate(spec, hw, wl, plan)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from moelab.errors import MoelabError
 from moelab.limits import MAX_GPUS
+from moelab.spec.model import ModelSpec
 
 _GRAMMAR = re.compile(r"^(?:pp(\d+))?(?:tp(\d+))?(?:ep(\d+))?(?:x(\d+))?$")
 
@@ -73,3 +74,49 @@ class Plan:
     def replica(self) -> Plan:
         """One replica of this plan."""
         return Plan(pp=self.pp, tp=self.tp, ep=self.ep)
+
+
+def _heads(spec: ModelSpec) -> set[tuple[str, int, int]]:
+    """(kind, heads that must split, KV heads) of every distinct attention of the model."""
+    out = set()
+    for layer, _ in spec.layer_groups:
+        a = layer.attention
+        if a.kind == "linear":
+            out.add(("linear", a.linear.n_v_heads, a.linear.n_k_heads))
+        elif a.kind == "mla":
+            out.add(("mla", a.n_heads, a.n_heads))  # the latent cache is replicated, the heads split
+        else:
+            out.add((a.kind, a.n_heads, a.n_kv_heads))
+    return out
+
+
+def expert_counts(spec: ModelSpec) -> set[int]:
+    return {layer.moe.n_experts for layer, _ in spec.layer_groups if layer.moe is not None}
+
+
+def plan_problem(spec: ModelSpec, plan: Plan) -> str | None:
+    """Why `plan` cannot serve `spec` (one clause), or None when it can."""
+    if plan.tp > 1:
+        for kind, heads, kv in sorted(_heads(spec)):
+            if heads % plan.tp:
+                return f"tp{plan.tp} does not divide the {heads} {'value ' if kind == 'linear' else ''}heads"
+            if kv % plan.tp and plan.tp % kv:
+                return f"tp{plan.tp} neither divides nor is a multiple of the {kv} KV heads"
+    if plan.ep > 1:
+        if not spec.is_moe:
+            return f"ep{plan.ep} on a dense model (expert parallelism needs routed experts)"
+        counts = expert_counts(spec)
+        bad = sorted(e for e in counts if e % plan.ep)
+        if bad:
+            return (f"ep{plan.ep} does not divide the {bad[0]} routed experts per layer (EP places whole experts, "
+                    "the same number on every group)")
+    if plan.pp > 1 and spec.n_layers % plan.pp:
+        return f"pp{plan.pp} does not divide the {spec.n_layers} layers"
+    return None
+
+
+def check_plan(spec: ModelSpec, plan: Plan) -> None:
+    """One MoelabError line when `plan` cannot serve `spec`."""
+    problem = plan_problem(spec, plan)
+    if problem:
+        raise MoelabError(f"plan {plan.name} for {spec.name}: {problem}")

@@ -18,7 +18,7 @@ from moelab.cost import eager, gpu
 from moelab.cost.flops import attention_flops, causal_attention_flops, decode_flops, prefill_flops
 from moelab.cost.memory import kv_bytes_per_token, kv_cache_bytes, kv_read_bytes
 from moelab.cost.params import count_params
-from moelab.cost.plan import Plan
+from moelab.cost.plan import Plan, check_plan
 from moelab.cost.step import OpCost, StepLoad
 from moelab.errors import MoelabError
 from moelab.spec.hardware import HardwareSpec
@@ -90,7 +90,9 @@ class Phase:
 
 
 def _gpu_phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, load: StepLoad) -> Phase:
-    """The operator model's step for one replica's share of the workload."""
+    """The operator model's step for one replica's share of the workload (a plan the model cannot take, such as
+    ep on a dense model or not dividing its experts, is refused in one line)."""
+    check_plan(spec, wl.parallel)
     ops, touched = gpu.step(spec, hw, wl.parallel, load, wl.dtype, wl.kv_dtype, wl.skew)
     comm = sum(op.seconds for op in ops if op.name in COMM_OPERATORS)
     work = [op for op in ops if op.name not in COMM_OPERATORS]
