@@ -27,6 +27,9 @@ def test_quick_calibration_is_plausible(calibrated):
     assert hw["bandwidth_efficiency"] == hw["link_efficiency"] == 1.0  # measured achievable figures
     assert hw["memory_gb"] > 1 and hw["measurements"]["quick"] is True
     assert hw["execution"] == "eager" and load_hardware_dict(hw).execution == "eager"  # said, not inferred
+    share = hw["measurements"]["others_cpu_share"]
+    assert share is None or 0 <= share <= 1
+    assert bool(hw["measurements"]["warnings"]) == (share is not None and share > cal.CONTENDED_SHARE)
     a2a = hw["measurements"]["alltoall"]
     if "error" not in a2a:
         assert a2a["latency_s"] > 0 and a2a["bandwidth"] > 0
@@ -100,3 +103,28 @@ def test_fresh_pages_probe_finds_the_threshold_and_the_fault_rate(monkeypatch):
     assert got["threshold_bytes"] == 31 * 2**20 and got["bandwidth"] == pytest.approx(4e9)
     monkeypatch.setattr(probes, "median_time", lambda fn, device, **kw: fn.__defaults__[0].numel() * 12 / 40e9)
     assert probes.fresh_pages("cpu", sizes_mib=(4, 16, 64))["bandwidth"] == 0.0  # a caching allocator: no term
+
+
+def test_others_cpu_share_counts_the_busy_time_that_is_not_ours():
+    # 1000 ticks elapsed, 700 of them busy, 300 of those ours (threads and children): others used 40%
+    assert cal.others_cpu_share((5000, 20000, 100), (5700, 21000, 400)) == pytest.approx(0.4)
+    assert cal.others_cpu_share((5000, 20000, 100), (5300, 21000, 400)) == 0.0  # only us
+    assert cal.others_cpu_share(None, (1, 2, 3)) is None and cal.others_cpu_share((1, 2, 3), (1, 2, 3)) is None
+    now = cal.cpu_ticks()
+    if now is not None:  # Linux: busy <= total, ours <= busy is not guaranteed per tick, but all are counts
+        assert 0 <= now[0] <= now[1] and now[2] >= 0
+
+
+def test_moe_overheads_fit_recovers_layer_and_expert_costs():
+    from moelab.bench.probes import fit_overheads
+
+    layer, expert, n = 4e-4, 1.3e-4, 4
+    touched = [2.0, 5.47, 7.92, 8.0, 8.0]
+    measured = [5e-3, 8e-3, 11e-3, 19e-3, 22e-3]
+    points = [(n * (layer + u * expert), n, u, m) for u, m in zip(touched, measured, strict=True)]
+    assert fit_overheads(points) == pytest.approx((layer, expert), rel=1e-9)
+    # residuals that fall as more experts are touched: no negative per-expert cost, the layer term takes it
+    falling = [(n * (1e-3 - u * 5e-5), n, u, m) for u, m in zip(touched, measured, strict=True)]
+    fitted_layer, fitted_expert = fit_overheads(falling)
+    assert fitted_expert == 0.0 and 0 < fitted_layer < 1e-3
+    assert fit_overheads([(-1e-3, n, 2.0, 5e-3), (-2e-3, n, 8.0, 9e-3)]) == (0.0, 0.0)

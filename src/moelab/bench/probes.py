@@ -313,16 +313,53 @@ def in_situ(device: str = "cpu", quick: bool = False) -> dict:
             "prefill_op_seconds": pre, "decode_op_seconds": dec, "weights_bytes": weights, "kv_bytes": kv}
 
 
+MOE_SITU_DECODE_BATCHES = (1, 4, 16, 64)  # 2 .. 8 experts touched per layer, 1 .. 16 rows each
+MOE_SITU_PREFILL_TOKENS = 128  # one prompt: every expert touched, ~32 rows each
+
+
+def fit_overheads(points: list[tuple[float, float, float, float]]) -> tuple[float, float]:
+    """(per-MoE-layer, per-touched-expert) seconds L, X >= 0 that best explain residuals r = n * (L + U * X)
+    (n MoE layers, U experts touched per layer) by least squares relative to each point's measured time m:
+    points are (r, n, U, m). One of them clamped at 0 where the free fit would make it negative."""
+    def solve(use_l: bool, use_x: bool) -> tuple[float, float]:
+        # weighted normal equations of r/m = (n/m) L + (n U/m) X
+        a = [(n / m, n * u / m, r / m) for r, n, u, m in points]
+        sll = sum(x * x for x, _, _ in a)
+        sxx = sum(y * y for _, y, _ in a)
+        slx = sum(x * y for x, y, _ in a)
+        slr = sum(x * z for x, _, z in a)
+        sxr = sum(y * z for _, y, z in a)
+        if use_l and use_x:
+            det = sll * sxx - slx * slx
+            if det > 0:
+                return (slr * sxx - sxr * slx) / det, (sxr * sll - slr * slx) / det
+            use_x = False
+        if use_l:
+            return (slr / sll if sll else 0.0), 0.0
+        return 0.0, (sxr / sxx if sxx else 0.0)
+
+    layer, expert = solve(True, True)
+    if layer < 0 or expert < 0:
+        candidates = [solve(True, False), solve(False, True)]
+        candidates = [(max(lv, 0.0), max(xv, 0.0)) for lv, xv in candidates]
+
+        def loss(c):
+            return sum(((r - n * (c[0] + u * c[1])) / m) ** 2 for r, n, u, m in points)
+        layer, expert = min(candidates, key=loss)
+    return layer, expert
+
+
 def moe_in_situ(device: str, hw_partial: dict, quick: bool = False) -> dict:
-    """The MoE overheads of moelab's eager forward in situ: decode steps of a d=192, 4-layer, 8-expert top-2
-    probe model (not a benched model) at batch 1 and 16, minus the engine's prediction with this machine's
-    other calibrated figures and zero MoE overheads. With the per-touched-expert overhead of the tiny-module
-    probe (`overheads`, a fixed dispatch cost), the batch-1 residual (U(1) = 2 experts touched) gives the
-    per-MoE-layer overhead: router, statistics and dispatch bookkeeping at a realistic width. The batch-16
-    residual's slope per expert is reported beside it (it also holds size-dependent expert costs, so it is not
-    used). Step times are the median over interleaved rounds, as bench takes medians."""
+    """The MoE overheads of moelab's eager forward in situ: a d=192, 4-layer, 8-expert top-2 probe model (not a
+    benched model), decode steps at batches 1, 4, 16 and 64 and a 128-token prefill, each minus the engine's
+    prediction with this machine's other calibrated figures and zero MoE overheads; the per-MoE-layer and the
+    per-touched-expert overheads are the least-squares fit of those residuals (fit_overheads), so they hold at
+    the rows per expert real batches bring: on a 2-core machine an expert of d=128 costs ~40 us up to 8 rows but
+    ~150 us from 16 (the GEMM packs its weights), which the tiny-module probe (`overheads`: d=16, one token per
+    expert) never reaches. Step times are the median over interleaved rounds, as bench takes medians."""
+    from moelab.bench.measure import prefill_last
     from moelab.bench.timing import timed
-    from moelab.cost.roofline import Workload, decode_step
+    from moelab.cost.roofline import Workload, decode_step, prefill
     from moelab.nn.model import build_model
     from moelab.spec.hardware import hardware_from_dict
     from moelab.spec.hf import spec_from_config
@@ -331,20 +368,27 @@ def moe_in_situ(device: str, hw_partial: dict, quick: bool = False) -> dict:
     spec = as_moe(spec_from_config({"model_type": "llama", "vocab_size": 2048, "hidden_size": 192,
                                     "num_hidden_layers": 4, "num_attention_heads": 3, "num_key_value_heads": 3,
                                     "intermediate_size": 384, "max_position_embeddings": 4096}, "probe"), 8, 2)
-    hw = hardware_from_dict("probe", {**hw_partial, "moe_layer_overhead_us": 0})
+    hw = hardware_from_dict("probe", {**hw_partial, "moe_layer_overhead_us": 0, "expert_overhead_us": 0})
     torch.manual_seed(0)
     model = build_model(spec).to(device).eval()
     ctx, rounds, steps = 64, 3 if quick else 6, 8
     gen = torch.Generator().manual_seed(0)
-    caches, round_medians = {}, {1: [], 16: []}
+    keys = [("decode", b) for b in MOE_SITU_DECODE_BATCHES] + [("prefill", 1)]
+    caches, round_medians = {}, {k: [] for k in keys}
     with torch.inference_mode():
-        for b in (1, 16):
-            caches[b] = model.new_cache(ctx + 16)
-            model(torch.randint(0, spec.vocab_size, (b, ctx), generator=gen).to(device), caches[b])
+        for phase, b in keys:
+            if phase == "decode":
+                caches[b] = model.new_cache(ctx + 16)
+                model(torch.randint(0, spec.vocab_size, (b, ctx), generator=gen).to(device), caches[b])
+        prompt = torch.randint(0, spec.vocab_size, (1, MOE_SITU_PREFILL_TOKENS), generator=gen).to(device)
         for r in range(rounds + 1):  # interleaved rounds; the first warms up
-            for b in (1, 16):
+            for phase, b in keys:
                 times = []
-                for _ in range(steps):
+                for _ in range(steps if phase == "decode" else max(2, steps // 4)):
+                    if phase == "prefill":
+                        cache = model.new_cache(MOE_SITU_PREFILL_TOKENS + 16)
+                        times.append(timed(lambda cache=cache: prefill_last(model, prompt, cache), device))
+                        continue
                     tok = torch.randint(0, spec.vocab_size, (b, 1), generator=gen).to(device)
                     caches[b].filled = [ctx] * spec.n_layers
 
@@ -352,17 +396,19 @@ def moe_in_situ(device: str, hw_partial: dict, quick: bool = False) -> dict:
                         model(tok, cache)
                     times.append(timed(step, device))
                 if r:
-                    round_medians[b].append(statistics.median(times))
-    residual, measured = {}, {}
-    for b in (1, 16):
-        measured[b] = statistics.median(round_medians[b])
-        wl = Workload(batch=b, prompt=ctx, gen=2, dtype="fp32", kv_dtype="fp32")
-        pred = decode_step(spec, hw, wl, ctx)
-        residual[b] = (measured[b] - pred.seconds, pred.distinct_experts_per_layer)
-    (r1, u1), (r16, u16) = residual[1], residual[16]
+                    round_medians[(phase, b)].append(statistics.median(times))
     n = spec.n_moe_layers
-    expert = hw_partial["expert_overhead_us"] * 1e-6
-    layer = max(0.0, r1 / n - u1 * expert)
-    return {"moe_layer_s": layer, "expert_s": expert, "measured_s": {str(k): v for k, v in measured.items()},
-            "slope_expert_s": max(0.0, (r16 - r1) / (n * (u16 - u1))),
-            "residual_s": {str(k): v[0] for k, v in residual.items()}}
+    points, measured, residual, touched = [], {}, {}, {}
+    for phase, b in keys:
+        name = f"{phase}_{b}"
+        measured[name] = statistics.median(round_medians[(phase, b)])
+        if phase == "decode":
+            pred = decode_step(spec, hw, Workload(batch=b, prompt=ctx, gen=2, dtype="fp32", kv_dtype="fp32"), ctx)
+        else:
+            pred = prefill(spec, hw, Workload(batch=1, prompt=MOE_SITU_PREFILL_TOKENS, gen=1, dtype="fp32",
+                                              kv_dtype="fp32"))
+        residual[name], touched[name] = measured[name] - pred.seconds, pred.distinct_experts_per_layer
+        points.append((residual[name], n, touched[name], measured[name]))
+    layer, expert = fit_overheads(points)
+    return {"moe_layer_s": layer, "expert_s": expert, "tiny_module_expert_s": hw_partial["expert_overhead_us"] * 1e-6,
+            "measured_s": measured, "residual_s": residual, "experts_touched_per_layer": touched}

@@ -7,6 +7,7 @@ fused kernels each meet their own roofline, is cost.gpu; the hardware spec's `ex
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from moelab.cost.dtypes import COMPUTE_DTYPE, activation_bytes
@@ -103,19 +104,36 @@ def fresh_page_bytes(spec: ModelSpec, hw: HardwareSpec, tokens: float, act: floa
                if tokens * width * act > hw.fresh_page_bytes)
 
 
-def _single_row_share(moe, tokens: float) -> float:
-    """Share of the touched routed experts that get exactly one token (uniform routing): their products are
-    matrix-vector, the rest matrix-matrix."""
+# Rows up to which a CPU matmul runs the small-M path that reads the weights as they are; from more rows on it
+# packs them into blocks first (oneDNN / MKL sgemm). Measured with moelab's expert path on the 2-core machine
+# (d=128, f=256, 2 threads): 40 us at 1 row, 48 us at 4, 41 us at 8 (1 thread), 150 us at 16 and at 64.
+SMALL_GEMM_ROWS = 8
+
+
+def _row_shares(moe, tokens: float) -> tuple[float, float]:
+    """(share with exactly one row, share with 2..SMALL_GEMM_ROWS rows) of the touched routed experts, when
+    `tokens` tokens route uniformly (each expert's rows Binomial(tokens, top_k / E))."""
     q = moe.top_k / moe.n_experts
-    touched = 1.0 - (1.0 - q) ** tokens
-    return tokens * q * (1.0 - q) ** max(tokens - 1.0, 0.0) / touched if touched > 0 else 0.0
+    if tokens <= 0 or q <= 0:
+        return 0.0, 0.0
+    if q >= 1:
+        return (1.0, 0.0) if tokens <= 1 else ((0.0, 1.0) if tokens <= SMALL_GEMM_ROWS else (0.0, 0.0))
+    n = max(tokens, 1.0)
+    touched = 1.0 - (1.0 - q) ** n
+    pmf = [math.exp(math.lgamma(n + 1) - math.lgamma(r + 1) - math.lgamma(n - r + 1) + r * math.log(q)
+                    + (n - r) * math.log1p(-q)) if r <= n else 0.0 for r in range(1, SMALL_GEMM_ROWS + 1)]
+    return pmf[0] / touched, sum(pmf[1:]) / touched
 
 
-def _weight_seconds(nbytes: float, gemv_share: float, gemm_bandwidth: float, hw: HardwareSpec) -> float:
-    """Seconds to stream weights through matmuls: a one-row product (GEMV) at gemv_bandwidth, a few-row GEMM
-    at the (lower, on CPUs: the weights are packed every call) GEMM bandwidth."""
+def _weight_seconds(nbytes: float, one_row: float, few_rows: float, gemm_bandwidth: float,
+                    hw: HardwareSpec) -> float:
+    """Seconds to stream weights through matmuls: a one-row product (GEMV) at gemv_bandwidth; 2..SMALL_GEMM_ROWS
+    rows on the small-M path at the few-row GEMM bandwidth (`memory_bandwidth`, measured at 2-8 rows), or at
+    `gemm_bandwidth` if that is faster; more rows at `gemm_bandwidth` (on CPUs the weights are packed every
+    call; in the cache: the in-situ rate at 16 rows)."""
     gemv = hw.gemv_bandwidth or gemm_bandwidth
-    return nbytes * (gemv_share / gemv + (1.0 - gemv_share) / gemm_bandwidth)
+    few = max(hw.bandwidth, gemm_bandwidth)
+    return nbytes * (one_row / gemv + few_rows / few + (1.0 - one_row - few_rows) / gemm_bandwidth)
 
 
 def _touched_experts(spec: ModelSpec, wl: Workload, tokens: float) -> tuple[float, float]:
@@ -171,9 +189,11 @@ def phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: f
     mm_compute = (per_gpu_flops - attn) / hw.flops(COMPUTE_DTYPE[wl.dtype])
     gemm_bw = hw.bandwidth_for(nbytes)  # resident only if the step's weights and KV fit
     local_experts = expert_bytes / g
-    rows_one = _single_row_share(moe, tokens / g) if moe else 0.0
-    mm_memory = (_weight_seconds(weights - local_experts, 1.0 if tokens / g <= 1 else 0.0, gemm_bw, hw)
-                 + _weight_seconds(local_experts, rows_one, gemm_bw, hw))
+    one, few = _row_shares(moe, tokens / g) if moe else (0.0, 0.0)
+    rows = tokens / g
+    dense_one, dense_few = (1.0, 0.0) if rows <= 1 else ((0.0, 1.0) if rows <= SMALL_GEMM_ROWS else (0.0, 0.0))
+    mm_memory = (_weight_seconds(weights - local_experts, dense_one, dense_few, gemm_bw, hw)
+                 + _weight_seconds(local_experts, one, few, gemm_bw, hw))
     at_compute = attn / (hw.attention_flops or hw.flops(COMPUTE_DTYPE[wl.dtype]))
     at_memory = kv_read / g / (hw.attention_bandwidth or hw.bandwidth)
     heads = wl.batch / g * _softmax_heads(spec) * hw.attention_head_overhead_s
