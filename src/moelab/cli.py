@@ -143,7 +143,7 @@ def hardware(as_json: JsonFlag = False) -> None:
 
 
 @app.command()
-def schema(kind: Annotated[str, typer.Argument(help="The file kind: workload or hardware.")]) -> None:
+def schema(kind: Annotated[str, typer.Argument(help="The file kind: workload, hardware or manifest.")]) -> None:
     """The JSON Schema of a workload or hardware file, for editors (on stdout)."""
     from moelab.schema import json_schema
 
