@@ -377,7 +377,7 @@ def test_schema_lists_what_the_models_accept():
 
 
 def test_schema_unknown_kind(capsys):
-    assert cli_error(capsys, "schema", "model") == "unknown schema 'model' (schemas: hardware, workload)"
+    assert cli_error(capsys, "schema", "model") == "unknown schema 'model' (schemas: hardware, workload, manifest)"
 
 
 def test_presets_are_built_without_pydantic():
