@@ -128,3 +128,15 @@ def test_moe_overheads_fit_recovers_layer_and_expert_costs():
     fitted_layer, fitted_expert = fit_overheads(falling)
     assert fitted_expert == 0.0 and 0 < fitted_layer < 1e-3
     assert fit_overheads([(-1e-3, n, 2.0, 5e-3), (-2e-3, n, 8.0, 9e-3)]) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("shares, expect", [([0.1], "try1"), ([0.6, 0.2], "try2"), ([0.4, 0.7], "try1")])
+def test_a_contended_probe_is_measured_again_and_the_quietest_try_kept(monkeypatch, shares, expect):
+    readings = []
+    for share in shares:  # before/after tick readings giving others' share `share` over 1000 ticks
+        readings += [(0, 0, 0), (int(share * 1000), 1000, 0)]
+    monkeypatch.setattr(cal, "cpu_ticks", lambda: readings.pop(0))
+    tries = iter(["try1", "try2"])
+    log = {}
+    assert cal.least_contended(lambda: next(tries), 1, log, "probe") == expect
+    assert log["probe"] == pytest.approx(shares)

@@ -113,7 +113,7 @@ def others_cpu_share(before: tuple[int, int, int] | None, after: tuple[int, int,
 
 
 CONTENDED_SHARE = 0.25  # others' share of the CPUs above which a calibration's figures carry a warning
-RETRIES = 2  # a full calibration measures a contended probe again, up to this many times
+RETRIES = 1  # a full calibration measures a contended probe once more (a spike passes; a busy machine stays busy)
 
 
 def least_contended(probe, retries: int, log: dict, name: str):

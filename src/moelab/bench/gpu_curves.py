@@ -467,7 +467,7 @@ def calibrate_gpu(quick: bool = False, say: Callable[[str], object] = lambda _: 
     hw["measurements"] = {
         "machine": {"gpu": gpu, "torch": torch.__version__, "device": "cuda", "cpu": gpu,
                     "capability": list(torch.cuda.get_device_capability(0)), "l2_bytes": l2},
-        "threads": None, "quick": quick, "preset": preset_name,
+        "threads": torch.get_num_threads(), "quick": quick, "preset": preset_name,
         "copy_bandwidth_gbps": bandwidth / 1e9, "kernel_launch_us": launch * 1e6,
         "gemm": [p.to_dict() for p in points], "attention": [p.to_dict() for p in attn],
         "grouped_experts": {"backend": moe_how, "points": [p.to_dict() for p in moe]},
