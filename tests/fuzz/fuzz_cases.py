@@ -23,12 +23,16 @@ from functools import cache
 import click
 from fuzz_inputs import (
     DIGITS_5000,
+    MANIFEST_NAMES,
     MARKUP,
     MODEL_PRESETS,
+    VLLM_SETTINGS,
     Doc,
     config_docs,
     hardware_docs,
+    manifest_docs,
     to_json,
+    vllm_figures,
     workload_docs,
 )
 from hypothesis import strategies as st
@@ -39,6 +43,7 @@ FIFO = Doc(b"", kind="fifo")
 LONG = ("train", "train-compare", "bench", "calibrate", "study")
 TRAIN_PRESETS = ("tiny-dense", "tiny-moe", "tiny-moe-fine", "tiny-dense-wide")
 DEFAULT_OUT = {"train-compare": "runs/compare", "study": "runs/study"}
+OFTEN = {"params"}  # options drawn in half the cases, not a quarter (fit: few points fit few parameters)
 
 
 @dataclass
@@ -308,6 +313,57 @@ def out_part(draw, command: str, hostile: bool) -> Part:
     return Part(["outdir"], {"outdir": DIR}, ["--out is a directory"] if command == "calibrate" else [])
 
 
+@st.composite
+def manifest_part(draw, hostile: bool, holdout: bool = False) -> Part:
+    """A `moelab fit` manifest and its result files (fuzz_inputs.manifest_docs); a holdout's live under h/."""
+    if hostile and draw(st.integers(0, 5)) == 0:
+        return draw(special_part("holdout manifest" if holdout else "manifest"))
+    stem = "h/hold" if holdout else draw(st.sampled_from(MANIFEST_NAMES))
+    folder = stem.rsplit("/", 1)[0] + "/" if "/" in stem else ""
+    doc, files, suffix = draw(manifest_docs(folder, "h" if holdout else "", hostile))
+    return Part([stem + suffix], {stem + suffix: doc, **files}, list(doc.invalid))
+
+
+# --out of fit and --plot of frontier: (path, files the case creates, why it is invalid or None). Never a device:
+# moelab runs as root in places, and an atomic write replaces whatever node the path names.
+TOO_LONG = "x" * 300
+FIT_OUTS = [("fitted.yaml", {}, None), ("o/fitted.json", {"o": DIR}, None), ("[red]fit.yaml", {}, None),
+            ("caf\u00e9.yml", {}, None), ("old.yaml", {"old.yaml": Doc(b"x")}, None)]
+FIT_OUTS_BAD = [(".", {}, "--out . is a folder"), ("outdir", {"outdir": DIR}, "--out a folder"),
+                ("nodir/fitted.yaml", {}, "--out in a missing folder"),
+                ("taken/fitted.yaml", {"taken": Doc(b"x")}, "--out under a file"),
+                (TOO_LONG + ".yaml", {}, "--out a name too long"), ("", {}, "--out empty"),
+                ("fifo.yaml", {"fifo.yaml": FIFO}, None)]
+PLOTS = [("f.png", {}, None), ("plots/f.png", {"plots": DIR}, None), ("[red]f.png", {}, None),
+         ("caf\u00e9 plot", {}, None), ("old.png", {"old.png": Doc(b"x")}, None)]
+PLOTS_BAD = [(".", {}, "--plot . is a folder"), ("pdir", {"pdir": DIR}, "--plot a folder"),
+             ("nodir/f.png", {}, "--plot in a missing folder"),
+             ("taken/f.png", {"taken": Doc(b"x")}, "--plot under a file"),
+             (TOO_LONG + ".png", {}, "--plot a name too long"), ("ff.png", {"ff.png": FIFO}, None),
+             ("/dev/full", {}, "--plot a full device"), ("", {}, None)]
+
+
+def path_part(valid: list, bad: list, hostile: bool):
+    return st.sampled_from(bad if hostile else valid).map(
+        lambda c: Part([c[0]], dict(c[1]), [c[2]] if c[2] else []))
+
+
+@st.composite
+def frontier_models(draw, hostile: bool) -> Part:
+    """One or two models for `moelab frontier` (files apart), sometimes one named twice."""
+    parts: list[Part] = []
+    for _ in range(draw(st.integers(1, 2))):
+        p = draw(model_part("serve", hostile and draw(st.booleans())))
+        if not any(set(p.files) & set(q.files) for q in parts):
+            parts.append(p)
+    if hostile and draw(st.integers(0, 3)) == 0:
+        parts.append(Part(list(parts[0].tokens)))
+    tokens = [t for p in parts for t in p.tokens]
+    invalid = [w for p in parts for w in p.invalid] + (["frontier: a model named twice"]
+                                                       if len(set(tokens)) < len(tokens) else [])
+    return Part(tokens, {k: v for p in parts for k, v in p.files.items()}, invalid)
+
+
 # --- option values by meaning ------------------------------------------------------------------------------
 
 def choice(valid: list[str], bad: list[str], lenient: tuple[str, ...] = (), hostile: bool = True):
@@ -339,6 +395,15 @@ def string_option(command: str, name: str, hostile: bool):
         return choice(["8x2", "4x1", "16x4"], AS_MOE_BAD, (), hostile)
     if name == "shrink_to":
         return choice(["2M", "5M", "1000000"], SIZES_BAD, (), hostile)
+    if name == "loss":
+        return choice(["squared", "soft_l1"], ["huber", "", "SQUARED", "soft-l1", "[/red]"], (), hostile)
+    if name == "params":  # moelab.cost.fit.PARAMETERS; "moe_gemm_efficiency" changes no dense prediction
+        return choice(["bandwidth_efficiency,step_overhead_us", "gemm_efficiency.bf16", "step_overhead_us",
+                       " bandwidth_efficiency , kernel_launch_us ", "bandwidth_efficiency,,step_overhead_us"],
+                      ["", ",", " , ", "speed", "[/red]", "x" * 500, "moe_block_rows", "moe_gemm_efficiency",
+                       "bandwidth_efficiency,bandwidth_efficiency", "gemm_efficiency.fp64"],
+                      ("moe_gemm_efficiency", "bandwidth_efficiency,bandwidth_efficiency", "gemm_efficiency.fp64"),
+                      hostile)
     return choice(["x"], JUNK, tuple(JUNK), hostile)
 
 
@@ -361,8 +426,14 @@ def option_part(draw, command: str, param, hostile: bool) -> Part:
         value = draw(workload_part(hostile))
     elif name == "data":
         value = draw(data_part()) if hostile else Part([])
+    elif name == "out" and command == "fit":
+        value = draw(path_part(FIT_OUTS, FIT_OUTS_BAD, hostile))
     elif name == "out":
         value = draw(out_part(command, hostile))
+    elif name == "plot":
+        value = draw(path_part(PLOTS, PLOTS_BAD, hostile))
+    elif name == "holdout":
+        value = draw(manifest_part(hostile, holdout=True))
     elif param.kind in ("int", "float"):
         text = draw(number_text(param, hostile))
         bad = number_bad(text, param)
@@ -406,6 +477,10 @@ def positional_part(command: str, param, draw, hostile: bool) -> Part:
             0 if hostile else 2, 3)))]
         invalid = [w for p in parts for w in p.invalid] + (["train-compare needs two models"] if len(parts) < 2 else [])
         return Part([t for p in parts for t in p.tokens], {k: v for p in parts for k, v in p.files.items()}, invalid)
+    if command == "fit":
+        return draw(manifest_part(hostile))
+    if command == "frontier":
+        return draw(frontier_models(hostile))
     use = "bench" if command == "bench" else "serve"
     if not param.required and draw(st.booleans()):
         return Part([])
@@ -474,7 +549,8 @@ def cases(draw, command: str) -> Case:
             continue
         parts.append(positional_part(command, arg, draw, hostile()))
     chosen = [o for o in options.values() if o.name != "as_json" and (
-        o.required and not (hostile() and draw(st.integers(0, 5)) == 0) or draw(st.integers(0, 3)) == 0)]
+        o.required and not (hostile() and draw(st.integers(0, 5)) == 0)
+        or draw(st.integers(0, 1 if o.name in OFTEN else 3)) == 0)]
     names = {o.name for o in chosen}
     if "shared" in names and "fine_grained" not in names and not hostile():
         chosen = [o for o in chosen if o.name != "shared"]  # --shared alone is refused: keep most cases valid
@@ -494,7 +570,7 @@ def cases(draw, command: str) -> Case:
     tail: list[str] = []
     if hostile() and draw(st.integers(0, 3)) == 0:
         tokens, why = draw(st.sampled_from(EXTRAS))
-        if not (tokens == ["extra-arg"] and command in ("train-compare", "runs")):
+        if not (tokens == ["extra-arg"] and command in ("train-compare", "runs", "frontier")):
             tail += tokens
             invalid.append(why)
     if command == "bench" and positions and "prompt" in options:
@@ -522,6 +598,8 @@ def cases(draw, command: str) -> Case:
     argv = [command] + [t for p in parts for t in p.tokens] + (["--json"] if json_out else []) + tail
     writes = [_last_value(parts, options["out"], text=True) or DEFAULT_OUT.get(command, "")] if "out" in options \
         else []
+    if "plot" in options:
+        writes.append(_last_value(parts, options["plot"], text=True) or "")
     return Case(command, argv, files, invalid, json_out or command == "schema", [w for w in writes if w],
                 store, calibration, may_reach_work)
 
@@ -546,6 +624,14 @@ def _last_value(parts: list[Part], param, text: bool = False):
         return None
 
 
+def fit_cases():
+    """fit's cases; the engine's figures of the result files computed first, outside any draw (the engine may use
+    `random`, which Hypothesis refuses inside a strategy)."""
+    for setting in VLLM_SETTINGS:
+        vllm_figures(*setting)
+    return cases("fit")
+
+
 REGISTRY = {name: (lambda name=name: cases(name)) for name in (
     "estimate", "compare", "models", "hardware", "decide", "calibrate", "bench", "train", "train-compare", "runs",
-    "study", "schema")}
+    "study", "schema", "frontier")} | {"fit": fit_cases}

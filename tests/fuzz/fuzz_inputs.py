@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from hypothesis import strategies as st
@@ -546,3 +548,313 @@ def workload_docs(draw, small: bool = True, hostile: bool = True) -> WorkloadPla
         text, invalid = draw(st.sampled_from(["- 1\n", "workload\n", "", "{a: 1\n", "\t gpus: 8\n"])), \
             invalid + ["workload: not a mapping"]
     return WorkloadPlan(draw(damaged(text, invalid, hostile)), side)
+
+
+# --- fit manifests and the result files they name ----------------------------------------------------------
+
+# (max_concurrency, input, output) of the vllm runs a manifest may name; llama-3-8b, bf16, tp1 on the H100-SXM preset
+VLLM_SETTINGS = ((1, 1024, 256), (16, 1024, 256), (64, 2048, 512), (256, 512, 128))
+FIT_MODEL = "llama-3-8b"
+
+
+def vllm_figures(concurrency: int, input: int, output: int) -> dict:
+    """The engine's mean TTFT, TPOT and output tokens/s of llama-3-8b bf16 tp1 on the H100-SXM preset in this
+    setting (a fit from that preset starts at its answer: few iterations)."""
+    return dict(_vllm_figures(concurrency, input, output))
+
+
+@cache
+def _vllm_figures(concurrency: int, input: int, output: int) -> tuple:
+    from moelab.cost.measurement import Measurement, predict
+    from moelab.spec.hardware import load_hardware
+    from moelab.spec.presets import load_model
+
+    hw, spec = load_hardware("H100-SXM"), load_model(FIT_MODEL)
+    out = []
+    for metric in ("ttft_ms", "tpot_ms", "output_tokens_per_second"):
+        m = Measurement(model=FIT_MODEL, hardware=hw.name, plan="tp1", dtype="bf16", kv_dtype="bf16", input=input,
+                        output=output, mode="serving", metric=metric, value=1.0, concurrency=concurrency,
+                        num_prompts=10 * concurrency)
+        out.append((metric, predict(m, spec, hw)))
+    return tuple(out)
+
+
+def vllm_run(concurrency: int, input: int, output: int, scale: float = 1.0) -> dict:
+    """A `vllm bench serve --save-result` JSON object with the keys vllm/benchmarks/serve.py writes (setup,
+    traffic, totals, mean/median/p99 of ttft, tpot, itl), figures the engine's times `scale`."""
+    f = vllm_figures(concurrency, input, output)
+    n = 10 * concurrency
+    ttft, tpot, tps = f["ttft_ms"] * scale, f["tpot_ms"] * scale, f["output_tokens_per_second"] / scale
+    run = {"date": "20261201-120000", "endpoint_type": "vllm", "backend": "vllm", "label": None,
+           "model_id": "meta-llama/Meta-Llama-3-8B", "tokenizer_id": "meta-llama/Meta-Llama-3-8B", "num_prompts": n,
+           "request_rate": "inf", "burstiness": 1.0, "max_concurrency": concurrency, "duration": 60.0,
+           "completed": n, "failed": 0, "total_input_tokens": n * input, "total_output_tokens": n * output,
+           "request_throughput": tps / output, "request_goodput": None, "output_throughput": tps,
+           "total_token_throughput": tps * (input + output) / output}
+    for stat in ("mean", "median", "p99"):
+        run |= {f"{stat}_ttft_ms": ttft, f"{stat}_tpot_ms": tpot, f"{stat}_itl_ms": tpot}
+    return run
+
+
+def moelab_bench_doc(model: str = FIT_MODEL) -> dict:
+    """`moelab bench --json` output as bench.run writes it (rows of prefill and decode times, its workload)."""
+    rows = [{"model": model, "phase": phase, "batch": b, "prompt": 128, "measured_s": s * (1 + b / 16)}
+            for phase, s in (("prefill", 0.02), ("decode", 0.008)) for b in (1, 4, 16)]
+    return {"device": "cuda", "dtype": "bf16", "workload": {"prompt": 128, "gen": 32}, "hardware": {"name": "H100-SXM"},
+            "rel_error_definition": "predicted / measured - 1", "rows": rows}
+
+
+# The figure a metric reads from a vllm run (bench.results._VLLM_METRIC), for a statistic.
+def figure_key(metric: str, statistic: str) -> str:
+    base = {"ttft_ms": "ttft", "tpot_ms": "tpot", "itl_ms": "itl", "e2e_ms": "e2el"}.get(metric)
+    if base:
+        return f"{statistic}_{base}_ms"
+    return {"output_tokens_per_second": "output_throughput", "total_tokens_per_second": "total_token_throughput",
+            "requests_per_second": "request_throughput",
+            "output_tokens_per_second_per_gpu": "output_throughput"}[metric]
+
+
+VLLM_METRICS = ("ttft_ms", "tpot_ms", "output_tokens_per_second")
+FOREIGN_RESULTS = [  # (bytes, why) of files that are not a vllm result
+    (b'{"rows": [], "workload": {}, "rel_error_definition": ""}', "a moelab bench file given as vllm"),
+    (b"entries:\n  - {file: r.json}\n", "a YAML manifest as a result"),
+    (b"peak_tflops: {bf16: 989}\nmemory_gb: 80\n", "a hardware YAML as a result"),
+    (json.dumps({"hidden_size": 64, "num_hidden_layers": 2}).encode(), "a config.json as a result"),
+    (b"[]", "a JSON list"), (b'"vllm"', "a JSON string"), (b"null", "JSON null"), (b"{}", "an empty object"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "a PNG"),
+]
+
+
+@dataclass
+class ResultFile:
+    """One manifest entry and its result file (None: the entry names a file the case does not create)."""
+
+    entry: dict
+    doc: Doc | None
+    invalid: list[str]
+
+
+@st.composite
+def vllm_entry(draw, name: str, hostile: bool) -> ResultFile:
+    """A manifest entry of format vllm and its result file, mutated when `hostile` (file and entry alike)."""
+    c, i, o = draw(st.sampled_from(VLLM_SETTINGS))
+    run = vllm_run(c, i, o, draw(st.sampled_from([1.0, 1.0, 0.5, 1.7])))
+    entry: dict = {"file": name, "format": "vllm", "model": FIT_MODEL, "plan": "tp1", "dtype": "bf16"}
+    for key, value in draw(st.lists(st.sampled_from([("input", i), ("output", o), ("concurrency", c),
+                                                     ("kv_dtype", "bf16"), ("statistic", "median"),
+                                                     ("mode", "serving"), ("model", "mistral-7b")]), max_size=3)):
+        entry[key] = value
+    if draw(st.integers(0, 4)) == 0:
+        entry["metrics"] = draw(st.sampled_from([["ttft_ms", "tpot_ms"], ["itl_ms", "output_tokens_per_second"],
+                                                 ["requests_per_second", "tpot_ms", "ttft_ms"]]))
+    invalid: list[str] = []
+    docs = [run]
+    for _ in range(draw(st.integers(1, 2)) if hostile else 0):
+        op = draw(st.sampled_from(["figure", "figure", "required", "completed", "cap", "speculative", "rate", "setup",
+                                   "root", "append", "foreign", "digits", "deep", "entry_key", "entry_drop",
+                                   "entry_value", "entry_value", "lengths", "concurrency", "mode", "metrics"]))
+        needed = [figure_key(m, entry.get("statistic", "mean")) for m in entry.get("metrics", VLLM_METRICS)]
+        if op == "figure":
+            key = draw(st.sampled_from(needed))
+            run[key] = draw(st.sampled_from([Raw("NaN"), Raw("Infinity"), Raw("-Infinity"), -1.0, 0, "fast", True,
+                                             None, [1.0]]))
+            invalid.append(f"result {key}: not a positive finite number")
+        elif op == "required":
+            key = draw(st.sampled_from(["completed", "request_throughput", "output_throughput"]))
+            run.pop(key)
+            invalid.append(f"result: no {key}")
+        elif op == "completed":
+            run["completed"] = draw(st.sampled_from([0, -1, 2.5, True, "10", None]))
+            invalid.append("result completed: not a positive count")
+        elif op == "cap":
+            run["max_concurrency"] = draw(st.sampled_from([0, -4, 1.5, "8", True]))
+            invalid.append("result max_concurrency: not a positive count")
+        elif op == "speculative":
+            run["spec_decode_acceptance_rate"] = 0.7
+            invalid.append("result: a speculative-decoding run")
+        elif op == "rate":
+            run["request_rate"] = draw(st.sampled_from([-1, 0, "fast", Raw("NaN"), None, "Infinity"]))
+            invalid.append("result request_rate: not positive or \"inf\"")
+        elif op == "setup":
+            run[draw(st.sampled_from(["model_id", "label", "backend"]))] = draw(st.sampled_from([123, ["x"], {}]))
+            invalid.append("result: a setup field not a string")
+        elif op == "root":
+            docs = [draw(st.sampled_from([[], [run], "run", 7]))]
+            invalid.append("result: not a JSON object")
+        elif op == "append":  # --append-result: one run per line, each checked
+            docs = [run, vllm_run(c, i, o)]
+        elif op == "foreign":
+            data, why = draw(st.sampled_from(FOREIGN_RESULTS))
+            return ResultFile(entry, Doc(data), [f"result: {why}"])
+        elif op == "digits":
+            run["num_prompts"] = Raw(DIGITS_5000)
+            invalid.append("result: a 5000-digit integer")
+        elif op == "deep":
+            levels = draw(st.sampled_from([100, 100000]))
+            run["extra"] = Raw(deep_json(levels))
+            if levels > 10000:
+                invalid.append(f"result: nesting {levels}")
+        elif op == "entry_key":
+            entry[draw(st.sampled_from(["fromat", "[/red]", "plans", "x" * 300]))] = "tp1"
+            invalid.append("manifest entry: unknown key")
+        elif op == "entry_drop":
+            key = draw(st.sampled_from(["file", "format", "model", "plan", "dtype"]))
+            entry.pop(key, None)
+            invalid.append(f"manifest entry: no {key}")
+        elif op == "entry_value":
+            key, value = draw(st.sampled_from([
+                ("format", "sglang"), ("format", "VLLM"), ("format", 1), ("plan", "tp0"), ("plan", "[/red]"),
+                ("plan", ""), ("plan", f"tp{2**70}"), ("dtype", "fp64"), ("dtype", ""), ("kv_dtype", "int3"),
+                ("input", 0), ("input", -1), ("input", 2**70), ("input", "abc"), ("input", Raw(".nan")),
+                ("output", 2.5), ("concurrency", 0), ("concurrency", 2**70), ("statistic", "p99"),
+                ("metrics", []), ("metrics", ["speed"]), ("metrics", "ttft_ms"), ("bench_model", FIT_MODEL),
+                ("model", "nope"), ("model", "[/red]"), ("model", "/dev/zero"), ("model", ""), ("file", ""),
+                ("file", 7), ("model", None)]))
+            entry[key] = value
+            invalid.append(f"manifest entry {key}: {value!r}"[:80])
+        elif op == "lengths":
+            entry["input"] = max(1, i // 4)
+            invalid.append("manifest input far from the file's mean")
+        elif op == "concurrency":
+            entry["concurrency"] = c + 1
+            invalid.append("manifest concurrency not the file's max_concurrency")
+        elif op == "mode":
+            entry["mode"] = draw(st.sampled_from(["static", "STATIC", "burst"]))
+            invalid.append("manifest mode: not serving or offline for a vllm run")
+        elif op == "metrics":
+            entry["metrics"] = ["e2e_ms"]
+            invalid.append("manifest metrics: e2e_ms, which the file lacks")
+    text = "\n".join(to_json(d).replace("\n", "") if len(docs) > 1 else to_json(d) for d in docs) + "\n"
+    return ResultFile(entry, draw(damaged(text, invalid, hostile and draw(st.booleans()))), invalid)
+
+
+@st.composite
+def moelab_entry(draw, name: str, hostile: bool) -> ResultFile:
+    """A manifest entry of format moelab and its `moelab bench --json` file."""
+    doc = moelab_bench_doc()
+    entry: dict = {"file": name, "format": "moelab", "model": FIT_MODEL}
+    invalid: list[str] = []
+    for _ in range(draw(st.integers(1, 2)) if hostile else 0):
+        op = draw(st.sampled_from(["row", "workload", "vllm_as_moelab", "entry", "no_rows"]))
+        if op == "row":
+            key, value = draw(st.sampled_from([("measured_s", Raw("NaN")), ("measured_s", 0), ("measured_s", -1e-3),
+                                               ("batch", 0), ("batch", True), ("phase", "train"), ("model", 7),
+                                               ("prompt", "128")]))
+            doc["rows"][draw(st.integers(0, len(doc["rows"]) - 1))][key] = value
+            invalid.append(f"bench row {key}: {value!r}")
+        elif op == "workload":
+            doc["workload"][draw(st.sampled_from(["prompt", "gen"]))] = draw(st.sampled_from([0, -1, "x", None]))
+            invalid.append("bench workload: not a positive integer")
+        elif op == "vllm_as_moelab":
+            doc = vllm_run(*VLLM_SETTINGS[0])
+            invalid.append("a vllm result given as moelab")
+        elif op == "entry":
+            key, value = draw(st.sampled_from([("concurrency", 4), ("statistic", "mean"), ("mode", "serving"),
+                                               ("metrics", ["output_tokens_per_second"]), ("dtype", "fp8"),
+                                               ("input", 64), ("bench_model", "mixtral-8x7b")]))
+            entry[key] = value
+            invalid.append(f"manifest moelab entry {key}: {value!r}")
+        elif op == "no_rows":
+            doc["rows"] = []
+            invalid.append("bench file: no rows")
+    return ResultFile(entry, Doc(to_json(doc).encode()), invalid)
+
+
+MANIFEST_NAMES = ["fit", "fit", "m/fit", "[red]m/fit", "caf\u00e9 fit"]  # manifest_docs adds the suffix
+# Where an entry's file may point: (name relative to the manifest's folder, or None for the result's own name;
+# what the case creates there: "result", a special Doc, or nothing; why that is invalid)
+RESULT_PLACES = [
+    ("gone.json", None, "a missing result file"), ("../../escaped.json", None, "a missing result file outside"),
+    ("{CASE}/escaped.json", None, "a missing result file outside"), ("sub/../../../gone.json", None, "missing"),
+    ("/dev/zero", None, "a device as a result"), ("/proc/self/status", None, "not a result file"),
+    ("/etc/hostname", None, "not a result file"), (".", None, "a folder as a result"), ("/", None, "a folder"),
+    ("d.json", "dir", "a folder as a result"), ("f.json", "fifo", "a FIFO as a result"),
+]
+
+
+@st.composite
+def manifest_docs(draw, folder: str, stem: str, hostile: bool) -> tuple[Doc, dict[str, Doc], str]:
+    """(a fit manifest, the files it names as {path relative to the case's working folder: Doc}, its suffix).
+    `folder` is the manifest's folder (relative, ending in / or empty); `stem` keeps two manifests' files apart."""
+    def key(rel: str) -> str:
+        return os.path.normpath(folder + rel)
+
+    entries: list[dict] = []
+    files: dict[str, Doc] = {}
+    invalid: list[str] = []
+    for n in range(draw(st.integers(1, 3))):
+        name = f"{stem}r{n}.json"
+        bad = hostile and draw(st.booleans())
+        rf = draw(moelab_entry(name, bad) if draw(st.integers(0, 4)) == 0 else vllm_entry(name, bad))
+        invalid.extend(rf.invalid)
+        place = draw(st.sampled_from(["here", "here", "here", "sub", "outside", "outside_abs"]
+                                     + (["bad"] * 2 if bad else [])))
+        if place == "bad":
+            where, kind, why = draw(st.sampled_from(RESULT_PLACES))
+            rf.entry["file"] = where
+            if kind == "dir":
+                files[key(where)] = Doc(b"", kind="dir")
+            elif kind == "fifo":
+                files[key(where)] = Doc(b"", kind="fifo")
+            invalid.append(f"manifest: {why}")
+        elif rf.doc is not None and isinstance(rf.entry.get("file"), str) and rf.entry["file"] == name:
+            if place == "sub":
+                rf.entry["file"] = f"runs/{name}"
+                files[key(f"runs/{name}")] = rf.doc
+            elif place == "outside":  # above the manifest's folder, inside the case: a path the user may give
+                rf.entry["file"] = f"../{name}" if folder else f"../{stem}out/{name}"
+                files[key(rf.entry["file"])] = rf.doc
+            elif place == "outside_abs":  # an absolute path, into the case's own folder
+                rf.entry["file"] = f"{{CASE}}/{stem}abs/{name}"
+                files[f"../{stem}abs/{name}"] = rf.doc
+            else:
+                files[key(name)] = rf.doc
+        entries.append(rf.entry)
+    top: list[tuple[str, object]] = [("entries", entries)]
+    if hostile and draw(st.integers(0, 2)) == 0:
+        op = draw(st.sampled_from(["empty", "not_list", "extra", "dup", "drop", "root", "bomb", "deep", "tag"]))
+        if op == "empty":
+            top = [("entries", [])]
+        elif op == "not_list":
+            top = [("entries", draw(st.sampled_from([entries[0], "r0.json", 3, None])))]
+        elif op == "extra":
+            top.append((draw(st.sampled_from(["entry", "hardware", "[/red]"])), 1))
+        elif op == "dup":
+            top.append(("entries", entries))
+        elif op == "drop":
+            top = [("entrys", entries)]
+        elif op == "root":
+            top = [("__root__", draw(st.sampled_from([Raw("[]"), Raw('"fit"'), Raw("42")])))]
+        elif op == "bomb":
+            top.append(("__bomb__", Raw(str(draw(st.sampled_from([6, 9]))))))
+        elif op == "deep":
+            top.append(("deep", Raw(deep_yaml(draw(st.sampled_from([200, 3000]))))))
+        elif op == "tag":
+            top.append(("x", Raw("!!python/object/apply:os.getcwd []")))
+        invalid.append(f"manifest: {op}")
+    suffix = draw(st.sampled_from([".yaml", ".yaml", ".json", ".yml", ""]))
+    if suffix == ".json":
+        if top[0][0] == "__root__":
+            text = to_json_number(top[0][1])
+        else:
+            obj: dict = {}
+            for k, v in top:
+                if k in ("__bomb__",) or isinstance(v, Raw) and k == "x":
+                    continue
+                obj[k] = v if not isinstance(v, Raw) else Raw(str(v))
+            text = to_json(obj)
+            if sum(k == "entries" for k, _ in top) > 1:
+                text = text.rstrip()[:-1].rstrip() + f',\n "entries": {to_json(entries)}\n}}\n'
+            if any(k in ("__bomb__", "x") for k, _ in top):
+                text += "}"  # what JSON cannot say, broken instead
+    else:
+        lines = []
+        for k, v in top:
+            if k == "__root__":
+                lines.append(f"{v}\n")
+            elif k == "__bomb__":
+                lines.append("bomb:\n  " + alias_bomb_yaml(int(v)).replace("\n", "\n  ") + "\n")
+            else:
+                lines.append(f"{json.dumps(k)}: {to_yaml_value(v)}\n")
+        text = "".join(lines)
+    return draw(damaged(text, invalid, hostile)), files, suffix
