@@ -1,5 +1,6 @@
 """The command line: JSON contracts, tables, and one-line errors with exit code 2."""
 
+import itertools
 import json
 import subprocess
 import sys
@@ -64,16 +65,20 @@ def test_compare_finds_the_flip(capsys):
     """The per-GPU decode winners of a dense and a MoE model on 8 GPUs each, recomputed here from `estimate` one
     batch at a time, change exactly where `compare` reports its flips (the flip batch is the first batch of the
     new winner, found between the listed batches)."""
-    a, b = "llama-3-70b", "mixtral-8x22b"
     batches = [1, 8, 32, 128, 512]
-    r = run_json(capsys, "compare", a, b, "--gpus", "8", "--batches", ",".join(map(str, batches)))
+    for (a, b), gpus in itertools.product((("llama-3-70b", "mixtral-8x22b"), ("llama-3-8b", "qwen3-30b-a3b"),
+                                           ("mistral-7b", "mixtral-8x7b")), ("8", "4")):
+        r = run_json(capsys, "compare", a, b, "--gpus", gpus, "--batches", ",".join(map(str, batches)))
+        if r["flips"]:
+            break
+    assert r["flips"], "one of these pairs flips inside the sweep on H100s (else the test checks nothing)"
     assert [row["batch"] for row in r["rows"]] == batches
-    assert r["flips"], "this pair flips inside the sweep on 8 x H100 (else the test checks nothing)"
 
     def per_gpu(model, batch):
-        e = run_json(capsys, "estimate", model, "--gpus", "8", "--batch", str(batch))
-        assert e["parallel"]["gpus"] == 8
-        return e["decode"]["tokens_per_second"] / 8
+        """(fits, tokens/s per GPU): a model that does not fit its GPUs ranks below one that does."""
+        e = run_json(capsys, "estimate", model, "--gpus", gpus, "--batch", str(batch))
+        assert e["parallel"]["gpus"] == int(gpus)
+        return e["memory"]["fits"], e["decode"]["tokens_per_second"] / int(gpus)
 
     listed = [a if per_gpu(a, n) >= per_gpu(b, n) else b for n in batches]
     assert [row["winner"] for row in r["rows"]] == ["a" if w == a else "b" for w in listed]

@@ -45,23 +45,24 @@ def test_every_compare_row_carries_gpus_fit_and_memory(capsys):
 
 
 def test_a_flip_at_a_gpu_step_says_so(capsys):
-    hw, wl = load_hardware("H100-SXM"), Workload()
     batches = [1, 8, 32, 128, 512, 1024, 2048, 4096]
     stepped = []
-    for names in (("mistral-7b", "mixtral-8x7b"), ("llama-3-8b", "qwen3-30b-a3b")):
-        a, b = (load_model(n) for n in names)
-        r = compare(a, b, hw, wl, batches)
-        for flip in r["flips"]:
-            around = compare(a, b, hw, wl, [flip["batch"] - 1, flip["batch"]])["rows"]
-            changed = any(around[0][s]["gpus"] != around[1][s]["gpus"] for s in ("a", "b"))
-            assert flip["gpus_changed"] is changed
-            assert ("moves from" in flip["note"]) is changed
-            if changed:
-                stepped.append((names, flip["note"]))
-    assert stepped, "one of these pairs flips where a side steps to more GPUs (else the test checks nothing)"
-    names, note = stepped[0]
+    for hw_name in ("H100-SXM", "H200", "A100-80GB", "A100-40GB"):
+        hw, wl = load_hardware(hw_name), Workload()
+        for names in (("mistral-7b", "mixtral-8x7b"), ("llama-3-8b", "qwen3-30b-a3b"),
+                      ("llama-3-70b", "mixtral-8x22b")):
+            a, b = (load_model(n) for n in names)
+            for flip in compare(a, b, hw, wl, batches)["flips"]:
+                around = compare(a, b, hw, wl, [flip["batch"] - 1, flip["batch"]])["rows"]
+                changed = any(around[0][s]["gpus"] != around[1][s]["gpus"] for s in ("a", "b"))
+                assert flip["gpus_changed"] is changed
+                assert ("moves from" in flip["note"]) is changed
+                if changed:
+                    stepped.append((hw_name, names, flip["note"]))
+    assert stepped, "some pair flips where a side steps to more GPUs (else the test checks nothing)"
+    hw_name, names, note = stepped[0]
     assert note.startswith("(") and "GPUs here)" in note
-    text = run(capsys, "compare", *names, "--batches", ",".join(map(str, batches)))
+    text = run(capsys, "compare", *names, "--hardware", hw_name, "--batches", ",".join(map(str, batches)))
     assert note in text
 
 

@@ -48,7 +48,7 @@ PEAK, BW, BW_EFF = 100e12, 1e12, 0.8
 SHARE, HALF = 0.75, 50.0
 MOE_EFF, BLOCK = 0.6, 16
 ATT_EFF, ATT_HALF = 0.45, 300.0
-LAUNCH, MOE_FIXED, STEP_FIXED = 2e-6, 5e-6, 30e-6
+LAUNCH, MOE_FIXED, STEP_FIXED, LAYER_FIXED = 2e-6, 5e-6, 30e-6, 7e-6
 
 
 def moe_model(shared: int = 1):
@@ -67,7 +67,7 @@ def hardware(**overrides):
     fields = dict(name="chosen", peak_flops={"bf16": PEAK}, memory_bandwidth=BW, bandwidth_efficiency=BW_EFF,
                   execution="gpu", gemm_efficiency={"bf16": SHARE}, gemm_half_rows=HALF,
                   moe_gemm_efficiency=MOE_EFF, moe_block_rows=BLOCK, attention_efficiency=ATT_EFF,
-                  attention_half_context=ATT_HALF, kernel_launch_s=LAUNCH, moe_layer_overhead_s=MOE_FIXED,
+                  attention_half_context=ATT_HALF, kernel_launch_s=LAUNCH, moe_layer_overhead_s=MOE_FIXED, layer_overhead_s=LAYER_FIXED,
                   step_overhead_s=STEP_FIXED, compute_efficiency=0.9)
     fields.update(overrides)
     return replace(load_hardware("H100-SXM"), **fields)
@@ -119,7 +119,7 @@ def hand_ops(moe: bool, tokens: float, logit_rows: float, attention: dict) -> di
                             issued / (rate(padded) * MOE_EFF), 3 * N_MOE)
         ops["shared_experts"] = gemm(tokens, SHARED, N_MOE, 3)
         elementwise += N_MOE * tokens * (12 * D + 3 * width["moe"] + 2 * HEADS * HD) * 2
-    ops["elementwise"] = op(0.0, elementwise, 0.0, 3 * L)
+    ops["elementwise"] = op(0.0, elementwise, 0.0, 3 * L, L * LAYER_FIXED)
     ops["lm_head"] = gemm(logit_rows, V * D, 1, 1)
     ops["sampling"] = op(0.0, logit_rows * V * 4, 0.0, 3)
     ops["step"] = op(0.0, 0.0, 0.0, 0, STEP_FIXED)
@@ -237,10 +237,11 @@ def test_kernel_launches_and_fixed_costs():
     got = by_name(phase)
     for name, n in launches.items():
         assert got[name].launches == n, name
-    assert phase.seconds == pytest.approx(sum(launches.values()) * LAUNCH + N_MOE * MOE_FIXED + STEP_FIXED,
-                                          rel=1e-6)
+    assert phase.seconds == pytest.approx(sum(launches.values()) * LAUNCH + N_MOE * MOE_FIXED + L * LAYER_FIXED
+                                          + STEP_FIXED, rel=1e-6)
     no_fixed = decode_step(moe_model(), replace(hw, kernel_launch_s=0.0, moe_layer_overhead_s=0.0,
-                                                step_overhead_s=0.0), Workload(batch=1), context=10)
+                                                layer_overhead_s=0.0, step_overhead_s=0.0),
+                           Workload(batch=1), context=10)
     assert no_fixed.seconds < 1e-12
     assert "step" not in by_name(no_fixed)
 

@@ -73,6 +73,8 @@ _BASE_PARAMETERS = (
     Parameter("bandwidth_efficiency", 0.2, 1.0, False, "bandwidth_efficiency", doc="share of memory bandwidth"),
     Parameter("kernel_launch_us", 0.0, 50.0, False, "kernel_launch_s", 1e-6, "fixed cost per operator launch"),
     Parameter("step_overhead_us", 0.0, 20000.0, False, "step_overhead_s", 1e-6, "fixed cost per engine step"),
+    Parameter("layer_overhead_us", 0.0, 2000.0, False, "layer_overhead_s", 1e-6,
+              doc="fixed cost per layer per step (norms, residuals, the kernels between the matmuls)"),
     Parameter("moe_layer_overhead_us", 0.0, 2000.0, False, "moe_layer_overhead_s", 1e-6,
               doc="fixed cost per MoE layer per step"),
     Parameter("intra_node_latency_us", 0.1, 200.0, True, "intra_node_latency_s", 1e-6,

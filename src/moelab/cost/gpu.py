@@ -206,7 +206,8 @@ def step(spec: ModelSpec, hw: HardwareSpec, plan: Plan, load: StepLoad, dtype: s
             touched += n * _moe(ops, spec, layer, load, plan, n, dtype, skew, act)
             width = layer.moe.top_k * layer.moe.expert_ffn + layer.moe.n_shared * layer.moe.shared_ffn
         q = a.n_heads * a.head_dim if a.softmax else 0
-        ops.add("elementwise", 0.0, rows * (12 * d + 3 * width / plan.tp + 2 * q / plan.tp) * act, 0.0, n)
+        ops.add("elementwise", 0.0, rows * (12 * d + 3 * width / plan.tp + 2 * q / plan.tp) * act, 0.0, n,
+                fixed_s=hw.layer_overhead_s)
         if plan.tp > 1:
             nbytes = rows * d * act
             ops.comm("allreduce", allreduce_seconds(hw, plan.tp, nbytes), nbytes, 2 * n,
