@@ -67,7 +67,8 @@ def hardware(**overrides):
     fields = dict(name="chosen", peak_flops={"bf16": PEAK}, memory_bandwidth=BW, bandwidth_efficiency=BW_EFF,
                   execution="gpu", gemm_efficiency={"bf16": SHARE}, gemm_half_rows=HALF,
                   moe_gemm_efficiency=MOE_EFF, moe_block_rows=BLOCK, attention_efficiency=ATT_EFF,
-                  attention_half_context=ATT_HALF, kernel_launch_s=LAUNCH, moe_layer_overhead_s=MOE_FIXED, layer_overhead_s=LAYER_FIXED,
+                  attention_half_context=ATT_HALF, kernel_launch_s=LAUNCH, moe_layer_overhead_s=MOE_FIXED,
+                  layer_overhead_s=LAYER_FIXED,
                   step_overhead_s=STEP_FIXED, compute_efficiency=0.9)
     fields.update(overrides)
     return replace(load_hardware("H100-SXM"), **fields)
