@@ -427,7 +427,6 @@ def frontier(
 ) -> None:
     """The interactivity-throughput frontier: output tokens/s per user against per GPU, over plans and
     concurrencies (modelled means on the named hardware; only points that fit)."""
-    from pathlib import Path
 
     from moelab.cost.frontier import candidate_plans
     from moelab.cost.frontier import frontier as run
@@ -435,9 +434,9 @@ def frontier(
 
     if len(set(models)) != len(models):
         raise MoelabError("frontier: a model is named twice")
-    target = Path(plot) if plot else None
-    if target is not None and (target.is_dir() or not target.parent.is_dir()):
-        raise MoelabError(f"--plot {plot}: needs a file path in an existing folder")
+    from moelab.outfile import check_output_file
+
+    target = check_output_file(plot, "--plot") if plot else None
     hw = load_hardware(hardware)
     results = []
     for name in models:
@@ -712,15 +711,10 @@ def fit(
         write_file_atomically,
     )
     from moelab.cost.fit import fit as run_fit
+    from moelab.outfile import check_output_file
     from moelab.spec.hardware import load_hardware
 
-    target = Path(out)
-    if target.is_dir():
-        raise MoelabError(f"--out {out}: is a folder, not a file")
-    if not target.parent.is_dir():
-        raise MoelabError(f"--out {out}: the folder {target.parent} does not exist")
-    if (target.exists() and not os.access(target, os.W_OK)) or not os.access(target.parent, os.W_OK):
-        raise MoelabError(f"--out {out}: cannot write there")
+    target = check_output_file(out, "--out")
     if loss not in LOSSES:
         raise MoelabError(f"--loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     names = None if params is None else [p.strip() for p in params.split(",") if p.strip()]

@@ -30,9 +30,7 @@ prediction, is refused in one line.
 from __future__ import annotations
 
 import math
-import os
 import statistics
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -457,25 +455,10 @@ def _pct(x: float | None) -> str:
 
 
 def write_file_atomically(path: Path, text: str) -> None:
-    """`text` into `path` all or nothing: a temporary file in its folder, fsync, rename (readers never see half)."""
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    """`text` into `path` all or nothing (moelab.outfile: temporary file in its folder, fsync, rename)."""
+    from moelab.outfile import write_atomically
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    write_atomically(path, text)
 
 
 def dump_hardware_file(raw: dict[str, Any], path: Path) -> str:

@@ -441,8 +441,12 @@ def frontier_png(series: list[dict], title: str, path) -> bool:
     fig = _frontier_figure(series, title)
     if fig is None:
         return False
+    buffer = io.BytesIO()
     try:
-        fig.savefig(path, format="png", dpi=150, bbox_inches="tight", metadata={"Software": "moelab"})
+        fig.savefig(buffer, format="png", dpi=150, bbox_inches="tight", metadata={"Software": "moelab"})
     finally:
         plt.close(fig)
+    from moelab.outfile import write_atomically
+
+    write_atomically(path, buffer.getvalue())
     return True
