@@ -187,12 +187,14 @@ def test_workload_equivalent_is_the_active_size_when_both_are_compute_bound():
 
 @pytest.mark.parametrize("name,batch", [("llama-3-8b", 1), ("mixtral-8x7b", 1), ("mixtral-8x7b", 16)])
 def test_workload_equivalent_is_the_narrowest_twin_at_least_as_slow(name, batch):
-    """The reported width w: the twin of width w takes at least the model's step time, width w - 1 less."""
+    """The reported width w: the twin of width w takes at least the model's step time, a width 0.5% narrower
+    (the bisection's tolerance) less."""
     spec, hw = load_model(name), load_hardware("H100-SXM")
     wl = Workload(batch=batch)
     out = workload_dense_equivalent(spec, hw, wl)
     target = decode_step(spec, hw, wl).seconds
     assert out["decode_step_seconds"] == target
     assert decode_step(dense_twin(spec, out["ffn_dim"]), hw, wl).seconds >= target
-    assert decode_step(dense_twin(spec, out["ffn_dim"] - 1), hw, wl).seconds < target
+    narrower = out["ffn_dim"] - max(1, out["ffn_dim"] // 200)
+    assert decode_step(dense_twin(spec, narrower), hw, wl).seconds < target
     assert out["params"] == count_params(dense_twin(spec, out["ffn_dim"])).total

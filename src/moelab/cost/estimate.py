@@ -154,7 +154,8 @@ class TrainingFigures:
 @dataclass(frozen=True)
 class DenseEquivalent:
     heuristic: float  # the seeds' size rule
-    workload: float  # params of the dense twin with the same decode step on this workload
+    workload: float | None  # params of the dense twin with the same decode step on this workload (None: not
+    # computed, estimate(derived=False))
     detail: dict = field(default_factory=dict)  # cost.equivalent.workload_dense_equivalent
 
     def to_dict(self) -> dict:
@@ -277,12 +278,14 @@ def resolve_gpus(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | No
 
 def estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None = None,
              training: TrainingPlan = TrainingPlan(), plan: Plan | str | None = None,
-             concurrency: list[int] | tuple[int, ...] | None = None) -> Estimate:
+             concurrency: list[int] | tuple[int, ...] | None = None, derived: bool = True) -> Estimate:
     """Parameters, memory, FLOPs, prefill and decode, parallel plans, energy, dollars and dense equivalents:
     every figure finite (see moelab.cost.finite for the keys that may be None). `plan` fixes the plan (else the
     best that fits is chosen); `concurrency` adds one serving row per concurrency (cost.serving) on that plan, or
-    without `plan` on the best plan for the largest concurrency."""
-    result = _estimate(spec, hw, wl, gpus, training, plan, tuple(concurrency or ()))
+    without `plan` on the best plan for the largest concurrency. `derived=False` leaves out the two figures found
+    by searching the engine (the workload dense equivalent and the crossover batch: None), for callers such as
+    decide that price many workloads and read neither."""
+    result = _estimate(spec, hw, wl, gpus, training, plan, tuple(concurrency or ()), derived)
     require_finite(result.to_dict(), "estimate")
     return result
 
@@ -311,7 +314,7 @@ def _serving(spec: ModelSpec, hw: HardwareSpec, wl: Workload, fixed: bool,
 
 
 def _estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None, training: TrainingPlan,
-              plan: Plan | str | None, concurrency: tuple[int, ...]) -> Estimate:
+              plan: Plan | str | None, concurrency: tuple[int, ...], derived: bool = True) -> Estimate:
     p = count_params(spec)
     fixed = plan is not None
     if concurrency and gpus is None and not fixed:  # provision for the largest concurrency, not the static batch
@@ -329,7 +332,7 @@ def _estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None,
     train = training_cost(spec, hw, training.tokens, wl.gpus, training.mfu, training.seq)
     train_mem = training_memory(spec, hw, training.micro_batch, training.seq, dp=wl.gpus, zero=training.zero,
                                 recompute=training.recompute)
-    equivalent = workload_dense_equivalent(spec, hw, wl)
+    equivalent = workload_dense_equivalent(spec, hw, wl) if derived else {"params": None}
     return Estimate(
         model=spec.name,
         family=spec.family,
@@ -343,7 +346,7 @@ def _estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None,
                           prefill_flops(spec, p, wl.batch, wl.prompt)),
         prefill=chosen.prefill,
         decode=chosen.decode,
-        crossover_batch=crossover_batch(spec, hw, wl),
+        crossover_batch=crossover_batch(spec, hw, wl) if derived else None,
         parallel=ParallelFigures(tuple(results), chosen, tuple(plan_notes(spec, wl.gpus)), fixed),
         economics=Economics(**serving_economics(hw, wl, chosen.prefill, chosen.decode)),
         training=TrainingFigures(**train, plan=training, memory=train_mem, capacity_per_gpu_bytes=hw.memory_bytes),

@@ -4,8 +4,9 @@ Inputs are bounded (moelab.limits, the hardware schema's minimums and maximums),
 result is a bug in the model, not a property of the input: `require_finite` refuses to let one through as the
 `null` that moelab.jsonout would print, and names the key instead. `null` in these results means only "absent",
 a Python None set on purpose: `decode.crossover_batch` in `estimate` (no batch up to 2**20 turns the step
-compute-bound), `gpus` in `compare` (no --gpus: each row carries its own count), and in `decide` the flip
-batches, thresholds and directions of a factor whose change never flips the choice.
+compute-bound; with derived=False also `dense_equivalent.workload`: not computed), `gpus` in `compare` (no
+--gpus: each row carries its own count), and in `decide` the flip batches, thresholds and directions of a factor
+whose change never flips the choice.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ def _cost_workload(wl: Workload, batch: int | None = None) -> CostWorkload:
 
 
 def _deployment(spec: ModelSpec, hw: HardwareSpec, wl: Workload, g: int, batch: int, plan: TrainingPlan) -> dict:
-    e = estimate(spec, hw, _cost_workload(wl, batch), gpus=g, training=plan)
+    e = estimate(spec, hw, _cost_workload(wl, batch), gpus=g, training=plan, derived=False)
     m, d = e.memory, e.decode
     return {"gpus": g, "plan": e.parallel.plan, "fits_gpus": bool(m.fits),
             "memory_bytes": m.total_bytes, "weights_bytes": m.weights_bytes, "kv_bytes": m.kv_cache_bytes,
@@ -153,7 +153,7 @@ def candidate_figures(name: str, hw: HardwareSpec, wl: Workload, batch: int | No
 def _max_batch(spec: ModelSpec, hw: HardwareSpec, wl: Workload, g: int, tail: float, budget: float) -> int:
     """Largest decode batch on a replica of g GPUs that fits memory and meets the p99 target (0: none)."""
     def ok(b: int) -> bool:
-        e = estimate(spec, hw, _cost_workload(wl, b), gpus=g)
+        e = estimate(spec, hw, _cost_workload(wl, b), gpus=g, derived=False)
         return (e.memory.fits and e.memory.total_bytes <= budget
                 and e.decode.seconds * tail * 1e3 <= wl.latency_p99_ms)
 
