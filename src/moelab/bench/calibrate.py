@@ -180,14 +180,16 @@ def _measure(device: str, quick: bool, dtypes: list[str], say) -> dict:
         llc, mem_total = probes.last_level_cache_bytes(), _mem_total_bytes()
     say("bandwidth")
     big = max(2 * llc, (64 if quick else 256) * 2**20)
-    stream = probes.stream_bandwidth(device, big)
-    gemv = probes.gemv_bandwidth(device, max(2 * llc, 64 * 2**20), quick=quick)
-    one_row = probes.gemv_bandwidth(device, max(2 * llc, 64 * 2**20), rows=(1,), quick=quick)
+    stream = settled("stream", lambda: probes.stream_bandwidth(device, big))
+    gemv = settled("gemv", lambda: probes.gemv_bandwidth(device, max(2 * llc, 64 * 2**20), quick=quick))
+    one_row = settled("gemv_one_row", lambda: probes.gemv_bandwidth(device, max(2 * llc, 64 * 2**20), rows=(1,),
+                                                                    quick=quick))
     say("attention")
-    attn = probes.attention(device, "fp32" if device == "cpu" else "bf16", quick, max(2 * llc, 64 * 2**20))
+    attn = settled("attention", lambda: probes.attention(device, "fp32" if device == "cpu" else "bf16", quick,
+                                                         max(2 * llc, 64 * 2**20)))
     say("in situ")
     situ = settled("in_situ", lambda: probes.in_situ(device, quick)) if device == "cpu" else None
-    fresh = probes.fresh_pages(device, quick=quick) if situ else None  # CUDA's caching allocator: no faults
+    fresh = settled("fresh_pages", lambda: probes.fresh_pages(device, quick=quick)) if situ else None
     say("overheads")
     over = settled("overheads", lambda: probes.overheads(device, "fp32" if device == "cpu" else "bf16", quick))
     op = probes.op_overhead(device)
