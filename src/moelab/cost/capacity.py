@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from moelab.cost.dtypes import KV_BYTES
 from moelab.cost.gpu import kv_shards
-from moelab.cost.memory import kv_cache_bytes, model_weight_bytes, prefill_activation_bytes
+from moelab.cost.memory import _kv_width, linear_state_elements, model_weight_bytes, prefill_activation_bytes
 from moelab.cost.plan import Plan
 from moelab.spec.hardware import HardwareSpec
 from moelab.spec.model import ModelSpec
@@ -48,8 +49,11 @@ def weights_per_gpu(spec: ModelSpec, plan: Plan, dtype: str) -> float:
 
 def kv_per_sequence_per_gpu(spec: ModelSpec, plan: Plan, kv_dtype: str, context: int) -> float:
     """One sequence's KV cache (layer by layer: windows, chunks and linear states) on one GPU of its group."""
-    shards = min((kv_shards(layer.attention, plan.tp) for layer, _ in spec.layer_groups), default=1)
-    return kv_cache_bytes(spec, kv_dtype, 1, context) / shards / plan.pp
+    a_bytes = KV_BYTES[kv_dtype]
+    per_group = (n * (_kv_width(layer.attention) * layer.attention.cached(context)
+                      + linear_state_elements(layer.attention)) * a_bytes / kv_shards(layer.attention, plan.tp)
+                 for layer, n in spec.layer_groups)  # memory.kv_cache_bytes, each layer split by its own heads
+    return sum(per_group) / plan.pp
 
 
 def capacity(spec: ModelSpec, hw: HardwareSpec, plan: Plan, dtype: str, kv_dtype: str, context: int,

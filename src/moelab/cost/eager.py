@@ -14,6 +14,7 @@ from moelab.cost.dtypes import COMPUTE_DTYPE, activation_bytes
 from moelab.cost.memory import expert_param_bytes, model_weight_bytes
 from moelab.cost.params import expert_params, moa_expert_params
 from moelab.cost.routing import distinct_experts
+from moelab.errors import MoelabError
 from moelab.spec.hardware import HardwareSpec
 from moelab.spec.model import AttentionSpec, ModelSpec
 
@@ -159,6 +160,11 @@ def _softmax_heads(spec: ModelSpec) -> int:
     return sum(n * layer.attention.n_heads for layer, n in spec.layer_groups if layer.attention.softmax)
 
 
+def prices(plan) -> bool:
+    """The plans the eager model prices: all GPUs tensor- or expert-parallel (no pipeline, no replicas)."""
+    return plan.pp == 1 and plan.replicas == 1 and (plan.tp == 1 or plan.ep == 1)
+
+
 def phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: float, kv_read: float,
           kv_write: float, attn_flops: float = 0.0) -> Phase:
     """Cost of processing `tokens` tokens (whole system) whose FLOPs are `flops`, split over the plan.
@@ -167,6 +173,9 @@ def phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: f
     Hockney's r_inf, n_1/2 model of a GEMM; one-row products at the GEMV bandwidth), attention (its own measured
     FLOP/s and KV-read bandwidth) and unfused elementwise traffic (plus the page faults of activation tensors
     above the allocator's fresh-page threshold); fixed overheads per step, layer, MoE layer and touched expert."""
+    if not prices(wl.parallel):
+        raise MoelabError(f"plan {wl.parallel.name}: the eager (CPU) model prices tpN or epN plans only, not "
+                          "pipeline stages, replicas or tp x ep")
     wb = model_weight_bytes(spec, wl.dtype)
     g, act = wl.gpus, activation_bytes(wl.dtype)
     moe = spec.moe if spec.is_moe else None

@@ -120,11 +120,12 @@ def _decode_attention_flops(a: AttentionSpec, attended: float) -> float:
 
 def _attention(ops: _Ops, a: AttentionSpec, load: StepLoad, plan: Plan, n: int, cdtype: str, kv_b: float,
                act: float) -> None:
-    """The attention core of `n` layers: prefill chunks and decode queries of this GPU's data-parallel group."""
+    """The attention core of `n` layers: prefill chunks and decode queries of this GPU's data-parallel group
+    (`load` is that group's share)."""
     shards = kv_shards(a, plan.tp)
     heads_share = 1.0 / plan.tp
     if load.prefill_seqs and load.prefill_tokens:
-        seqs = load.prefill_seqs / plan.ep
+        seqs = load.prefill_seqs
         chunk, past = load.prefill_tokens, load.prefill_past
         if a.linear is not None:
             state = linear_state_elements(a) * kv_b / shards
@@ -140,7 +141,7 @@ def _attention(ops: _Ops, a: AttentionSpec, load: StepLoad, plan: Plan, n: int, 
             context = pairs / chunk
             ops.add("attention_prefill", flops, nbytes, flops / attention_flops_per_second(ops.hw, cdtype, context), n)
     if load.decode_seqs:
-        seqs = load.decode_seqs / plan.ep
+        seqs = load.decode_seqs
         if a.linear is not None:
             state = linear_state_elements(a) * kv_b / shards
             flops = seqs * _state_flops(a) * heads_share
@@ -154,11 +155,12 @@ def _attention(ops: _Ops, a: AttentionSpec, load: StepLoad, plan: Plan, n: int, 
                     flops / attention_flops_per_second(ops.hw, cdtype, attended), n)
 
 
-def _moe(ops: _Ops, spec: ModelSpec, layer: LayerSpec, load: StepLoad, plan: Plan, n: int, dtype: str,
+def _moe(ops: _Ops, spec: ModelSpec, layer: LayerSpec, load: StepLoad, rows: float, plan: Plan, n: int, dtype: str,
          skew: float, act: float) -> float:
-    """Router, routed experts and shared experts of `n` MoE layers; returns the touched experts per layer."""
+    """Router, routed experts and shared experts of `n` MoE layers, for the replica's `load` (whose token-slots
+    spread over every expert group) and `rows` tokens of this GPU's attention group; returns the touched
+    experts per layer."""
     m, d, cdtype = layer.moe, spec.d_model, COMPUTE_DTYPE[dtype]
-    rows = load.tokens / plan.ep  # tokens of this GPU's attention group
     router_flops = 2.0 * rows * m.n_experts * d
     ops.add("router", router_flops, m.n_experts * d * high_precision_bytes(dtype),
             router_flops / gemm_flops_per_second(ops.hw, cdtype, rows), n, fixed_s=ops.hw.moe_layer_overhead_s)
@@ -187,23 +189,24 @@ def step(spec: ModelSpec, hw: HardwareSpec, plan: Plan, load: StepLoad, dtype: s
     seconds add up to a token's latency through the step; with pp > 1 they are the whole model at one
     micro-batch."""
     micro = plan.pp if load.sequences >= plan.pp else 1  # pipeline micro-batches
-    load = load.scaled(1.0 / micro) if micro > 1 else load
+    load = load.busiest(micro)
+    group = load.busiest(plan.ep)  # what the busiest data-parallel attention group runs
     ops = _Ops(hw)
     d, act, wb = spec.d_model, activation_bytes(dtype), WEIGHT_BYTES[dtype]
     cdtype, kv_b = COMPUTE_DTYPE[dtype], KV_BYTES[kv_dtype]
-    rows = load.tokens / plan.ep
+    rows = group.tokens
     touched = 0.0
     for layer, n in spec.layer_groups:
         a = layer.attention
         o = _o_params(d, a)
         ops.gemm("qkv_proj", rows, (attention_params(d, a) - o) / plan.tp, wb, cdtype, act, n)
         ops.gemm("o_proj", rows, o / plan.tp, wb, cdtype, act, n)
-        _attention(ops, a, load, plan, n, cdtype, kv_b, act)
+        _attention(ops, a, group, plan, n, cdtype, kv_b, act)
         if layer.moe is None:
             ops.gemm("ffn", rows, swiglu_params(d, layer.ffn.width) / plan.tp, wb, cdtype, act, n)
             width = layer.ffn.width
         else:
-            touched += n * _moe(ops, spec, layer, load, plan, n, dtype, skew, act)
+            touched += n * _moe(ops, spec, layer, load, rows, plan, n, dtype, skew, act)
             width = layer.moe.top_k * layer.moe.expert_ffn + layer.moe.n_shared * layer.moe.shared_ffn
         q = a.n_heads * a.head_dim if a.softmax else 0
         ops.add("elementwise", 0.0, rows * (12 * d + 3 * width / plan.tp + 2 * q / plan.tp) * act, 0.0, n,
@@ -212,7 +215,7 @@ def step(spec: ModelSpec, hw: HardwareSpec, plan: Plan, load: StepLoad, dtype: s
             nbytes = rows * d * act
             ops.comm("allreduce", allreduce_seconds(hw, plan.tp, nbytes), nbytes, 2 * n,
                      allreduce_algorithm(hw, plan.tp, nbytes))
-    logits = load.logit_rows / plan.ep
+    logits = group.logit_rows
     ops.gemm("lm_head", logits, spec.vocab_size * d / plan.tp, high_precision_bytes(dtype), cdtype, act)
     ops.add("sampling", 0.0, logits * spec.vocab_size * 4 / plan.tp, 0.0)
     if plan.tp > 1:

@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, replace
 
 from moelab.cost.capacity import capacity
+from moelab.cost.eager import prices as eager_prices
 from moelab.cost.plan import Plan, check_plan, expert_counts, plan_problem
 from moelab.cost.roofline import Phase, Workload, decode_step, prefill
 from moelab.errors import MoelabError
@@ -77,7 +78,7 @@ def candidate_plans(spec: ModelSpec, hw: HardwareSpec, gpus: int, batch: int) ->
                 continue
             for tp in _divisors(per_replica // pp):
                 plan = Plan(pp=pp, tp=tp, ep=per_replica // pp // tp, replicas=x)
-                if plan_problem(spec, plan) is None:
+                if plan_problem(spec, plan) is None and (hw.execution == "gpu" or eager_prices(plan)):
                     out.append(plan)
     return out
 

@@ -19,7 +19,7 @@ from moelab.cost.flops import attention_flops, causal_attention_flops, decode_fl
 from moelab.cost.memory import kv_bytes_per_token, kv_cache_bytes, kv_read_bytes
 from moelab.cost.params import count_params
 from moelab.cost.plan import Plan, check_plan
-from moelab.cost.step import OpCost, StepLoad
+from moelab.cost.step import OpCost, StepLoad, busiest_share
 from moelab.errors import MoelabError
 from moelab.spec.hardware import HardwareSpec
 from moelab.spec.model import ModelSpec
@@ -89,11 +89,17 @@ class Phase:
         return out
 
 
-def _gpu_phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, load: StepLoad) -> Phase:
+def _gpu_phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, load: StepLoad, batch_prefill: bool = False) -> Phase:
     """The operator model's step for one replica's share of the workload (a plan the model cannot take, such as
-    ep on a dense model or not dividing its experts, is refused in one line)."""
+    ep on a dense model or not dividing its experts, is refused in one line). A static batch's prefill through
+    pp > 1 stages in pp micro-batches also waits for the pipeline to fill: 2pp - 1 stage times in all, where
+    gpu.step gives pp of them (one micro-batch through every stage)."""
     check_plan(spec, wl.parallel)
     ops, touched = gpu.step(spec, hw, wl.parallel, load, wl.dtype, wl.kv_dtype, wl.skew)
+    pp = wl.parallel.pp
+    if batch_prefill and pp > 1 and load.sequences >= pp:
+        fill = (pp - 1) / pp * sum(op.seconds for op in ops)
+        ops = (*ops, OpCost("pipeline_fill", 0.0, 0.0, 0.0, 0.0, fill, 0, f"{pp - 1} more stage times"))
     comm = sum(op.seconds for op in ops if op.name in COMM_OPERATORS)
     work = [op for op in ops if op.name not in COMM_OPERATORS]
     compute_bound = sum(op.seconds for op in work if op.bound == "compute")
@@ -131,8 +137,8 @@ def step_cost(spec: ModelSpec, hw: HardwareSpec, wl: Workload, load: StepLoad) -
 def prefill(spec: ModelSpec, hw: HardwareSpec, wl: Workload) -> Phase:
     """Prefill of the whole batch of prompts (time to first token), writing their KV cache."""
     if hw.execution == "gpu":
-        seqs = wl.batch / wl.parallel.replicas
-        return _gpu_phase(spec, hw, wl, StepLoad(prefill_seqs=seqs, prefill_tokens=wl.prompt))
+        seqs = busiest_share(wl.batch, wl.parallel.replicas)
+        return _gpu_phase(spec, hw, wl, StepLoad(prefill_seqs=seqs, prefill_tokens=wl.prompt), batch_prefill=True)
     flops = prefill_flops(spec, count_params(spec), wl.batch, wl.prompt)
     kv_write = kv_cache_bytes(spec, wl.kv_dtype, wl.batch, wl.prompt)
     attn = wl.batch * causal_attention_flops(spec, wl.prompt)
@@ -143,7 +149,7 @@ def decode_step(spec: ModelSpec, hw: HardwareSpec, wl: Workload, context: float 
     """One decode step of the batch at `context` positions (default: the workload's mean context)."""
     context = wl.decode_context if context is None else context
     if hw.execution == "gpu":
-        seqs = wl.batch / wl.parallel.replicas
+        seqs = busiest_share(wl.batch, wl.parallel.replicas)
         return _gpu_phase(spec, hw, wl, StepLoad(decode_seqs=seqs, decode_context=context))
     flops = decode_flops(spec, count_params(spec), wl.batch, context)
     kv_read = kv_read_bytes(spec, wl.kv_dtype, wl.batch, int(round(context)))  # attended, not cached

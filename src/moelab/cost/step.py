@@ -7,9 +7,21 @@ Counts are per model replica (the whole batch the replica serves), means where a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from moelab.errors import MoelabError
+
+
+def busiest_share(count: float, groups: int) -> float:
+    """Sequences the busiest of `groups` groups (replicas, data-parallel attention groups, pipeline micro-batches)
+    gets of `count`: whole sequences when the count is whole (a sequence is never split), else the mean share,
+    at least one sequence's worth of what there is (a modelled mean such as a serving load)."""
+    if groups == 1:
+        return count
+    if abs(count - round(count)) < 1e-9:
+        return float(math.ceil(round(count) / groups))
+    return max(count / groups, min(count, 1.0))
 
 
 @dataclass(frozen=True)
@@ -42,10 +54,10 @@ class StepLoad:
     def sequences(self) -> float:
         return self.decode_seqs + self.prefill_seqs
 
-    def scaled(self, share: float) -> StepLoad:
-        """The same step for `share` of the sequences (a pipeline micro-batch, a data-parallel group)."""
-        return StepLoad(self.decode_seqs * share, self.decode_context, self.prefill_seqs * share,
-                        self.prefill_tokens, self.prefill_past)
+    def busiest(self, groups: int) -> StepLoad:
+        """The share of this step the busiest of `groups` groups runs (busiest_share of each kind)."""
+        return StepLoad(busiest_share(self.decode_seqs, groups), self.decode_context,
+                        busiest_share(self.prefill_seqs, groups), self.prefill_tokens, self.prefill_past)
 
 
 @dataclass(frozen=True)
