@@ -135,3 +135,14 @@ def test_fit_bad_input_is_one_line(runs, tmp_path, capsys):
     assert "--loss must be one of squared, soft_l1" in _error(capsys, "fit", manifest, "-H", "H100-SXM", "--out", out,
                                                               "--loss", "huber")
     assert not (tmp_path / "o.yaml").exists()  # nothing written on failure
+
+
+def test_fit_never_overwrites_its_own_inputs(runs, capsys):
+    folder, _ = runs
+    manifest = folder / "fit.yaml"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for out in (manifest, folder / "c1-1024-256.json", folder / "holdout.yaml"):
+        err = _error(capsys, "fit", str(manifest), "-H", "H100-SXM", "--holdout", str(folder / "holdout.yaml"),
+                     "--out", str(out))
+        assert "own input files" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

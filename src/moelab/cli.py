@@ -701,7 +701,7 @@ def fit(
     """Fit the hardware's efficiency curves and overheads to your measurements; write a --hardware file."""
     from pathlib import Path
 
-    from moelab.bench.results import manifest_measurements, model_specs
+    from moelab.bench.results import manifest_files, manifest_measurements, model_specs
     from moelab.cost.fit import (
         LOSSES,
         dump_hardware_file,
@@ -721,8 +721,11 @@ def fit(
     if names is not None and not names:
         raise MoelabError("--params names no parameter")
     base = load_hardware(hardware)
-    points = manifest_measurements(manifest, base.name)
-    holdouts = [(path, manifest_measurements(path, base.name)) for path in holdout or []]
+    inputs = [f for m in (manifest, *(holdout or [])) for f in manifest_files(m)]
+    if any(os.path.realpath(target) == os.path.realpath(f) for f in inputs):
+        raise MoelabError(f"--out {out}: is one of the fit's own input files; name a new file")
+    points = manifest_measurements(manifest, base.name, base.execution)
+    holdouts = [(path, manifest_measurements(path, base.name, base.execution)) for path in holdout or []]
     specs = model_specs(points + [m for _, ms in holdouts for m in ms])
     result = run_fit(points, base, names, specs, loss=loss)
     after = result.hardware[base.name]

@@ -306,17 +306,32 @@ def _model_ref(model: str, folder: Path) -> str:
         return model
 
 
-def manifest_measurements(path: str | Path, hardware: str) -> list[Measurement]:
-    """Every figure of a fit manifest's result files as Measurements on `hardware` (a name to show)."""
+def _manifest(path: Path):
     from moelab.schema.base import validate
     from moelab.schema.manifest import Manifest
 
-    path = Path(path)
     raw = load_user_file(path, "manifest")
     if not isinstance(raw, dict):
         got = "an empty file" if raw is None else f"a {type(raw).__name__}"
         raise MoelabError(f"{path}: a manifest must be a mapping with `entries`, got {got}")
-    manifest = validate(Manifest, raw, str(path))
+    return validate(Manifest, raw, str(path))
+
+
+def manifest_files(path: str | Path) -> list[Path]:
+    """The manifest and every result file it names (what `moelab fit --out` must not overwrite)."""
+    path = Path(path)
+    return [path, *(path.parent / entry.file for entry in _manifest(path).entries)]
+
+
+# the device a moelab bench file must come from for each execution model of the hardware fitted
+BENCH_DEVICE = {"gpu": "cuda", "eager": "cpu"}
+
+
+def manifest_measurements(path: str | Path, hardware: str, execution: str | None = None) -> list[Measurement]:
+    """Every figure of a fit manifest's result files as Measurements on `hardware` (a name to show); with
+    `execution` ("gpu" / "eager"), a moelab bench file measured on the other kind of device is refused."""
+    path = Path(path)
+    manifest = _manifest(path)
     folder = path.parent
     out: list[Measurement] = []
     for entry in manifest.entries:
@@ -331,7 +346,12 @@ def manifest_measurements(path: str | Path, hardware: str) -> list[Measurement]:
                                              output=entry.output, concurrency=entry.concurrency, mode=entry.mode,
                                              metrics=entry.metrics, statistic=entry.statistic))
         else:
-            out.extend(moelab_measurements(read_moelab_bench(file), model=model, hardware=hardware,
+            bench = read_moelab_bench(file)
+            want = BENCH_DEVICE.get(execution or "")
+            if want and bench.get("device") != want:
+                raise MoelabError(f"{file}: measured on {bench.get('device')!r}, but {hardware} runs the {execution} "
+                                  f"model (fit a {want} bench file to it)")
+            out.extend(moelab_measurements(bench, model=model, hardware=hardware,
                                            plan=entry.plan, dtype=entry.dtype, kv_dtype=entry.kv_dtype,
                                            input=entry.input, output=entry.output, metrics=entry.metrics,
                                            bench_model=entry.bench_model))

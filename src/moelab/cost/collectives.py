@@ -104,7 +104,7 @@ def _allreduce_candidates(hw: HardwareSpec, ranks: int, nbytes: float, custom: b
         if custom and ranks in CUSTOM_AR_WORLD_SIZES and nbytes < CUSTOM_AR_MAX_BYTES and (_nvlink(hw) or ranks == 2):
             lat = hw.intra_node_latency_s
             out["one-shot"] = lat + (ranks - 1) * nbytes / (bw * ONE_SHOT_READ_SHARE)
-            if _nvlink(hw) and ranks > 2:  # vLLM runs one-shot only on 2 GPUs (custom_all_reduce.cuh)
+            if _nvlink(hw) and ranks > 2:  # on 2 GPUs vLLM never runs two-shot (custom_all_reduce.cuh)
                 out["two-shot"] = TWO_SHOT_LATENCY_FACTOR * lat + ring_share * nbytes / bw
         out["ring"] = NCCL_RING_BASE_S + 2 * (ranks - 1) * _step_s(hw) + ring_share * nbytes / bw
         if hw.nvls:

@@ -14,6 +14,7 @@ space):
     bandwidth_efficiency      achieved share of memory bandwidth (weights, KV cache, activations)
     kernel_launch_us          fixed cost per operator launch
     step_overhead_us          fixed cost per engine step (scheduler, input preparation)
+    layer_overhead_us         fixed cost per layer per step (the small kernels between the matmuls)
     moe_layer_overhead_us     fixed cost per MoE layer per step (routing, top-k, permutation)
     intra_node_latency_us     per-call latency of a collective inside a node
     link_efficiency           achieved share of link bandwidth
@@ -87,7 +88,8 @@ PARAMETERS: dict[str, Parameter] = {
 }
 # Fitted when none are named, where the points inform them (a dtype's GEMM share only where a point runs it).
 DEFAULT_PARAMETERS = ("gemm_efficiency.*", "gemm_half_rows", "moe_gemm_efficiency", "attention_efficiency",
-                      "bandwidth_efficiency", "step_overhead_us", "moe_layer_overhead_us", "intra_node_latency_us")
+                      "bandwidth_efficiency", "step_overhead_us", "layer_overhead_us", "moe_layer_overhead_us",
+                      "intra_node_latency_us")
 
 LOSSES = ("squared", "soft_l1")
 RIDGE = 1e-3  # weight of (z - z0) in the cost, per parameter: keeps the normal equations regular

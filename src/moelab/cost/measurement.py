@@ -85,6 +85,8 @@ class Measurement:
 def _offline_concurrency(m: Measurement, spec: ModelSpec, hw: HardwareSpec, plan: Plan) -> int:
     """Sequences an offline run keeps in flight: all requests, at most what the KV cache holds and the cap."""
     held = capacity(spec, hw, plan, m.dtype, m.kv_dtype, m.input + m.output).max_concurrency
+    if held == 0:
+        raise MoelabError(f"measurement {m.name or m.model}: the weights do not fit {plan.name} on {hw.name}")
     cap = m.concurrency or OFFLINE_MAX_SEQS * plan.replicas
     return max(1, min(held, cap, m.num_prompts or cap))
 
@@ -116,7 +118,3 @@ def predict(m: Measurement, spec: ModelSpec, hw: HardwareSpec) -> float:
             "requests_per_second": p.requests_per_second,
             "output_tokens_per_second_per_gpu": p.output_tokens_per_second_per_gpu}[m.metric]
 
-
-def relative_error(m: Measurement, spec: ModelSpec, hw: HardwareSpec) -> float:
-    """(predicted - measured) / measured, in the measured metric's direction."""
-    return (predict(m, spec, hw) - m.value) / m.value
