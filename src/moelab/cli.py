@@ -225,7 +225,8 @@ def _print_breakdown(r) -> None:
         if not phase.operators:
             console.print(f"{label}: no per-operator breakdown on {r.hardware} (eager execution model)")
             continue
-        table = Table(title=f"{label} of {r.parallel.plan}, per GPU: {fmt.seconds(phase.seconds)} by operator "
+        where = ("one micro-batch through every pipeline stage" if r.workload.parallel.pp > 1 else "per GPU")
+        table = Table(title=f"{label} of {r.parallel.plan}, {where}: {fmt.seconds(phase.seconds)} by operator "
                             "(modelled)")
         for col in ("operator", "seconds", "share", "bound", "detail"):
             table.add_column(col, justify="left" if col in ("operator", "bound", "detail") else "right")

@@ -28,4 +28,4 @@ def seconds(s: float) -> str:
 
 
 def rate(x: float) -> str:
-    return f"{count(x)}/s" if x >= 1e3 else f"{x:.1f}/s"
+    return f"{count(x)}/s" if x >= 1e3 else f"{x:.1f}/s" if x >= 1 else f"{x:.3g}/s"
