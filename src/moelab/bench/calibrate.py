@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -169,6 +170,10 @@ def _measure(device: str, quick: bool, dtypes: list[str], say) -> dict:
 
     def settled(name, probe):
         return least_contended(probe, retries, contention, name)
+    from moelab.bench import drift
+
+    reference_fns = drift.probes(device)
+    reference_start = drift.time_probes(reference_fns, device, reps=3 * drift.REPS)
     flops = {}
     for dt in dtypes:
         say(f"matmul {dt}")
@@ -329,6 +334,9 @@ def _measure(device: str, quick: bool, dtypes: list[str], say) -> dict:
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    reference_end = drift.time_probes(reference_fns, device, reps=3 * drift.REPS)
+    hw["measurements"]["reference"] = {  # re-timed by every bench (moelab.bench.drift), at the start and the end
+        f"{k}_s": statistics.median(reference_start[k] + reference_end[k]) for k in reference_fns}
     hw["measurements"]["seconds"] = time.perf_counter() - started
     others = others_cpu_share(ticks, cpu_ticks())
     hw["measurements"]["others_cpu_share"] = others

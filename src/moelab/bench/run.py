@@ -17,6 +17,7 @@ import time
 import torch
 
 from moelab import limits
+from moelab.bench import drift
 from moelab.bench.calibrate import available_memory_bytes, calibrated_hardware, check_device
 from moelab.bench.measure import Runner, Samples, memory, routing_share
 from moelab.bench.models import Loaded, Resolved, build, check_fits, resolve
@@ -67,11 +68,19 @@ def _check_models(models: list[Resolved], prompt: int, gen: int) -> None:
                               f"of {r.ref}")
 
 
-def _hardware(hardware: str | None, device: str, quick: bool, progress) -> tuple[HardwareSpec, str]:
-    if hardware is None:
-        path = str(calibrated_hardware(device, quick=quick, progress=progress))
-        return load_hardware(path), path
-    return load_hardware(hardware), hardware
+def _hardware(hardware: str | None, device: str, quick: bool, progress) -> tuple[HardwareSpec, str, dict | None]:
+    """(hardware, where it came from, the calibration's reference probe timings if it has them)."""
+    path = str(calibrated_hardware(device, quick=quick, progress=progress)) if hardware is None else hardware
+    hw = load_hardware(path)
+    reference = None
+    if os.path.isfile(path):
+        from moelab.userfile import load_user_file
+
+        raw = load_user_file(path, "hardware file")
+        measured = raw.get("measurements") if isinstance(raw, dict) else None
+        reference = measured.get("reference") if isinstance(measured, dict) else None
+        reference = reference if isinstance(reference, dict) else None
+    return hw, path, reference
 
 
 def _rel(measured: float, predicted: float) -> float:
@@ -106,10 +115,12 @@ def flip(rows: list[dict], names: list[str]) -> dict | None:
 
 
 def _rows(m: Loaded, hw: HardwareSpec, dtype: str, batch: int, prompt: int, gen: int, s: Samples, mem: dict,
-          share: dict | None) -> list[dict]:
+          share: dict | None, at_calibration: HardwareSpec | None = None) -> list[dict]:
     wl = Workload(batch=batch, prompt=prompt, gen=gen, dtype=dtype, kv_dtype=dtype)
     context = prompt + (gen - 1) / 2
     pred = {"prefill": prefill(m.spec, hw, wl), "decode": decode_step(m.spec, hw, wl, context)}
+    unscaled = ({"prefill": prefill(m.spec, at_calibration, wl).seconds,
+                 "decode": decode_step(m.spec, at_calibration, wl, context).seconds} if at_calibration else None)
     pmem = inference_memory(m.spec, hw, dtype, dtype, batch, prompt, gen)
     memory_block = {**mem, "predicted_weights_bytes": pmem.weights_bytes,
                     "predicted_kv_cache_bytes": pmem.kv_cache_bytes,
@@ -125,6 +136,7 @@ def _rows(m: Loaded, hw: HardwareSpec, dtype: str, batch: int, prompt: int, gen:
             "model": m.name, "phase": phase, "batch": batch, "prompt": prompt,
             "context": prompt if phase == "prefill" else context,
             "measured_s": measured, "predicted_s": p.seconds, "rel_error": _rel(measured, p.seconds),
+            "predicted_at_calibration_s": unscaled[phase] if unscaled else p.seconds,
             "p50_s": percentile(times, 50), "p95_s": percentile(times, 95), "p99_s": percentile(times, 99),
             "samples": len(times),
             "tokens_per_second": tokens / measured, "predicted_tokens_per_second": tokens / p.seconds,
@@ -160,7 +172,7 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
     _check_models(resolved, prompt, gen)  # every cheap refusal before the calibration `_hardware` may start
     check_fits(resolved, dtype, batches, prompt, gen, *available_memory_bytes(device))
     started = time.perf_counter()
-    hw, hw_ref = _hardware(hardware, device, quick, progress)
+    hw, hw_ref, reference = _hardware(hardware, device, quick, progress)
     if device == "cpu":
         torch.set_num_threads(threads or os.cpu_count() or 1)
     tdtype = TORCH_DTYPES[dtype]
@@ -174,6 +186,8 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
     runners = {(m.name, b): Runner(m.model, m.spec.vocab_size, b, prompt, gen, device, seed=b) for m in loaded
                for b in batches}
     samples = {key: Samples() for key in runners}
+    probe_fns = drift.probes(device) if reference else None
+    probe_times: dict[str, list[float]] = {"compute": [], "overhead": []}
     steps = 2 * len(runners) + repeats * len(runners)
     with Progress("bench", steps, progress_mode(progress)) as bar:
         for key, runner in runners.items():  # warm-up: allocator, caches, lazy init
@@ -184,15 +198,21 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
                 for m in loaded:
                     bar.step(f"round {r + 1}/{repeats}: {m.name} batch {b}", stage=f"round {r + 1}/{repeats}")
                     runners[(m.name, b)].run(samples[(m.name, b)])
+                if probe_fns:  # the reference probes, interleaved with the models (moelab.bench.drift)
+                    for name, values in drift.time_probes(probe_fns, device, reps=2).items():
+                        probe_times[name].extend(values)
         extras = {}
         for key, runner in runners.items():
             bar.step(f"memory and routing {key[0]} batch {key[1]}", stage="memory and routing")
             m = next(x for x in loaded if x.name == key[0])
             extras[key] = (memory(runner), routing_share(runner) if m.spec.is_moe else None)
+    moved = drift.drift(reference, probe_times) if probe_fns else None
+    hw_now = drift.scaled(hw, moved) if moved else hw
     rows = []
     for m in loaded:
         for b in batches:
-            rows.extend(_rows(m, hw, dtype, b, prompt, gen, samples[(m.name, b)], *extras[(m.name, b)]))
+            rows.extend(_rows(m, hw_now, dtype, b, prompt, gen, samples[(m.name, b)], *extras[(m.name, b)],
+                              at_calibration=hw if moved else None))
     model_info = []
     for m in loaded:
         p = count_params(m.spec)
@@ -209,6 +229,10 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
     load_after, cores = load_average(), os.cpu_count() or 1
     warnings = []
     busiest = max(x for x in (load_before, load_after, 0.0) if x is not None)
+    if moved and moved.largest > drift.DRIFT_WARNING:
+        warnings.append(f"this machine ran {moved.compute:.2f}x (matmul) and {moved.overhead:.2f}x (fixed costs) "
+                        "the time of its calibration's reference probes: predictions use the calibration scaled by "
+                        "those ratios (predicted_at_calibration_s: unscaled)")
     if device == "cpu" and busiest > cores:
         warnings.append(f"the machine was busy (load average {busiest:.1f} on {cores} cores): other processes "
                         "inflate the measurements; rerun on a quiet machine")
@@ -222,6 +246,7 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
         "workload": {"batches": list(batches), "prompt": prompt, "gen": gen, "repeats": repeats, "quick": quick},
         "threads": torch.get_num_threads() if device == "cpu" else None,
         "load_average": {"before": load_before, "after": load_after},
+        "drift": moved.to_dict() if moved else None,
         "warnings": warnings,
         "seconds": time.perf_counter() - started,
         "rel_error_definition": "(predicted_s - measured_s) / measured_s",
