@@ -214,7 +214,7 @@ def test_a_mixture_of_attention_heads_is_validated():
 @pytest.mark.parametrize("kind", ["dbrx", "jetmoe"])
 def test_a_one_token_decode_step_reads_the_active_weights(kind):
     """At batch 1 a token touches exactly its top-k experts of each kind (JetMoE: attention and MLP experts), so
-    the step streams the active weights but the embedding table (gathered, not streamed), at 2 bytes (bf16)."""
+    the step's matmuls stream the active weights, at 2 bytes (bf16), and its attention the KV cache."""
     from moelab.cost.roofline import Workload, decode_step
     from moelab.spec.hardware import hardware_presets
 
@@ -224,7 +224,14 @@ def test_a_one_token_decode_step_reads_the_active_weights(kind):
     wl = Workload(batch=1, prompt=64, gen=2)
     kv = kv_bytes_per_token(spec, "bf16") * (round(wl.decode_context) + 1)
     step = decode_step(spec, next(iter(hardware_presets().values())), wl)
-    assert step.bytes - kv == pytest.approx((p.active - p.embedding) * 2, rel=1e-12)
+    weights = ("qkv_proj", "o_proj", "attention_experts", "ffn", "router", "experts", "shared_experts", "lm_head")
+    streamed = sum(op.bytes for op in step.operators if op.name in weights)
+    attended = sum(op.bytes for op in step.operators if op.name == "attention_decode")
+    # every active matmul weight once; the lm_head reads its V x d matrix even when tied to the embedding table
+    # (JetMoE), the norms' few weights go with the fused elementwise kernels
+    head = spec.vocab_size * spec.d_model
+    assert streamed == pytest.approx((p.active - p.embedding - p.lm_head - p.norms + head) * 2, rel=1e-12)
+    assert attended == pytest.approx(kv - kv_bytes_per_token(spec, "bf16"), rel=1e-12)  # the cache before this token
 
 
 def test_moelab_nn_refuses_a_mixture_of_attention_heads():

@@ -40,7 +40,7 @@ from moelab.cost.dtypes import COMPUTE_DTYPE, KV_BYTES, WEIGHT_BYTES, activation
 from moelab.cost.flops import _causal_positions, _per_position, _state_flops
 from moelab.cost.gemm import attention_flops_per_second, expert_flops_per_second, gemm_flops_per_second, padded_rows
 from moelab.cost.memory import _kv_width, expert_param_bytes, linear_state_elements
-from moelab.cost.params import attention_params, expert_params, swiglu_params
+from moelab.cost.params import attention_params, expert_params, moa_expert_params, swiglu_params
 from moelab.cost.plan import Plan
 from moelab.cost.routing import distinct_experts
 from moelab.cost.step import OpCost, StepLoad
@@ -183,6 +183,23 @@ def _moe(ops: _Ops, spec: ModelSpec, layer: LayerSpec, load: StepLoad, rows: flo
     return touched
 
 
+def _attention_experts(ops: _Ops, spec: ModelSpec, a: AttentionSpec, load: StepLoad, rows: float, plan: Plan, n: int,
+                       dtype: str, skew: float) -> None:
+    """JetMoE's mixture of attention heads in `n` layers: the shared kv_proj and the router read whole, then each
+    token's top-k (n_heads / n_kv_heads) attention experts (q_proj and o_proj), a grouped GEMM over the experts
+    the step touches."""
+    d, cdtype, wb = spec.d_model, COMPUTE_DTYPE[dtype], WEIGHT_BYTES[dtype]
+    shared = (2 * d * a.n_kv_heads * a.head_dim + d * a.moa_experts) / plan.tp
+    ops.gemm("qkv_proj", rows, shared, wb, cdtype, 0.0, n)
+    k = a.n_heads // a.n_kv_heads
+    touched = distinct_experts(a.moa_experts, k, load.tokens, skew)
+    per_expert = load.tokens * k / touched if touched else 0.0
+    shard = moa_expert_params(d, a) / plan.tp
+    issued = 2.0 * touched * padded_rows(ops.hw, per_expert) * shard
+    ops.add("attention_experts", 2.0 * load.tokens * k * shard, touched * shard * wb,
+            issued / expert_flops_per_second(ops.hw, cdtype, per_expert), n, launches=3)
+
+
 def step(spec: ModelSpec, hw: HardwareSpec, plan: Plan, load: StepLoad, dtype: str = "bf16",
          kv_dtype: str = "bf16", skew: float = 0.0) -> tuple[tuple[OpCost, ...], float]:
     """(operators, touched routed experts per MoE layer) of one step of one replica, per GPU. The operators'
@@ -198,9 +215,12 @@ def step(spec: ModelSpec, hw: HardwareSpec, plan: Plan, load: StepLoad, dtype: s
     touched = 0.0
     for layer, n in spec.layer_groups:
         a = layer.attention
-        o = _o_params(d, a)
-        ops.gemm("qkv_proj", rows, (attention_params(d, a) - o) / plan.tp, wb, cdtype, act, n)
-        ops.gemm("o_proj", rows, o / plan.tp, wb, cdtype, act, n)
+        if a.moa_experts:
+            _attention_experts(ops, spec, a, load, rows, plan, n, dtype, skew)
+        else:
+            o = _o_params(d, a)
+            ops.gemm("qkv_proj", rows, (attention_params(d, a) - o) / plan.tp, wb, cdtype, act, n)
+            ops.gemm("o_proj", rows, o / plan.tp, wb, cdtype, act, n)
         _attention(ops, a, group, plan, n, cdtype, kv_b, act)
         if layer.moe is None:
             ops.gemm("ffn", rows, swiglu_params(d, layer.ffn.width) / plan.tp, wb, cdtype, act, n)
