@@ -171,6 +171,8 @@ def _moe(ops: _Ops, spec: ModelSpec, layer: LayerSpec, load: StepLoad, rows: flo
     shard = expert_params(d, m) / plan.tp
     issued = 2.0 * local * padded_rows(ops.hw, per_expert) * shard
     nbytes = local * shard * expert_param_bytes(dtype, spec.expert_storage)
+    if spec.mlp_bias and not m.n_shared:  # the MoE output's own bias (JetMoE), read with the experts
+        nbytes += d * WEIGHT_BYTES[dtype]
     ops.add("experts", 2.0 * slots * shard, nbytes, issued / expert_flops_per_second(ops.hw, cdtype, per_expert), n)
     ops.details["experts"] = f"{per_expert:.1f} tokens per touched expert"
     if m.n_shared:
@@ -189,7 +191,7 @@ def _attention_experts(ops: _Ops, spec: ModelSpec, a: AttentionSpec, load: StepL
     token's top-k (n_heads / n_kv_heads) attention experts (q_proj and o_proj), a grouped GEMM over the experts
     the step touches."""
     d, cdtype, wb = spec.d_model, COMPUTE_DTYPE[dtype], WEIGHT_BYTES[dtype]
-    shared = (2 * d * a.n_kv_heads * a.head_dim + d * a.moa_experts) / plan.tp
+    shared = (2 * d * a.n_kv_heads * a.head_dim + d * a.moa_experts + d * a.o_bias) / plan.tp
     ops.gemm("qkv_proj", rows, shared, wb, cdtype, 0.0, n)
     k = a.n_heads // a.n_kv_heads
     touched = distinct_experts(a.moa_experts, k, load.tokens, skew)
