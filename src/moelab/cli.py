@@ -86,12 +86,11 @@ def _spec(model: str, as_moe: str | None, fine: int | None, shared: int):
 
 
 def _workload(dtype: str, kv_dtype: str | None, batch: int, prompt: int, gen: int, skew: float):
-    from moelab.cost.dtypes import KV_BYTES, check_dtype
+    from moelab.cost.dtypes import check_dtype, kv_dtype_for
     from moelab.cost.roofline import Workload
 
     check_dtype(dtype)
-    kv = kv_dtype or (dtype if dtype in ("fp32", "bf16", "fp16", "fp8") else "bf16")
-    check_dtype(kv, KV_BYTES, "--kv-dtype")
+    kv = kv_dtype_for(dtype, kv_dtype)
     return Workload(batch=batch, prompt=prompt, gen=gen, dtype=dtype, kv_dtype=kv, skew=skew)
 
 

@@ -21,6 +21,13 @@ def check_dtype(dtype: str, table: dict[str, float] = WEIGHT_BYTES, what: str = 
     return dtype
 
 
+def kv_dtype_for(dtype: str, kv_dtype: str | None = None) -> str:
+    """The KV cache dtype: `kv_dtype` when given (checked), else the weights' own where a KV cache can hold it
+    (fp32, bf16, fp16, fp8), else bf16 (int8 and int4 quantise weights, not the cache)."""
+    kv = kv_dtype or (dtype if dtype in ("fp32", "bf16", "fp16", "fp8") else "bf16")
+    return check_dtype(kv, KV_BYTES, "--kv-dtype")
+
+
 def activation_bytes(dtype: str) -> float:
     """Activations stay in the compute precision: fp32 for fp32 weights, 16-bit otherwise."""
     return 4.0 if dtype == "fp32" else 2.0

@@ -11,6 +11,7 @@ import math
 from typing import TYPE_CHECKING
 
 from moelab.cost.dtypes import COMPUTE_DTYPE, activation_bytes
+from moelab.cost.gpu import kv_shards
 from moelab.cost.memory import expert_param_bytes, model_weight_bytes
 from moelab.cost.params import expert_params, moa_expert_params
 from moelab.cost.routing import distinct_experts
@@ -36,12 +37,6 @@ def _alltoall_seconds(hw: HardwareSpec, gpus: int, nbytes: float) -> float:
         return 0.0
     bw, lat = hw.link(gpus)
     return lat + (gpus - 1) / gpus * nbytes / bw
-
-
-def _kv_shards(spec: ModelSpec, gpus: int) -> int:
-    """Tensor parallelism splits KV heads, no finer than one per GPU; MLA's shared latent is replicated."""
-    a = spec.attention
-    return 1 if a.kind == "mla" else min(gpus, a.n_kv_heads)
 
 
 def _qkv_widths(a: AttentionSpec) -> tuple[int, int]:
@@ -188,7 +183,7 @@ def phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: f
         comm = 2 * spec.n_moe_layers * _alltoall_seconds(hw, g, dispatched)
     else:
         weights = (wb.always_read + expert_bytes) / g
-        kv = (kv_read + kv_write) / _kv_shards(spec, g)
+        kv = (kv_read + kv_write) / kv_shards(spec.attention, g)
         comm = 2 * spec.n_layers * _allreduce_seconds(hw, g, tokens * spec.d_model * act)
     nbytes = weights + kv
     per_gpu_flops = flops / g

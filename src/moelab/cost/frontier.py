@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from moelab.cost.capacity import capacity
-from moelab.cost.dtypes import KV_BYTES, WEIGHT_BYTES, check_dtype
+from moelab.cost.dtypes import WEIGHT_BYTES, check_dtype, kv_dtype_for
 from moelab.cost.parallel import candidate_plans as search
 from moelab.cost.plan import Plan
 from moelab.cost.serving import ServingPoint, serve
@@ -74,9 +74,7 @@ def _check(input: int, output: int, dtype: str, kv_dtype: str | None) -> str:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise MoelabError(f"--{name} must be a positive integer, got {value!r}")
     check_dtype(dtype, WEIGHT_BYTES)
-    kv = kv_dtype or (dtype if dtype in ("fp32", "bf16", "fp16", "fp8") else "bf16")
-    check_dtype(kv, KV_BYTES, "--kv-dtype")
-    return kv
+    return kv_dtype_for(dtype, kv_dtype)
 
 
 def serving_points(spec: ModelSpec, hw: HardwareSpec, gpus: int, input: int, output: int, dtype: str = "bf16",

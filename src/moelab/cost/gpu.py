@@ -72,7 +72,7 @@ class _Ops:
         t[4] += n_launch * self.hw.kernel_launch_s + fixed_s * calls
         t[5] += round(n_launch)
 
-    def gemm(self, name: str, rows: float, params: float, weight_bytes: float, dtype: str, act: float,
+    def gemm(self, name: str, rows: float, params: float, weight_bytes: float, dtype: str,
              calls: float = 1.0) -> None:
         """rows x params GEMM (params = N * K of this GPU's shard), weights read once."""
         if rows <= 0 or params <= 0:
@@ -177,7 +177,7 @@ def _moe(ops: _Ops, spec: ModelSpec, layer: LayerSpec, load: StepLoad, rows: flo
     ops.details["experts"] = f"{per_expert:.1f} tokens per touched expert"
     if m.n_shared:
         shared = (swiglu_params(d, m.n_shared * m.shared_ffn) + d * m.shared_gate) / plan.tp
-        ops.gemm("shared_experts", rows, shared, WEIGHT_BYTES[dtype], cdtype, act, n)
+        ops.gemm("shared_experts", rows, shared, WEIGHT_BYTES[dtype], cdtype, n)
     if plan.ep > 1:  # dispatch and combine of this GPU's token-slots (its 1 / tp lane of the group's tokens)
         nbytes = rows * m.top_k * d * act / plan.tp
         ranks = plan.ep * plan.tp
@@ -192,7 +192,7 @@ def _attention_experts(ops: _Ops, spec: ModelSpec, a: AttentionSpec, load: StepL
     the step touches."""
     d, cdtype, wb = spec.d_model, COMPUTE_DTYPE[dtype], WEIGHT_BYTES[dtype]
     shared = (2 * d * a.n_kv_heads * a.head_dim + d * a.moa_experts + d * a.o_bias) / plan.tp
-    ops.gemm("qkv_proj", rows, shared, wb, cdtype, 0.0, n)
+    ops.gemm("qkv_proj", rows, shared, wb, cdtype, n)
     k = a.n_heads // a.n_kv_heads
     touched = distinct_experts(a.moa_experts, k, load.tokens, skew)
     per_expert = load.tokens * k / touched if touched else 0.0
@@ -221,11 +221,11 @@ def step(spec: ModelSpec, hw: HardwareSpec, plan: Plan, load: StepLoad, dtype: s
             _attention_experts(ops, spec, a, load, rows, plan, n, dtype, skew)
         else:
             o = _o_params(d, a)
-            ops.gemm("qkv_proj", rows, (attention_params(d, a) - o) / plan.tp, wb, cdtype, act, n)
-            ops.gemm("o_proj", rows, o / plan.tp, wb, cdtype, act, n)
+            ops.gemm("qkv_proj", rows, (attention_params(d, a) - o) / plan.tp, wb, cdtype, n)
+            ops.gemm("o_proj", rows, o / plan.tp, wb, cdtype, n)
         _attention(ops, a, group, plan, n, cdtype, kv_b, act)
         if layer.moe is None:
-            ops.gemm("ffn", rows, swiglu_params(d, layer.ffn.width) / plan.tp, wb, cdtype, act, n)
+            ops.gemm("ffn", rows, swiglu_params(d, layer.ffn.width) / plan.tp, wb, cdtype, n)
             width = layer.ffn.width
         else:
             touched += n * _moe(ops, spec, layer, load, rows, plan, n, dtype, skew, act)
@@ -238,7 +238,7 @@ def step(spec: ModelSpec, hw: HardwareSpec, plan: Plan, load: StepLoad, dtype: s
             ops.comm("allreduce", allreduce_seconds(hw, plan.tp, nbytes), nbytes, 2 * n,
                      allreduce_algorithm(hw, plan.tp, nbytes))
     logits = group.logit_rows
-    ops.gemm("lm_head", logits, spec.vocab_size * d / plan.tp, high_precision_bytes(dtype), cdtype, act)
+    ops.gemm("lm_head", logits, spec.vocab_size * d / plan.tp, high_precision_bytes(dtype), cdtype)
     ops.add("sampling", 0.0, logits * spec.vocab_size * 4 / plan.tp, 0.0)
     if plan.tp > 1:
         nbytes = logits * spec.vocab_size * 4

@@ -47,6 +47,7 @@ from dataclasses import replace
 
 from moelab import format as fmt
 from moelab.cost.compare import compare
+from moelab.cost.dtypes import kv_dtype_for
 from moelab.cost.equivalent import heuristic_dense_equivalent
 from moelab.cost.estimate import TrainingPlan, estimate
 from moelab.cost.frontier import choose, serving_points
@@ -119,7 +120,7 @@ def _sizes(gpus: int) -> list[int]:
 
 
 def _cost_workload(wl: Workload, batch: int | None = None) -> CostWorkload:
-    kv = wl.dtype if wl.dtype in ("fp32", "bf16", "fp16", "fp8") else "bf16"
+    kv = kv_dtype_for(wl.dtype)
     return CostWorkload(batch=batch or wl.batch, prompt=wl.prompt, gen=wl.gen, dtype=wl.dtype, kv_dtype=kv)
 
 
