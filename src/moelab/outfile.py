@@ -3,8 +3,9 @@ all or nothing.
 
 `check_output_file` refuses in one line a path whose folder does not exist, a folder, anything that exists and is
 not a regular file (a device such as /dev/null, a FIFO, a socket: an atomic rename would replace the node), an
-unwritable place and a name the file system refuses (too long). `write_atomically` writes a temporary file in
-the same folder, fsyncs it and renames it over the target, so readers never see half a file.
+unwritable place and a name the file system refuses (too long). `atomic_write` (every file moelab writes goes
+through it, moelab.data.cache's caches and checkpoints too) writes a temporary file in the same folder, fsyncs it
+and renames it over the target, so readers never see half a file; `write_atomically` is it for bytes or text.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from moelab.errors import MoelabError
@@ -41,27 +43,52 @@ def check_output_file(path: str | Path, option: str) -> Path:
     return target
 
 
-def write_atomically(path: str | Path, data: bytes | str) -> None:
-    """`data` into `path` all or nothing (temporary file in its folder, fsync, rename); an OS error is one line."""
-    path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    tmp_name = None
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except OSError as e:
-        raise MoelabError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if tmp_name and os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-
-
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# This process's umask, read once at import (os.umask can only be read by setting it): the mode a plain open()
+# gives a new file, which atomic_write gives its files too (mkstemp makes them 0600).
+FILE_MODE = 0o666 & ~_read_umask()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable; best-effort (some platforms cannot open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """write(temp_path) in the same folder, fsync, os.replace onto `path`, fsync the folder: readers see all
+    or nothing, and the file has the permissions a plain open() would give it (0666 less the umask)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fchmod(f.fileno(), FILE_MODE)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def write_atomically(path: str | Path, data: bytes | str) -> None:
+    """`data` into `path` all or nothing (atomic_write); an OS error is one line."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        atomic_write(Path(path), lambda tmp: tmp.write_bytes(payload))
+    except OSError as e:
+        raise MoelabError(f"cannot write {path}: {e.strerror or e}") from None

@@ -1,14 +1,15 @@
-"""Where derived data (tokenizers, token tensors) is cached, and how a cache file is written atomically."""
+"""Where derived data (tokenizers, token tensors) is cached, and how a cache file is written atomically
+(moelab.outfile.atomic_write)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from moelab.errors import MoelabError
+from moelab.outfile import atomic_write
 
 
 def home_dir() -> Path:
@@ -62,48 +63,6 @@ def resolve_cache_dir(cache_dir: str | Path | None) -> Path:
     path = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# This process's umask, read once at import (os.umask can only be read by setting it): the mode a plain open()
-# gives a new file, which atomic_write gives its files too (mkstemp makes them 0600).
-FILE_MODE = 0o666 & ~_read_umask()
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable; best-effort (some platforms cannot open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """write(temp_path) in the same folder, fsync, os.replace onto `path`, fsync the folder: readers see all
-    or nothing, and the file has the permissions a plain open() would give it (0666 less the umask)."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fchmod(f.fileno(), FILE_MODE)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -21,12 +21,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from moelab.data.cache import FILE_MODE, atomic_write_json
+from moelab.data.cache import atomic_write_json
 from moelab.errors import MoelabError
+from moelab.outfile import FILE_MODE
 from moelab.train.faults import fault_point
 
 PREFIX = "ckpt-"
-_UMASK = 0o666 & ~FILE_MODE  # this process's umask (its write bits; read once by moelab.data.cache)
+_UMASK = 0o666 & ~FILE_MODE  # this process's umask (its write bits; read once by moelab.outfile)
 
 
 def _fsync(path: Path) -> None:
