@@ -41,3 +41,9 @@ def test_frontier_plot_onto_a_device_is_one_line_and_exit_2(capsys):
     assert main(["frontier", "mistral-7b", "--gpus", "1", "--plot", "/dev/full"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a regular file" in err and os.path.exists("/dev/full")
+
+
+def test_calibrate_out_onto_a_device_is_refused_before_any_work(capsys):
+    assert main(["calibrate", "--out", "/dev/full"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a regular file" in err and os.path.exists("/dev/full")

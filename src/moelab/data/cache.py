@@ -52,6 +52,8 @@ def check_writable_file(path: Path, what: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise MoelabError(f"{what} {path}: is a folder, not a file")
+    if path.exists() and not path.is_file():  # a device or FIFO: the atomic rename would replace the node
+        raise MoelabError(f"{what} {path}: exists and is not a regular file (a device, FIFO or socket)")
     if path.exists() and not os.access(path, os.W_OK):
         raise MoelabError(f"{what} {path}: the file is read-only")
     check_writable_dir(path.parent, what)
