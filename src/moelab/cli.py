@@ -844,6 +844,154 @@ def bench(
 
 
 @app.command()
+def export(
+    source: Annotated[str, typer.Argument(help="A moelab run folder or a Hugging Face folder.")],
+    out: Annotated[str, typer.Option(help="The folder to write (new, empty, or an earlier export).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a run or HF folder as a folder vLLM loads: config, safetensors weights and the HF tokenizer."""
+    from moelab.serve.export import export as run
+
+    done = run(source, out)
+    info = {"folder": str(done.folder), "source": done.source, "model_type": done.model_type,
+            "architecture": done.architecture, "name": done.name}
+    if as_json:
+        return _emit_json(info)
+    console.print(f"{done.name}: exported as {done.architecture} ({done.model_type}) to {done.folder}")
+
+
+def _split_list(values: list[str] | None) -> list[str]:
+    return [v for v in (values or []) if v is not None]
+
+
+def _serve_levels(text: str) -> tuple[int, ...]:
+    try:
+        values = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise MoelabError(f"--concurrency expects comma-separated positive integers, got {text!r}"[:300]) from None
+    if not values or min(values) < 1:
+        raise MoelabError(f"--concurrency levels must be positive integers, got {text!r}"[:300])
+    return tuple(dict.fromkeys(values))
+
+
+@app.command("serve-bench")
+def serve_bench(
+    models: Annotated[list[str] | None, typer.Argument(help="Run folders, HF folders or exported folders to "
+                                                           "serve with vLLM here.")] = None,
+    engine: Annotated[str, typer.Option(help="The serving engine started for MODELs (vllm).")] = "vllm",
+    endpoint: Annotated[list[str] | None, typer.Option(help="An OpenAI-compatible server already running: URL or "
+                                                            "NAME=URL (repeatable).")] = None,
+    model_id: Annotated[list[str] | None, typer.Option("--model-id", help="The model name each --endpoint "
+                                                       "serves (one for all, or one per endpoint).")] = None,
+    api_key_env: Annotated[str, typer.Option(help="The variable holding the endpoints' API key.")]
+    = "OPENAI_API_KEY",
+    from_results: Annotated[list[str] | None, typer.Option("--from-results", help="A `vllm bench serve "
+                                                           "--save-result` file to report (repeatable).")] = None,
+    concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,4,16,64",
+    input: Annotated[int, typer.Option("--input", min=1, max=limits.MAX_TOKENS,
+                                       help="Prompt tokens per request.")] = 128,
+    output: Annotated[int, typer.Option("--output", min=1, max=limits.MAX_TOKENS,
+                                        help="Output tokens per request (ignore_eos).")] = 64,
+    requests: Annotated[int, typer.Option(min=1, max=100_000, help="Requests per level.")] = 64,
+    request_timeout: Annotated[float, typer.Option(min=0.001, help="Seconds before one request is failed.")]
+    = 300.0,
+    slo_ttft_ms: Annotated[float | None, typer.Option(min=0.001, help="Goodput's TTFT objective, ms.")] = None,
+    slo_tpot_ms: Annotated[float | None, typer.Option(min=0.001, help="Goodput's TPOT objective, ms.")] = None,
+    port: Annotated[int | None, typer.Option(help="The port vLLM listens on (default: a free one).")] = None,
+    dtype: Annotated[str, typer.Option(help="For MODELs: the dtype vLLM serves (fp32, bf16); for endpoints and "
+                                            "results: the dtype predicted.")] = "fp32",
+    hardware: Annotated[str | None, typer.Option("--hardware", "-H", help="Hardware for the prediction "
+                                                 "(default for MODELs: this machine's calibration).")] = None,
+    gpus: Annotated[int | None, typer.Option(min=1, max=limits.MAX_GPUS, help="GPUs behind an endpoint.")] = None,
+    plan: Annotated[str | None, typer.Option(help="The endpoint's plan, e.g. tp8 (default tpGPUS).")] = None,
+    spec: Annotated[str | None, typer.Option(help="The model an endpoint or result file serves, as moelab "
+                                                  "knows it (default: its model id).")] = None,
+    start_timeout: Annotated[float, typer.Option(min=1.0, help="Seconds to wait for vLLM to be ready.")] = 600.0,
+    out: Annotated[str, typer.Option(help="Folder for result files, exports and server logs.")]
+    = "runs/serve-bench",
+    as_json: JsonFlag = False,
+) -> None:
+    """Serve models with vLLM (or drive running endpoints) at each concurrency; TTFT/TPOT beside predictions."""
+    from pathlib import Path
+
+    from moelab.data.cache import check_writable_dir
+    from moelab.serve import bench, load
+
+    if engine != "vllm":
+        raise MoelabError(f"--engine must be vllm (the engine moelab starts), got {engine!r}; drive any other "
+                          "server with --endpoint")
+    models, endpoints_given, results = _split_list(models), _split_list(endpoint), _split_list(from_results)
+    ids = _split_list(model_id)
+    settings = None
+    if models or endpoints_given:
+        settings = bench.LoadSettings(concurrency=_serve_levels(concurrency), input=input, output=output,
+                                      requests=requests, request_timeout_s=request_timeout,
+                                      slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms)
+    targets = []
+    if endpoints_given:
+        if not ids:
+            raise MoelabError("--endpoint needs --model-id: the model name the server serves")
+        if len(ids) not in (1, len(endpoints_given)):
+            raise MoelabError(f"give one --model-id for all endpoints or one per endpoint ({len(endpoints_given)}), "
+                              f"got {len(ids)}")
+        key = os.environ.get(api_key_env) or None
+        for i, text in enumerate(endpoints_given):
+            name, url = bench.parse_endpoint(text, i)
+            targets.append(load.Endpoint(name=name, base_url=url, model_id=ids[i if len(ids) > 1 else 0],
+                                         api_key=key))
+    elif ids:
+        raise MoelabError("--model-id names an --endpoint's model; give --endpoint too")
+    if port is not None and not 1 <= port <= 65535:
+        raise MoelabError(f"--port must be in 1..65535, got {port}")
+    folder = check_writable_dir(Path(out), "--out") if (models or endpoints_given) else Path(out)
+    prediction = bench.Prediction(hardware=hardware, gpus=gpus, plan=plan, dtype=dtype)
+    options = bench.ServeOptions(out=folder, port=port, dtype=dtype, start_timeout_s=start_timeout)
+    say = _stderr_line("serve-bench")
+    report = bench.run(models, targets, results, settings, prediction, options, spec_ref=spec, say=say)
+    if as_json:
+        _emit_json(report.rows)
+    else:
+        _print_serve_bench(report)
+    for failure in report.failures:
+        sys.stderr.write(f"moelab: error: {failure}\n")
+    if report.failures:
+        raise typer.Exit(2)
+
+
+def _stderr_line(prefix: str):
+    def say(message: str) -> None:
+        sys.stderr.write(f"{prefix}: {message}\n")
+        sys.stderr.flush()
+    return say
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def _print_serve_bench(report) -> None:
+    if report.rows:
+        table = Table(title="Served: measured percentiles beside the engine's modelled means; error = predicted / "
+                            "measured mean - 1")
+        for col in ("model", "engine", "conc", "req", "TTFT p50", "p95", "p99", "pred TTFT", "err", "TPOT p50",
+                    "p95", "p99", "pred TPOT", "err", "ITL p50", "E2E p50", "req/s", "out tok/s", "pred tok/s",
+                    "err", "goodput"):
+            table.add_column(col, justify="left" if col in ("model", "engine") else "right")
+        for r in report.rows:
+            table.add_row(r["model"], r["engine"], str(r["concurrency"]), f"{r['completed']}/{r['requests']}",
+                          _ms(r["ttft_ms_p50"]), _ms(r["ttft_ms_p95"]), _ms(r["ttft_ms_p99"]),
+                          _ms(r["predicted_ttft_ms"]), _pct(r["rel_error_ttft_ms"]), _ms(r["tpot_ms_p50"]),
+                          _ms(r["tpot_ms_p95"]), _ms(r["tpot_ms_p99"]), _ms(r["predicted_tpot_ms"]),
+                          _pct(r["rel_error_tpot_ms"]), _ms(r["itl_ms_p50"]), _ms(r["e2e_ms_p50"]),
+                          _ms(r["requests_per_second"]), _ms(r["output_tokens_per_second"]),
+                          _ms(r["predicted_output_tokens_per_second"]), _pct(r["rel_error_output_tokens_per_second"]),
+                          _ms(r["goodput_requests_per_second"]))
+        console.print(table)
+    for line in report.notes + report.warnings:
+        console.print(f"note: {line}")
+
+
+@app.command()
 def runs(
     ids: Annotated[list[int] | None, typer.Argument(help="Run ids to compare (default: all).")] = None,
     as_json: JsonFlag = False,

@@ -44,6 +44,9 @@ _DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "
 _WEIGHTS, _INDEX, _CONFIG = "model.safetensors", "model.safetensors.index.json", "config.json"
 # A shard index names every tensor once (~100 bytes each): DeepSeek-V3's 91k tensors take ~9 MB.
 MAX_INDEX_BYTES = 64 * 2**20
+# Families tried first for a spec its own family cannot state: those every serving engine (vLLM, SGLang,
+# TensorRT-LLM) runs, so that an exported model loads wherever it is served.
+SERVED_FIRST = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "olmoe")
 # Tensor codecs a weight table may name: (file -> moelab, moelab -> file), for layouts beyond row slices.
 CODECS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {}
 
@@ -381,7 +384,8 @@ def hf_config(model: TransformerLM) -> dict[str, Any]:
     """The config.json for `model`: the one it was loaded with if it still describes it, else a new one.
 
     A new one is written for the spec's own family when that family can state the architecture, else for
-    the first family that can (a Mixtral-style MoE made from a Llama spec is saved as Mixtral).
+    the first family that can, SERVED_FIRST before the rest (a Mixtral-style MoE made from a Llama spec is
+    saved as Mixtral, which every serving engine runs, not as GraniteMoE).
     """
     spec = model.spec
     dtype = str(model.embed_tokens.weight.dtype).removeprefix("torch.")
@@ -394,7 +398,8 @@ def hf_config(model: TransformerLM) -> dict[str, Any]:
         return raw
     reasons = []
     own = REGISTRY.get(spec.family)
-    for family in [own] + [f for f in families() if f is not own]:
+    served = [REGISTRY[t] for t in SERVED_FIRST if t in REGISTRY]
+    for family in dict.fromkeys([own, *served, *families()]):
         if family is None or not family.builds:
             continue
         try:

@@ -172,11 +172,14 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     return state
 
 
-def save_final(out: Path, model: torch.nn.Module, meta: dict[str, Any]) -> Path:
-    """DIR/final/model.safetensors and spec/config JSON, written atomically."""
+def save_final(out: Path, model: torch.nn.Module, meta: dict[str, Any], tokenizer_json: str | None = None) -> Path:
+    """DIR/final/model.safetensors, spec/config JSON and the run's tokenizer (tokenizers JSON, what `moelab
+    export` hands to a serving engine), written atomically."""
 
     def write(tmp: Path) -> None:
         _written(save_model, model, str(tmp / "model.safetensors"))
         atomic_write_json(tmp / "meta.json", meta)
+        if tokenizer_json is not None:
+            (tmp / "tokenizer.json").write_text(tokenizer_json)
 
     return _publish(out, "final", write, "final-rename")

@@ -180,7 +180,7 @@ def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, pr
         raise MoelabError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
     if resume and not existing:
         raise MoelabError(f"no checkpoint in {out}: nothing to resume (run without --resume to start a new run)")
-    corpus, _ = prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain)
+    corpus, tokenizer = prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain)
     if corpus.vocab_size > spec.vocab_size:
         raise MoelabError(f"tokenizer vocabulary {corpus.vocab_size} exceeds the model's {spec.vocab_size}")
     if not scorable(corpus.val):
@@ -250,7 +250,8 @@ def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, pr
                 bar.update(row)
         state["wall_seconds"] = wall()
         summary = _summary(spec, cfg, state)
-        save_final(out, model, {"spec": spec_to_dict(spec), "config": cfg.to_dict(), "summary": summary})
+        save_final(out, model, {"spec": spec_to_dict(spec), "config": cfg.to_dict(), "summary": summary},
+                   tokenizer.to_str())
         atomic_write_json(out / "summary.json", summary)
         status = "finished"
         return summary
