@@ -8,7 +8,12 @@ $(BIN)/moelab: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 	touch $(BIN)/moelab
 
-setup: $(BIN)/moelab
+# vLLM's own environment (scripts/setup-serve.sh writes the marker only when vLLM imports; else it says why)
+SERVE_READY := .venv-serve/.moelab-ready
+$(SERVE_READY): scripts/setup-serve.sh
+	bash scripts/setup-serve.sh
+
+setup: $(BIN)/moelab $(SERVE_READY)
 
 test: setup
 	bash scripts/setup-browser.sh

@@ -13,3 +13,5 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
 fi
 pip_install -e ".[torch,dev]"
 "$VPY" -c "import moelab, torch; print('moelab ready; torch', torch.__version__)"
+# vLLM for the serving benchmarks, in its own environment (.venv-serve); never touches .venv
+bash scripts/setup-serve.sh

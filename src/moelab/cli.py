@@ -907,6 +907,8 @@ def serve_bench(
     spec: Annotated[str | None, typer.Option(help="The model an endpoint or result file serves, as moelab "
                                                   "knows it (default: its model id).")] = None,
     start_timeout: Annotated[float, typer.Option(min=1.0, help="Seconds to wait for vLLM to be ready.")] = 600.0,
+    check_greedy: Annotated[int, typer.Option(min=0, max=1000, help="For MODELs: compare vLLM's greedy token ids "
+                                                                    "with moelab's on N prompts.")] = 0,
     out: Annotated[str, typer.Option(help="Folder for result files, exports and server logs.")]
     = "runs/serve-bench",
     as_json: JsonFlag = False,
@@ -945,7 +947,8 @@ def serve_bench(
         raise MoelabError(f"--port must be in 1..65535, got {port}")
     folder = check_writable_dir(Path(out), "--out") if (models or endpoints_given) else Path(out)
     prediction = bench.Prediction(hardware=hardware, gpus=gpus, plan=plan, dtype=dtype)
-    options = bench.ServeOptions(out=folder, port=port, dtype=dtype, start_timeout_s=start_timeout)
+    options = bench.ServeOptions(out=folder, port=port, dtype=dtype, start_timeout_s=start_timeout,
+                                 check_greedy=check_greedy)
     say = _stderr_line("serve-bench")
     report = bench.run(models, targets, results, settings, prediction, options, spec_ref=spec, say=say)
     if as_json:

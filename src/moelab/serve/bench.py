@@ -259,6 +259,7 @@ class ServeOptions:
     start_timeout_s: float = 600.0
     max_model_len: int | None = None
     extra_args: tuple[str, ...] = ()
+    check_greedy: int = 0  # prompts whose greedy ids are compared with moelab's own (serve.greedy)
 
 
 _VLLM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -276,7 +277,7 @@ def _servable(ref: str, out: Path, say: Callable[[str], None]):
         return path, spec, spec.name if spec.name and spec.name != "config" else path.name
     say(f"exporting {ref} for vLLM")
     target = out / "exported" / _safe(path.name if path.name != "final" else path.parent.name)
-    done = export(ref, target)
+    done = export(path, target)
     return done.folder, spec_from_file(str(done.folder / "config.json")), done.name
 
 
@@ -332,6 +333,7 @@ def serve_model(ref: str, settings: LoadSettings, options: ServeOptions, predict
                 load.run_level_sync(endpoint, warm, settings.output, WARMUP_REQUESTS, settings.request_timeout_s)
                 summaries = measure_levels(endpoint, settings, lambda n, seed: load.prompts_of_tokens(
                     n, settings.input, spec.vocab_size, seed=seed, avoid={0}), say)
+                greedy = _check_greedy(folder, endpoint, spec, settings, options, say)
         except ServerExited as e:
             if e.port_in_use and options.port is None and attempt == 1:
                 say(f"port {port} was taken before vLLM bound it; trying another")
@@ -344,13 +346,32 @@ def serve_model(ref: str, settings: LoadSettings, options: ServeOptions, predict
         row["result_file"] = _save_level(options.out, name, row, s["_level"], name, "vllm")
         rows.append(row)
     report.servers.append({"model": name, "folder": str(folder), "ready_after_s": server.ready_after_s,
-                           "log": str(log_path), **env_info.to_dict(), "dtype": options.dtype})
+                           "log": str(log_path), **env_info.to_dict(), "dtype": options.dtype,
+                           "greedy": greedy.to_dict() if greedy else None})
     where = predict_rows(rows, spec, Prediction(prediction.hardware, 1, None, options.dtype), say,
                          chunk_tokens=max(CHUNK_TOKENS, max_len))
     if env_info.device == "cpu" and prediction.hardware is None and VLLM_CPU_NOTE not in report.notes:
         report.notes.append(VLLM_CPU_NOTE)
     say(f"{name}: predictions on {where}")
     report.rows.extend(rows)
+
+
+def _check_greedy(folder: Path, endpoint: load.Endpoint, spec, settings: LoadSettings, options: ServeOptions,
+                  say: Callable[[str], None]):
+    """serve.greedy.check on `options.check_greedy` prompts, moelab's model loaded from the served folder."""
+    if not options.check_greedy:
+        return None
+    import torch
+
+    from moelab.bench.models import build, resolve
+    from moelab.serve import greedy
+
+    model = build(resolve(str(folder)), "cpu", torch.float32).model
+    prompts = load.prompts_of_tokens(options.check_greedy, settings.input, spec.vocab_size, seed=20_000, avoid={0})
+    found = greedy.check(model, endpoint, prompts, settings.output)
+    say(f"greedy ids: {found.matched}/{found.prompts} equal to moelab's, {found.near_ties} parted at a near-tie "
+        f"(top-2 margin < {found.threshold}), {len(found.mismatches)} mismatched")
+    return found
 
 
 def parse_endpoint(text: str, index: int) -> tuple[str, str]:
@@ -457,4 +478,8 @@ def run(models: list[str], endpoints: list[load.Endpoint], result_files: list[st
             report.failures.append(" ".join(str(e).split()))
     for row in report.rows:
         row.pop("_level", None)
+    if models or endpoints:
+        from moelab.data.cache import atomic_write_text
+
+        atomic_write_text(options.out / "report.json", json.dumps(report.to_dict(), indent=1, default=str) + "\n")
     return report

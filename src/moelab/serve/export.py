@@ -103,7 +103,9 @@ def export(ref: str | Path, out: str | Path) -> Exported:
     if not path.is_dir():
         raise MoelabError(f"{ref}: not a folder; export takes a moelab run folder (moelab train --out) or a "
                           "Hugging Face folder (config.json, *.safetensors, tokenizer.json)")
-    spec, source, folder = resolve_spec(ref)
+    if not any((path / f).is_file() for f in ("final/meta.json", "meta.json", "config.json")):
+        raise MoelabError(f"{ref}: neither a moelab run (final/meta.json) nor a Hugging Face folder (config.json)")
+    spec, source, folder = resolve_spec(str(path.resolve()))  # a folder named like a preset is still the folder
     if source not in ("run", "hf") or folder is None:
         raise MoelabError(f"{ref}: neither a moelab run (final/meta.json) nor a Hugging Face folder with weights")
     _check_out(out, folder)
@@ -133,8 +135,13 @@ def export(ref: str | Path, out: str | Path) -> Exported:
     model = model.to(torch.float32) if model.embed_tokens.weight.dtype == torch.float64 else model
     hf_config(model)  # refuses, in one line, a model no Hugging Face family can state, before out is made
     out.mkdir(parents=True, exist_ok=True)
+    for name in (*TOKENIZER_FILES, "generation_config.json", "model.safetensors.index.json", EXPORT_MARK):
+        (out / name).unlink(missing_ok=True)  # an earlier export's files, so that none outlives it
     save_pretrained(model, out)
     config = json.loads((out / "config.json").read_text())
+    if source == "run":  # <|endoftext|> (id 0) ends and pads, for engines that read only config.json
+        config.update(bos_token_id=0, eos_token_id=0, pad_token_id=0)
+        _write_json(out / "config.json", config)
     for name, text in tokenizer.items():
         _write_text(out / name, text)
     if source == "hf" and (folder / "generation_config.json").is_file():
