@@ -424,9 +424,6 @@ def test_worker_that_ignores_sigterm_is_killed_after_the_grace(fake_vllm, hf_fol
     assert _gone(pid), _live(pid)
 
 
-@pytest.mark.xfail(strict=True, reason="serve.server.ServerProcess.stop: a second Ctrl-C (or a SIGTERM) during "
-                   "the grace wait raises out of stop() before the SIGKILL, so a worker that ignores SIGTERM "
-                   "outlives moelab")
 def test_second_ctrl_c_during_stop_still_kills_the_group(fake_vllm, hf_folder, tmp_path, monkeypatch):
     workers = tmp_path / "workers"
     monkeypatch.setenv("FAKE_VLLM_STUBBORN_WORKER", str(workers))
@@ -692,9 +689,6 @@ def test_from_results_of_a_vllm_file(tmp_path, capsys):
     assert row["rel_error_tpot_ms"] == pytest.approx(row["predicted_tpot_ms"] / 12.0 - 1)
 
 
-@pytest.mark.xfail(strict=True, reason="cli._print_serve_bench / bench.predict_rows: a prediction for a setting "
-                   "that does not fit in memory (row['prediction']['fits'] False) is printed as a figure with no "
-                   "mark or note")
 def test_prediction_that_does_not_fit_is_marked(tmp_path, capsys):
     path = _result_file(tmp_path)
     # Mixtral-8x7B's 46.7B parameters in bf16 are 93 GB: not on one 80 GB H100
@@ -707,9 +701,6 @@ def test_prediction_that_does_not_fit_is_marked(tmp_path, capsys):
     assert "fit" in (stdout + err).lower()
 
 
-@pytest.mark.xfail(strict=True, reason="bench._save_level: result files are named by endpoint (or model) name "
-                   "only, so two targets of one name write the same DIR/NAME/cC.json and the first row's "
-                   "result_file then holds the second's figures")
 def test_two_endpoints_of_one_name_keep_their_own_results(standin, tmp_path, capsys):
     fast, slow = standin("--delay-ms", "5", "--token-ms", "2"), standin("--delay-ms", "80", "--token-ms", "2")
     code, stdout, err = _bench(capsys, "--endpoint", f"a={fast}", "--endpoint", f"a={slow}", "--model-id", "m",
@@ -722,8 +713,6 @@ def test_two_endpoints_of_one_name_keep_their_own_results(standin, tmp_path, cap
         assert read_vllm_serve(row["result_file"])["median_ttft_ms"] == pytest.approx(row["ttft_ms_p50"])
 
 
-@pytest.mark.xfail(strict=True, reason="cli._print_serve_bench: 21 columns in 160 characters (stdout not a "
-                   "terminal): rich cuts the model name to 'mist…' and a large figure to e.g. '1121…'")
 def test_table_shows_names_and_figures_whole(tmp_path, capsys):
     path = _result_file(tmp_path, total_input_tokens=64 * 4096)  # a long prompt: a TTFT of four digits
     code, stdout, err = _bench(capsys, "--from-results", str(path), "--hardware", HW, "--gpus", "2", "--dtype",

@@ -898,8 +898,9 @@ def serve_bench(
     slo_ttft_ms: Annotated[float | None, typer.Option(min=0.001, help="Goodput's TTFT objective, ms.")] = None,
     slo_tpot_ms: Annotated[float | None, typer.Option(min=0.001, help="Goodput's TPOT objective, ms.")] = None,
     port: Annotated[int | None, typer.Option(help="The port vLLM listens on (default: a free one).")] = None,
-    dtype: Annotated[str, typer.Option(help="For MODELs: the dtype vLLM serves (fp32, bf16); for endpoints and "
-                                            "results: the dtype predicted.")] = "fp32",
+    dtype: Annotated[str | None, typer.Option(help="For MODELs: the dtype vLLM serves (default fp32); for "
+                                                   "endpoints and results: the dtype predicted (default bf16).")]
+    = None,
     hardware: Annotated[str | None, typer.Option("--hardware", "-H", help="Hardware for the prediction "
                                                  "(default for MODELs: this machine's calibration).")] = None,
     gpus: Annotated[int | None, typer.Option(min=1, max=limits.MAX_GPUS, help="GPUs behind an endpoint.")] = None,
@@ -937,8 +938,13 @@ def serve_bench(
             raise MoelabError(f"give one --model-id for all endpoints or one per endpoint ({len(endpoints_given)}), "
                               f"got {len(ids)}")
         key = os.environ.get(api_key_env) or None
+        names = set()
         for i, text in enumerate(endpoints_given):
             name, url = bench.parse_endpoint(text, i)
+            if name in names:
+                raise MoelabError(f"--endpoint name {name!r} is given twice; each endpoint needs its own name "
+                                  "(NAME=URL)")
+            names.add(name)
             targets.append(load.Endpoint(name=name, base_url=url, model_id=ids[i if len(ids) > 1 else 0],
                                          api_key=key))
     elif ids:
@@ -946,8 +952,8 @@ def serve_bench(
     if port is not None and not 1 <= port <= 65535:
         raise MoelabError(f"--port must be in 1..65535, got {port}")
     folder = check_writable_dir(Path(out), "--out") if (models or endpoints_given) else Path(out)
-    prediction = bench.Prediction(hardware=hardware, gpus=gpus, plan=plan, dtype=dtype)
-    options = bench.ServeOptions(out=folder, port=port, dtype=dtype, start_timeout_s=start_timeout,
+    prediction = bench.Prediction(hardware=hardware, gpus=gpus, plan=plan, dtype=dtype or "bf16")
+    options = bench.ServeOptions(out=folder, port=port, dtype=dtype or "fp32", start_timeout_s=start_timeout,
                                  check_greedy=check_greedy)
     say = _stderr_line("serve-bench")
     report = bench.run(models, targets, results, settings, prediction, options, spec_ref=spec, say=say)
@@ -973,23 +979,33 @@ def _ms(x: float | None) -> str:
 
 
 def _print_serve_bench(report) -> None:
+    """Measured percentiles beside the engine's modelled means (p95, ITL and E2E are in --json)."""
     if report.rows:
-        table = Table(title="Served: measured percentiles beside the engine's modelled means; error = predicted / "
-                            "measured mean - 1")
-        for col in ("model", "engine", "conc", "req", "TTFT p50", "p95", "p99", "pred TTFT", "err", "TPOT p50",
-                    "p95", "p99", "pred TPOT", "err", "ITL p50", "E2E p50", "req/s", "out tok/s", "pred tok/s",
-                    "err", "goodput"):
-            table.add_column(col, justify="left" if col in ("model", "engine") else "right")
+        table = Table(title="Served (measured percentiles, ms) beside the engine's modelled means; error = "
+                            "predicted / measured mean - 1")
+        for col in ("model", "conc", "done", "TTFT p50", "TTFT p99", "pred mean", "err", "TPOT p50", "TPOT p99",
+                    "pred mean", "err", "out tok/s", "pred", "err", "goodput req/s"):
+            table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model",
+                             overflow="fold")
         for r in report.rows:
-            table.add_row(r["model"], r["engine"], str(r["concurrency"]), f"{r['completed']}/{r['requests']}",
-                          _ms(r["ttft_ms_p50"]), _ms(r["ttft_ms_p95"]), _ms(r["ttft_ms_p99"]),
-                          _ms(r["predicted_ttft_ms"]), _pct(r["rel_error_ttft_ms"]), _ms(r["tpot_ms_p50"]),
-                          _ms(r["tpot_ms_p95"]), _ms(r["tpot_ms_p99"]), _ms(r["predicted_tpot_ms"]),
-                          _pct(r["rel_error_tpot_ms"]), _ms(r["itl_ms_p50"]), _ms(r["e2e_ms_p50"]),
-                          _ms(r["requests_per_second"]), _ms(r["output_tokens_per_second"]),
-                          _ms(r["predicted_output_tokens_per_second"]), _pct(r["rel_error_output_tokens_per_second"]),
-                          _ms(r["goodput_requests_per_second"]))
+            table.add_row(f"{r['model']} ({r['engine']})", str(r["concurrency"]), f"{r['completed']}/{r['requests']}",
+                          _ms(r["ttft_ms_p50"]), _ms(r["ttft_ms_p99"]), _ms(r["predicted_ttft_ms"]),
+                          _pct(r["rel_error_ttft_ms"]), _ms(r["tpot_ms_p50"]), _ms(r["tpot_ms_p99"]),
+                          _ms(r["predicted_tpot_ms"]), _pct(r["rel_error_tpot_ms"]),
+                          _ms(r["output_tokens_per_second"]), _ms(r["predicted_output_tokens_per_second"]),
+                          _pct(r["rel_error_output_tokens_per_second"]), _ms(r["goodput_requests_per_second"]))
         console.print(table)
+    for r in report.rows:
+        if not (r.get("prediction") or {}).get("fits", True):
+            console.print(f"note: {r['model']} at concurrency {r['concurrency']}: the predicted setting does not fit "
+                          f"in memory on {r['prediction']['hardware']} ({r['prediction']['plan']}, "
+                          f"{r['prediction']['dtype']}); its figures describe a deployment that cannot run")
+    for server in report.servers:
+        g = server.get("greedy")
+        check = "" if not g else (f"; greedy ids equal to moelab's on {g['matched']}/{g['prompts']} prompts, "
+                                  f"{g['near_ties']} near-ties, {len(g['mismatches'])} mismatches")
+        console.print(f"{server['model']}: vLLM {server['vllm']} ({server['device']}, {server['dtype']}), ready "
+                      f"after {server['ready_after_s']:.0f} s{check}")
     for line in report.notes + report.warnings:
         console.print(f"note: {line}")
 

@@ -2,9 +2,9 @@
 a CSV of every table, written into one folder.
 
 The page follows the seeds' method: objective -> resources -> workload -> scale (frontier economics) ->
-prototype (training) -> benchmark (measured vs predicted) -> decision. Every figure and table says whether its
-numbers were measured on this machine, modelled by the engine, or are priors; parts a study did not run are
-shown as "not run", never as an error.
+prototype (training) -> benchmark (measured vs predicted) -> served with vLLM (measured TTFT, TPOT, throughput)
+-> decision. Every figure and table says whether its numbers were measured on this machine, modelled by the
+engine, or are priors; parts a study did not run are shown as "not run", never as an error.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from moelab.decide.recommend import (
     BASIS_PRIOR,
     BASIS_TINY,
     LATENCY_MEAN,
+    TINY_PARAMS,
     basis_text,
     bench_basis,
+    tiny_detail,
     training_basis,
 )
 from moelab.report import plots
@@ -100,14 +102,14 @@ class _Page:
 
 def _cell(c: Any) -> str:
     if isinstance(c, _Raw):
-        return f"<td>{c.html}</td>"
+        return f"<td class='num'>{c.html}</td>" if c.numeric else f"<td>{c.html}</td>"
     numeric = isinstance(c, (int, float)) and not isinstance(c, bool)
     return f"<td class='num'>{_e(_num(c))}</td>" if numeric else f"<td>{_e(_num(c))}</td>"
 
 
 class _Raw:
-    def __init__(self, markup: str, text: str) -> None:
-        self.html, self.text = markup, text
+    def __init__(self, markup: str, text: str, numeric: bool = False) -> None:
+        self.html, self.text, self.numeric = markup, text, numeric
 
     def __str__(self) -> str:
         return self.text
@@ -190,6 +192,7 @@ def key_figures(study: dict) -> dict:
         if r:
             out[f"measured_{kind}_final_val"] = _g(r, "final_val", "mean")
             out[f"measured_{kind}_flops_to_target"] = _g(r, "to_target", "flops")
+    out.update(served_figures(study.get("serving") if "serving" in study else None))
     return out
 
 
@@ -469,6 +472,202 @@ def _benchmark(study: dict, page: _Page) -> str:
     return "".join(out)
 
 
+SERVED_LATENCY_AT = 1  # the seeds' latency table: one request in flight
+SERVED_THROUGHPUT_AT = 32  # the seeds' throughput table: the study's highest level
+
+
+def _pct(x: Any) -> Any:
+    """A relative error shown as a signed percentage; its CSV cell keeps the exact number."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(x):
+        return None
+    return _Raw(_e(f"{x:+.0%}"), repr(float(x)), numeric=True)
+
+
+def _served_levels(rows: list[dict]) -> tuple[int | None, int | None]:
+    """The concurrency of the latency table (1, else the lowest measured) and of the throughput table (32, else
+    the highest)."""
+    levels = sorted({r["concurrency"] for r in rows if isinstance(r.get("concurrency"), int)})
+    if not levels:
+        return None, None
+    low = SERVED_LATENCY_AT if SERVED_LATENCY_AT in levels else levels[0]
+    high = SERVED_THROUGHPUT_AT if SERVED_THROUGHPUT_AT in levels else levels[-1]
+    return low, high
+
+
+def _served_at(rows: list[dict], kind: str, concurrency: int | None) -> dict | None:
+    return next((r for r in rows if r.get("kind") == kind and r.get("concurrency") == concurrency), None)
+
+
+def _ratio(moe: Any, dense: Any) -> float | None:
+    ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (moe, dense))
+    return moe / dense if ok and dense else None
+
+
+def served_figures(serving: dict | None) -> dict:
+    """The served headline numbers for summary.json: per kind the measured TPOT p50 at the latency level and
+    output tokens/s at the throughput level, and MoE / dense for both (None where not measured)."""
+    sv = serving or {}
+    rows = [r for r in sv.get("rows") or [] if not sv.get("skipped")]
+    low, high = _served_levels(rows)
+    out: dict[str, Any] = {"served_skipped": sv.get("skipped") if serving else "no serving stage in this study",
+                           "served_latency_concurrency": low, "served_throughput_concurrency": high}
+    for kind in ("dense", "moe"):
+        out[f"served_{kind}_tpot_ms_p50"] = _g(_served_at(rows, kind, low), "tpot_ms_p50")
+        out[f"served_{kind}_output_tokens_per_second"] = _g(_served_at(rows, kind, high), "output_tokens_per_second")
+    out["served_moe_over_dense_tpot_p50"] = _ratio(out["served_moe_tpot_ms_p50"], out["served_dense_tpot_ms_p50"])
+    out["served_moe_over_dense_output_tokens_per_second"] = _ratio(out["served_moe_output_tokens_per_second"],
+                                                                   out["served_dense_output_tokens_per_second"])
+    greedy = [s.get("greedy") for s in sv.get("servers") or [] if s.get("greedy")]
+    out["served_greedy_ok"] = all(g.get("ok") for g in greedy) if greedy and rows else None
+    return out
+
+
+def served_basis(serving: dict, training: dict | None) -> tuple[str, str]:
+    """Measured at tiny scale (or measured, for models past moelab's tiny bound) with vLLM on this machine: the
+    detail names vLLM's version, its device and the served models' parameters (from the training rows)."""
+    servers = serving.get("servers") or []
+    served = {r.get("model") for r in serving.get("rows") or []}
+    params = [r["params_total"] for r in (training or {}).get("rows") or []
+              if r.get("model") in served and r.get("params_total")]
+    basis = BASIS_TINY if not params or max(params) < TINY_PARAMS else BASIS_MEASURED
+    versions = sorted({str(s.get("vllm")) for s in servers if s.get("vllm")})
+    device = next((s.get("device") for s in servers if s.get("device")), "cpu")
+    return basis, f"vLLM {'/'.join(versions) or '?'}, " + tiny_detail(device, params)
+
+
+def _served(study: dict, page: _Page) -> str:
+    """The trained dense and MoE models served with vLLM on this machine: the seeds' latency table (concurrency
+    1) and throughput table (concurrency 32), MoE / dense, TTFT and TPOT against concurrency, the greedy check."""
+    if "serving" not in study:
+        return _not_run("The vLLM stage did not run: this study predates it (no serving in study.json).")
+    sv = study.get("serving") or {}
+    if sv.get("skipped"):
+        return _not_run(f"The vLLM stage did not run: {sv['skipped']}")
+    rows = [r for r in sv.get("rows") or [] if isinstance(r, dict)]
+    problems = [f"failed: {f}" for f in sv.get("failures") or []] + list(sv.get("warnings") or [])
+    problems += [f"{r.get('model')} at concurrency {r.get('concurrency')}: {r.get('failed')} of {r.get('requests')} "
+                 f"requests failed ({r.get('first_error') or 'no error text'})" for r in rows if r.get("failed")]
+    out = [_warning_badge(problems)]
+    if not rows:
+        return "".join(out) + _not_run("No model was served: no measured serving latency in this report.")
+    basis, detail = served_basis(sv, study.get("training"))
+    low, high = _served_levels(rows)
+    pred = rows[0].get("prediction") or {}
+    where = (f"{sv.get('input', rows[0].get('input_tokens'))} prompt + {sv.get('output', rows[0].get('output_tokens'))}"
+             f" output tokens, {sv.get('requests_per_level', rows[0].get('requests'))} requests per level")
+    engine = (f"the engine's modelled means on {pred.get('hardware', '?')} ({pred.get('plan', '?')}, "
+              f"{pred.get('dtype', '?')})")
+    out.append(page.figure("served", plots.served(rows),
+                           f"TTFT and TPOT against concurrency, served by vLLM on this machine ({where}): solid lines "
+                           "with markers are the measured p50, the shaded band reaches the measured p99, dashed lines "
+                           f"are {engine} for the same level. A modelled mean is not a percentile.",
+                           BASIS_MODELLED_TINY, "No served rows.", detail))
+    models = list(dict.fromkeys(r.get("model") for r in rows))
+    by = {(r.get("model"), r.get("concurrency")): r for r in rows}
+    lat = []
+    for m in models:
+        r = by.get((m, low))
+        if r:
+            lat.append([m, r.get("kind"), r.get("ttft_ms_p50"), r.get("ttft_ms_p95"), r.get("ttft_ms_p99"),
+                        r.get("tpot_ms_p50"), r.get("tpot_ms_p95"), r.get("tpot_ms_p99"), r.get("e2e_ms_p50"),
+                        r.get("e2e_ms_p99"), r.get("predicted_ttft_ms"), _pct(r.get("rel_error_ttft_ms")),
+                        r.get("predicted_tpot_ms"), _pct(r.get("rel_error_tpot_ms"))])
+    low_note = "" if low == SERVED_LATENCY_AT else f" (no level {SERVED_LATENCY_AT} was run: the lowest, {low})"
+    out.append(page.table("served_latency", [
+        "model", "kind", "measured TTFT p50 (ms)", "measured TTFT p95 (ms)", "measured TTFT p99 (ms)",
+        "measured TPOT p50 (ms)", "measured TPOT p95 (ms)", "measured TPOT p99 (ms)", "measured E2E p50 (ms)",
+        "measured E2E p99 (ms)", "predicted mean TTFT (ms)", "TTFT error", "predicted mean TPOT (ms)",
+        "TPOT error"], lat, basis,
+        f"Latency at concurrency {low}{low_note}, served by vLLM on this machine: measured percentiles, and "
+        f"{engine}; error = predicted mean / measured mean − 1 (the measured means are in served.csv)", detail))
+    thr = []
+    for m in models:
+        r = by.get((m, high))
+        if r:
+            thr.append([m, r.get("kind"), f"{r.get('completed')}/{r.get('requests')}",
+                        r.get("output_tokens_per_second"), r.get("requests_per_second"), r.get("ttft_ms_p50"),
+                        r.get("ttft_ms_p99"), r.get("tpot_ms_p50"), r.get("tpot_ms_p99"),
+                        r.get("predicted_output_tokens_per_second"),
+                        _pct(r.get("rel_error_output_tokens_per_second"))])
+    high_note = "" if high == SERVED_THROUGHPUT_AT else (
+        f" (no level {SERVED_THROUGHPUT_AT} was run: the highest, {high})")
+    out.append(page.table("served_throughput", [
+        "model", "kind", "completed", "measured output tok/s", "measured requests/s", "measured TTFT p50 (ms)",
+        "measured TTFT p99 (ms)", "measured TPOT p50 (ms)", "measured TPOT p99 (ms)",
+        "predicted mean output tok/s", "output tok/s error"], thr, basis,
+        f"Throughput at concurrency {high}{high_note}, served by vLLM on this machine, and {engine}; error = "
+        "predicted / measured − 1 (requests/s in served.csv)", detail))
+    d_low, m_low = _served_at(rows, "dense", low), _served_at(rows, "moe", low)
+    d_high, m_high = _served_at(rows, "dense", high), _served_at(rows, "moe", high)
+    if (d_low or d_high) and (m_low or m_high):
+        cmp_rows = []
+        for label, d, m, key in ((f"measured TPOT p50 at concurrency {low} (ms)", d_low, m_low, "tpot_ms_p50"),
+                                 (f"measured TTFT p50 at concurrency {low} (ms)", d_low, m_low, "ttft_ms_p50"),
+                                 (f"measured output tok/s at concurrency {high}", d_high, m_high,
+                                  "output_tokens_per_second"),
+                                 (f"predicted mean TPOT at concurrency {low} (ms)", d_low, m_low, "predicted_tpot_ms"),
+                                 (f"predicted mean output tok/s at concurrency {high}", d_high, m_high,
+                                  "predicted_output_tokens_per_second")):
+            dv, mv = _g(d, key), _g(m, key)
+            cmp_rows.append([label, dv, mv, _ratio(mv, dv)])
+        names = f"{_g(m_low or m_high, 'model')} (MoE) / {_g(d_low or d_high, 'model')} (dense)"
+        out.append(page.table("served_moe_vs_dense", ["quantity", "dense", "MoE", "MoE / dense"], cmp_rows, basis,
+                              f"{names}, served by vLLM here: measured ratios, then the engine's", detail))
+        tpot_r, tok_r = cmp_rows[0][3], cmp_rows[2][3]
+        if tpot_r is not None and tok_r is not None:
+            out.append(f"<p class='note'>Served by vLLM on this machine, the MoE model's measured TPOT p50 is "
+                       f"{_e(f'{tpot_r:.2f}')}× the dense model's at concurrency {_e(low)}, and its measured output "
+                       f"throughput {_e(f'{tok_r:.2f}')}× at concurrency {_e(high)}.</p>")
+    items = []
+    for s in sv.get("servers") or []:
+        g = s.get("greedy")
+        env = (f"vLLM {s.get('vllm', '?')} on {s.get('device', '?')}, torch {s.get('torch', '?')}, "
+               f"{s.get('dtype', '?')}; ready after {_num(s.get('ready_after_s'))} s")
+        badge = ""
+        if not g:
+            check = "greedy ids not compared with moelab's"
+        else:
+            mism = g.get("mismatches") or []
+            check = (f"vLLM's greedy token ids equal moelab's on {g.get('matched')}/{g.get('prompts')} prompts "
+                     f"({g.get('near_ties')} parted at a near-tie below {_num(g.get('near_tie_logits'))} logits, "
+                     f"{len(mism)} mismatched; {g.get('tokens_compared')} tokens compared, smallest top-2 margin "
+                     f"{_num(g.get('min_margin_seen'))})")
+            if not g.get("ok"):
+                badge = "<span class='badge warning'>greedy check failed</span>"
+                first = mism[0] if mism else {}
+                if first:
+                    check += (f"; the first mismatch at prompt {first.get('prompt')}, step {first.get('step')}: "
+                              f"moelab {first.get('moelab')}, vLLM {first.get('served')}")
+        items.append(f"<li>{badge}<b>{_e(s.get('model', '?'))}</b>: {_e(env)}. {_e(check)}.</li>")
+    if items:
+        out.append(f"<div class='servers'><h3>The servers, and does vLLM compute what moelab computes?</h3>"
+                   f"<ul>{''.join(items)}</ul></div>")
+    notes = list(sv.get("notes") or [])
+    if sv.get("rel_error_definition"):
+        notes.append(f"Errors: {sv['rel_error_definition']}.")
+    out.extend(f"<p class='note'>{_e(n)}</p>" for n in notes)
+    every = [[r.get("model"), r.get("kind"), r.get("concurrency"), r.get("requests"), r.get("completed"),
+              r.get("failed"), r.get("ttft_ms_p50"), r.get("ttft_ms_p95"), r.get("ttft_ms_p99"), r.get("ttft_ms_mean"),
+              r.get("predicted_ttft_ms"), r.get("rel_error_ttft_ms"), r.get("tpot_ms_p50"), r.get("tpot_ms_p95"),
+              r.get("tpot_ms_p99"), r.get("tpot_ms_mean"), r.get("predicted_tpot_ms"), r.get("rel_error_tpot_ms"),
+              r.get("itl_ms_p50"), r.get("itl_ms_p99"), r.get("e2e_ms_p50"), r.get("e2e_ms_p99"),
+              r.get("requests_per_second"), r.get("predicted_requests_per_second"), r.get("output_tokens_per_second"),
+              r.get("predicted_output_tokens_per_second"), r.get("rel_error_output_tokens_per_second"),
+              r.get("duration_s")] for r in sorted(rows, key=lambda r: (models.index(r.get("model")),
+                                                                         r.get("concurrency") or 0))]
+    table = page.table("served", [
+        "model", "kind", "concurrency", "requests", "completed", "failed", "measured TTFT p50 (ms)",
+        "measured TTFT p95 (ms)", "measured TTFT p99 (ms)", "measured TTFT mean (ms)", "predicted mean TTFT (ms)",
+        "TTFT rel. error", "measured TPOT p50 (ms)", "measured TPOT p95 (ms)", "measured TPOT p99 (ms)",
+        "measured TPOT mean (ms)", "predicted mean TPOT (ms)", "TPOT rel. error", "measured ITL p50 (ms)",
+        "measured ITL p99 (ms)", "measured E2E p50 (ms)", "measured E2E p99 (ms)", "measured requests/s",
+        "predicted mean requests/s", "measured output tok/s", "predicted mean output tok/s",
+        "output tok/s rel. error", "duration (s)"], every, basis,
+        f"Every served level, measured by vLLM's benchmark definitions beside {engine}", detail)
+    out.append(f"<details><summary>All {len(every)} served levels (served.csv)</summary>{table}</details>")
+    return "".join(out)
+
+
 def _decision(study: dict, page: _Page) -> str:
     dec = study.get("decision") or {}
     if not dec:
@@ -606,6 +805,10 @@ def render(study: dict) -> tuple[str, _Page]:
          "budget and schedule: what the FLOP advantage and the routing look like for real.", _prototype),
         ("benchmark", "Benchmark: measured vs predicted", "The engine held against a stopwatch on this machine: "
          "every prediction beside its measurement, with its error.", _benchmark),
+        ("served", "Served with vLLM: measured latency and throughput", "The trained dense and MoE prototypes "
+         "served by a real engine (vLLM, on this machine's CPU) at each concurrency, timed as vLLM's own benchmark "
+         "defines TTFT, TPOT and end-to-end latency: the seeds' latency and throughput tables, measured, beside the "
+         "engine's modelled means.", _served),
         ("decision", "Decision", "Hard constraints, cost per token at the workload's batch, then the seeds' soft "
          "factors; and the concrete thresholds that would change the answer.", _decision),
     ]

@@ -450,3 +450,44 @@ def frontier_png(series: list[dict], title: str, path) -> bool:
 
     write_atomically(path, buffer.getvalue())
     return True
+
+
+# --- served with vLLM --------------------------------------------------------------------------------------
+
+def served(rows: list[dict] | None) -> str | None:
+    """TTFT and TPOT against concurrency for each served model (study["serving"]["rows"]): the measured p50 as a
+    solid line with markers, the band up to the measured p99, and the engine's modelled mean dashed."""
+    rows = [r for r in rows or [] if r.get("concurrency") and r.get("ttft_ms_p50") is not None]
+    if not rows:
+        return None
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    colours = _colours(models, {r["model"] for r in rows if r.get("kind") == "moe"}.__contains__)
+    fig, axes = _figure(2, width=3.9, height=2.9)
+    for ax, metric, title in ((axes[0][0], "ttft", "Time to first token"),
+                              (axes[0][1], "tpot", "Time per output token")):
+        for model in models:
+            pts = sorted((r for r in rows if r["model"] == model and r.get(f"{metric}_ms_p50") is not None),
+                         key=lambda r: r["concurrency"])
+            if not pts:
+                continue
+            c = [r["concurrency"] for r in pts]
+            colour = colours[model]
+            p50 = [r[f"{metric}_ms_p50"] for r in pts]
+            ax.plot(c, p50, "-o", ms=3.5, lw=1.5, color=colour, label=f"{model} measured p50")
+            p99 = [r.get(f"{metric}_ms_p99") for r in pts]
+            if all(v is not None for v in p99):
+                ax.fill_between(c, p50, p99, color=colour, alpha=0.15, lw=0, label=f"{model} measured p50–p99")
+            pred = [r.get(f"predicted_{metric}_ms") for r in pts]
+            if all(v is not None for v in pred):
+                ax.plot(c, pred, "--", lw=1.2, color=colour, alpha=0.85, label=f"{model} predicted mean")
+        _loglog(ax)
+        levels = sorted({r["concurrency"] for r in rows})
+        ax.set_xticks(levels, [str(c) for c in levels])
+        ax.set_xlabel("concurrency (requests in flight)")
+        ax.set_ylabel(f"{metric.upper()} (ms)")
+        ax.set_title(title)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7.5,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
+    return _svg(fig, "served")

@@ -91,6 +91,15 @@ class Report:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    def unique_name(self, name: str) -> str:
+        """`name`, or name-2, name-3... when an earlier served model took it."""
+        taken = {s["model"] for s in self.servers} | {r["model"] for r in self.rows}
+        candidate, n = name, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{name}-{n}"
+        return candidate
+
     def to_dict(self) -> dict:
         return {"rows": self.rows, "failures": self.failures, "servers": self.servers, "notes": self.notes,
                 "warnings": self.warnings, "rel_error_definition": REL_ERROR_DEFINITION}
@@ -266,7 +275,7 @@ _VLLM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 CHUNK_TOKENS = 8192  # --max-num-batched-tokens given to vLLM, and the chunk the prediction assumes
 
 
-def _servable(ref: str, out: Path, say: Callable[[str], None]):
+def _servable(ref: str, out: Path, say: Callable[[str], None], taken: set[str] = frozenset()):
     """(folder vLLM loads, ModelSpec, name, vocabulary size): the folder itself if servable, else an export."""
     from moelab.serve.export import export, is_servable_folder
     from moelab.spec.hf import spec_from_file
@@ -276,7 +285,11 @@ def _servable(ref: str, out: Path, say: Callable[[str], None]):
         spec = spec_from_file(str(path / "config.json"))
         return path, spec, spec.name if spec.name and spec.name != "config" else path.name
     say(f"exporting {ref} for vLLM")
-    target = out / "exported" / _safe(path.name if path.name != "final" else path.parent.name)
+    stem = _safe(path.resolve().name if path.resolve().name != "final" else path.resolve().parent.name)
+    target, n = out / "exported" / stem, 1
+    while str(target) in taken:  # another model of this command was exported there
+        n += 1
+        target = out / "exported" / f"{stem}-{n}"
     done = export(path, target)
     return done.folder, spec_from_file(str(done.folder / "config.json")), done.name
 
@@ -301,7 +314,8 @@ def serve_model(ref: str, settings: LoadSettings, options: ServeOptions, predict
     if options.dtype not in _VLLM_DTYPES:
         raise MoelabError(f"--dtype for vLLM must be one of {', '.join(_VLLM_DTYPES)}, got {options.dtype!r}")
     env_info = find_serving_environment()
-    folder, spec, name = _servable(ref, options.out, say)
+    folder, spec, name = _servable(ref, options.out, say, {s["folder"] for s in report.servers})
+    name = report.unique_name(name)  # two runs of one preset get their own result files and logs
     need = settings.input + settings.output
     max_len = options.max_model_len or need
     if spec.max_position and need > spec.max_position:

@@ -149,17 +149,17 @@ class ServerProcess:
         if self.proc is None:
             return
         pgid = self.proc.pid  # start_new_session: the child leads its own group
-        _signal_group(pgid, signal.SIGTERM)
         try:
-            self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        deadline = time.monotonic() + grace_s
-        while _group_alive(pgid) and time.monotonic() < deadline:  # workers may outlive the leader briefly
-            time.sleep(0.1)
-        _signal_group(pgid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
+            _signal_group(pgid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=grace_s)
+            deadline = time.monotonic() + grace_s
+            while _group_alive(pgid) and time.monotonic() < deadline:  # workers may outlive the leader briefly
+                time.sleep(0.1)
+        finally:  # a second Ctrl-C during the grace period must not leave the group running
+            _signal_group(pgid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
 
 
 def _signal_group(pgid: int, sig: int) -> None:

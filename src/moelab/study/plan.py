@@ -10,6 +10,8 @@ PAIRS = {"dense": "tiny-dense", "moe": "tiny-moe", "moe_fine": "tiny-moe-fine"}
 # The frontier pairs the seeds discuss: (dense, MoE).
 FRONTIER_PAIRS = (("mistral-7b", "mixtral-8x7b"), ("llama-3-70b", "mixtral-8x7b"), ("llama-3-70b", "deepseek-v3"),
                   ("llama-3-70b", "qwen3-235b-a22b"))
+# The pair served with vLLM: the dense model and its iso-active MoE (the seeds' latency and throughput tables).
+SERVED = ("dense", "moe")
 FRONTIER_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
@@ -27,6 +29,10 @@ class StudyPlan:
     bench_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     bench_prompt: int = 128
     bench_gen: int = 32
+    # serving with vLLM (full study only): closed-loop levels, the seeds' concurrency 1 and 32 among them
+    serve_concurrency: tuple[int, ...] = (1, 4, 16, 32)
+    serve_requests: int = 96
+    serve_greedy_prompts: int = 8
 
     @classmethod
     def default(cls) -> StudyPlan:
@@ -39,9 +45,13 @@ class StudyPlan:
 
     @classmethod
     def from_dict(cls, raw: dict) -> StudyPlan:
-        return cls(**{**raw, "bench_batches": tuple(raw["bench_batches"])})
+        raw = {**raw, "bench_batches": tuple(raw["bench_batches"])}
+        if "serve_concurrency" in raw:
+            raw["serve_concurrency"] = tuple(raw["serve_concurrency"])
+        return cls(**raw)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["bench_batches"] = list(self.bench_batches)
+        out["serve_concurrency"] = list(self.serve_concurrency)
         return out

@@ -2,7 +2,8 @@
 
 Stages, in the seeds' order: prototype both kinds (train a dense model, an iso-active MoE and a fine-grained +
 shared MoE on the default corpus, same data order and budget), calibrate this machine and benchmark the trained
-models beside the engine's predictions (in a fresh process), model the frontier pairs on the workload's GPU
+models beside the engine's predictions (in a fresh process), serve the dense and MoE models with vLLM at each
+concurrency (when the serving environment is there; not with --quick), model the frontier pairs on the workload's GPU
 (static-batch economics, and each model's interactivity-throughput frontier over plans and concurrencies),
 decide, report.
 Every stage's output lands in one `study` dict (DIR/study.json), which `moelab.report` renders.
@@ -23,7 +24,7 @@ from pathlib import Path
 from moelab import jsonout
 from moelab.decide.workload import Workload, default_workload
 from moelab.errors import MoelabError
-from moelab.study.plan import FRONTIER_BATCHES, FRONTIER_PAIRS, PAIRS, StudyPlan
+from moelab.study.plan import FRONTIER_BATCHES, FRONTIER_PAIRS, PAIRS, SERVED, StudyPlan
 
 Log = Callable[[str], None]
 
@@ -45,7 +46,7 @@ def train_stage(runs: Path, plan: StudyPlan, progress: bool, log: Log) -> dict:
             "pairs": dict(PAIRS)}
 
 
-def run_relayed(cmd: list[str], log: Log, prefix: str = "study: ") -> None:
+def run_relayed(cmd: list[str], log: Log, prefix: str = "study: ", what: str = "the measurement stage") -> None:
     """Run `cmd`, relaying each stderr line to `log` as it comes (prefixed); a failure is a MoelabError with
     the child's `moelab: error:` line (else its last line). Interrupted, the child is killed, never orphaned."""
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -66,7 +67,7 @@ def run_relayed(cmd: list[str], log: Log, prefix: str = "study: ") -> None:
     if code != 0:
         error_prefix = "moelab: error: "
         error = next((line[len(error_prefix):] for line in reversed(last) if line.startswith(error_prefix)), None)
-        raise MoelabError(f"the measurement stage failed: {error or (last[-1] if last else f'exit {code}')}")
+        raise MoelabError(f"{what} failed: {error or (last[-1] if last else f'exit {code}')}")
 
 
 def measure_stage(out: Path, plan: StudyPlan, log: Log) -> tuple[dict, dict]:
@@ -78,6 +79,41 @@ def measure_stage(out: Path, plan: StudyPlan, log: Log) -> tuple[dict, dict]:
     hw = json.loads((out / "hardware.json").read_text())
     log(f"calibration: {out / 'hardware.json'} ({hw['measurements']['seconds']:.1f} s)")
     return {**hw, "path": str(out / "hardware.json")}, json.loads((out / "bench.json").read_text())
+
+
+def serve_stage(out: Path, plan: StudyPlan, log: Log) -> dict:
+    """Serve the trained dense and MoE models with vLLM on this machine (moelab serve-bench, in a child process)
+    at plan.serve_concurrency, predictions on this study's calibration; the rows, servers and greedy checks.
+    Where vLLM cannot run here, or a model fails, the study says so and goes on with its eager bench."""
+    from moelab.serve.environment import serving_available
+
+    base = {"concurrency": list(plan.serve_concurrency), "input": plan.bench_prompt, "output": plan.bench_gen,
+            "requests_per_level": plan.serve_requests, "rows": [], "servers": [], "notes": [], "failures": []}
+    if plan.quick:
+        log("study: serving skipped: --quick does not start vLLM (the full study does)")
+        return {**base, "skipped": "--quick: the vLLM stage runs in the full study only"}
+    reason = serving_available()
+    if reason is not None:
+        log(f"study: serving skipped: {reason}")
+        return {**base, "skipped": reason}
+    folder = out / "serve"
+    models = [str(out / "runs" / PAIRS[kind]) for kind in SERVED]
+    cmd = [sys.executable, "-m", "moelab.cli", "serve-bench", *models, "--concurrency",
+           ",".join(map(str, plan.serve_concurrency)), "--requests", str(plan.serve_requests),
+           "--input", str(plan.bench_prompt), "--output", str(plan.bench_gen), "--hardware",
+           str(out / "hardware.json"), "--check-greedy", str(plan.serve_greedy_prompts), "--out", str(folder)]
+    try:
+        run_relayed(cmd, log, prefix="study: ", what="serving with vLLM")
+    except MoelabError as e:
+        log(f"study: {e}")
+        if not (folder / "report.json").is_file():
+            return {**base, "skipped": str(e)}
+    report = json.loads((folder / "report.json").read_text())
+    kinds = {PAIRS[kind]: kind for kind in SERVED}
+    for row in report["rows"]:
+        row["kind"] = kinds.get(row["model"], "?")
+    return {**base, **report, "skipped": None, "basis": "measured: vLLM serving on this machine's CPU",
+            "folder": str(folder)}
 
 
 def frontier_stage(wl: Workload) -> dict:
@@ -153,10 +189,12 @@ def run_study(out: Path, workload: Workload | None = None, quick: bool = False, 
     recommend(wl)
     training = stage("train", lambda: train_stage(out / "runs", plan, progress, log))
     calibration, bench = stage("calibrate and bench", lambda: measure_stage(out, plan, log))
+    serving = stage("serve with vLLM", lambda: serve_stage(out, plan, log))
     decision = stage("decide", lambda: recommend(wl, {"training": training, "bench": bench}))
     study = {"version": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
              "quick": quick, "plan": plan.to_dict(), "machine": machine(), "workload": wl.to_dict(),
-             "training": training, "calibration": calibration, "bench": bench, "frontier": frontier,
+             "training": training, "calibration": calibration, "bench": bench, "serving": serving,
+             "frontier": frontier,
              "decision": decision, "stage_seconds": stage_seconds}
     study["wall_seconds"] = round(time.perf_counter() - started, 2)
     t0 = time.perf_counter()
