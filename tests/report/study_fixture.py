@@ -4,6 +4,8 @@
   made once by `python tests/report/study_fixture.py` and stored in fixtures/study_parts.json (training takes
   about a minute on two CPU cores; the `slow` test in test_report.py redoes it live);
 - bench, calibration: synthesised with plausible values (their producers live in moelab.bench);
+- serving (vLLM on this CPU): synthesised likewise by synthetic_serving(), added to copies of the study only, so
+  the shared study stays an older study.json without a "serving" key;
 - frontier, decision: computed live from the engine on every test run, so they follow the engine.
 """
 
@@ -96,6 +98,71 @@ def synthetic_calibration() -> dict:
             "moe_layer_overhead_us": 180.0, "compute_efficiency": 1.0, "bandwidth_efficiency": 1.0,
             "measurements": {"matmul_fp32_tflops": [0.19, 0.21, 0.2], "stream_copy_gbps": [11.1, 11.5, 11.4],
                              "layer_overhead_us": [44.0, 45.0, 47.0]}}
+
+
+SERVE_CONCURRENCY = (1, 4, 16, 32)
+
+
+def synthetic_serving(concurrency: tuple[int, ...] = SERVE_CONCURRENCY, requests: int = 96) -> dict:
+    """A `study["serving"]` block as run.serve_stage stores `moelab serve-bench`'s report.json: vLLM on this CPU
+    serving tiny-dense and tiny-moe (128 prompt + 32 output tokens), with plausible synthesised timings (vLLM's
+    CPU step is dominated by its scheduler and per-step overhead; MoE decode pays its fused-MoE kernels) and
+    the engine's modelled means on the calibrated CPU. Row keys follow moelab.serve.bench's own names."""
+    from moelab.serve.bench import PREDICTED, REL_ERROR_DEFINITION, ROW_METRICS
+    from moelab.serve.greedy import NEAR_TIE_LOGITS
+    from moelab.serve.load import PERCENTILES
+
+    rng = random.Random(2)
+    n_in, n_out = 128, 32
+    # model: (ttft at c=1 ms, ttft growth per extra request ms, tpot at c=1 ms, tpot growth per extra request ms)
+    shape = {"tiny-dense": ("dense", 14.0, 4.1, 5.2, 0.42), "tiny-moe": ("moe", 19.0, 5.3, 7.4, 0.51)}
+    # the engine's modelled means on the calibrated CPU: eager per-layer overheads, far below vLLM's step
+    predicted_shape = {"tiny-dense": (1.9, 0.31, 0.62, 0.021), "tiny-moe": (3.1, 0.42, 1.05, 0.024)}
+    rows, servers = [], []
+    folder = "/tmp/study/serve"
+    for model, (kind, ttft0, ttft_k, tpot0, tpot_k) in shape.items():
+        for c in concurrency:
+            ttft = ttft0 + ttft_k * (c - 1)
+            tpot = tpot0 + tpot_k * (c - 1)
+            row = {"model": model, "kind": kind, "engine": "vllm", "source": "vLLM 0.32.0 (cpu) on 127.0.0.1",
+                   "concurrency": c, "requests": requests, "completed": requests, "failed": 0,
+                   "input_tokens": n_in, "output_tokens": n_out}
+            for metric, centre in (("ttft_ms", ttft), ("tpot_ms", tpot), ("itl_ms", tpot), ("e2e_ms", None)):
+                centre = ttft + (n_out - 1) * tpot if centre is None else centre
+                centre *= 1 + rng.uniform(-0.03, 0.03)
+                tail = {50: 1.0, 95: 1.18 + rng.uniform(0, 0.05), 99: 1.35 + rng.uniform(0, 0.1)}
+                row.update({f"{metric}_p{p}": centre * tail[p] for p in PERCENTILES})
+            row["ttft_ms_mean"] = row["ttft_ms_p50"] * 1.04
+            row["tpot_ms_mean"] = row["tpot_ms_p50"] * 1.02
+            e2e_mean = row["ttft_ms_mean"] + (n_out - 1) * row["tpot_ms_mean"]
+            row["requests_per_second"] = c / e2e_mean * 1e3
+            row["output_tokens_per_second"] = row["requests_per_second"] * n_out
+            row.update(goodput_requests_per_second=None, duration_s=requests / row["requests_per_second"],
+                       first_error=None, result_file=f"{folder}/{model}/c{c}.json")
+            p_ttft0, p_ttft_k, p_tpot0, p_tpot_k = predicted_shape[model]
+            p_ttft, p_tpot = p_ttft0 + p_ttft_k * (c - 1), p_tpot0 + p_tpot_k * (c - 1)
+            p_rps = c / (p_ttft + (n_out - 1) * p_tpot) * 1e3
+            predicted = {"ttft_ms": p_ttft, "tpot_ms": p_tpot, "requests_per_second": p_rps,
+                         "output_tokens_per_second": p_rps * n_out}
+            for key, value in predicted.items():
+                row[f"predicted_{key}"] = value
+                row[f"rel_error_{key}"] = value / row[PREDICTED[key]] - 1
+            row["prediction"] = {"hardware": "calibrated-cpu", "from": "/tmp/study/hardware.json", "plan": "tp1",
+                                 "dtype": "fp32", "fits": True}
+            assert all(f"{m}_p{p}" in row for m in ROW_METRICS for p in PERCENTILES)
+            rows.append(row)
+        servers.append({"model": model, "folder": f"{folder}/export/{model}", "ready_after_s": 70.1 if kind ==
+                        "dense" else 83.4, "log": f"{folder}/{model}/server.log", "python":
+                        "/work/main/.venv-serve/bin/python", "vllm": "0.32.0", "torch": "2.9.0+cpu", "device": "cpu",
+                        "dtype": "fp32",
+                        "greedy": {"prompts": 8, "tokens_compared": 256 if kind == "dense" else 241, "matched":
+                                   8 if kind == "dense" else 7, "near_ties": 0 if kind == "dense" else 1,
+                                   "mismatches": [], "ok": True, "near_tie_logits": NEAR_TIE_LOGITS,
+                                   "min_margin_seen": 0.031 if kind == "dense" else 0.0042}})
+    return {"skipped": None, "concurrency": list(concurrency), "input": n_in, "output": n_out,
+            "requests_per_level": requests, "basis": "measured: vLLM serving on this machine's CPU",
+            "folder": folder, "rows": rows, "servers": servers, "notes": [], "failures": [], "warnings": [],
+            "rel_error_definition": REL_ERROR_DEFINITION}
 
 
 def build_parts(steps: int = 24) -> dict:

@@ -13,8 +13,11 @@ CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-br
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (run scripts/setup-browser.sh)")
 
 
-def test_report_renders_in_headless_chromium(report_dir, tmp_path):
+@pytest.mark.parametrize(("folder", "figures"), [("report_dir", 8), ("served_report_dir", 9)])
+def test_report_renders_in_headless_chromium(folder, figures, request, tmp_path):
+    """The shared study (an older study.json without vLLM serving) and the same study with it."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (dev dependency) not installed")
+    report_dir = request.getfixturevalue(folder)
     report = (report_dir / "report.html").resolve()
     url = report.as_uri()
     errors, requests = [], []
@@ -40,11 +43,12 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     if os.environ.get("MOELAB_SCREENSHOT_DIR"):
         keep = Path(os.environ["MOELAB_SCREENSHOT_DIR"])
         keep.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, keep / "report.png")
-        print(f"report screenshot: {keep / 'report.png'}")
+        name = "report.png" if folder == "report_dir" else "report-served.png"
+        shutil.copy(shot, keep / name)
+        print(f"report screenshot: {keep / name}")
     assert errors == []
     assert requests == [url], f"network requests besides the file: {[r for r in requests if r != url]}"
-    assert len(sizes) == 8, sizes
+    assert len(sizes) == figures, sizes
     for s in sizes:
         assert s["w"] > 100 and s["h"] > 100 and s["shapes"] > 10, s
     assert "MOE" in headline and "mixtral-8x7b" in headline

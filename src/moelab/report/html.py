@@ -762,6 +762,8 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}th{text-align:left}td:
 th{background:#f9fafb;font-weight:600;color:#374151}
 tbody tr:nth-child(even){background:#fcfcfd}
 #table-factors td:last-child,#table-objective td:last-child{text-align:left}
+#table-served_latency,#table-served_throughput{font-size:12px}
+#table-served_latency :is(th,td),#table-served_throughput :is(th,td){padding:4px 6px}
 .fav{font-weight:700;text-transform:uppercase;font-size:12px}.fav.moe{color:var(--moe)}.fav.dense{color:var(--dense)}
 .fav.neutral{color:var(--muted)}
 .notrun{border:1px dashed #cbd5e1;border-radius:10px;padding:14px;color:var(--muted);background:#f8fafc;margin:10px 0}
