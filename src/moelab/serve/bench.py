@@ -364,7 +364,7 @@ def serve_model(ref: str, settings: LoadSettings, options: ServeOptions, predict
                            "greedy": greedy.to_dict() if greedy else None})
     where = predict_rows(rows, spec, Prediction(prediction.hardware, 1, None, options.dtype), say,
                          chunk_tokens=max(CHUNK_TOKENS, max_len))
-    if env_info.device == "cpu" and prediction.hardware is None and VLLM_CPU_NOTE not in report.notes:
+    if env_info.device == "cpu" and VLLM_CPU_NOTE not in report.notes:  # whatever the hardware file, a CPU one
         report.notes.append(VLLM_CPU_NOTE)
     say(f"{name}: predictions on {where}")
     report.rows.extend(rows)
