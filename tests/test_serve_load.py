@@ -6,6 +6,7 @@ independently (vllm/benchmarks/serve.py, calculate_metrics); the timings against
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -13,9 +14,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -292,7 +293,9 @@ def test_api_key_and_model_id(standin):
     wrong_model = Endpoint(ep.name, ep.base_url, "other", api_key="sekret")
     with pytest.raises(EndpointError, match="refused the request: HTTP 404 .*does not exist"):
         probe_sync(wrong_model, 5)
-    models = httpx.get(ep.base_url + "/v1/models", headers=keyed.headers(), trust_env=False).json()
+    request = urllib.request.Request(ep.base_url + "/v1/models", headers=keyed.headers())
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=10) as resp:
+        models = json.loads(resp.read())
     assert models["data"][0]["id"] == "m"
 
 

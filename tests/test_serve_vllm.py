@@ -47,8 +47,8 @@ def _processes_mentioning(text: str) -> list[str]:
 
 def test_vllm_serves_a_trained_moe_run_like_moelab(serving, tmp_path):
     run = tmp_path / "run"
-    train = subprocess.run(MOELAB + ["train", "--model", "tiny-moe", "--steps", "100", "--batch-size", "8",
-                                     "--seq-len", "64", "--eval-every", "100", "--out", str(run), "--no-progress"],
+    train = subprocess.run(MOELAB + ["train", "--model", "tiny-moe", "--steps", "100", "--batch-size", "4",
+                                     "--seq-len", "32", "--eval-every", "100", "--out", str(run), "--no-progress"],
                            capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr[-2000:]
     assert (run / "final" / "tokenizer.json").is_file()  # a run keeps the tokenizer it trained with

@@ -908,6 +908,8 @@ def serve_bench(
     spec: Annotated[str | None, typer.Option(help="The model an endpoint or result file serves, as moelab "
                                                   "knows it (default: its model id).")] = None,
     start_timeout: Annotated[float, typer.Option(min=1.0, help="Seconds to wait for vLLM to be ready.")] = 600.0,
+    warmup: Annotated[bool, typer.Option(help="Before each level, one unmeasured round of CONCURRENCY requests "
+                                              "(first-use compilation of new batch shapes).")] = True,
     check_greedy: Annotated[int, typer.Option(min=0, max=1000, help="For MODELs: compare vLLM's greedy token ids "
                                                                     "with moelab's on N prompts.")] = 0,
     out: Annotated[str, typer.Option(help="Folder for result files, exports and server logs.")]
@@ -929,7 +931,7 @@ def serve_bench(
     if models or endpoints_given:
         settings = bench.LoadSettings(concurrency=_serve_levels(concurrency), input=input, output=output,
                                       requests=requests, request_timeout_s=request_timeout,
-                                      slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms)
+                                      slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, warmup=warmup)
     targets = []
     if endpoints_given:
         if not ids:

@@ -6,7 +6,9 @@ Three kinds of target, one report:
 - an endpoint: an OpenAI-compatible server already running anywhere (vLLM, SGLang, TGI), driven the same way;
 - a result file of `vllm bench serve --save-result`, read through moelab.bench.results.
 
-Each level is closed-loop: `requests` prompts of `input` random token ids (text of about `input` words for an
+Each level is closed-loop, after one unmeasured round of `concurrency` requests (vLLM's CPU backend compiles a
+batch shape on first use: without the round, the study measured a TTFT p95 of 3.2 s at concurrency 16 against a
+p50 of 0.36 s): `requests` prompts of `input` random token ids (text of about `input` words for an
 endpoint, whose tokenizer is unknown here; the true count comes back in usage), at most `concurrency` in flight,
 `output` tokens each (ignore_eos), timed per request as vLLM's benchmark does (serve.load). Each row carries the
 engine's modelled means (cost.serving.serve: TTFT, TPOT, requests/s, output tokens/s) and the error
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from moelab.errors import MoelabError
 from moelab.serve import load
-from moelab.serve.server import ServerExited, ServerProcess, check_port_free, free_port
+from moelab.serve.server import ServerExited, ServerProcess, check_port_free, free_port, log_tail, reason
 
 ROW_METRICS = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms")
 PREDICTED = {"ttft_ms": "ttft_ms_mean", "tpot_ms": "tpot_ms_mean", "requests_per_second": "requests_per_second",
@@ -55,6 +57,7 @@ class LoadSettings:
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
     seed: int = 0
+    warmup: bool = True  # one unmeasured round of `concurrency` requests before each level
 
     def __post_init__(self) -> None:
         if not self.concurrency:
@@ -171,6 +174,10 @@ def measure_levels(endpoint: load.Endpoint, settings: LoadSettings, prompts_for:
     """Every level against `endpoint`: a summary row per concurrency (serve.load.summarize), in order."""
     rows = []
     for level_index, c in enumerate(settings.concurrency):
+        if settings.warmup:  # new batch shapes compile on first use (vLLM's CPU backend: seconds), not measured
+            say(f"concurrency {c}: warming up with {c} requests")
+            load.run_level_sync(endpoint, prompts_for(c, settings.seed + 1000 + level_index), settings.output, c,
+                                settings.request_timeout_s)
         prompts = prompts_for(settings.requests, settings.seed + level_index)
         done = [0]
 
@@ -187,6 +194,7 @@ def measure_levels(endpoint: load.Endpoint, settings: LoadSettings, prompts_for:
                                      f"({row.get('first_error') or 'no error given'})")
         row["input_tokens"] = round(row["input_tokens_mean"]) if row.get("input_tokens_mean") else settings.input
         row["output_tokens"] = settings.output
+        row["warmup_requests"] = c if settings.warmup else 0
         row["_level"] = level
         rows.append(row)
     return rows
@@ -196,7 +204,7 @@ def _row(model: str, engine: str, source: str, summary: dict) -> dict:
     keys = ["concurrency", "requests", "completed", "failed", "input_tokens", "output_tokens"]
     keys += [f"{m}_p{p}" for m in ROW_METRICS for p in load.PERCENTILES]
     keys += ["ttft_ms_mean", "tpot_ms_mean", "requests_per_second", "output_tokens_per_second",
-             "goodput_requests_per_second", "duration_s", "first_error"]
+             "goodput_requests_per_second", "duration_s", "warmup_requests", "first_error"]
     return {"model": model, "engine": engine, "source": source, **{k: summary.get(k) for k in keys}}
 
 
@@ -345,9 +353,15 @@ def serve_model(ref: str, settings: LoadSettings, options: ServeOptions, predict
                 warm = load.prompts_of_tokens(WARMUP_REQUESTS, settings.input, spec.vocab_size, seed=10_000,
                                               avoid={0})
                 load.run_level_sync(endpoint, warm, settings.output, WARMUP_REQUESTS, settings.request_timeout_s)
-                summaries = measure_levels(endpoint, settings, lambda n, seed: load.prompts_of_tokens(
-                    n, settings.input, spec.vocab_size, seed=seed, avoid={0}), say)
-                greedy = _check_greedy(folder, endpoint, spec, settings, options, say)
+                try:
+                    summaries = measure_levels(endpoint, settings, lambda n, seed: load.prompts_of_tokens(
+                        n, settings.input, spec.vocab_size, seed=seed, avoid={0}), say)
+                    greedy = _check_greedy(folder, endpoint, spec, settings, options, say)
+                except MoelabError:
+                    if not server.alive():  # the engine died under load: its log says why, not the client
+                        raise MoelabError(f"{ref}: vLLM exited during the benchmark: "
+                                          f"{reason(log_tail(log_path))} (log: {log_path})") from None
+                    raise
         except ServerExited as e:
             if e.port_in_use and options.port is None and attempt == 1:
                 say(f"port {port} was taken before vLLM bound it; trying another")

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import httpx
-
 from moelab.errors import MoelabError
-from moelab.serve.load import Endpoint, completion_request
+from moelab.serve.load import Endpoint, completion_request, post_sync
 
 NEAR_TIE_LOGITS = 0.01  # top-2 logit margin below which a float32 divergence is a tie, not a bug
 
@@ -64,16 +62,10 @@ def served_greedy(endpoint: Endpoint, prompt: list[int], max_tokens: int, timeou
     """The server's greedy ids for `prompt` (vLLM's return_token_ids)."""
     body = completion_request(endpoint.model_id, prompt, max_tokens, stream=False)
     body["return_token_ids"] = True
+    answer = post_sync(endpoint, body, timeout_s)
     try:
-        resp = httpx.post(endpoint.url("completions"), json=body, headers=endpoint.headers(), timeout=timeout_s,
-                          trust_env=False)
-    except httpx.HTTPError as e:
-        raise MoelabError(f"greedy check: endpoint '{endpoint.name}' does not answer ({e})") from None
-    if resp.status_code != 200:
-        raise MoelabError(f"greedy check: endpoint '{endpoint.name}' refused: HTTP {resp.status_code}")
-    try:
-        ids = resp.json()["choices"][0]["token_ids"]
-    except (ValueError, KeyError, IndexError, TypeError):
+        ids = answer["choices"][0]["token_ids"]
+    except (KeyError, IndexError, TypeError):
         raise MoelabError(f"greedy check: endpoint '{endpoint.name}' returned no token_ids (not vLLM?)") from None
     if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
         raise MoelabError(f"greedy check: endpoint '{endpoint.name}' returned token_ids that are not integers")

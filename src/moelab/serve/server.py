@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def log_tail(path: Path, lines: int = 40) -> list[str]:
     return [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
 
 
-def _reason(lines: list[str]) -> str:
+def reason(lines: list[str]) -> str:
     """The line of a dead server's log that says why: the last exception or error line, else the last line."""
     for line in reversed(lines):
         low = line.lower()
@@ -122,27 +123,23 @@ class ServerProcess:
 
     def wait_ready(self, poll_s: float = 0.5) -> float:
         """Seconds until /health answered 200; raises if the process exits or start_timeout_s passes."""
-        import httpx
-
         deadline = self._started + self.start_timeout_s
-        with httpx.Client(timeout=2.0, trust_env=False) as client:
-            while True:
-                if not self.alive():
-                    lines = log_tail(self.log_path)
-                    in_use = any(m in line.lower() for line in lines for m in _IN_USE)
-                    raise ServerExited(f"{self.name} exited (code {self.proc.returncode}) before it was ready: "
-                                       f"{_reason(lines)} (log: {self.log_path})", in_use)
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(f"{self.base_url}/health").status_code == 200:
-                        self.ready_after_s = time.monotonic() - self._started
-                        return self.ready_after_s
-                now = time.monotonic()
-                if now > deadline:
-                    raise MoelabError(f"{self.name} did not answer {self.base_url}/health within "
-                                      f"{self.start_timeout_s:.0f} s (log: {self.log_path})")
-                if self.on_wait:
-                    self.on_wait(now - self._started)
-                time.sleep(poll_s)
+        while True:
+            if not self.alive():
+                lines = log_tail(self.log_path)
+                in_use = any(m in line.lower() for line in lines for m in _IN_USE)
+                raise ServerExited(f"{self.name} exited (code {self.proc.returncode}) before it was ready: "
+                                   f"{reason(lines)} (log: {self.log_path})", in_use)
+            if _healthy(f"{self.base_url}/health"):
+                self.ready_after_s = time.monotonic() - self._started
+                return self.ready_after_s
+            now = time.monotonic()
+            if now > deadline:
+                raise MoelabError(f"{self.name} did not answer {self.base_url}/health within "
+                                  f"{self.start_timeout_s:.0f} s (log: {self.log_path})")
+            if self.on_wait:
+                self.on_wait(now - self._started)
+            time.sleep(poll_s)
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """SIGTERM to the whole process group, SIGKILL to what is left after `grace_s`; waits for the child."""
@@ -160,6 +157,16 @@ class ServerProcess:
             _signal_group(pgid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=5)
+
+
+def _healthy(url: str, timeout_s: float = 2.0) -> bool:
+    """GET url answers 200 (no proxy: the server is on 127.0.0.1)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout_s) as resp:
+            return resp.status == 200
+    except (OSError, ValueError):  # URLError, HTTPError, refused, reset, timed out
+        return False
 
 
 def _signal_group(pgid: int, sig: int) -> None:
