@@ -444,15 +444,16 @@ def test_second_ctrl_c_during_stop_still_kills_the_group(fake_vllm, hf_folder, t
     (["--concurrency", "abc"], ["--concurrency", "abc"]),
     (["--concurrency", "1,-4"], ["--concurrency"]),
     (["--concurrency", "5000"], ["--concurrency"]),
+    (["--concurrency", "64"], ["--requests 8", "64"]),  # a level that could never have 64 requests in flight
     (["--engine", "sglang"], ["--engine", "sglang"]),
     (["--dtype", "int3"], ["--dtype"]),
     (["--port", "70000"], ["--port"]),
     (["--from-results", "{tmp}/r.json"], ["--from-results"]),
-], ids=["c0", "c-abc", "c-negative", "c-huge", "sglang", "dtype", "port-range", "results-and-model"])
+], ids=["c0", "c-abc", "c-negative", "c-huge", "c-above-requests", "sglang", "dtype", "port-range", "results-and-model"])
 def test_bad_arguments_refused_before_any_server(fake_vllm, hf_folder, tmp_path, capsys, argv, fragments):
     (tmp_path / "r.json").write_text("{}")
-    code, stdout, err = _bench(capsys, str(hf_folder), *LOAD, "--out", str(tmp_path / "out"), "--hardware", HW,
-                               "--json", *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    code, stdout, err = _bench(capsys, str(hf_folder), "--concurrency", "1", *LOAD, "--out", str(tmp_path / "out"),
+                               "--hardware", HW, "--json", *[a.replace("{tmp}", str(tmp_path)) for a in argv])
     assert code == 2
     _one_error(err, *fragments)
     assert fake_vllm.pids() == []

@@ -955,12 +955,14 @@ def serve_bench(
         raise MoelabError(f"--port must be in 1..65535, got {port}")
     folder = check_writable_dir(Path(out), "--out") if (models or endpoints_given) else Path(out)
     prediction = bench.Prediction(hardware=hardware, gpus=gpus, plan=plan, dtype=dtype or "bf16")
-    options = bench.ServeOptions(out=folder, port=port, dtype=dtype or "fp32", start_timeout_s=start_timeout,
+    options = bench.ServeOptions(out=folder, port=port, dtype=dtype, start_timeout_s=start_timeout,
                                  check_greedy=check_greedy)
     say = _stderr_line("serve-bench")
     report = bench.run(models, targets, results, settings, prediction, options, spec_ref=spec, say=say)
     if as_json:
         _emit_json(report.rows)
+        for line in report.notes + report.warnings:  # what the rows alone do not say, on stderr
+            sys.stderr.write(f"serve-bench: note: {line}\n")
     else:
         _print_serve_bench(report)
     for failure in report.failures:

@@ -30,13 +30,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from moelab.errors import MoelabError
 from moelab.serve import load
 from moelab.serve.server import ServerExited, ServerProcess, check_port_free, free_port, log_tail, reason
 
+if TYPE_CHECKING:
+    from moelab.cost.plan import Plan
+    from moelab.spec.hardware import HardwareSpec
+
 ROW_METRICS = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms")
-PREDICTED = {"ttft_ms": "ttft_ms_mean", "tpot_ms": "tpot_ms_mean", "requests_per_second": "requests_per_second",
+MEASURED_FOR = {"ttft_ms": "ttft_ms_mean", "tpot_ms": "tpot_ms_mean", "requests_per_second": "requests_per_second",
              "output_tokens_per_second": "output_tokens_per_second"}  # predicted key -> the measured figure
 REL_ERROR_DEFINITION = ("predicted / measured - 1; the prediction is the engine's modelled mean, compared with "
                         "the measured mean (ttft_ms_mean, tpot_ms_mean) or rate")
@@ -71,6 +76,9 @@ class LoadSettings:
                 raise MoelabError(f"{name} must be an integer in 1..{top}, got {value!r}")
         if not (math.isfinite(self.request_timeout_s) and self.request_timeout_s > 0):
             raise MoelabError(f"--request-timeout must be a positive number of seconds, got {self.request_timeout_s}")
+        if self.requests < max(self.concurrency):
+            raise MoelabError(f"--requests {self.requests} is below --concurrency {max(self.concurrency)}: that "
+                              "level would never have that many requests in flight")
         for name, slo in (("--slo-ttft-ms", self.slo_ttft_ms), ("--slo-tpot-ms", self.slo_tpot_ms)):
             if slo is not None and not (math.isfinite(slo) and slo > 0):
                 raise MoelabError(f"{name} must be a positive number of milliseconds, got {slo}")
@@ -111,45 +119,63 @@ class Report:
 # --------------------------------------------------------------------------------------------- predictions
 
 
-def _hardware(prediction: Prediction, log: Callable[[str], None]):
-    from moelab.spec.hardware import load_hardware
+@dataclass(frozen=True)
+class Predictor:
+    """A Prediction resolved: its hardware loaded (or this machine calibrated) and its plan parsed, before any
+    server starts, so that a typo in --hardware or --plan costs nothing measured."""
 
-    if prediction.hardware is not None:
-        return load_hardware(prediction.hardware), prediction.hardware
-    from moelab.bench.calibrate import calibrated_hardware
+    hw: HardwareSpec
+    where: str  # what the hardware is: the preset or file given, or this machine's calibration
+    plan: Plan
+    dtype: str
 
-    path = calibrated_hardware("cpu", quick=True, progress="lines")
-    return load_hardware(str(path)), f"this machine's calibration ({path.name})"
+    @classmethod
+    def of(cls, prediction: Prediction) -> Predictor:
+        from moelab.cost.dtypes import check_dtype
+        from moelab.cost.plan import Plan
+        from moelab.spec.hardware import load_hardware
+
+        check_dtype(prediction.dtype)
+        gpus = prediction.gpus or 1
+        plan = Plan.parse(prediction.plan, gpus) if prediction.plan else Plan(tp=gpus)
+        if prediction.hardware is not None:
+            return cls(load_hardware(prediction.hardware), prediction.hardware, plan, prediction.dtype)
+        from moelab.bench.calibrate import calibrated_hardware
+
+        path = calibrated_hardware("cpu", quick=True, progress="lines")
+        return cls(load_hardware(str(path)), f"this machine's calibration ({path.name})", plan, prediction.dtype)
 
 
-def predict_rows(rows: list[dict], spec, prediction: Prediction, log: Callable[[str], None],
-                 chunk_tokens: int | None = None) -> str:
-    """Add predicted_* and rel_error_* to each row (in place); returns what the prediction ran on."""
-    from moelab.cost.plan import Plan
+def predict_rows(rows: list[dict], spec, predictor: Predictor, report: Report,
+                 chunk_tokens: int | None = None) -> None:
+    """Add predicted_* and rel_error_* to each row (in place); a model the engine cannot price keeps its
+    measured rows, with the predictions None and a warning."""
     from moelab.cost.serving import serve
 
-    hw, where = _hardware(prediction, log)
-    gpus = prediction.gpus or 1
-    plan = Plan.parse(prediction.plan, gpus) if prediction.plan else Plan(tp=gpus)
+    hw, plan = predictor.hw, predictor.plan
     extra = {"chunk_tokens": chunk_tokens} if chunk_tokens else {}
-    for row in rows:
-        point = serve(spec, hw, plan, row["concurrency"], row["input_tokens"], row["output_tokens"],
-                      dtype=prediction.dtype, num_prompts=row["requests"], **extra)
+    try:
+        points = [serve(spec, hw, plan, row["concurrency"], row["input_tokens"], row["output_tokens"],
+                        dtype=predictor.dtype, num_prompts=row["requests"], **extra) for row in rows]
+    except MoelabError as e:
+        _no_prediction(rows)
+        report.warnings.append(f"{rows[0]['model'] if rows else '?'}: no prediction: {e}")
+        return
+    for row, point in zip(rows, points, strict=True):
         predicted = {"ttft_ms": point.ttft_ms, "tpot_ms": point.tpot_ms,
                      "requests_per_second": point.requests_per_second,
                      "output_tokens_per_second": point.output_tokens_per_second}
         for key, value in predicted.items():
-            measured = row.get(PREDICTED[key])
+            measured = row.get(MEASURED_FOR[key])
             row[f"predicted_{key}"] = value
             row[f"rel_error_{key}"] = value / measured - 1 if measured else None
-        row["prediction"] = {"hardware": hw.name, "from": where, "plan": plan.name, "dtype": prediction.dtype,
-                             "fits": point.fits}
-    return where
+        row["prediction"] = {"hardware": hw.name, "from": predictor.where, "plan": plan.name,
+                             "dtype": predictor.dtype, "fits": point.fits}
 
 
 def _no_prediction(rows: list[dict]) -> None:
     for row in rows:
-        for key in PREDICTED:
+        for key in MEASURED_FOR:
             row[f"predicted_{key}"] = None
             row[f"rel_error_{key}"] = None
 
@@ -193,8 +219,11 @@ def measure_levels(endpoint: load.Endpoint, settings: LoadSettings, prompts_for:
             raise load.EndpointError(f"endpoint '{endpoint.name}': no request completed at concurrency {c} "
                                      f"({row.get('first_error') or 'no error given'})")
         row["input_tokens"] = round(row["input_tokens_mean"]) if row.get("input_tokens_mean") else settings.input
-        row["output_tokens"] = settings.output
+        row["output_tokens"] = round(row["output_tokens_mean"]) if row.get("output_tokens_mean") else settings.output
         row["warmup_requests"] = c if settings.warmup else 0
+        if row["output_tokens"] < settings.output:
+            say(f"warning: concurrency {c}: {row['output_tokens_mean']:.1f} output tokens per request came back, "
+                f"not {settings.output} (the server ignores ignore_eos?); predicted with what came back")
         row["_level"] = level
         rows.append(row)
     return rows
@@ -253,33 +282,40 @@ def _safe(name: str) -> str:
 
 @contextmanager
 def _sigterm_stops() -> Iterator[None]:
-    """SIGTERM becomes KeyboardInterrupt while a server runs, so that the server is stopped on the way out."""
+    """SIGTERM and SIGHUP become KeyboardInterrupt while a server runs, so that it is stopped on the way out."""
     def handler(signum, frame):
         raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+_VLLM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 @dataclass(frozen=True)
 class ServeOptions:
     out: Path
     port: int | None = None
-    dtype: str = "fp32"  # what vLLM serves the model in
+    dtype: str | None = None  # what vLLM serves the model in; None: fp32 on a CPU build, bf16 on CUDA
     start_timeout_s: float = 600.0
-    max_model_len: int | None = None
-    extra_args: tuple[str, ...] = ()
     check_greedy: int = 0  # prompts whose greedy ids are compared with moelab's own (serve.greedy)
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.start_timeout_s) and self.start_timeout_s > 0):
+            raise MoelabError(f"--start-timeout must be a positive number of seconds, got {self.start_timeout_s}")
+        if self.dtype is not None and self.dtype not in _VLLM_DTYPES:
+            raise MoelabError(f"--dtype for vLLM must be one of {', '.join(_VLLM_DTYPES)}, got {self.dtype!r}")
 
-_VLLM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
 CHUNK_TOKENS = 8192  # --max-num-batched-tokens given to vLLM, and the chunk the prediction assumes
 
 
@@ -302,15 +338,17 @@ def _servable(ref: str, out: Path, say: Callable[[str], None], taken: set[str] =
     return done.folder, spec_from_file(str(done.folder / "config.json")), done.name
 
 
-def vllm_command(python: Path, folder: Path, name: str, options: ServeOptions, max_seqs: int,
-                 max_len: int) -> list[str]:
+def vllm_command(python: Path, folder: Path, name: str, dtype: str, max_seqs: int, max_len: int) -> list[str]:
+    """vLLM's OpenAI server for one model; `--generation-config vllm` so that a folder's generation_config.json
+    (a repetition penalty, top-k) does not change the benchmark's greedy requests, as vLLM's own benchmark
+    guards against too."""
     from moelab.serve.environment import SERVER_MODULE
 
     return [str(python), "-m", SERVER_MODULE, "--model", str(folder), "--served-model-name", name,
-            "--host", "127.0.0.1", "--port", "{port}", "--dtype", _VLLM_DTYPES[options.dtype],
+            "--host", "127.0.0.1", "--port", "{port}", "--dtype", _VLLM_DTYPES[dtype],
             "--max-model-len", str(max_len), "--max-num-seqs", str(max_seqs),
             "--max-num-batched-tokens", str(max(CHUNK_TOKENS, max_len)), "--seed", "0",
-            "--disable-log-stats", *options.extra_args]
+            "--generation-config", "vllm", "--disable-log-stats"]
 
 
 def serve_model(ref: str, settings: LoadSettings, options: ServeOptions, prediction: Prediction,
@@ -319,16 +357,21 @@ def serve_model(ref: str, settings: LoadSettings, options: ServeOptions, predict
     from moelab.data.cache import home_dir
     from moelab.serve.environment import find_serving_environment, server_env
 
-    if options.dtype not in _VLLM_DTYPES:
-        raise MoelabError(f"--dtype for vLLM must be one of {', '.join(_VLLM_DTYPES)}, got {options.dtype!r}")
     env_info = find_serving_environment()
+    dtype = options.dtype or ("bf16" if env_info.device == "cuda" else "fp32")
+    if env_info.device == "cuda" and prediction.hardware is None:
+        raise MoelabError("vLLM runs on a GPU here: give the GPU for the prediction with --hardware (a preset or "
+                          "`moelab calibrate --device cuda --out gpu.yaml`); this machine's CPU calibration does "
+                          "not describe it")
+    predictor = Predictor.of(Prediction(prediction.hardware, 1, None, dtype))  # calibrates before vLLM starts
     folder, spec, name = _servable(ref, options.out, say, {s["folder"] for s in report.servers})
     name = report.unique_name(name)  # two runs of one preset get their own result files and logs
-    need = settings.input + settings.output
-    max_len = options.max_model_len or need
-    if spec.max_position and need > spec.max_position:
-        raise MoelabError(f"{ref}: --input + --output = {need} exceeds the model's {spec.max_position} positions")
-    command = vllm_command(env_info.python, folder, name, options, max(settings.concurrency), max_len)
+    vocab = _token_ids(folder, spec.vocab_size)
+    max_len = settings.input + settings.output
+    if spec.max_position and max_len > spec.max_position:
+        raise MoelabError(f"{ref}: --input + --output = {max_len} exceeds the model's {spec.max_position} "
+                          "positions")
+    command = vllm_command(env_info.python, folder, name, dtype, max(settings.concurrency), max_len)
     home = home_dir()
     log_path = options.out / _safe(name) / "server.log"
     for attempt in (1, 2):
@@ -350,13 +393,13 @@ def serve_model(ref: str, settings: LoadSettings, options: ServeOptions, predict
                 say(f"vLLM ready after {server.ready_after_s:.0f} s")
                 endpoint = load.Endpoint(name=name, base_url=server.base_url, model_id=name)
                 load.probe_sync(endpoint, settings.request_timeout_s)
-                warm = load.prompts_of_tokens(WARMUP_REQUESTS, settings.input, spec.vocab_size, seed=10_000,
+                warm = load.prompts_of_tokens(WARMUP_REQUESTS, settings.input, vocab, seed=10_000,
                                               avoid={0})
                 load.run_level_sync(endpoint, warm, settings.output, WARMUP_REQUESTS, settings.request_timeout_s)
                 try:
                     summaries = measure_levels(endpoint, settings, lambda n, seed: load.prompts_of_tokens(
-                        n, settings.input, spec.vocab_size, seed=seed, avoid={0}), say)
-                    greedy = _check_greedy(folder, endpoint, spec, settings, options, say)
+                        n, settings.input, vocab, seed=seed, avoid={0}), say)
+                    greedy = _check_greedy(folder, endpoint, vocab, settings, options, say)
                 except MoelabError:
                     if not server.alive():  # the engine died under load: its log says why, not the client
                         raise MoelabError(f"{ref}: vLLM exited during the benchmark: "
@@ -374,19 +417,31 @@ def serve_model(ref: str, settings: LoadSettings, options: ServeOptions, predict
         row["result_file"] = _save_level(options.out, name, row, s["_level"], name, "vllm")
         rows.append(row)
     report.servers.append({"model": name, "folder": str(folder), "ready_after_s": server.ready_after_s,
-                           "log": str(log_path), **env_info.to_dict(), "dtype": options.dtype,
-                           "greedy": greedy.to_dict() if greedy else None})
-    where = predict_rows(rows, spec, Prediction(prediction.hardware, 1, None, options.dtype), say,
-                         chunk_tokens=max(CHUNK_TOKENS, max_len))
+                           "log": str(log_path), **env_info.to_dict(), "dtype": dtype,
+                           "greedy": greedy if isinstance(greedy, dict) else greedy.to_dict() if greedy else None})
+    predict_rows(rows, spec, predictor, report, chunk_tokens=max(CHUNK_TOKENS, max_len))
     if env_info.device == "cpu" and VLLM_CPU_NOTE not in report.notes:  # whatever the hardware file, a CPU one
         report.notes.append(VLLM_CPU_NOTE)
-    say(f"{name}: predictions on {where}")
+    say(f"{name}: predictions on {predictor.where}")
     report.rows.extend(rows)
 
 
-def _check_greedy(folder: Path, endpoint: load.Endpoint, spec, settings: LoadSettings, options: ServeOptions,
-                  say: Callable[[str], None]):
-    """serve.greedy.check on `options.check_greedy` prompts, moelab's model loaded from the served folder."""
+def _token_ids(folder: Path, model_vocab: int) -> int:
+    """How many token ids prompts may use: the model's vocabulary, or the tokenizer's if smaller (vLLM refuses
+    an id its tokenizer does not have)."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    except Exception:  # noqa: BLE001 - vLLM's own loading will say what is wrong with it
+        return model_vocab
+    return max(2, min(model_vocab, tokenizer.get_vocab_size(with_added_tokens=True)))
+
+
+def _check_greedy(folder: Path, endpoint: load.Endpoint, vocab: int, settings: LoadSettings,
+                  options: ServeOptions, say: Callable[[str], None]):
+    """serve.greedy.check on `options.check_greedy` prompts, moelab's model loaded from the served folder; a
+    check that cannot run is {"error": why}, never the loss of the measured rows."""
     if not options.check_greedy:
         return None
     import torch
@@ -394,9 +449,13 @@ def _check_greedy(folder: Path, endpoint: load.Endpoint, spec, settings: LoadSet
     from moelab.bench.models import build, resolve
     from moelab.serve import greedy
 
-    model = build(resolve(str(folder)), "cpu", torch.float32).model
-    prompts = load.prompts_of_tokens(options.check_greedy, settings.input, spec.vocab_size, seed=20_000, avoid={0})
-    found = greedy.check(model, endpoint, prompts, settings.output)
+    try:
+        model = build(resolve(str(folder.resolve())), "cpu", torch.float32).model  # resolved: never a preset
+        prompts = load.prompts_of_tokens(options.check_greedy, settings.input, vocab, seed=20_000, avoid={0})
+        found = greedy.check(model, endpoint, prompts, settings.output)
+    except MoelabError as e:
+        say(f"greedy check not done: {e}")
+        return {"error": " ".join(str(e).split()), "ok": False}
     say(f"greedy ids: {found.matched}/{found.prompts} equal to moelab's, {found.near_ties} parted at a near-tie "
         f"(top-2 margin < {found.threshold}), {len(found.mismatches)} mismatched")
     return found
@@ -416,6 +475,8 @@ def parse_endpoint(text: str, index: int) -> tuple[str, str]:
 
 def bench_endpoint(endpoint: load.Endpoint, settings: LoadSettings, prediction: Prediction, spec_ref: str | None,
                    out: Path, report: Report, say: Callable[[str], None]) -> None:
+    if prediction.hardware is not None:
+        Predictor.of(prediction)  # a typo in --hardware or --plan is refused before the load runs
     say(f"probing {endpoint.name} at {endpoint.base_url}")
     load.probe_sync(endpoint, min(settings.request_timeout_s, 60.0))
     summaries = measure_levels(endpoint, settings, lambda n, seed: load.text_prompts(n, settings.input, seed=seed),
@@ -424,7 +485,8 @@ def bench_endpoint(endpoint: load.Endpoint, settings: LoadSettings, prediction: 
     for s in summaries:
         row = _row(endpoint.model_id, "openai-compatible", endpoint.base_url, s)
         row["endpoint"] = endpoint.name
-        row["result_file"] = _save_level(out, endpoint.name, row, s["_level"], endpoint.model_id, "openai")
+        row["result_file"] = _save_level(out, f"endpoint-{endpoint.name}", row, s["_level"], endpoint.model_id,
+                                         "openai")
         rows.append(row)
     _predict_or_say(rows, spec_ref or endpoint.model_id, prediction, report, say)
     report.rows.extend(rows)
@@ -439,7 +501,7 @@ def _predict_or_say(rows: list[dict], spec_ref: str, prediction: Prediction, rep
                else "no --hardware given")
         report.warnings.append(f"{spec_ref}: no prediction: {why}")
         return
-    predict_rows(rows, spec, prediction, say)
+    predict_rows(rows, spec, Predictor.of(prediction), report)
 
 
 def from_results(path: str, prediction: Prediction, spec_ref: str | None, report: Report,

@@ -9,11 +9,13 @@ to a log file whose last lines explain a server that died before it was ready. T
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -24,6 +26,8 @@ from moelab.errors import MoelabError
 HOST = "127.0.0.1"
 STOP_GRACE_S = 10.0
 _IN_USE = ("address already in use", "errno 98")
+# vLLM's closing lines that point elsewhere ("See root cause above"): the line above them says why
+_GENERIC = ("root cause above", "engine core initialization failed", "failed core proc")
 
 
 def free_port() -> int:
@@ -63,7 +67,8 @@ def reason(lines: list[str]) -> str:
     """The line of a dead server's log that says why: the last exception or error line, else the last line."""
     for line in reversed(lines):
         low = line.lower()
-        if ("error" in low or "exception" in low) and not low.startswith("traceback"):
+        if ("error" in low or "exception" in low) and not low.startswith("traceback") and not any(
+                generic in low for generic in _GENERIC):
             return line.strip()[:300]
     return lines[-1].strip()[:300] if lines else "no output"
 
@@ -96,8 +101,8 @@ class ServerProcess:
         return f"http://{HOST}:{self.port}"
 
     def __enter__(self) -> ServerProcess:
-        self.start()
         try:
+            self.start()
             self.wait_ready()
         except BaseException:
             self.stop()
@@ -113,7 +118,7 @@ class ServerProcess:
             try:
                 self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
                                              stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
-                                             start_new_session=True)
+                                             start_new_session=True, preexec_fn=_die_with_parent)
             except OSError as e:
                 raise MoelabError(f"cannot start {self.name} ({self.command[0]}: {e.strerror})") from None
         self._started = time.monotonic()
@@ -157,6 +162,26 @@ class ServerProcess:
             _signal_group(pgid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=5)
+
+
+def _prctl():
+    """libc's prctl, looked up in the parent (a child between fork and exec must not dlopen)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies (Linux PR_SET_PDEATHSIG = 1), so
+    that a SIGKILLed moelab does not leave the server running in its own session."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)
 
 
 def _healthy(url: str, timeout_s: float = 2.0) -> bool:

@@ -27,6 +27,7 @@ from moelab.errors import MoelabError
 from moelab.study.plan import FRONTIER_BATCHES, FRONTIER_PAIRS, PAIRS, SERVED, StudyPlan
 
 Log = Callable[[str], None]
+CHILD_STOP_S = 30.0  # an interrupted child's time to stop its own children (serve-bench: 2 x 10 s of grace)
 
 
 def train_stage(runs: Path, plan: StudyPlan, progress: bool, log: Log) -> dict:
@@ -60,9 +61,13 @@ def run_relayed(cmd: list[str], log: Log, prefix: str = "study: ", what: str = "
                 last = [*last[-4:], line]
         code = proc.wait()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # interrupted: let the child stop what it started (a server), then kill it
+            proc.terminate()
+            try:
+                proc.wait(timeout=CHILD_STOP_S)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                proc.kill()
+                proc.wait()
         proc.stderr.close()
     if code != 0:
         error_prefix = "moelab: error: "
@@ -97,6 +102,7 @@ def serve_stage(out: Path, plan: StudyPlan, log: Log) -> dict:
         log(f"study: serving skipped: {reason}")
         return {**base, "skipped": reason}
     folder = out / "serve"
+    (folder / "report.json").unlink(missing_ok=True)  # never an earlier study's
     models = [str(out / "runs" / PAIRS[kind]) for kind in SERVED]
     cmd = [sys.executable, "-m", "moelab.cli", "serve-bench", *models, "--concurrency",
            ",".join(map(str, plan.serve_concurrency)), "--requests", str(plan.serve_requests),
