@@ -449,7 +449,8 @@ def test_second_ctrl_c_during_stop_still_kills_the_group(fake_vllm, hf_folder, t
     (["--dtype", "int3"], ["--dtype"]),
     (["--port", "70000"], ["--port"]),
     (["--from-results", "{tmp}/r.json"], ["--from-results"]),
-], ids=["c0", "c-abc", "c-negative", "c-huge", "c-above-requests", "sglang", "dtype", "port-range", "results-and-model"])
+], ids=["c0", "c-abc", "c-negative", "c-huge", "c-above-requests", "sglang", "dtype", "port-range",
+        "results-and-model"])
 def test_bad_arguments_refused_before_any_server(fake_vllm, hf_folder, tmp_path, capsys, argv, fragments):
     (tmp_path / "r.json").write_text("{}")
     code, stdout, err = _bench(capsys, str(hf_folder), "--concurrency", "1", *LOAD, "--out", str(tmp_path / "out"),
