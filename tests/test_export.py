@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_model
+from tests.nn.test_hf_interop import randomise  # every weight random, norms and biases too
 
 from moelab.cli import main
 from moelab.spec.model import spec_to_dict
@@ -60,24 +61,6 @@ def hf_load(folder: Path):
 def hf_logits(folder: Path, ids: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return hf_load(folder)(ids).logits
-
-
-def randomise(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Every weight random and O(1)-preserving; norms away from 1 and the router's selection bias away from 0,
-    so that a norm, expert or bias saved under the wrong name changes the logits."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
-            elif p.dim() == 1:
-                p.copy_(0.3 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * p.shape[-1] ** -0.5)
-        for name, b in model.named_buffers():
-            if name.endswith("gate.bias"):
-                b.copy_(0.3 * torch.rand(b.shape, generator=g))
-    return model.eval()
 
 
 def fake_run(folder: Path, spec, tokenizer_json: str | None = None, weights: bool = True) -> Path:

@@ -40,9 +40,9 @@ from hypothesis import strategies as st
 DIR = Doc(b"", kind="dir")
 FIFO = Doc(b"", kind="fifo")
 
-LONG = ("train", "train-compare", "bench", "calibrate", "study")
+LONG = ("train", "train-compare", "bench", "calibrate", "study", "serve-bench")
 TRAIN_PRESETS = ("tiny-dense", "tiny-moe", "tiny-moe-fine", "tiny-dense-wide")
-DEFAULT_OUT = {"train-compare": "runs/compare", "study": "runs/study"}
+DEFAULT_OUT = {"train-compare": "runs/compare", "study": "runs/study", "serve-bench": "runs/serve-bench"}
 OFTEN = {"params"}  # options drawn in half the cases, not a quarter (fit: few points fit few parameters)
 
 
@@ -634,4 +634,4 @@ def fit_cases():
 
 REGISTRY = {name: (lambda name=name: cases(name)) for name in (
     "estimate", "compare", "models", "hardware", "decide", "calibrate", "bench", "train", "train-compare", "runs",
-    "study", "schema", "frontier")} | {"fit": fit_cases}
+    "study", "schema", "frontier", "export", "serve-bench")} | {"fit": fit_cases}

@@ -103,6 +103,9 @@ def sentinel_targets() -> list[tuple[str, str, object]]:
         ("moelab.bench.run", "Runner", _stop("bench: timing a model")),
         ("moelab.study.run", "train_stage", _stop("study: training")),
         ("moelab.study.run", "measure_stage", _stop("study: calibrating and benchmarking")),
+        ("moelab.serve.bench", "ServerProcess", _stop("serve-bench: starting vLLM")),
+        ("moelab.serve.load", "probe_sync", _stop("serve-bench: reaching an endpoint")),
+        ("moelab.serve.load", "run_level_sync", _stop("serve-bench: sending requests")),
     ]
 
 

@@ -108,7 +108,7 @@ def synthetic_serving(concurrency: tuple[int, ...] = SERVE_CONCURRENCY, requests
     serving tiny-dense and tiny-moe (128 prompt + 32 output tokens), with plausible synthesised timings (vLLM's
     CPU step is dominated by its scheduler and per-step overhead; MoE decode pays its fused-MoE kernels) and
     the engine's modelled means on the calibrated CPU. Row keys follow moelab.serve.bench's own names."""
-    from moelab.serve.bench import PREDICTED, REL_ERROR_DEFINITION, ROW_METRICS
+    from moelab.serve.bench import MEASURED_FOR, REL_ERROR_DEFINITION, ROW_METRICS
     from moelab.serve.greedy import NEAR_TIE_LOGITS
     from moelab.serve.load import PERCENTILES
 
@@ -146,7 +146,7 @@ def synthetic_serving(concurrency: tuple[int, ...] = SERVE_CONCURRENCY, requests
                          "output_tokens_per_second": p_rps * n_out}
             for key, value in predicted.items():
                 row[f"predicted_{key}"] = value
-                row[f"rel_error_{key}"] = value / row[PREDICTED[key]] - 1
+                row[f"rel_error_{key}"] = value / row[MEASURED_FOR[key]] - 1
             row["prediction"] = {"hardware": "calibrated-cpu", "from": "/tmp/study/hardware.json", "plan": "tp1",
                                  "dtype": "fp32", "fits": True}
             assert all(f"{m}_p{p}" in row for m in ROW_METRICS for p in PERCENTILES)

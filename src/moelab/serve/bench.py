@@ -357,14 +357,17 @@ def serve_model(ref: str, settings: LoadSettings, options: ServeOptions, predict
     from moelab.data.cache import home_dir
     from moelab.serve.environment import find_serving_environment, server_env
 
+    if not Path(ref).is_dir():
+        raise MoelabError(f"{ref}: not a folder; serve-bench serves a moelab run folder, a Hugging Face folder or "
+                          "an exported one (a preset has no weights: train it first)")
     env_info = find_serving_environment()
     dtype = options.dtype or ("bf16" if env_info.device == "cuda" else "fp32")
     if env_info.device == "cuda" and prediction.hardware is None:
         raise MoelabError("vLLM runs on a GPU here: give the GPU for the prediction with --hardware (a preset or "
                           "`moelab calibrate --device cuda --out gpu.yaml`); this machine's CPU calibration does "
                           "not describe it")
-    predictor = Predictor.of(Prediction(prediction.hardware, 1, None, dtype))  # calibrates before vLLM starts
     folder, spec, name = _servable(ref, options.out, say, {s["folder"] for s in report.servers})
+    predictor = Predictor.of(Prediction(prediction.hardware, 1, None, dtype))  # calibrates before vLLM starts
     name = report.unique_name(name)  # two runs of one preset get their own result files and logs
     vocab = _token_ids(folder, spec.vocab_size)
     max_len = settings.input + settings.output
