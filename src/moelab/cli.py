@@ -909,7 +909,7 @@ def serve_bench(
                                                   "knows it (default: its model id).")] = None,
     start_timeout: Annotated[float, typer.Option(min=1.0, help="Seconds to wait for vLLM to be ready.")] = 600.0,
     warmup: Annotated[bool, typer.Option(help="Before each level, one unmeasured round of CONCURRENCY requests "
-                                              "(first-use compilation of new batch shapes).")] = True,
+                                              "(as vllm bench serve --num-warmups).")] = True,
     check_greedy: Annotated[int, typer.Option(min=0, max=1000, help="For MODELs: compare vLLM's greedy token ids "
                                                                     "with moelab's on N prompts.")] = 0,
     out: Annotated[str, typer.Option(help="Folder for result files, exports and server logs.")]

@@ -6,10 +6,9 @@ Three kinds of target, one report:
 - an endpoint: an OpenAI-compatible server already running anywhere (vLLM, SGLang, TGI), driven the same way;
 - a result file of `vllm bench serve --save-result`, read through moelab.bench.results.
 
-Each level is closed-loop, after one unmeasured round of `concurrency` requests (vLLM's CPU backend compiles a
-batch shape on first use: without the round, the study measured a TTFT p95 of 3.2 s at concurrency 16 against a
-p50 of 0.36 s): `requests` prompts of `input` random token ids (text of about `input` words for an
-endpoint, whose tokenizer is unknown here; the true count comes back in usage), at most `concurrency` in flight,
+Each level is closed-loop, after one unmeasured round of `concurrency` requests (as `vllm bench serve
+--num-warmups`: first requests at a new batch size meet cold caches and lazily built kernels): `requests`
+prompts of `input` random token ids (text of about `input` words for an endpoint, whose tokenizer is unknown here; the true count comes back in usage), at most `concurrency` in flight,
 `output` tokens each (ignore_eos), timed per request as vLLM's benchmark does (serve.load). Each row carries the
 engine's modelled means (cost.serving.serve: TTFT, TPOT, requests/s, output tokens/s) and the error
 predicted/measured - 1 against the measured means. A level's measured figures are also saved in the JSON layout
@@ -200,7 +199,7 @@ def measure_levels(endpoint: load.Endpoint, settings: LoadSettings, prompts_for:
     """Every level against `endpoint`: a summary row per concurrency (serve.load.summarize), in order."""
     rows = []
     for level_index, c in enumerate(settings.concurrency):
-        if settings.warmup:  # new batch shapes compile on first use (vLLM's CPU backend: seconds), not measured
+        if settings.warmup:  # the level's batch sizes seen once before they are timed
             say(f"concurrency {c}: warming up with {c} requests")
             load.run_level_sync(endpoint, prompts_for(c, settings.seed + 1000 + level_index), settings.output, c,
                                 settings.request_timeout_s)
