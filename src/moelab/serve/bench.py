@@ -10,7 +10,8 @@ Each level is closed-loop, after one unmeasured round of `concurrency` requests 
 --num-warmups`: first requests at a new batch size meet cold caches and lazily built kernels): `requests`
 prompts of `input` random token ids (text of about `input` words for an endpoint, whose tokenizer is unknown
 here; the true count comes back in usage), at most `concurrency` in flight, `output` tokens each (ignore_eos),
-timed per request as vLLM's benchmark does (serve.load). Each row carries the engine's modelled means (cost.serving.serve: TTFT, TPOT, requests/s, output tokens/s) and the error
+timed per request as vLLM's benchmark does (serve.load).
+Each row carries the engine's modelled means (cost.serving.serve: TTFT, TPOT, requests/s, output tokens/s) and the error
 predicted/measured - 1 against the measured means. A level's measured figures are also saved in the JSON layout
 `vllm bench serve --save-result` writes, so `--from-results` and `moelab fit` read them back.
 
