@@ -377,6 +377,7 @@ def serve_model(ref: str, settings: LoadSettings, options: ServeOptions, predict
     command = vllm_command(env_info.python, folder, name, dtype, max(settings.concurrency), max_len)
     home = home_dir()
     log_path = options.out / _safe(name) / "server.log"
+    speed_before = machine_speed() if env_info.device == "cpu" else None  # while nothing else runs
     for attempt in (1, 2):
         port = options.port if options.port is not None else free_port()
         if options.port is not None:
@@ -414,6 +415,10 @@ def serve_model(ref: str, settings: LoadSettings, options: ServeOptions, predict
                 continue
             raise MoelabError(f"{ref}: {e}") from None
         break
+    speed = None
+    if speed_before is not None:
+        speed = {"before": speed_before, "after": machine_speed()}
+        _speed_warnings(name, speed, report)
     rows = []
     for s in summaries:
         row = _row(name, "vllm", f"vLLM {env_info.vllm_version} ({env_info.device}) on 127.0.0.1", s)
@@ -421,12 +426,45 @@ def serve_model(ref: str, settings: LoadSettings, options: ServeOptions, predict
         rows.append(row)
     report.servers.append({"model": name, "folder": str(folder), "ready_after_s": server.ready_after_s,
                            "log": str(log_path), **env_info.to_dict(), "dtype": dtype,
-                           "greedy": greedy if isinstance(greedy, dict) else greedy.to_dict() if greedy else None})
+                           "greedy": greedy if isinstance(greedy, dict) else greedy.to_dict() if greedy else None,
+                           "machine_speed": speed})
     predict_rows(rows, spec, predictor, report, chunk_tokens=max(CHUNK_TOKENS, max_len))
     if env_info.device == "cpu" and VLLM_CPU_NOTE not in report.notes:  # whatever the hardware file, a CPU one
         report.notes.append(VLLM_CPU_NOTE)
     say(f"{name}: predictions on {predictor.where}")
     report.rows.extend(rows)
+
+
+def machine_speed() -> dict[str, float]:
+    """This machine's reference probes now (bench.drift: a matmul and a tiny decode step, medians in seconds),
+    timed before a server starts and after it stops: a shared VM's speed moves by minutes, and a comparison of
+    two models served one after the other carries any move between them."""
+    from moelab.bench.drift import probes, reference
+
+    return reference(probes(), rounds=3)
+
+
+def _speed_warnings(name: str, speed: dict, report: Report) -> None:
+    """Warn when the probes moved by more than DRIFT_WARNING while `name` was served, or since the first model."""
+    from moelab.bench.drift import DRIFT_WARNING
+
+    def moved(a: dict, b: dict) -> float:  # the largest ratio b/a - 1 of the two probes, signed
+        return max((b[k] / a[k] - 1 for k in ("compute_s", "overhead_s")), key=abs)
+
+    during = moved(speed["before"], speed["after"])
+    if abs(during) > DRIFT_WARNING:
+        report.warnings.append(f"{name}: this machine's reference probes ran {_slower(during)} after serving it "
+                               "than before: a busy or drifting machine, and its figures carry that")
+    first = next((s for s in report.servers if s.get("machine_speed")), None)
+    if first is not None:
+        since = moved(first["machine_speed"]["before"], speed["before"])
+        if abs(since) > DRIFT_WARNING:
+            report.warnings.append(f"{name} was served on a machine {_slower(since)} than {first['model']} (by "
+                                   "its reference probes): a comparison of the two carries that")
+
+
+def _slower(change: float) -> str:
+    return f"{change:.0%} slower" if change > 0 else f"{-change:.0%} faster"
 
 
 def _token_ids(folder: Path, model_vocab: int) -> int:
