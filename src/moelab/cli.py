@@ -860,10 +860,6 @@ def export(
     console.print(f"{done.name}: exported as {done.architecture} ({done.model_type}) to {done.folder}")
 
 
-def _split_list(values: list[str] | None) -> list[str]:
-    return [v for v in (values or []) if v is not None]
-
-
 def _serve_levels(text: str) -> tuple[int, ...]:
     try:
         values = [int(c) for c in text.split(",")]
@@ -925,8 +921,7 @@ def serve_bench(
     if engine != "vllm":
         raise MoelabError(f"--engine must be vllm (the engine moelab starts), got {engine!r}; drive any other "
                           "server with --endpoint")
-    models, endpoints_given, results = _split_list(models), _split_list(endpoint), _split_list(from_results)
-    ids = _split_list(model_id)
+    models, endpoints_given, results, ids = models or [], endpoint or [], from_results or [], model_id or []
     settings = None
     if models or endpoints_given:
         settings = bench.LoadSettings(concurrency=_serve_levels(concurrency), input=input, output=output,

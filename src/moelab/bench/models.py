@@ -138,6 +138,19 @@ def check_fits(models: list[Resolved], dtype: str, batches, prompt: int, gen: in
                           f"{where} available holds; use smaller --batches, --prompt or --gen")
 
 
+def load_run_weights(model: torch.nn.Module, folder: Path) -> Path:
+    """A moelab run's folder/model.safetensors into `model` (strict: every tensor, no other); the file read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    path = folder / "model.safetensors"
+    try:
+        load_model(model, str(path), strict=True)
+    except (OSError, RuntimeError, SafetensorError) as e:
+        raise MoelabError(f"{folder}: cannot load weights ({str(e).splitlines()[0]})") from None
+    return path
+
+
 def build(r: Resolved, device: str, dtype: torch.dtype, seed: int = 0) -> Loaded:
     """Build (or load) the resolved model on `device` in `dtype`, in eval mode."""
     from moelab.nn.model import build_model
@@ -153,14 +166,7 @@ def build(r: Resolved, device: str, dtype: torch.dtype, seed: int = 0) -> Loaded
     else:
         model = build_model(spec)
         if folder is not None:
-            from safetensors import SafetensorError
-            from safetensors.torch import load_model
-
-            try:
-                load_model(model, str(folder / "model.safetensors"), strict=True)
-            except (OSError, RuntimeError, SafetensorError) as e:
-                raise MoelabError(f"{folder}: cannot load weights ({str(e).splitlines()[0]})") from None
-            weights_file = str(folder / "model.safetensors")
+            weights_file = str(load_run_weights(model, folder))
         model = model.to(dtype)
         for layer in model.moe_layers():
             layer.gate.bias = layer.gate.bias.float()

@@ -224,6 +224,14 @@ def _measured_decode(bench: dict | None) -> dict[str, list]:
 
 # --- measured ----------------------------------------------------------------------------------------------
 
+def _legend_below(fig, ax, columns: int, height: float) -> None:
+    """One legend for the whole figure (the lines of `ax`), centred below the panels in `height` of the figure."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(columns, len(labels)), fontsize=7.5,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, height, 1, 1))
+
+
 def bench_curves(bench: dict | None) -> str | None:
     """Decode step latency, decode throughput and prefill throughput against batch: measured and predicted."""
     rows = (bench or {}).get("rows") or []
@@ -250,10 +258,7 @@ def bench_curves(bench: dict | None) -> str | None:
         ax.set_xlabel("batch")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=7.5,
-               bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    _legend_below(fig, axes[0][0], columns=6, height=0.1)
     return _svg(fig, "bench")
 
 
@@ -330,10 +335,7 @@ def training(curves: dict | None, target: float | None = None) -> str | None:
         ax.set_xlabel(label)
         ax.set_ylabel("loss (nats/token)")
         ax.set_title(f"Loss vs {label}")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=7.5,
-               bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    _legend_below(fig, axes[0][0], columns=6, height=0.1)
     return _svg(fig, "training")
 
 
@@ -486,8 +488,5 @@ def served(rows: list[dict] | None) -> str | None:
         ax.set_xlabel("concurrency (requests in flight)")
         ax.set_ylabel(f"{metric.upper()} (ms)")
         ax.set_title(title)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7.5,
-               bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.13, 1, 1))
+    _legend_below(fig, axes[0][0], columns=3, height=0.13)
     return _svg(fig, "served")

@@ -426,7 +426,7 @@ def serve_model(ref: str, settings: LoadSettings, options: ServeOptions, predict
         rows.append(row)
     report.servers.append({"model": name, "folder": str(folder), "ready_after_s": server.ready_after_s,
                            "log": str(log_path), **env_info.to_dict(), "dtype": dtype,
-                           "greedy": greedy if isinstance(greedy, dict) else greedy.to_dict() if greedy else None,
+                           "greedy": greedy,
                            "machine_speed": speed})
     predict_rows(rows, spec, predictor, report, chunk_tokens=max(CHUNK_TOKENS, max_len))
     if env_info.device == "cpu" and VLLM_CPU_NOTE not in report.notes:  # whatever the hardware file, a CPU one
@@ -481,8 +481,8 @@ def _token_ids(folder: Path, model_vocab: int) -> int:
 
 def _check_greedy(folder: Path, endpoint: load.Endpoint, vocab: int, settings: LoadSettings,
                   options: ServeOptions, say: Callable[[str], None]):
-    """serve.greedy.check on `options.check_greedy` prompts, moelab's model loaded from the served folder; a
-    check that cannot run is {"error": why}, never the loss of the measured rows."""
+    """serve.greedy.check on `options.check_greedy` prompts, moelab's model loaded from the served folder, as a
+    dict (None: not asked); a check that cannot run is {"error": why}, never the loss of the measured rows."""
     if not options.check_greedy:
         return None
     import torch
@@ -499,7 +499,7 @@ def _check_greedy(folder: Path, endpoint: load.Endpoint, vocab: int, settings: L
         return {"error": " ".join(str(e).split()), "ok": False}
     say(f"greedy ids: {found.matched}/{found.prompts} equal to moelab's, {found.near_ties} parted at a near-tie "
         f"(top-2 margin < {found.threshold}), {len(found.mismatches)} mismatched")
-    return found
+    return found.to_dict()
 
 
 def parse_endpoint(text: str, index: int) -> tuple[str, str]:
@@ -516,8 +516,7 @@ def parse_endpoint(text: str, index: int) -> tuple[str, str]:
 
 def bench_endpoint(endpoint: load.Endpoint, settings: LoadSettings, prediction: Prediction, spec_ref: str | None,
                    out: Path, report: Report, say: Callable[[str], None]) -> None:
-    if prediction.hardware is not None:
-        Predictor.of(prediction)  # a typo in --hardware or --plan is refused before the load runs
+    predictor = _given_predictor(prediction)  # a typo in --hardware or --plan is refused before the load runs
     say(f"probing {endpoint.name} at {endpoint.base_url}")
     load.probe_sync(endpoint, min(settings.request_timeout_s, 60.0))
     summaries = measure_levels(endpoint, settings, lambda n, seed: load.text_prompts(n, settings.input, seed=seed),
@@ -529,24 +528,28 @@ def bench_endpoint(endpoint: load.Endpoint, settings: LoadSettings, prediction: 
         row["result_file"] = _save_level(out, f"endpoint-{endpoint.name}", row, s["_level"], endpoint.model_id,
                                          "openai")
         rows.append(row)
-    _predict_or_say(rows, spec_ref or endpoint.model_id, prediction, report, say)
+    _predict_or_say(rows, spec_ref or endpoint.model_id, predictor, report)
     report.rows.extend(rows)
 
 
-def _predict_or_say(rows: list[dict], spec_ref: str, prediction: Prediction, report: Report,
-                    say: Callable[[str], None]) -> None:
+def _given_predictor(prediction: Prediction) -> Predictor | None:
+    """For a server measured elsewhere: the prediction on --hardware, or None (this machine's calibration does
+    not describe another machine)."""
+    return Predictor.of(prediction) if prediction.hardware is not None else None
+
+
+def _predict_or_say(rows: list[dict], spec_ref: str, predictor: Predictor | None, report: Report) -> None:
     spec = _spec_for(spec_ref)
-    if spec is None or prediction.hardware is None:
+    if spec is None or predictor is None:
         _no_prediction(rows)
         why = (f"moelab does not know the model {spec_ref!r} (give --spec)" if spec is None
                else "no --hardware given")
         report.warnings.append(f"{spec_ref}: no prediction: {why}")
         return
-    predict_rows(rows, spec, Predictor.of(prediction), report)
+    predict_rows(rows, spec, predictor, report)
 
 
-def from_results(path: str, prediction: Prediction, spec_ref: str | None, report: Report,
-                 say: Callable[[str], None]) -> None:
+def from_results(path: str, prediction: Prediction, spec_ref: str | None, report: Report) -> None:
     from moelab.bench.results import read_vllm_serve_runs
 
     runs = read_vllm_serve_runs(path)
@@ -572,7 +575,7 @@ def from_results(path: str, prediction: Prediction, spec_ref: str | None, report
         rows.append(_row(run.get("model_id") or Path(path).stem, run.get("backend") or "vllm", str(path), summary))
     predictable = [r for r in rows if r["input_tokens"] and r["output_tokens"]]
     if predictable:
-        _predict_or_say(predictable, spec_ref or rows[0]["model"], prediction, report, say)
+        _predict_or_say(predictable, spec_ref or rows[0]["model"], _given_predictor(prediction), report)
     for r in rows:
         if r not in predictable:
             _no_prediction([r])
@@ -604,7 +607,7 @@ def run(models: list[str], endpoints: list[load.Endpoint], result_files: list[st
             report.failures.append(" ".join(str(e).split()))
     for path in result_files:
         try:
-            from_results(path, prediction, spec_ref, report, say)
+            from_results(path, prediction, spec_ref, report)
         except MoelabError as e:
             report.failures.append(" ".join(str(e).split()))
     for row in report.rows:

@@ -53,7 +53,7 @@ _PROBE = ("import importlib.metadata as m, torch, vllm.entrypoints.openai.api_se
 @functools.lru_cache(maxsize=4)
 def _probe(python: str) -> tuple[str, ...] | str:
     try:
-        done = subprocess.run([python, "-c", "import vllm\n" + _PROBE], capture_output=True, text=True,
+        done = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True,
                               timeout=180, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"{python} does not run ({e})"
@@ -89,7 +89,7 @@ def serving_available() -> str | None:
     return None
 
 
-def server_env(home: Path, threads: int | None = None) -> dict[str, str]:
+def server_env(home: Path) -> dict[str, str]:
     """The environment of a vLLM server process: no usage reports, no hub, caches under `home`, 127.0.0.1."""
     env = dict(os.environ)
     for var in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"):
@@ -102,6 +102,4 @@ def server_env(home: Path, threads: int | None = None) -> dict[str, str]:
         "VLLM_HOST_IP": "127.0.0.1", "VLLM_LOGGING_LEVEL": env.get("VLLM_LOGGING_LEVEL", "INFO"),
     })
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on the CPU build (default 4)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
     return env

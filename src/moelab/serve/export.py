@@ -12,13 +12,12 @@ family can state is refused in one line. Every file is written atomically; nothi
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moelab.data.cache import atomic_write_text
 from moelab.errors import MoelabError
-from moelab.outfile import atomic_write
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 EXPORT_MARK = "moelab_export.json"  # what was exported from where; marks a folder as moelab's export
@@ -40,12 +39,16 @@ def is_servable_folder(path: Path) -> bool:
             and (path / "tokenizer.json").is_file())
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise MoelabError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    _write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def _json_text(obj: Any) -> str:
+    """JSON as transformers' save_pretrained writes config files."""
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
 
 
 def run_tokenizer_json(final: Path, meta: dict) -> str:
@@ -94,7 +97,7 @@ def _check_out(out: Path, source: Path) -> None:
 
 def export(ref: str | Path, out: str | Path) -> Exported:
     """Write the run or Hugging Face folder `ref` into `out` as a servable Hugging Face folder."""
-    from moelab.bench.models import resolve_spec
+    from moelab.bench.models import load_run_weights, resolve_spec
     from moelab.nn.hf import hf_config, load_pretrained, save_pretrained
     from moelab.userfile import load_user_file
 
@@ -110,28 +113,25 @@ def export(ref: str | Path, out: str | Path) -> Exported:
         raise MoelabError(f"{ref}: neither a moelab run (final/meta.json) nor a Hugging Face folder with weights")
     _check_out(out, folder)
     import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
 
     from moelab.nn.model import build_model
 
     if source == "run":
         meta = load_user_file(folder / "meta.json", "moelab run metadata")
         model = build_model(spec)
-        try:
-            load_model(model, str(folder / "model.safetensors"), strict=True)
-        except (OSError, RuntimeError, SafetensorError) as e:
-            raise MoelabError(f"{folder}: cannot load weights ({str(e).splitlines()[0]})") from None
+        load_run_weights(model, folder)
         tokenizer_json = run_tokenizer_json(folder, meta if isinstance(meta, dict) else {})
-        tokenizer = {"tokenizer.json": tokenizer_json,
-                     **{k: json.dumps(v, indent=2, sort_keys=True) + "\n"
-                        for k, v in hf_tokenizer_files(tokenizer_json, spec.max_position).items()}}
+        # <|endoftext|> (id 0) starts, ends and pads; greedy by default
+        generation = {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0, "do_sample": False}
+        copied = {"tokenizer.json": tokenizer_json, "generation_config.json": _json_text(generation),
+                  **{k: _json_text(v) for k, v in hf_tokenizer_files(tokenizer_json, spec.max_position).items()}}
     else:
         if not (folder / "tokenizer.json").is_file():
             raise MoelabError(f"{folder}: has no tokenizer.json; a serving engine needs the model's tokenizer "
                               "(save it with tokenizer.save_pretrained into the folder)")
         model = load_pretrained(folder)
-        tokenizer = {name: (folder / name).read_text() for name in TOKENIZER_FILES if (folder / name).is_file()}
+        copied = {name: _text(folder / name) for name in (*TOKENIZER_FILES, "generation_config.json")
+                  if (folder / name).is_file()}
     model = model.to(torch.float32) if model.embed_tokens.weight.dtype == torch.float64 else model
     hf_config(model)  # refuses, in one line, a model no Hugging Face family can state, before out is made
     out.mkdir(parents=True, exist_ok=True)
@@ -141,17 +141,12 @@ def export(ref: str | Path, out: str | Path) -> Exported:
     config = json.loads((out / "config.json").read_text())
     if source == "run":  # <|endoftext|> (id 0) ends and pads, for engines that read only config.json
         config.update(bos_token_id=0, eos_token_id=0, pad_token_id=0)
-        _write_json(out / "config.json", config)
-    for name, text in tokenizer.items():
-        _write_text(out / name, text)
-    if source == "hf" and (folder / "generation_config.json").is_file():
-        shutil.copyfile(folder / "generation_config.json", out / "generation_config.json")
-    elif source == "run":
-        _write_json(out / "generation_config.json", {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0,
-                                                     "do_sample": False})
+        atomic_write_text(out / "config.json", _json_text(config))
+    for name, text in copied.items():
+        atomic_write_text(out / name, text)
     exported = Exported(folder=out, source=source, model_type=config["model_type"],
                         architecture=(config.get("architectures") or ["?"])[0], name=spec.name,
                         max_position=spec.max_position)
-    _write_json(out / EXPORT_MARK, {"from": str(Path(ref).resolve()), "source": source, "name": spec.name,
-                                    "model_type": exported.model_type})
+    atomic_write_text(out / EXPORT_MARK, _json_text({"from": str(Path(ref).resolve()), "source": source,
+                                                     "name": spec.name, "model_type": exported.model_type}))
     return exported

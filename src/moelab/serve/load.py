@@ -328,50 +328,47 @@ async def probe(endpoint: Endpoint, timeout_s: float) -> dict:
     a wrong model id is vLLM's 404), answers non-JSON, or answers JSON without choices."""
     if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
         raise MoelabError(f"serve-bench: probe timeout must be > 0 seconds, got {timeout_s!r}")
-    where = f"endpoint '{endpoint.name}' at {endpoint.base_url}"
     body = completion_request(endpoint.model_id, "Hello", 1, stream=False)
-    status, content = await asyncio.wait_for(_post(endpoint, body, timeout_s, where), timeout_s + 1)
-    if status != 200:
-        raise EndpointError(f"{where} refused the request: HTTP {status} {_first_line(content)}".rstrip())
-    try:
-        data = json.loads(content)
-    except ValueError:
-        text = content.decode("utf-8", errors="replace")
-        raise EndpointError(f"{where} returned non-JSON: {_one_line(text, 80)}") from None
+    data, content = await _answer(endpoint, body, timeout_s)
     if not isinstance(data, dict) or not data.get("choices"):
         text = content.decode("utf-8", errors="replace")
-        raise EndpointError(f"{where} returned JSON without choices: {_one_line(text, 80)}")
+        raise EndpointError(f"{_where(endpoint)} returned JSON without choices: {_one_line(text, 80)}")
     return data
 
 
-async def _post(endpoint: Endpoint, body: dict, timeout_s: float, where: str) -> tuple[int, bytes]:
-    """(status, body) of one non-streaming POST to the completions path; EndpointError when there is no answer."""
-    try:
+def _where(endpoint: Endpoint) -> str:
+    return f"endpoint '{endpoint.name}' at {endpoint.base_url}"
+
+
+async def _answer(endpoint: Endpoint, body: dict, timeout_s: float) -> tuple[object, bytes]:
+    """(decoded JSON, raw body) of one non-streaming POST to the completions path; EndpointError in one line
+    when there is no answer within timeout_s, a status other than 200, or a body that is not JSON."""
+    where = _where(endpoint)
+
+    async def fetch() -> tuple[int, bytes]:
         async with _client(1, timeout_s) as http, http.post(
                 endpoint.url("completions"), json=body, headers=endpoint.headers(),
                 timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             return resp.status, await resp.read()
+
+    try:  # the client's own timeout bounds the request; wait_for bounds the rest (a starved event loop)
+        status, content = await asyncio.wait_for(fetch(), timeout_s + 1)
     except asyncio.TimeoutError:
         raise EndpointError(f"{where} does not answer: no answer within {timeout_s:g} s") from None
     except aiohttp.ClientError as exc:
         raise EndpointError(f"{where} does not answer: {_exc_line(exc)}") from None
+    if status != 200:
+        raise EndpointError(f"{where} refused the request: HTTP {status} {_first_line(content)}".rstrip())
+    try:
+        return json.loads(content), content
+    except ValueError:
+        text = content.decode("utf-8", errors="replace")
+        raise EndpointError(f"{where} returned non-JSON: {_one_line(text, 80)}") from None
 
 
-def post_sync(endpoint: Endpoint, body: dict, timeout_s: float) -> dict:
-    """One non-streaming completion's JSON (the checks of probe apply), in a fresh event loop."""
-    where = f"endpoint '{endpoint.name}' at {endpoint.base_url}"
-
-    async def one() -> dict:
-        status, content = await _post(endpoint, body, timeout_s, where)
-        if status != 200:
-            raise EndpointError(f"{where} refused the request: HTTP {status} {_first_line(content)}".rstrip())
-        try:
-            return json.loads(content)
-        except ValueError:
-            raise EndpointError(f"{where} returned non-JSON: {_one_line(content.decode(errors='replace'), 80)}") \
-                from None
-
-    return asyncio.run(one())
+def post_sync(endpoint: Endpoint, body: dict, timeout_s: float) -> object:
+    """One non-streaming completion's decoded JSON (status and JSON checked as in probe), in a fresh event loop."""
+    return asyncio.run(_answer(endpoint, body, timeout_s))[0]
 
 
 def probe_sync(endpoint: Endpoint, timeout_s: float) -> None:

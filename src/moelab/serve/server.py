@@ -88,10 +88,10 @@ class ServerProcess:
     (or raises: ServerExited with the log's reason, MoelabError after `start_timeout_s`); on leaving, stop()."""
 
     def __init__(self, command: list[str], port: int, log_path: Path, env: dict[str, str] | None = None,
-                 start_timeout_s: float = 300.0, name: str = "server", cwd: Path | None = None,
+                 start_timeout_s: float = 300.0, name: str = "server",
                  on_wait: Callable[[float], None] | None = None) -> None:
         self.command = [a.replace("{port}", str(port)) for a in command]
-        self.port, self.log_path, self.env, self.cwd = port, Path(log_path), env, cwd
+        self.port, self.log_path, self.env = port, Path(log_path), env
         self.start_timeout_s, self.name, self.on_wait = start_timeout_s, name, on_wait
         self.proc: subprocess.Popen | None = None
         self.ready_after_s: float | None = None
@@ -117,7 +117,7 @@ class ServerProcess:
         with open(self.log_path, "wb") as log:
             try:
                 self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
-                                             stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
+                                             stderr=subprocess.STDOUT, env=self.env,
                                              start_new_session=True, preexec_fn=_die_with_parent)
             except OSError as e:
                 raise MoelabError(f"cannot start {self.name} ({self.command[0]}: {e.strerror})") from None
