@@ -1,25 +1,82 @@
-"""Dispatch backends: run each token through its chosen experts and combine, by name.
+"""Dispatchers: send each token-slot to its expert, run the experts, combine the outputs, by name.
 
-All take x (T, d), expert ids (T, k), combine weights (T, k), and the stacked expert weights
-gate_up (E, 2f, d) and down (E, d, f) (the transformers >= 5 layout), and return (T, d). Optional expert
-biases (gpt-oss): gate_up_bias (E, 2f, gate then up, like gate_up's rows) added before the activation and
-down_bias (E, d) added to each expert's output before the combine weight scales it, as transformers'
-GptOssExperts computes (out = (act(x W_gu + b_gu) W_d + b_d) * weight).
+The seam, as torchtitan's LocalTokenDispatcher / AllToAllTokenDispatcher split it: `dispatch(x_TD, routing)`
+groups the token-slots by expert into an ExpertBatch (plus what combining needs), `experts(batch, weights)`
+runs the experts this process holds on their rows, and `combine(y_ND, meta)` scales each row by its combine
+weight and sums it into its token. Expert parallelism is one more dispatcher
+(moelab.nn.alltoall.AllToAllDispatcher), not a branch here.
 
-- "loop": per expert, gather its tokens, two matmuls, weighted scatter-add. The reference.
-- "sorted": token-slots sorted by expert; one contiguous GEMM pair per expert that has tokens.
-- "grouped_mm": the sorted order through torch's grouped matmul (one kernel for all experts); falls back
-  to "sorted" where this torch has no grouped_mm, or the dtype (float64) or shapes do not meet its rules.
+Legend: T tokens, D model width, F expert width, E experts (those held here), K slots per token, N rows
+(token-slots) grouped by expert.
+
+Experts are stacked weights gate_up (E, 2F, D) and down (E, D, F) (the transformers >= 5 layout), with
+gpt-oss's optional biases: gate_up_bias (E, 2F, gate then up) added before the activation and down_bias (E, D)
+added to each expert's output before its combine weight scales it, as transformers' GptOssExperts computes
+(out = (act(x W_gu + b_gu) W_d + b_d) * weight).
+
+Local dispatchers (LOCAL):
+- "loop": per expert, torch.where finds its slots; one GEMM pair per expert. The reference (no sort).
+- "sorted": slots stably sorted by expert; one contiguous GEMM pair per expert that has rows.
+- "grouped_mm": the sorted rows through torch's grouped matmul (one kernel for all experts); runs as "sorted"
+  where this torch has no grouped_mm, or the dtype (float64) or strides do not meet its rules.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from moelab.nn.layers import gated
+from moelab.nn.routers import Routing
 
 BACKENDS = ("loop", "sorted", "grouped_mm")
+
+
+@dataclass(frozen=True)
+class ExpertWeights:
+    """The stacked weights of the experts a process holds (see the module docstring for the layout)."""
+
+    gate_up_EFD: torch.Tensor
+    down_EDF: torch.Tensor
+    gate_up_bias_EF: torch.Tensor | None = None
+    down_bias_ED: torch.Tensor | None = None
+    activation: str = "silu"
+
+    def one(self, e: int, x_ND: torch.Tensor) -> torch.Tensor:
+        """Expert e on its rows: down(act(gate_up(x) [+ b_gu])) [+ b_d]."""
+        h = x_ND @ self.gate_up_EFD[e].T
+        if self.gate_up_bias_EF is not None:
+            h = h + self.gate_up_bias_EF[e]
+        y = _glu(h, self.activation) @ self.down_EDF[e].T
+        return y + self.down_bias_ED[e] if self.down_bias_ED is not None else y
+
+
+@dataclass(frozen=True)
+class ExpertBatch:
+    """Rows grouped by expert: x_ND holds expert 0's rows, then expert 1's, ...; counts_E the rows of each."""
+
+    x_ND: torch.Tensor
+    counts_E: torch.Tensor  # long
+
+
+@dataclass(frozen=True)
+class LocalMeta:
+    """What combining needs: the token and the combine weight of every row, and the number of tokens."""
+
+    tokens_N: torch.Tensor
+    weights_N: torch.Tensor
+    n_tokens: int
+
+
+class Dispatcher(Protocol):
+    def dispatch(self, x_TD: torch.Tensor, routing: Routing) -> tuple[ExpertBatch, Any]: ...
+
+    def experts(self, batch: ExpertBatch, weights: ExpertWeights) -> torch.Tensor: ...
+
+    def combine(self, y_ND: torch.Tensor, meta: Any) -> torch.Tensor: ...
 
 
 def _glu(h: torch.Tensor, activation: str) -> torch.Tensor:
@@ -27,48 +84,32 @@ def _glu(h: torch.Tensor, activation: str) -> torch.Tensor:
     return gated(gate, up, activation)
 
 
-def _expert(x_ND, e: int, gate_up_EFD, down_EDF, activation, gate_up_bias_EF, down_bias_ED):
-    """One expert on its tokens: down(act(gate_up(x) [+ b_gu])) [+ b_d]."""
-    h = x_ND @ gate_up_EFD[e].T
-    if gate_up_bias_EF is not None:
-        h = h + gate_up_bias_EF[e]
-    y = _glu(h, activation) @ down_EDF[e].T
-    return y + down_bias_ED[e] if down_bias_ED is not None else y
-
-
-def loop(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF, activation="silu", gate_up_bias=None, down_bias=None):
-    out = torch.zeros_like(x_TD)
-    for e in range(gate_up_EFD.shape[0]):
-        tok, slot = torch.where(idx_TK == e)
-        if tok.numel() == 0:
-            continue
-        y = _expert(x_TD[tok], e, gate_up_EFD, down_EDF, activation, gate_up_bias, down_bias)
-        out.index_add_(0, tok, y * w_TK[tok, slot, None].to(y.dtype))
-    return out
-
-
-def _sort(idx_TK: torch.Tensor, n_experts: int):
-    """Token-slot order grouped by expert: (token of each sorted slot, flat slot ids, per-expert counts)."""
-    flat = idx_TK.reshape(-1)
+def sort_slots(indices_TK: torch.Tensor, n_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Slots stably sorted by expert: (token of each row, flat slot id of each row, rows per expert)."""
+    flat = indices_TK.reshape(-1)
     order = flat.argsort(stable=True)
-    counts = torch.bincount(flat, minlength=n_experts)
-    return order // idx_TK.shape[1], order, counts
+    return order // indices_TK.shape[1], order, torch.bincount(flat, minlength=n_experts)
 
 
-def sorted_gemm(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF, activation="silu", gate_up_bias=None,
-                down_bias=None):
-    tokens, order, counts = _sort(idx_TK, gate_up_EFD.shape[0])
-    xs = x_TD[tokens]
-    parts = []
-    start = 0
-    for e, n in enumerate(counts.tolist()):
+def where_slots(indices_TK: torch.Tensor, n_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The same grouping found expert by expert with torch.where (the reference)."""
+    tokens, slots, counts = [], [], []
+    for e in range(n_experts):
+        tok, slot = torch.where(indices_TK == e)
+        tokens.append(tok)
+        slots.append(tok * indices_TK.shape[1] + slot)
+        counts.append(tok.numel())
+    return torch.cat(tokens), torch.cat(slots), torch.tensor(counts, dtype=torch.long, device=indices_TK.device)
+
+
+def per_expert(batch: ExpertBatch, weights: ExpertWeights) -> torch.Tensor:
+    """One GEMM pair per expert with rows."""
+    parts, start = [], 0
+    for e, n in enumerate(batch.counts_E.tolist()):
         if n:
-            chunk = xs[start:start + n]
-            parts.append(_expert(chunk, e, gate_up_EFD, down_EDF, activation, gate_up_bias, down_bias))
+            parts.append(weights.one(e, batch.x_ND[start:start + n]))
             start += n
-    ys = torch.cat(parts) if parts else xs.new_zeros(0, x_TD.shape[1])
-    weights = w_TK.reshape(-1)[order].to(ys.dtype)
-    return torch.zeros_like(x_TD).index_add_(0, tokens, ys * weights[:, None])
+    return torch.cat(parts) if parts else batch.x_ND.new_zeros(0, weights.down_EDF.shape[1])
 
 
 def _grouped_mm_fn():
@@ -83,32 +124,69 @@ def grouped_mm_available(x_TD: torch.Tensor, gate_up_EFD: torch.Tensor, down_EDF
     return all((n * size) % 16 == 0 for n in (x_TD.shape[1], gate_up_EFD.shape[1], down_EDF.shape[2]))
 
 
-def grouped_mm(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF, activation="silu", gate_up_bias=None, down_bias=None):
-    if not grouped_mm_available(x_TD, gate_up_EFD, down_EDF):
-        return sorted_gemm(x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF, activation, gate_up_bias, down_bias)
+def grouped(batch: ExpertBatch, weights: ExpertWeights) -> torch.Tensor:
+    """All experts in one grouped matmul per projection (per_expert where grouped_mm cannot run)."""
+    if not grouped_mm_available(batch.x_ND, weights.gate_up_EFD, weights.down_EDF):
+        return per_expert(batch, weights)
     mm = _grouped_mm_fn()
-    tokens, order, counts = _sort(idx_TK, gate_up_EFD.shape[0])
-    offsets = counts.cumsum(0).to(torch.int32)
-    xs = x_TD[tokens]
-    h = mm(xs, gate_up_EFD.transpose(1, 2), offs=offsets)
-    experts = idx_TK.reshape(-1)[order] if gate_up_bias is not None or down_bias is not None else None
-    if gate_up_bias is not None:  # each sorted row gets its expert's bias
-        h = h + gate_up_bias[experts]
-    ys = mm(_glu(h, activation), down_EDF.transpose(1, 2), offs=offsets)
-    if down_bias is not None:
-        ys = ys + down_bias[experts]
-    weights = w_TK.reshape(-1)[order].to(ys.dtype)
-    return torch.zeros_like(x_TD).index_add_(0, tokens, ys * weights[:, None])
+    offsets = batch.counts_E.cumsum(0).to(torch.int32)
+    has_bias = weights.gate_up_bias_EF is not None or weights.down_bias_ED is not None
+    expert_N = torch.repeat_interleave(torch.arange(len(batch.counts_E), device=batch.x_ND.device),
+                                       batch.counts_E) if has_bias else None
+    h = mm(batch.x_ND, weights.gate_up_EFD.transpose(1, 2), offs=offsets)
+    if weights.gate_up_bias_EF is not None:  # each row gets its expert's bias
+        h = h + weights.gate_up_bias_EF[expert_N]
+    y = mm(_glu(h, weights.activation), weights.down_EDF.transpose(1, 2), offs=offsets)
+    return y + weights.down_bias_ED[expert_N] if weights.down_bias_ED is not None else y
 
 
-def dispatch(backend: str, *args, activation: str = "silu", gate_up_bias=None, down_bias=None):
-    """Run the named backend (`activation`: the experts' gate activation, moelab.nn.layers.gated; the biases:
-    gpt-oss's expert biases, None for none)."""
-    options = dict(activation=activation, gate_up_bias=gate_up_bias, down_bias=down_bias)
-    if backend == "loop":
-        return loop(*args, **options)
-    if backend == "sorted":
-        return sorted_gemm(*args, **options)
-    if backend == "grouped_mm":
-        return grouped_mm(*args, **options)
-    raise ValueError(f"unknown dispatch backend {backend!r} (choose from {', '.join(BACKENDS)})")
+@dataclass(frozen=True)
+class LocalDispatcher:
+    """Every expert in this process: group the slots (`order`), run the experts (`compute`), combine."""
+
+    name: str
+    order: Any  # (indices_TK, n_experts) -> (tokens_N, slots_N, counts_E): sort_slots or where_slots
+    compute: Any  # (ExpertBatch, ExpertWeights) -> y_ND: per_expert or grouped
+
+    def dispatch(self, x_TD: torch.Tensor, routing: Routing) -> tuple[ExpertBatch, LocalMeta]:
+        tokens, slots, counts = self.order(routing.indices_TK, routing.logits_TE.shape[-1])
+        weights = routing.weights_TK.reshape(-1)[slots]
+        return ExpertBatch(x_TD[tokens], counts), LocalMeta(tokens, weights, x_TD.shape[0])
+
+    def experts(self, batch: ExpertBatch, weights: ExpertWeights) -> torch.Tensor:
+        return self.compute(batch, weights)
+
+    def combine(self, y_ND: torch.Tensor, meta: LocalMeta) -> torch.Tensor:
+        out = y_ND.new_zeros(meta.n_tokens, y_ND.shape[1])
+        return out.index_add_(0, meta.tokens_N, y_ND * meta.weights_N[:, None].to(y_ND.dtype))
+
+
+LOCAL: dict[str, LocalDispatcher] = {
+    "loop": LocalDispatcher("loop", where_slots, per_expert),
+    "sorted": LocalDispatcher("sorted", sort_slots, per_expert),
+    "grouped_mm": LocalDispatcher("grouped_mm", sort_slots, grouped),
+}
+
+
+def local_dispatcher(name: str) -> LocalDispatcher:
+    """The local dispatcher called `name`; ValueError naming the choices for any other."""
+    try:
+        return LOCAL[name]
+    except KeyError:
+        raise ValueError(f"unknown dispatch backend {name!r} (choose from {', '.join(BACKENDS)})") from None
+
+
+def run(dispatcher: Dispatcher, x_TD: torch.Tensor, routing: Routing, weights: ExpertWeights) -> torch.Tensor:
+    """dispatch, experts, combine: the routed experts' output (T, D)."""
+    batch, meta = dispatcher.dispatch(x_TD, routing)
+    return dispatcher.combine(dispatcher.experts(batch, weights), meta)
+
+
+def dispatch(backend: str, x_TD, idx_TK, w_TK, gate_up_EFD, down_EDF, activation: str = "silu", gate_up_bias=None,
+             down_bias=None) -> torch.Tensor:
+    """The routed experts' output through the local dispatcher `backend`, from raw routing tensors (tests and
+    benchmarks; the MoE layer calls `run`)."""
+    n_experts = gate_up_EFD.shape[0]
+    routing = Routing(idx_TK, w_TK, idx_TK.new_empty(idx_TK.shape[0], n_experts, dtype=torch.float32), None)
+    weights = ExpertWeights(gate_up_EFD, down_EDF, gate_up_bias, down_bias, activation)
+    return run(local_dispatcher(backend), x_TD, routing, weights)

@@ -17,22 +17,31 @@ Capacity: with `capacity_factor` c each expert takes at most ceil(c * T * k / E)
 served by choice rank, then by token position (all first choices before any second choice, earlier tokens
 first, as in GShard); the rest are dropped and contribute nothing (the residual stream carries the token).
 `capacity_factor=None` is dropless.
+
+Across processes (`apply_ep`, `share_statistics`): the router's counts are all-reduced over the statistics
+group, so f_i, the load the biases follow and capacity are those of the global batch. The aux loss then uses the
+global f_i with this process's P_i: averaged over the processes (as their gradients are) it is the global
+E * sum_i f_i * P_i, and its gradient is the global one (f_i carries none).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
-from moelab.nn.dispatch import dispatch
+from moelab.nn.dispatch import Dispatcher, ExpertWeights, local_dispatcher, run
 from moelab.nn.layers import SwiGLU
 from moelab.nn.routers import Router, Routing
+from moelab.parallel.clock import timed
 from moelab.spec.model import MoESpec
+
+SHARDED = ("gate_up_proj", "down_proj", "gate_up_proj_bias", "down_proj_bias")  # split by expert under EP
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,9 @@ class MoELayer(nn.Module):
         self.aux_loss = self.z_loss = torch.zeros(())
         self.dropped = 0
         self.dense_experts = options.dense_experts  # switch per phase with TransformerLM.set_dense_experts
+        self.dispatcher: Dispatcher | None = None  # None: the local one options.backend names (or picks)
+        self.stats_group = None  # a process group: router counts are summed over it (the global batch)
+        self.ep_group = None  # the expert-parallel group this layer's experts are sharded over (apply_ep)
 
     def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
         shape = x_BTD.shape
@@ -94,23 +106,37 @@ class MoELayer(nn.Module):
                 weights = routing.probs_TE * self.spec.routed_scaling_factor
             else:
                 indices, weights = routing.indices_TK, self._apply_capacity(routing)
-        backend = self.options.backend
-        if backend == "auto":
-            backend = default_backend(x_TD.device, x_TD.dtype, torch.is_grad_enabled() and self.training)
-        experts = dict(activation=self.activation, gate_up_bias=self.gate_up_proj_bias, down_bias=self.down_proj_bias)
         with record_function("moe.dispatch"):
+            dispatcher = self.dispatcher or local_dispatcher(self._backend(x_TD))
+            experts = self.expert_weights()
             if self.spec.weighted_input:  # Llama 4 (top-1): expert(w * x), combined with weight 1
-                out = sum(dispatch(backend, x_TD * weights[:, k, None].to(x_TD.dtype), indices[:, k:k + 1],
-                                   torch.ones_like(weights[:, k:k + 1]), self.gate_up_proj, self.down_proj,
-                                   **experts) for k in range(indices.shape[1]))
+                ones = torch.ones_like(weights[:, :1])
+                out = sum(run(dispatcher, x_TD * weights[:, k, None].to(x_TD.dtype),
+                              replace(routing, indices_TK=indices[:, k:k + 1], weights_TK=ones), experts)
+                          for k in range(indices.shape[1]))
             else:
-                out = dispatch(backend, x_TD, indices, weights, self.gate_up_proj, self.down_proj, **experts)
+                out = run(dispatcher, x_TD, replace(routing, indices_TK=indices, weights_TK=weights), experts)
         if self.shared_experts is not None:
             shared = self.shared_experts(x_TD)
             if self.shared_expert_gate is not None:
                 shared = torch.sigmoid(self.shared_expert_gate(x_TD)) * shared
             out = out + shared
         return out.view(shape)
+
+    def _backend(self, x_TD: torch.Tensor) -> str:
+        if self.options.backend != "auto":
+            return self.options.backend
+        return default_backend(x_TD.device, x_TD.dtype, torch.is_grad_enabled() and self.training)
+
+    def expert_weights(self) -> ExpertWeights:
+        """The routed experts this process holds, as the dispatchers take them."""
+        return ExpertWeights(self.gate_up_proj, self.down_proj, self.gate_up_proj_bias, self.down_proj_bias,
+                             self.activation)
+
+    def _global(self) -> bool:
+        """Whether this forward's statistics are the global batch's: training forwards with a statistics
+        group (evaluation sees the same tokens on every process and keeps its own)."""
+        return self.stats_group is not None and self.training and torch.is_grad_enabled()
 
     def _apply_capacity(self, routing: Routing) -> torch.Tensor:
         """Combine weights with dropped slots zeroed (unchanged when dropless)."""
@@ -119,17 +145,37 @@ class MoELayer(nn.Module):
         if self.options.capacity_factor is None:
             return weights
         t, k = routing.indices_TK.shape
-        capacity = math.ceil(self.options.capacity_factor * t * k / self.spec.n_experts)
+        e = self.spec.n_experts
         by_rank = routing.indices_TK.T.reshape(-1)  # slot order: rank-major, then token
-        onehot = F.one_hot(by_rank, self.spec.n_experts)
+        onehot = F.one_hot(by_rank, e)
         position = (onehot.cumsum(0) * onehot).sum(-1) - 1  # place of each slot in its expert's queue
+        tokens = t
+        if self._global():  # the queue of the global batch: this process's tokens come after earlier ranks'
+            offset_KE, tokens = self._queue_offsets(onehot.view(k, t, e).sum(1))
+            position = position + offset_KE.gather(1, by_rank.view(k, t)).reshape(-1)
+        capacity = math.ceil(self.options.capacity_factor * tokens * k / e)
         keep = (position < capacity).view(k, t).T
         self.dropped = int((~keep).sum())
         return weights * keep
 
+    def _queue_offsets(self, counts_KE: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(slots of the global batch queued before this process's slot of each choice rank and expert, the
+        global token count). The global order is choice rank, then process rank, then token."""
+        world, me = dist.get_world_size(self.stats_group), dist.get_rank(self.stats_group)
+        gathered = [torch.empty_like(counts_KE) for _ in range(world)]
+        with timed("allreduce"):
+            dist.all_gather(gathered, counts_KE, group=self.stats_group)
+        all_RKE = torch.stack(gathered)
+        others_KE = all_RKE.sum(0) - all_RKE[me]
+        earlier_choices = others_KE.cumsum(0) - others_KE  # other ranks' slots of lower choice ranks
+        return earlier_choices + all_RKE[:me].sum(0), int(all_RKE[:, 0].sum())
+
     def _record(self, routing: Routing) -> None:
         e = self.spec.n_experts
         counts = torch.bincount(routing.indices_TK.reshape(-1), minlength=e).float()
+        if self._global():
+            with timed("allreduce"):
+                dist.all_reduce(counts, group=self.stats_group)
         if self.training and torch.is_grad_enabled():  # training forwards only: evaluation never moves the biases
             self.load += counts.detach()
         share = counts / counts.sum()  # f_i
@@ -138,6 +184,29 @@ class MoELayer(nn.Module):
         self.last_counts = counts.detach()
         probs = routing.probs_TE.detach()
         self.last_entropy = float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean())
+
+    def share_statistics(self, group) -> None:
+        """Sum the router's counts over `group` in training forwards (data parallelism: the global batch)."""
+        self.stats_group = group
+
+    def apply_ep(self, group, stats_group=None) -> None:
+        """Keep this rank's E / world_size experts of `group` (rank r: experts r*E/W .. (r+1)*E/W - 1) and
+        exchange tokens with them by all-to-all. The router, shared experts and balancing state stay whole;
+        statistics are summed over `stats_group` (default: every process)."""
+        from moelab.nn.alltoall import AllToAllDispatcher
+
+        world, rank = dist.get_world_size(group), dist.get_rank(group)
+        if self.spec.n_experts % world:
+            raise ValueError(f"{self.spec.n_experts} experts do not split over {world} expert-parallel ranks")
+        held = self.spec.n_experts // world
+        for name in SHARDED:
+            full = getattr(self, name)
+            if full is not None:
+                setattr(self, name, nn.Parameter(full.detach()[rank * held:(rank + 1) * held].clone(),
+                                                 requires_grad=full.requires_grad))
+        self.ep_group = group
+        self.dispatcher = AllToAllDispatcher(group, self.options.backend)
+        self.stats_group = stats_group if stats_group is not None else dist.group.WORLD
 
     @torch.no_grad()
     def update_bias(self) -> None:
