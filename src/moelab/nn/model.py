@@ -145,6 +145,17 @@ class TransformerLM(nn.Module):
         for layer in self.moe_layers():
             layer.dense_experts = dense
 
+    def apply_ep(self, group, stats_group=None) -> None:
+        """Expert parallelism over `group`: every MoE layer keeps its share of the experts (MoELayer.apply_ep);
+        router statistics are summed over `stats_group` (default: every process)."""
+        for layer in self.moe_layers():
+            layer.apply_ep(group, stats_group)
+
+    def share_statistics(self, group) -> None:
+        """Data parallelism: every MoE layer sums its router counts over `group` in training forwards."""
+        for layer in self.moe_layers():
+            layer.share_statistics(group)
+
     def router_losses(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(aux, z) summed over the MoE layers of the last forward (zeros for a dense model)."""
         layers = self.moe_layers()
