@@ -472,6 +472,7 @@ def frontier(
 
 # --- training -------------------------------------------------------------------------------------------
 
+DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda.")]
 StepsOpt = Annotated[int, typer.Option(min=1, help="Optimizer steps.")]
 DataOpt = Annotated[str | None, typer.Option(help="Corpus: folder of domain subfolders, .txt or .jsonl "
                                                   "(default: built from this Python installation).")]
@@ -517,19 +518,37 @@ def train(
     shrink_to: Annotated[str | None, typer.Option("--shrink-to", help="Train a smaller model of the same layer "
                                                   "pattern with about N parameters (e.g. 2M), as bench does.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    ep: Annotated[int | None, typer.Option("--ep", help="Expert-parallel ranks under torchrun (`torchrun "
+                                           "--nproc-per-node N -m moelab train ... --ep E`: world = ep x dp).")] = None,
+    device: DeviceOpt = "cpu",
     as_json: JsonFlag = False,
 ) -> None:
-    """Train a dense or MoE model on the default (or your) corpus; resumable bit for bit."""
+    """Train a dense or MoE model on the default (or your) corpus; resumable bit for bit, in one process or
+    across torchrun's (experts sharded with --ep, the rest data-parallel)."""
+    from moelab.bench.calibrate import check_device
     from moelab.bench.shrink import parse_size, shrink
+    from moelab.cost.plan import expert_counts
+    from moelab.parallel import layout as parallel
+    from moelab.train.loop import check_parallel
     from moelab.train.loop import train as run
     from moelab.train.presets import load_train_spec
 
+    check_device(device)
     cfg = _train_config(steps, batch_size, seq_len, lr, grad_accum, balancing, eval_every, ckpt_every, seed, data,
                         ds_moe=ds_moe, capacity_factor=capacity_factor, bf16=bf16, keep_last=keep_last)
     size = parse_size(shrink_to) if shrink_to is not None else None
     spec = load_train_spec(model)
-    summary = run(shrink(spec, size) if size is not None else spec, cfg, out, resume=resume,
-                  progress=progress and not as_json, log=lambda msg: sys.stderr.write(msg + "\n"))
+    spec = shrink(spec, size) if size is not None else spec
+    layout = parallel.check(ep, expert_counts(spec) if spec.is_moe else set(), "train")
+    check_parallel(cfg, layout)
+    mesh = parallel.start(layout, device)
+    try:
+        summary = run(spec, cfg, out, resume=resume, progress=progress and not as_json,
+                      log=lambda msg: sys.stderr.write(msg + "\n"), mesh=mesh, device=device)
+    finally:
+        parallel.stop()
+    if not layout.writer:
+        return None
     if as_json:
         return _emit_json(summary)
     val = summary["val"] or {}
@@ -637,7 +656,6 @@ def decide(
 
 # --- measurement ----------------------------------------------------------------------------------------
 
-DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda.")]
 
 
 @app.command()

@@ -31,9 +31,9 @@ class Routing:
     """The routing of T tokens: chosen experts, their combine weights, and what the balancing losses need."""
 
     indices_TK: torch.Tensor  # long
-    weights_TK: torch.Tensor  # float32
-    logits_TE: torch.Tensor  # float32 router logits
-    probs_TE: torch.Tensor  # float32 scores the aux loss uses (softmax, or normalised sigmoid)
+    weights_TK: torch.Tensor  # float32 (float64 in a float64 model), as are the next two
+    logits_TE: torch.Tensor  # router logits
+    probs_TE: torch.Tensor  # scores the aux loss uses (softmax, or normalised sigmoid)
 
 
 class Router(nn.Module):
@@ -51,7 +51,8 @@ class Router(nn.Module):
     def forward(self, x_TD: torch.Tensor) -> Routing:
         if self.training and self.jitter > 0:
             x_TD = x_TD * torch.empty_like(x_TD).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
-        logits = nn.functional.linear(x_TD, self.weight, self.linear_bias).float()
+        logits = nn.functional.linear(x_TD, self.weight, self.linear_bias)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 at least
         m = self.moe
         if m.router == "sparsemixer":
             idx, weights = sparsemixer(logits, m.top_k, m.sparsemixer_eps)

@@ -21,15 +21,17 @@ def domain_losses(model: TransformerLM, streams: dict[str, torch.Tensor], seq_le
     model.eval()
     losses, loads = {}, {}
     layers = model.moe_layers()
+    device = next(model.parameters()).device
     for domain, tokens in sorted(streams.items()):
         total, count = 0.0, 0
         counts = [torch.zeros(layer.spec.n_experts) for layer in layers]
         for inputs, targets in eval_batches(tokens, seq_len, max_tokens):
-            logits = model(inputs.long())
-            total += F.cross_entropy(logits.float().flatten(0, 1), targets.long().flatten(), reduction="sum").item()
+            logits = model(inputs.long().to(device))
+            total += F.cross_entropy(logits.float().flatten(0, 1), targets.long().to(device).flatten(),
+                                     reduction="sum").item()
             count += targets.numel()
             for acc, layer in zip(counts, layers, strict=True):
-                acc += layer.last_counts
+                acc += layer.last_counts.cpu()
         if count:
             losses[domain] = total / count
             if layers:

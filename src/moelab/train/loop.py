@@ -13,6 +13,7 @@ import math
 import shutil
 import sys
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -26,6 +27,11 @@ from moelab.data.cache import PROBE_PREFIX, atomic_write, atomic_write_json, che
 from moelab.errors import MoelabError
 from moelab.nn import MoEOptions, build_model
 from moelab.nn.model import TransformerLM
+from moelab.parallel.agree import agreed
+from moelab.parallel.clock import take as take_collective_seconds
+from moelab.parallel.gradients import clip_grad_norm, mean_values, reduce_gradients, total
+from moelab.parallel.layout import Layout, Mesh
+from moelab.parallel.shards import whole
 from moelab.spec.model import ModelSpec, every_expert, spec_from_dict, spec_to_dict
 from moelab.train import store
 from moelab.train.checkpoint import NotIntact, checkpoints, load_checkpoint, read_state, save_checkpoint, save_final
@@ -57,12 +63,20 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def build(spec: ModelSpec, cfg: TrainConfig) -> tuple[TransformerLM, torch.optim.Optimizer]:
-    """The model (seeded) and AdamW with weight decay on matrices only."""
+def build(spec: ModelSpec, cfg: TrainConfig, mesh: Mesh | None = None,
+          device: str = "cpu") -> tuple[TransformerLM, torch.optim.Optimizer]:
+    """The model (seeded, whole, then sharded over the mesh's ep group) and AdamW with weight decay on matrices
+    only. Every rank builds the same whole model first, so a sharded run starts from a one-process run's
+    weights."""
     torch.manual_seed(cfg.seed)
     options = MoEOptions(capacity_factor=cfg.capacity_factor, jitter=cfg.jitter, dense_experts=cfg.ds_moe,
                          bias_update_rate=cfg.bias_rate if cfg.balancing == "aux-free" else 0.0)
     model = build_model(spec, options).train()
+    if mesh is not None and mesh.layout.ep > 1:
+        model.apply_ep(mesh.ep_group)
+    elif mesh is not None:
+        model.share_statistics(torch.distributed.group.WORLD)
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
@@ -77,9 +91,10 @@ def step_flops(spec: ModelSpec, cfg: TrainConfig) -> float:
 
 
 def _loss(model: TransformerLM, inputs, targets, cfg: TrainConfig) -> tuple[torch.Tensor, dict]:
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         logits = model(inputs)
-    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 at least (float64 stays)
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
     total, parts = loss, {"loss": loss.item()}
     n_moe = len(model.moe_layers())
     if n_moe:
@@ -135,23 +150,36 @@ def _remove_leftovers(out: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
-def _resume(out: Path, existing: list[Path], model, optimizer, spec: ModelSpec, cfg: TrainConfig, log) -> dict:
-    """Load the newest intact checkpoint, warning about each newer one that is not; MoelabError if none is."""
+def _resume(out: Path, existing: list[Path], model, optimizer, spec: ModelSpec, cfg: TrainConfig, log,
+            mesh: Mesh | None = None) -> dict:
+    """Load the newest intact checkpoint, warning about each newer one that is not; MoelabError if none is.
+    Sharded models read the whole tensors and keep their rows (parallel.shards.whole)."""
     problems = []
     for path in reversed(existing):
         try:
             state = read_state(path)
             if state.get("config") != cfg.to_dict() or not _same_spec(state.get("spec"), spec):
                 raise MoelabError(f"{path}: saved with another model or configuration; resume needs the same")
-            return load_checkpoint(path, model, optimizer)
+            with whole(model, optimizer, mesh, gather=False):
+                return load_checkpoint(path, model, optimizer)
         except NotIntact as e:
             problems.append(str(e))
             log(f"warning: {e}; trying the checkpoint before it")
     raise MoelabError(f"no intact checkpoint in {out}: {'; '.join(problems)}")
 
 
+def check_parallel(cfg: TrainConfig, layout: Layout) -> None:
+    """What a run across `layout.world` processes needs of its configuration (checked before the group starts)."""
+    if layout.distributed and cfg.batch_size % layout.world:
+        raise MoelabError(f"--batch-size {cfg.batch_size} must be a multiple of the {layout.world} processes "
+                          "(it is the global batch: each process takes an equal slice)")
+    if layout.distributed and cfg.jitter:
+        raise MoelabError("router jitter draws its noise per process: a run across processes would not match one "
+                          "process; train with jitter 0")
+
+
 def train(spec: ModelSpec, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
-          log=print) -> dict:
+          log=print, mesh: Mesh | None = None, device: str = "cpu") -> dict:
     """Train `spec` under `cfg` into `out`; returns the run summary (also in out/summary.json).
 
     Refused before any work (MoelabError): a malformed MOELAB_FAULT, a run that does not fit this machine or
@@ -160,33 +188,57 @@ def train(spec: ModelSpec, cfg: TrainConfig, out: str | Path, resume: bool = Fal
     holder). `resume` continues from the newest intact checkpoint. Disk errors while training are a
     MoelabError (the last checkpoint is kept; resume once fixed); Ctrl-C records the run as interrupted and
     re-raises KeyboardInterrupt.
+
+    Across processes (`mesh`, parallel.layout.start under torchrun): every rank trains its slice of each
+    global batch; rank 0 alone holds the lock, logs and writes, and its folder checks are every rank's
+    (parallel.agree). The returned summary is rank 0's (the others return it too, unwritten).
     """
     began = time.perf_counter()
     check_env()  # a malformed MOELAB_FAULT is one line before any work, never a fault that silently does nothing
     check_trainable(spec, cfg)
-    out = check_writable_dir(out, "--out")
-    with run_lock(out):
+    check_parallel(cfg, mesh.layout if mesh else Layout())
+    writer = mesh is None or mesh.layout.writer
+    with ExitStack() as held:
+        def open_folder() -> Path:
+            folder = check_writable_dir(out, "--out")
+            held.enter_context(run_lock(folder))
+            return folder
+
+        folder = agreed(mesh, open_folder) or Path(out)  # the writer's checked folder; the same path elsewhere
         try:
-            return _train_locked(spec, cfg, out, resume, progress, log, began)
+            return _train_locked(spec, cfg, folder, resume, progress and writer, log if writer else _quiet, began,
+                                 mesh, device)
         except OSError as e:  # before the first step (resume's metrics rewrite, caches): no training lost
-            raise MoelabError(f"{e.filename or out}: {e.strerror or e}") from None
+            raise MoelabError(f"{e.filename or folder}: {e.strerror or e}") from None
 
 
-def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, progress: bool, log,
-                  began: float) -> dict:
+def _quiet(message: str) -> None:
+    """The log of a rank that is not the writer: rank 0 says it all."""
+
+
+def _check_folder(out: Path, resume: bool, cfg: TrainConfig):
+    """The writer's checks of the folder (and the corpus, built once into its cache before the others read it)."""
     _remove_leftovers(out)
     existing = checkpoints(out)
     if existing and not resume:
         raise MoelabError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
     if resume and not existing:
         raise MoelabError(f"no checkpoint in {out}: nothing to resume (run without --resume to start a new run)")
-    corpus, tokenizer = prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain)
+    return prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain)
+
+
+def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, progress: bool, log,
+                  began: float, mesh: Mesh | None = None, device: str = "cpu") -> dict:
+    writer = mesh is None or mesh.layout.writer
+    prepared = agreed(mesh, lambda: _check_folder(out, resume, cfg))
+    existing = checkpoints(out)
+    corpus, tokenizer = prepared or prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain)
     if corpus.vocab_size > spec.vocab_size:
         raise MoelabError(f"tokenizer vocabulary {corpus.vocab_size} exceeds the model's {spec.vocab_size}")
     if not scorable(corpus.val):
         raise MoelabError("the validation split is empty: no domain of the corpus has a held-out document (a domain "
                           "needs at least 3 documents to give one to validation); add documents")
-    model, optimizer = build(spec, cfg)
+    model, optimizer = build(spec, cfg, mesh, device)
     metrics_path = out / "metrics.jsonl"
     # wall_seconds: real seconds of the run (startup, evaluations, checkpoints included), summed over its launches
     # up to the checkpoint it resumed from; train_seconds: the training steps only (what tokens_per_second uses).
@@ -195,36 +247,41 @@ def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, pr
     collapse = CollapseDetector(cfg.collapse_threshold, cfg.collapse_patience)
     start = 0
     if resume:
-        saved = _resume(out, existing, model, optimizer, spec, cfg, log)
+        saved = _resume(out, existing, model, optimizer, spec, cfg, log, mesh)
         start = saved["step"]
         state.update({k: saved[k] for k in state if k in saved})
         if "train_seconds" not in saved:  # written before the two clocks: its wall_seconds counted steps only
             state["train_seconds"] = state["wall_seconds"]
         collapse.restore(saved.get("collapse"))
-        _truncate_metrics(metrics_path, start)
+        if writer:
+            _truncate_metrics(metrics_path, start)
         log(f"resuming {out} at step {start}")
-    else:
+    elif writer:
         metrics_path.unlink(missing_ok=True)
     resumed_wall = state["wall_seconds"]
+    layout = mesh.layout if mesh else Layout()
 
     def wall() -> float:
         return resumed_wall + time.perf_counter() - began
 
-    run_id = store.start_run(out, spec.name, spec_to_dict(spec), cfg.to_dict(), warn=log)
+    run_id = store.start_run(out, spec.name, spec_to_dict(spec), cfg.to_dict(), warn=log) if writer else None
     flops_per_step = step_flops(spec, cfg)
     status, done = "failed", start
     try:
-        with _Progress(progress, cfg.steps, start, spec.name) as bar, \
-                metrics_path.open("a", encoding="utf-8") as metrics:
+        with _Progress(progress, cfg.steps, start, spec.name) as bar, _metrics_file(metrics_path, writer) as metrics:
             for step in range(start, cfg.steps):
                 started = time.perf_counter()
-                row = _train_step(model, optimizer, corpus, step, cfg)
+                take_collective_seconds()
+                row = _train_step(model, optimizer, corpus, step, cfg, mesh, device)
                 seconds = time.perf_counter() - started
+                row.update(_split_seconds(seconds, take_collective_seconds()))
                 state["tokens"] += cfg.tokens_per_step
                 state["flops"] += flops_per_step
                 state["train_seconds"] += seconds
                 row.update(step=step + 1, tokens=state["tokens"], flops=state["flops"],
                            tokens_per_second=round(cfg.tokens_per_step / seconds, 1), **router_stats(model))
+                if mesh is not None and "dropped_tokens" in row:
+                    row["dropped_tokens"] = total(row["dropped_tokens"], mesh)
                 for warning in collapse.update(row.get("expert_load", [])):
                     state["collapses"].append(warning)
                     log(f"warning: {warning}")
@@ -238,21 +295,27 @@ def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, pr
                         row["val_expert_load"] = loads
                 state["wall_seconds"] = wall()
                 row.update(train_seconds=round(state["train_seconds"], 4), wall_seconds=round(state["wall_seconds"], 4))
-                metrics.write(jsonout.dumps(row, indent=None) + "\n")
-                metrics.flush()
-                fault_point("metrics-append")
+                if writer:
+                    metrics.write(jsonout.dumps(row, indent=None) + "\n")
+                    metrics.flush()
+                    fault_point("metrics-append")
                 done = step + 1
                 if done % cfg.ckpt_every == 0 or done == cfg.steps:
                     state["collapse"] = collapse.to_dict()
                     state["wall_seconds"] = wall()
-                    save_checkpoint(out, done, model, optimizer,
-                                    {**state, "config": cfg.to_dict(), "spec": spec_to_dict(spec)}, cfg.keep_last)
+                    with whole(model, optimizer, mesh):
+                        if writer:
+                            save_checkpoint(out, done, model, optimizer, {**state, "config": cfg.to_dict(),
+                                            "spec": spec_to_dict(spec), "parallel": layout.to_dict()}, cfg.keep_last)
                 bar.update(row)
         state["wall_seconds"] = wall()
-        summary = _summary(spec, cfg, state)
-        save_final(out, model, {"spec": spec_to_dict(spec), "config": cfg.to_dict(), "summary": summary},
-                   tokenizer.to_str())
-        atomic_write_json(out / "summary.json", summary)
+        summary = _summary(spec, cfg, state, layout)
+        with whole(model, None, mesh):
+            if writer:
+                save_final(out, model, {"spec": spec_to_dict(spec), "config": cfg.to_dict(), "summary": summary},
+                           tokenizer.to_str())
+        if writer:
+            atomic_write_json(out / "summary.json", summary)
         status = "finished"
         return summary
     except TrainingDiverged:
@@ -267,32 +330,57 @@ def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, pr
                           "free space (or fix the folder) and rerun with --resume") from None
     finally:
         state["wall_seconds"] = wall()
-        store.finish_run(run_id, status, _summary(spec, cfg, state), warn=log)
+        if run_id is not None:
+            store.finish_run(run_id, status, _summary(spec, cfg, state, layout), warn=log)
 
 
-def _train_step(model, optimizer, corpus, step: int, cfg: TrainConfig) -> dict:
+@contextmanager
+def _metrics_file(path: Path, writer: bool):
+    """metrics.jsonl opened for appending on the writer; nothing on the other ranks."""
+    if not writer:
+        yield None
+        return
+    with path.open("a", encoding="utf-8") as f:
+        yield f
+
+
+def _split_seconds(seconds: float, collective: dict[str, float]) -> dict[str, float]:
+    """A step's seconds by where they went (parallel.clock): all-to-all, all-reduce, and the rest (compute)."""
+    alltoall, allreduce = collective["alltoall"], collective["allreduce"]
+    return {"alltoall_seconds": round(alltoall, 6), "allreduce_seconds": round(allreduce, 6),
+            "compute_seconds": round(max(0.0, seconds - alltoall - allreduce), 6)}
+
+
+def _train_step(model, optimizer, corpus, step: int, cfg: TrainConfig, mesh: Mesh | None = None,
+                device: str = "cpu") -> dict:
     lr = lr_at(step, cfg)
     for group in optimizer.param_groups:
         group["lr"] = lr
     inputs, targets = train_batch(corpus, step, cfg.batch_size * cfg.grad_accum, cfg.seq_len, cfg.seed)
+    world, rank = (mesh.layout.world, mesh.layout.rank) if mesh else (1, 0)
+    rows_each = cfg.batch_size // world  # this process's slice of every micro-batch (the same data order)
     parts: dict[str, float] = {}
     for micro in range(cfg.grad_accum):
-        rows = slice(micro * cfg.batch_size, (micro + 1) * cfg.batch_size)
-        total, micro_parts = _loss(model, inputs[rows], targets[rows], cfg)
-        if not torch.isfinite(total):
-            raise TrainingDiverged(f"loss became {total.item()} at step {step + 1}; the last good checkpoint is kept")
-        (total / cfg.grad_accum).backward()
+        first = micro * cfg.batch_size + rank * rows_each
+        rows = slice(first, first + rows_each)
+        total_loss, micro_parts = _loss(model, inputs[rows].to(device), targets[rows].to(device), cfg)
+        if not torch.isfinite(total_loss):
+            raise TrainingDiverged(f"loss became {total_loss.item()} at step {step + 1}; the last good checkpoint "
+                                   "is kept")
+        (total_loss / cfg.grad_accum).backward()
         for key, value in micro_parts.items():
             parts[key] = parts.get(key, 0.0) + value / cfg.grad_accum
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    reduce_gradients(model, mesh)
+    grad_norm = clip_grad_norm(model, cfg.grad_clip, mesh)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     for layer in model.moe_layers():
         layer.update_bias()
+    parts = mean_values(parts, mesh)
     return {**{k: round(v, 6) for k, v in parts.items()}, "lr": lr, "grad_norm": round(float(grad_norm), 5)}
 
 
-def _summary(spec: ModelSpec, cfg: TrainConfig, state: dict) -> dict:
+def _summary(spec: ModelSpec, cfg: TrainConfig, state: dict, layout: Layout | None = None) -> dict:
     p = count_params(spec)
     train_seconds = state.get("train_seconds", 0.0)
     return {"model": spec.name, "params_total": p.total, "params_active": p.active, "tokens": state["tokens"],
@@ -300,7 +388,8 @@ def _summary(spec: ModelSpec, cfg: TrainConfig, state: dict) -> dict:
             "tokens_per_second": state["tokens"] / train_seconds if train_seconds else 0.0,
             "clocks": "wall_seconds: real time of the run, evaluations and checkpoints included; "
                       "tokens_per_second: tokens over train_seconds, the training steps alone",
-            "val": state["last_eval"], "collapses": state["collapses"]}
+            "val": state["last_eval"], "collapses": state["collapses"],
+            "parallel": (layout or Layout()).to_dict()}
 
 
 class _Progress:
