@@ -109,7 +109,9 @@ def per_expert(batch: ExpertBatch, weights: ExpertWeights) -> torch.Tensor:
         if n:
             parts.append(weights.one(e, batch.x_ND[start:start + n]))
             start += n
-    return torch.cat(parts) if parts else batch.x_ND.new_zeros(0, weights.down_EDF.shape[1])
+    # No rows at all (an expert-parallel rank that received none): still an output of the graph, so that
+    # the backward reaches this rank's exchanges as it reaches its peers'.
+    return torch.cat(parts) if parts else weights.one(0, batch.x_ND)
 
 
 def _grouped_mm_fn():
