@@ -813,15 +813,24 @@ def bench(
     repeats: Annotated[int | None, typer.Option(min=1, max=limits.MAX_REPEATS,
                                                 help="Rounds of prefill + decode per batch size.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A smaller sweep and fewer repeats.")] = False,
+    ep: Annotated[int | None, typer.Option("--ep", help="Experts over N processes, each running 1/N of the "
+                                           "sequences (`torchrun --nproc-per-node N -m moelab bench MODEL --ep N`); "
+                                           "predicted as plan epN.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Measure models on this machine beside the engine's prediction: latency, percentiles, memory, routing."""
+    """Measure models on this machine beside the engine's prediction: latency, percentiles, memory, routing;
+    with --ep under torchrun, one model's experts sharded over the processes."""
+    import statistics
+
     from moelab.bench.run import bench as run
     from moelab.progress import cli_mode
 
     models = [model] + ([model_b] if model_b else [])
     result = run(models, device=device, dtype=dtype, batches=_parse_batches(batches), prompt=prompt, gen=gen,
-                 shrink_to=shrink_to, hardware=hardware, repeats=repeats, quick=quick, progress=cli_mode(as_json))
+                 shrink_to=shrink_to, hardware=hardware, repeats=repeats, quick=quick, progress=cli_mode(as_json),
+                 ep=ep)
+    if result is None:  # a rank other than 0 of a torchrun job: rank 0 reports
+        return None
     if as_json:
         return _emit_json(result)
     table = Table(title=f"Measured vs predicted on {result['device']} ({result['dtype']}, hardware "
@@ -848,6 +857,14 @@ def bench(
     s = result["summary"]
     console.print("median |error|: " + ", ".join(
         f"{phase} {s[phase]['median_abs_rel_error']:.0%} (n={s[phase]['n']})" for phase in ("prefill", "decode")))
+    par = result["parallel"]
+    if par["world"] > 1:
+        shares = {phase: [(r["alltoall_share"], r["predicted_alltoall_share"]) for r in result["rows"]
+                          if r["phase"] == phase] for phase in ("prefill", "decode")}
+        console.print(f"plan {par['plan']} over {par['world']} processes; all-to-all share of the step (median "
+                      "measured / predicted): " + ", ".join(
+                          f"{phase} {statistics.median(m for m, _ in v):.0%} / {statistics.median(p for _, p in v):.0%}"
+                          for phase, v in shares.items()))
     for warning in result["warnings"]:
         console.print(f"warning: {warning}")
     flip = result["flip"]

@@ -1,6 +1,9 @@
 """Stopwatch one model at one batch size: prefill, per-step decode with the KV cache, memory and routing share.
 
 Inputs are random token ids (fresh ones every decode step), so that a batch routes like diverse requests.
+Across processes (`moelab bench --ep N`) each runner draws the whole batch's ids and runs its part of the
+sequences, so that N processes together run the sequences one process runs; every timed region then starts
+at a barrier of the group and records its all-to-all seconds (moelab.parallel.clock).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ class Samples:
 
     prefill: list[float] = field(default_factory=list)
     decode: list[float] = field(default_factory=list)
+    prefill_alltoall: list[float] = field(default_factory=list)  # all-to-all seconds of each region (ep runs)
+    decode_alltoall: list[float] = field(default_factory=list)
 
 
 def prefill_last(model: torch.nn.Module, ids: torch.Tensor, cache) -> torch.Tensor:
@@ -31,16 +36,42 @@ def prefill_last(model: torch.nn.Module, ids: torch.Tensor, cache) -> torch.Tens
 
 
 class Runner:
-    """Runs prefill + decode of one model at one batch size with deterministic random inputs."""
+    """Runs prefill + decode of one model at one batch size with deterministic random inputs.
+
+    `batch` sequences in all, of which this process runs part `part` = (index, count): sequences
+    index * batch / count .. (index + 1) * batch / count - 1 (count divides batch). With a process `group`
+    (an expert-parallel model), every timed region starts at a barrier of the group."""
 
     def __init__(self, model: torch.nn.Module, vocab: int, batch: int, prompt: int, gen: int, device: str,
-                 seed: int = 0) -> None:
+                 seed: int = 0, part: tuple[int, int] = (0, 1), group=None) -> None:
+        index, count = part
+        if batch % count or not 0 <= index < count:
+            raise ValueError(f"part {index} of {count} does not split a batch of {batch}")
         self.model, self.vocab, self.batch, self.prompt, self.gen, self.device = (
             model, vocab, batch, prompt, gen, device)
+        self.rows = slice(index * batch // count, (index + 1) * batch // count)
+        self.group = group
         self.gen_rng = torch.Generator().manual_seed(seed)
 
     def _ids(self, t: int) -> torch.Tensor:
-        return torch.randint(0, self.vocab, (self.batch, t), generator=self.gen_rng).to(self.device)
+        ids = torch.randint(0, self.vocab, (self.batch, t), generator=self.gen_rng)
+        return ids[self.rows].to(self.device)
+
+    def _time(self, fn, samples: Samples | None, phase: str) -> None:
+        if self.group is not None:
+            import torch.distributed as dist
+
+            from moelab.parallel import clock
+
+            sync(self.device)
+            dist.barrier(group=self.group)
+            clock.take()
+        t = timed(fn, self.device)
+        if samples is None:
+            return
+        getattr(samples, phase).append(t)
+        if self.group is not None:
+            getattr(samples, f"{phase}_alltoall").append(clock.take()["alltoall"])
 
     def run(self, samples: Samples | None = None, steps: int | None = None) -> object:
         """One prefill and `steps` (default gen) decode steps; times appended to `samples`. Returns the cache."""
@@ -48,14 +79,10 @@ class Runner:
         with torch.inference_mode():
             cache = self.model.new_cache(self.prompt + self.gen)
             ids = self._ids(self.prompt)
-            t = timed(lambda: prefill_last(self.model, ids, cache), self.device)
-            if samples is not None:
-                samples.prefill.append(t)
+            self._time(lambda: prefill_last(self.model, ids, cache), samples, "prefill")
             for _ in range(steps):
                 tok = self._ids(1)
-                t = timed(lambda tok=tok: self.model(tok, cache), self.device)
-                if samples is not None:
-                    samples.decode.append(t)
+                self._time(lambda tok=tok: self.model(tok, cache), samples, "decode")
         return cache
 
 

@@ -6,6 +6,10 @@ whole prefill of batch x prompt tokens; decode: one step of the batch, each step
 (moelab.cost.roofline) for the same workload at the mean decode context. rel_error = (predicted - measured)
 / measured: positive when the engine predicts too slow. Models are interleaved batch by batch in every
 round, so that drift on a shared machine hits all alike.
+
+Across processes (`torchrun --nproc-per-node N -m moelab bench MODEL --ep N`, moelab.bench.parallel) the experts
+are sharded over the N ranks, each runs batch/N of the sequences, a region's time is its slowest rank's, rows
+carry the all-to-all seconds, and the prediction is the engine's for plan epN; rank 0 alone reports.
 """
 
 from __future__ import annotations
@@ -18,16 +22,19 @@ import torch
 
 from moelab import limits
 from moelab.bench import drift
+from moelab.bench import parallel as ep_bench
 from moelab.bench.calibrate import available_memory_bytes, calibrated_hardware, check_device
 from moelab.bench.measure import Runner, Samples, memory, routing_share
-from moelab.bench.models import Loaded, Resolved, build, check_fits, resolve
+from moelab.bench.models import Loaded, Resolved, check_fits, resolve
 from moelab.bench.probes import TORCH_DTYPES
 from moelab.bench.timing import load_average, percentile
-from moelab.cost.memory import inference_memory
+from moelab.cost.memory import inference_memory, model_weight_bytes
 from moelab.cost.params import count_params
 from moelab.cost.roofline import Workload, decode_step, prefill
 from moelab.errors import MoelabError
 from moelab.nn.model import check_buildable
+from moelab.parallel import layout as parallel
+from moelab.parallel.layout import Layout, Mesh
 from moelab.progress import Progress
 from moelab.progress import resolve as progress_mode
 from moelab.spec.hardware import HardwareSpec, load_hardware
@@ -35,6 +42,7 @@ from moelab.validation import show_value
 
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 QUICK_BATCHES = (1, 4, 16)
+ONE_PROCESS = Layout()
 
 
 def _count(name: str, value, high: int) -> None:
@@ -114,26 +122,43 @@ def flip(rows: list[dict], names: list[str]) -> dict | None:
     return out
 
 
+def _workload(batch: int, prompt: int, gen: int, dtype: str, ep: int = 1) -> Workload:
+    """The engine's workload for a bench row: one process, or plan epN on N GPUs (one per rank)."""
+    return Workload(batch=batch, prompt=prompt, gen=gen, dtype=dtype, kv_dtype=dtype, gpus=ep,
+                    plan=f"ep{ep}" if ep > 1 else "tp")
+
+
+def _alltoall(p) -> float:
+    """The predicted all-to-all seconds of a phase (the gpu model's alltoall operators; the eager model's epN
+    communication is its all-to-all alone)."""
+    return sum(op.seconds for op in p.operators if op.name == "alltoall") if p.operators else p.comm_seconds
+
+
 def _rows(m: Loaded, hw: HardwareSpec, dtype: str, batch: int, prompt: int, gen: int, s: Samples, mem: dict,
-          share: dict | None, at_calibration: HardwareSpec | None = None) -> list[dict]:
-    wl = Workload(batch=batch, prompt=prompt, gen=gen, dtype=dtype, kv_dtype=dtype)
+          share: dict | None, at_calibration: HardwareSpec | None = None, layout: Layout = ONE_PROCESS) -> list[dict]:
+    ep = layout.ep
+    wl = _workload(batch, prompt, gen, dtype, ep)
     context = prompt + (gen - 1) / 2
     pred = {"prefill": prefill(m.spec, hw, wl), "decode": decode_step(m.spec, hw, wl, context)}
     unscaled = ({"prefill": prefill(m.spec, at_calibration, wl).seconds,
                  "decode": decode_step(m.spec, at_calibration, wl, context).seconds} if at_calibration else None)
-    pmem = inference_memory(m.spec, hw, dtype, dtype, batch, prompt, gen)
-    memory_block = {**mem, "predicted_weights_bytes": pmem.weights_bytes,
+    pmem = inference_memory(m.spec, hw, dtype, dtype, batch // ep, prompt, gen)  # one rank's sequences
+    # one rank's weights: the replicated ones and 1/ep of the routed experts
+    pweights = pmem.weights_bytes - (1 - 1 / ep) * model_weight_bytes(m.spec, dtype).routed_experts
+    memory_block = {**mem, "predicted_weights_bytes": pweights,
                     "predicted_kv_cache_bytes": pmem.kv_cache_bytes,
                     "predicted_activations_bytes": pmem.activation_bytes}
     rows = []
     for phase, times in (("prefill", s.prefill), ("decode", s.decode)):
         measured = statistics.median(times)
         p = pred[phase]
+        a2a = statistics.median(getattr(s, f"{phase}_alltoall")) if layout.distributed else None
+        pa2a = _alltoall(p) if layout.distributed else None
         tokens = batch * prompt if phase == "prefill" else batch
         moe_overhead = m.spec.n_moe_layers * (hw.moe_layer_overhead_s
                                               + p.distinct_experts_per_layer * hw.expert_overhead_s)
         rows.append({
-            "model": m.name, "phase": phase, "batch": batch, "prompt": prompt,
+            "model": m.name, "plan": layout.plan, "phase": phase, "batch": batch, "prompt": prompt,
             "context": prompt if phase == "prefill" else context,
             "measured_s": measured, "predicted_s": p.seconds, "rel_error": _rel(measured, p.seconds),
             "predicted_at_calibration_s": unscaled[phase] if unscaled else p.seconds,
@@ -147,6 +172,8 @@ def _rows(m: Loaded, hw: HardwareSpec, dtype: str, batch: int, prompt: int, gen:
             "routing_share": (share or {}).get(phase, {}).get("routing_share") if m.spec.is_moe else None,
             "expert_gemm_share": (share or {}).get(phase, {}).get("expert_gemm_share") if m.spec.is_moe else None,
             "predicted_routing_share": moe_overhead / p.seconds if m.spec.is_moe else None,
+            "alltoall_seconds": a2a, "alltoall_share": None if a2a is None else a2a / measured,
+            "predicted_alltoall_seconds": pa2a, "predicted_alltoall_share": None if pa2a is None else pa2a / p.seconds,
         })
     return rows
 
@@ -154,39 +181,72 @@ def _rows(m: Loaded, hw: HardwareSpec, dtype: str, batch: int, prompt: int, gen:
 def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batches=DEFAULT_BATCHES,
           prompt: int = 128, gen: int = 32, shrink_to: float | str | None = None, hardware: str | None = None,
           repeats: int | None = None, quick: bool = False, progress: bool | str = False,
-          threads: int | None = None) -> dict:
+          threads: int | None = None, ep: int | None = None) -> dict | None:
     """Measure `models` over `batches` beside the engine's prediction; the object `moelab bench --json` prints.
 
-    Everything that can be refused is refused before any work (a calibration included): the flags, the models
-    (resolved, not built), prompt + gen against each model's positions, and the sweep against this machine's
-    available memory. `progress`: False (silent), True (a bar on a terminal, else a line per round, on stderr)
-    or a mode of moelab.progress. `threads`: torch CPU threads (default: every core, as calibrate measures with)."""
+    Everything that can be refused is refused before any work (a calibration or a process group included): the
+    flags, the models (resolved, not built), prompt + gen against each model's positions, the sweep against this
+    machine's available memory, the layout of `ep` (under torchrun: experts over `ep` processes, see
+    moelab.bench.parallel) and the predictions. `progress`: False (silent), True (a bar on a terminal, else a line
+    per round, on stderr) or a mode of moelab.progress. `threads`: torch CPU threads per process (default: every
+    core, as calibrate measures with, shared out over the processes). Under torchrun: the result on rank 0,
+    None on the others."""
     batches = tuple(batches)
     _check(models, device, dtype, batches, prompt, gen, repeats)
-    if quick and batches == DEFAULT_BATCHES:
-        batches = QUICK_BATCHES
+    width = ep if isinstance(ep, int) and ep > 1 else 1
+    if batches == DEFAULT_BATCHES:
+        batches = (QUICK_BATCHES if width == 1 else (width, 2 * width, 4 * width)) if quick else (
+            ep_bench.default_batches(DEFAULT_BATCHES, width))
     if quick:
         gen = min(gen, 8)
     repeats = repeats or (2 if quick else 5)
     resolved = [resolve(ref, shrink_to) for ref in models]
+    layout = ep_bench.check(ep, resolved, batches)
     _check_models(resolved, prompt, gen)  # every cheap refusal before the calibration `_hardware` may start
-    check_fits(resolved, dtype, batches, prompt, gen, *available_memory_bytes(device))
+    available, where = available_memory_bytes(device)
+    # on CPU the ranks share the RAM, and each builds the whole model before keeping its experts
+    check_fits(resolved, dtype, batches, prompt, gen, available / (layout.world if device == "cpu" else 1), where)
+    if layout.distributed and hardware is None:
+        hardware = ep_bench.cached_hardware(device, quick)
     started = time.perf_counter()
     hw, hw_ref, reference = _hardware(hardware, device, quick, progress)
+    for r in resolved:  # a plan the engine refuses is refused now, not after the measurements
+        for b in batches:
+            wl = _workload(b, prompt, gen, dtype, layout.ep)
+            prefill(r.spec, hw, wl)
+            decode_step(r.spec, hw, wl)
+    kw = dict(device=device, dtype=dtype, batches=batches, prompt=prompt, gen=gen, repeats=repeats, quick=quick,
+              progress=progress if layout.writer else False, threads=threads, hw=hw, hw_ref=hw_ref,
+              reference=reference, started=started)
+    if not layout.distributed:
+        return _measure(resolved, None, layout, **kw)
+    try:
+        result = _measure(resolved, parallel.start(layout, device), layout, **kw)
+    finally:
+        parallel.stop()
+    return result if layout.writer else None
+
+
+def _measure(resolved: list[Resolved], mesh: Mesh | None, layout: Layout, *, device: str, dtype: str, batches,
+             prompt: int, gen: int, repeats: int, quick: bool, progress, threads: int | None, hw: HardwareSpec,
+             hw_ref: str, reference: dict | None, started: float) -> dict:
+    """bench's measurements and result, on every rank of `mesh` (None: one process)."""
     if device == "cpu":
-        torch.set_num_threads(threads or os.cpu_count() or 1)
+        torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // layout.world))
     tdtype = TORCH_DTYPES[dtype]
-    loaded = [build(r, device, tdtype) for r in resolved]
+    loaded = [ep_bench.build_sharded(r, device, tdtype, mesh) for r in resolved]
     names = [m.name for m in loaded]
     if len(set(names)) != len(names):
         for i, m in enumerate(loaded):
             m.name = f"{m.name}#{i + 1}"
         names = [m.name for m in loaded]
     load_before = load_average()
-    runners = {(m.name, b): Runner(m.model, m.spec.vocab_size, b, prompt, gen, device, seed=b) for m in loaded
-               for b in batches}
+    group = mesh.ep_group if mesh else None
+    runners = {(m.name, b): Runner(m.model, m.spec.vocab_size, b, prompt, gen, device, seed=b,
+                                   part=(layout.ep_rank, layout.ep), group=group) for m in loaded for b in batches}
     samples = {key: Samples() for key in runners}
-    probe_fns = drift.probes(device) if reference else None
+    # the reference probes are one process's: with ranks side by side they would time the ranks' contention
+    probe_fns = drift.probes(device) if reference and not layout.distributed else None
     probe_times: dict[str, list[float]] = {"compute": [], "overhead": []}
     steps = 2 * len(runners) + repeats * len(runners)
     with Progress("bench", steps, progress_mode(progress)) as bar:
@@ -201,18 +261,22 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
                 if probe_fns:  # the reference probes, interleaved with the models (moelab.bench.drift)
                     for name, values in drift.time_probes(probe_fns, device, reps=2).items():
                         probe_times[name].extend(values)
+        if group is not None:  # a region lasts until its slowest rank ends it
+            ep_bench.slowest(list(samples.values()), group, device)
         extras = {}
         for key, runner in runners.items():
             bar.step(f"memory and routing {key[0]} batch {key[1]}", stage="memory and routing")
             m = next(x for x in loaded if x.name == key[0])
             extras[key] = (memory(runner), routing_share(runner) if m.spec.is_moe else None)
+    if not layout.writer:
+        return {}
     moved = drift.drift(reference, probe_times) if probe_fns else None
     hw_now = drift.scaled(hw, moved) if moved else hw
     rows = []
     for m in loaded:
         for b in batches:
             rows.extend(_rows(m, hw_now, dtype, b, prompt, gen, samples[(m.name, b)], *extras[(m.name, b)],
-                              at_calibration=hw if moved else None))
+                              at_calibration=hw if moved else None, layout=layout))
     model_info = []
     for m in loaded:
         p = count_params(m.spec)
@@ -236,6 +300,11 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
     if device == "cpu" and busiest > cores:
         warnings.append(f"the machine was busy (load average {busiest:.1f} on {cores} cores): other processes "
                         "inflate the measurements; rerun on a quiet machine")
+    if device == "cpu" and layout.distributed:
+        warnings.append(f"the {layout.world} processes share this machine's {cores} cores "
+                        f"({torch.get_num_threads()} threads each), while the calibration ran one process on all of "
+                        f"them: the {layout.plan} prediction prices each rank as the whole calibrated machine, and "
+                        "no drift correction is made")
     return {
         "device": device, "dtype": dtype,
         "hardware": {"name": hw.name, "ref": hw_ref,
@@ -244,6 +313,10 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
                                                  "moe_layer_overhead_us", "expert_overhead_us")}},
         "models": model_info,
         "workload": {"batches": list(batches), "prompt": prompt, "gen": gen, "repeats": repeats, "quick": quick},
+        "parallel": {**layout.to_dict(), "sequences_per_rank": [b // layout.ep for b in batches],
+                     "timing": ("each region after a barrier, its seconds the slowest rank's (all-to-all seconds: "
+                                "the most any rank spent in all-to-all calls, waits included); memory and routing: "
+                                "rank 0's") if layout.distributed else "one process"},
         "threads": torch.get_num_threads() if device == "cpu" else None,
         "load_average": {"before": load_before, "after": load_after},
         "drift": moved.to_dict() if moved else None,
