@@ -521,6 +521,8 @@ def train(
     ep: Annotated[int | None, typer.Option("--ep", help="Expert-parallel ranks under torchrun (`torchrun "
                                            "--nproc-per-node N -m moelab train ... --ep E`: world = ep x dp).")] = None,
     device: DeviceOpt = "cpu",
+    eval_tokens: Annotated[int, typer.Option("--eval-tokens", min=1, help="Validation tokens per domain at "
+                                             "each evaluation.")] = 16384,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a dense or MoE model on the default (or your) corpus; resumable bit for bit, in one process or
@@ -535,7 +537,8 @@ def train(
 
     check_device(device)
     cfg = _train_config(steps, batch_size, seq_len, lr, grad_accum, balancing, eval_every, ckpt_every, seed, data,
-                        ds_moe=ds_moe, capacity_factor=capacity_factor, bf16=bf16, keep_last=keep_last)
+                        ds_moe=ds_moe, capacity_factor=capacity_factor, bf16=bf16, keep_last=keep_last,
+                        eval_tokens=eval_tokens)
     size = parse_size(shrink_to) if shrink_to is not None else None
     spec = load_train_spec(model)
     spec = shrink(spec, size) if size is not None else spec

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from moelab.errors import MoelabError
+from moelab.parallel.gradients import collective_device
 from moelab.parallel.layout import Mesh
 
 MAX_MESSAGE_BYTES = 4096
@@ -27,11 +28,12 @@ def agreed(mesh: Mesh | None, check):
             result = check()
         except MoelabError as e:
             message = (str(e) or type(e).__name__).encode("utf-8")[:MAX_MESSAGE_BYTES]
-    size = torch.tensor([len(message)], dtype=torch.long)
+    device = collective_device()
+    size = torch.tensor([len(message)], dtype=torch.long, device=device)
     dist.broadcast(size, 0)
     if size.item():
-        data = torch.tensor(list(message), dtype=torch.uint8) if mesh.layout.writer else torch.empty(
-            int(size.item()), dtype=torch.uint8)
+        data = (torch.tensor(list(message), dtype=torch.uint8, device=device) if mesh.layout.writer
+                else torch.empty(int(size.item()), dtype=torch.uint8, device=device))
         dist.broadcast(data, 0)
         raise MoelabError(bytes(data.tolist()).decode("utf-8", errors="replace"))
     return result

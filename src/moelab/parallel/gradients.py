@@ -21,6 +21,11 @@ from moelab.parallel.clock import timed
 from moelab.parallel.layout import Mesh
 
 
+def collective_device() -> torch.device:
+    """Where a small tensor must live to go through this group's backend (NCCL takes CUDA tensors only)."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 def expert_shards(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The parameters split over an ep group (MoELayer.apply_ep), in model order."""
     out = []
@@ -90,7 +95,7 @@ def mean_values(values: dict[str, float], mesh: Mesh | None) -> dict[str, float]
     if mesh is None or not values:
         return values
     keys = sorted(values)
-    vector = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    vector = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=collective_device())
     with timed("allreduce"):
         dist.all_reduce(vector)
     return dict(zip(keys, (vector / mesh.layout.world).tolist(), strict=True))
@@ -100,7 +105,7 @@ def total(value: int, mesh: Mesh | None) -> int:
     """The sum over all ranks of a count (dropped token-slots)."""
     if mesh is None:
         return value
-    t = torch.tensor([value], dtype=torch.long)
+    t = torch.tensor([value], dtype=torch.long, device=collective_device())
     with timed("allreduce"):
         dist.all_reduce(t)
     return int(t.item())

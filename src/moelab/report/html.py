@@ -193,6 +193,24 @@ def key_figures(study: dict) -> dict:
             out[f"measured_{kind}_final_val"] = _g(r, "final_val", "mean")
             out[f"measured_{kind}_flops_to_target"] = _g(r, "to_target", "flops")
     out.update(served_figures(study.get("serving") if "serving" in study else None))
+    out.update(scaling_figures(study.get("scaling")))
+    return out
+
+
+def scaling_figures(scaling: dict | None) -> dict:
+    """The multi-process headline for summary.json: speedup at the widest run per kind, measured and predicted,
+    and the MoE's all-to-all share beside the seeds' ~32%."""
+    rows = [r for r in (scaling or {}).get("rows") or [] if isinstance(r, dict) and r.get("speedup") is not None]
+    out: dict[str, Any] = {}
+    for kind in ("dense", "moe"):
+        mine = [r for r in rows if r.get("kind") == kind]
+        widest = max(mine, key=lambda r: r["ranks"]) if mine else {}
+        out[f"scaling_{kind}_processes"] = widest.get("ranks")
+        out[f"scaling_{kind}_speedup"] = widest.get("speedup")
+        out[f"scaling_{kind}_predicted_speedup"] = (widest.get("predicted") or {}).get("speedup")
+    share = (scaling or {}).get("alltoall_share") or {}
+    out["scaling_moe_alltoall_share"] = share.get("measured")
+    out["scaling_moe_alltoall_share_predicted"] = share.get("predicted")
     return out
 
 
@@ -535,6 +553,53 @@ def served_basis(serving: dict, training: dict | None) -> tuple[str, str]:
     return basis, f"vLLM {'/'.join(versions) or '?'}, " + tiny_detail(device, params)
 
 
+def _scaling(study: dict, page: _Page) -> str:
+    """The seeds' multi-GPU scaling table, measured with torchrun processes here, beside the engine's
+    prediction and the seeds' figures; and the measured all-to-all share beside the seeds' ~32%."""
+    if "scaling" not in study:
+        return _not_run("The multi-process stage did not run: this study predates it (no scaling in study.json).")
+    sc = study.get("scaling") or {}
+    rows = [r for r in sc.get("rows") or [] if isinstance(r, dict)]
+    out = [_warning_badge([f"failed: {f}" for f in sc.get("failures") or []])]
+    if not rows:
+        return "".join(out) + _not_run("No multi-process run finished: no measured scaling in this report.")
+    detail = (f"{sc.get('backend')}; {sc.get('steps')} steps, {sc.get('batch_per_rank')} sequences of "
+              f"{sc.get('seq_len')} tokens per process, one thread per process, {sc.get('cores')} cores; median "
+              "step after two warm-up steps")
+    out.append(page.figure("scaling", plots.scaling(rows, {int(k): v for k, v in (sc.get("seeds_speedup") or {})
+                                                            .items()}),
+                           "Training tokens/s with N processes over one process: measured (solid), the engine's "
+                           "prediction for the same plan on this machine's calibration (dashed), the seeds' 8-GPU "
+                           "table (dotted; dense 7B and MoE 56B on GPUs, not this machine). Processes beyond the "
+                           "cores share them: the ideal here is min(N, cores).", BASIS_TINY,
+                           "No scaling rows.", detail))
+    table = []
+    for r in rows:
+        p = r.get("predicted") or {}
+        table.append([r.get("model"), r.get("kind"), r.get("ranks"), r.get("plan"), r.get("tokens_per_step"),
+                      r.get("tokens_per_second"), p.get("tokens_per_second"), r.get("speedup"), p.get("speedup"),
+                      r.get("seeds_speedup"), r.get("efficiency"), r.get("ideal_speedup_here"),
+                      _pct_share(r.get("alltoall_share")), _pct_share(p.get("alltoall_share")),
+                      r.get("alltoall_seconds"), r.get("allreduce_seconds"), r.get("compute_seconds")])
+    out.append(page.table("scaling", [
+        "model", "kind", "processes", "plan", "tokens per step", "measured tok/s", "predicted tok/s",
+        "measured speedup", "predicted speedup", "seeds' GPU speedup", "measured efficiency", "ideal here",
+        "measured all-to-all share", "predicted all-to-all share", "all-to-all s", "all-reduce s", "compute s"],
+        table, BASIS_TINY, "Training scaling: dense data-parallel, MoE expert-parallel (--ep N)", detail))
+    share = sc.get("alltoall_share")
+    if share:
+        out.append(f"<p>All-to-all share of a MoE training step on {share['ranks']} processes: measured "
+                   f"{_pct_share(share.get('measured'))}, predicted {_pct_share(share.get('predicted'))}; the seeds "
+                   f"say ~{_pct_share(share.get('seeds'))} on multi-GPU training. Here the exchange is between CPU "
+                   "processes through shared memory, and a collective's time includes waiting for the slower "
+                   "rank.</p>")
+    return "".join(out)
+
+
+def _pct_share(x: Any) -> str:
+    return "–" if not isinstance(x, (int, float)) else f"{x:.0%}"
+
+
 def _served(study: dict, page: _Page) -> str:
     """The trained dense and MoE models served with vLLM on this machine: the seeds' latency table (concurrency
     1) and throughput table (concurrency 32), MoE / dense, TTFT and TPOT against concurrency, the greedy check."""
@@ -811,6 +876,10 @@ def render(study: dict) -> tuple[str, _Page]:
          "served by a real engine (vLLM, on this machine's CPU) at each concurrency, timed as vLLM's own benchmark "
          "defines TTFT, TPOT and end-to-end latency: the seeds' latency and throughput tables, measured, beside the "
          "engine's modelled means.", _served),
+        ("scaling", "Scaling across processes: the multi-GPU table, measured", "Both kinds trained again in 1, 2 "
+         "and 4 torchrun processes (the MoE expert-parallel, its tokens exchanged by all-to-all every MoE layer): "
+         "speedup, efficiency and the all-to-all share, beside the engine's prediction and the seeds' GPU "
+         "table.", _scaling),
         ("decision", "Decision", "Hard constraints, cost per token at the workload's batch, then the seeds' soft "
          "factors; and the concrete thresholds that would change the answer.", _decision),
     ]

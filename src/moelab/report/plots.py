@@ -490,3 +490,36 @@ def served(rows: list[dict] | None) -> str | None:
         ax.set_title(title)
     _legend_below(fig, axes[0][0], columns=3, height=0.13)
     return _svg(fig, "served")
+
+
+def scaling(rows: list[dict] | None, seeds: dict | None = None) -> str | None:
+    """Speedup over one process against processes (study["scaling"]["rows"]): measured solid with markers, the
+    engine's prediction dashed, the seeds' multi-GPU table dotted, and the ideal here (min(processes, cores))."""
+    rows = [r for r in rows or [] if r.get("speedup") is not None]
+    if not rows:
+        return None
+    fig, axes = _figure(1, width=4.6, height=3.0)
+    ax = axes[0][0]
+    colours = {"dense": "#4C72B0", "moe": "#DD8452"}
+    for index, kind in enumerate(("dense", "moe")):
+        pts = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["ranks"])
+        if not pts:
+            continue
+        ranks = [r["ranks"] for r in pts]
+        ax.plot(ranks, [r["speedup"] for r in pts], "-o", ms=4, lw=1.6, color=colours[kind],
+                label=f"{kind} measured")
+        pred = [(r.get("predicted") or {}).get("speedup") for r in pts]
+        if all(v is not None for v in pred):
+            ax.plot(ranks, pred, "--", lw=1.2, color=colours[kind], label=f"{kind} predicted")
+        seed = [(seeds or {}).get(n, (None, None))[index] if n in (seeds or {}) else None for n in ranks]
+        if all(v is not None for v in seed):
+            ax.plot(ranks, seed, ":", lw=1.2, color=colours[kind], label=f"{kind}, seeds' GPU table")
+    ideal = {r["ranks"]: r["ideal_speedup_here"] for r in rows}
+    ranks = sorted(ideal)
+    ax.plot(ranks, [ideal[n] for n in ranks], color="#999999", lw=0.8, label="ideal here (cores)")
+    ax.set_xticks(ranks, [str(n) for n in ranks])
+    ax.set_xlabel("processes (GPUs in the seeds' table)")
+    ax.set_ylabel("speedup over one")
+    ax.set_title("Training throughput scaling")
+    _legend_below(fig, ax, columns=3, height=0.2)
+    return _svg(fig, "scaling")

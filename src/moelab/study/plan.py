@@ -33,6 +33,11 @@ class StudyPlan:
     serve_concurrency: tuple[int, ...] = (1, 4, 16, 32)
     serve_requests: int = 96
     serve_greedy_prompts: int = 8
+    # multi-process scaling (torchrun, gloo, one thread per process): process counts, steps, batch per process
+    scaling_ranks: tuple[int, ...] = (1, 2, 4)
+    scaling_steps: int = 10
+    scaling_batch: int = 4
+    scaling_timeout_s: float = 300.0
 
     @classmethod
     def default(cls) -> StudyPlan:
@@ -41,17 +46,20 @@ class StudyPlan:
     @classmethod
     def quick_plan(cls) -> StudyPlan:
         return cls(quick=True, steps=30, batch_size=8, seq_len=64, eval_every=10, eval_tokens=2048,
-                   max_bytes_per_domain=200_000, bench_batches=(1, 4, 16), bench_prompt=64, bench_gen=8)
+                   max_bytes_per_domain=200_000, bench_batches=(1, 4, 16), bench_prompt=64, bench_gen=8,
+                   scaling_ranks=(1, 2), scaling_steps=5, scaling_batch=2)
 
     @classmethod
     def from_dict(cls, raw: dict) -> StudyPlan:
         raw = {**raw, "bench_batches": tuple(raw["bench_batches"])}
-        if "serve_concurrency" in raw:
-            raw["serve_concurrency"] = tuple(raw["serve_concurrency"])
+        for key in ("serve_concurrency", "scaling_ranks"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
         return cls(**raw)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["bench_batches"] = list(self.bench_batches)
         out["serve_concurrency"] = list(self.serve_concurrency)
+        out["scaling_ranks"] = list(self.scaling_ranks)
         return out

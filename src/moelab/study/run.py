@@ -3,7 +3,8 @@
 Stages, in the seeds' order: prototype both kinds (train a dense model, an iso-active MoE and a fine-grained +
 shared MoE on the default corpus, same data order and budget), calibrate this machine and benchmark the trained
 models beside the engine's predictions (in a fresh process), serve the dense and MoE models with vLLM at each
-concurrency (when the serving environment is there; not with --quick), model the frontier pairs on the workload's GPU
+concurrency (when the serving environment is there; not with --quick), train both kinds again in 1, 2 (and 4)
+torchrun processes for the seeds' multi-GPU scaling table and all-to-all share (moelab.study.scaling), model the frontier pairs on the workload's GPU
 (static-batch economics, and each model's interactivity-throughput frontier over plans and concurrencies),
 decide, report.
 Every stage's output lands in one `study` dict (DIR/study.json), which `moelab.report` renders.
@@ -25,6 +26,7 @@ from moelab import jsonout
 from moelab.decide.workload import Workload, default_workload
 from moelab.errors import MoelabError
 from moelab.study.plan import FRONTIER_BATCHES, FRONTIER_PAIRS, PAIRS, SERVED, StudyPlan
+from moelab.study.scaling import scaling_stage
 
 Log = Callable[[str], None]
 CHILD_STOP_S = 30.0  # an interrupted child's time to stop its own children (serve-bench: 2 x 10 s of grace)
@@ -196,11 +198,12 @@ def run_study(out: Path, workload: Workload | None = None, quick: bool = False, 
     training = stage("train", lambda: train_stage(out / "runs", plan, progress, log))
     calibration, bench = stage("calibrate and bench", lambda: measure_stage(out, plan, log))
     serving = stage("serve with vLLM", lambda: serve_stage(out, plan, log))
+    scaling = stage("scale across processes", lambda: scaling_stage(out, plan, out / "hardware.json", log))
     decision = stage("decide", lambda: recommend(wl, {"training": training, "bench": bench}))
     study = {"version": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
              "quick": quick, "plan": plan.to_dict(), "machine": machine(), "workload": wl.to_dict(),
              "training": training, "calibration": calibration, "bench": bench, "serving": serving,
-             "frontier": frontier,
+             "scaling": scaling, "frontier": frontier,
              "decision": decision, "stage_seconds": stage_seconds}
     study["wall_seconds"] = round(time.perf_counter() - started, 2)
     t0 = time.perf_counter()

@@ -1,0 +1,123 @@
+"""The study's multi-process stage: the seeds' multi-GPU scaling table and all-to-all share, measured here.
+
+The dense model (data-parallel) and its iso-active MoE (expert-parallel: --ep N, every rank a share of the
+experts) train for plan.scaling_steps steps in 1, 2 (and 4) torchrun processes of one thread each, on gloo,
+at a fixed batch per process (the global batch grows with the processes, as the seeds' tokens/s speedup
+assumes). Per run: the median step of the steps after the first two (warm-up), split by the training loop's
+timed regions into all-to-all, all-reduce and compute (metrics.jsonl), tokens/s, speedup over one process
+and efficiency; beside them the engine's prediction for the same run and plan (cost.training_step on this
+study's calibration). This machine has few cores: more processes than cores share them, so the ideal speedup
+here is min(processes, cores), stated beside every row; the processes talk through shared memory, not NVLink.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+from pathlib import Path
+
+from moelab.errors import MoelabError
+from moelab.study.plan import PAIRS, StudyPlan
+
+# Seeds 001 ("Multi-GPU Scaling", speedup vs a single GPU): GPUs -> (dense 7B, MoE 56B with K=2).
+SEEDS_SPEEDUP = {1: (1.0, 1.0), 2: (1.92, 1.89), 4: (3.76, 3.68), 8: (7.21, 6.84), 16: (13.84, 12.15)}
+# Seeds 000: "Multi-GPU all-to-all for expert routing can consume ~32% of wall-clock training time."
+SEEDS_ALLTOALL_SHARE = 0.32
+WARMUP_STEPS = 2
+KINDS = ("dense", "moe")
+
+
+def _median_step(rows: list[dict]) -> dict:
+    """Median seconds per part over the steps after the warm-up (all of them if there are no more)."""
+    timed = rows[WARMUP_STEPS:] or rows
+    parts = {key: statistics.median(r[f"{key}_seconds"] for r in timed) for key in ("alltoall", "allreduce",
+                                                                                     "compute")}
+    steps = [r["alltoall_seconds"] + r["allreduce_seconds"] + r["compute_seconds"] for r in timed]
+    shares = [r["alltoall_seconds"] / s for r, s in zip(timed, steps, strict=True) if s > 0]
+    return {"step_seconds": statistics.median(steps), "alltoall_share": statistics.median(shares) if shares else 0.0,
+            **{f"{k}_seconds": v for k, v in parts.items()}, "steps_timed": len(timed)}
+
+
+def _prediction(spec, hw, plan: StudyPlan, ranks: int, ep: int) -> dict:
+    from moelab.cost.training_step import training_step
+
+    try:
+        p = training_step(spec, hw, batch=plan.scaling_batch * ranks, seq=plan.seq_len, ep=ep, dp=ranks // ep)
+    except MoelabError as e:
+        return {"error": str(e)}
+    # Processes beyond the cores share them: each rank's compute runs that much slower (not in the engine,
+    # which prices one device per rank).
+    shared = max(1.0, ranks / (os.cpu_count() or 1))
+    seconds = p.compute_seconds * shared + p.alltoall_seconds + p.allreduce_seconds
+    return {"plan": p.plan, "step_seconds": seconds, "tokens_per_second": p.tokens / seconds,
+            "alltoall_share": p.alltoall_seconds / seconds, "cores_shared_factor": shared}
+
+
+def _run(out: Path, kind: str, ranks: int, plan: StudyPlan, log) -> dict:
+    from moelab.parallel.launch import torchrun
+
+    folder = out / f"{kind}-{ranks}"
+    shutil.rmtree(folder, ignore_errors=True)
+    ep = ranks if kind == "moe" and ranks > 1 else 1
+    args = ["-m", "moelab", "train", "--model", PAIRS[kind], "--out", str(folder),
+            "--steps", str(plan.scaling_steps), "--batch-size", str(plan.scaling_batch * ranks),
+            "--seq-len", str(plan.seq_len), "--eval-every", str(plan.scaling_steps), "--eval-tokens", "256",
+            "--ckpt-every", str(plan.scaling_steps), "--no-progress", "--json"] + (["--ep", str(ep)] if ep > 1 else [])
+    log(f"study: scaling: {PAIRS[kind]} on {ranks} process(es){f' (--ep {ep})' if ep > 1 else ''}")
+    done = torchrun(ranks, args, timeout=plan.scaling_timeout_s, env={"MOELAB_DIST_TIMEOUT": "120"}, threads=1)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        why = "timed out" if done.timed_out else f"exit {done.returncode}"
+        return {"kind": kind, "ranks": ranks, "error": f"{why}: {tail[:300]}"}
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    summary = json.loads((folder / "summary.json").read_text())
+    measured = _median_step(rows)
+    tokens = rows[0]["tokens"]
+    return {"kind": kind, "model": PAIRS[kind], "ranks": ranks, "ep": ep, "dp": ranks // ep,
+            "plan": summary["parallel"]["plan"], "threads_per_rank": 1, "tokens_per_step": tokens,
+            "tokens_per_second": tokens / measured["step_seconds"], **measured, "folder": str(folder)}
+
+
+def scaling_stage(out: Path, plan: StudyPlan, hardware: Path | None, log) -> dict:
+    """Train each kind at each process count; the rows, speedups and the all-to-all share (see the docstring)."""
+    from moelab.spec.hardware import load_hardware
+    from moelab.train.presets import load_train_spec
+
+    base = {"ranks": list(plan.scaling_ranks), "steps": plan.scaling_steps, "batch_per_rank": plan.scaling_batch,
+            "seq_len": plan.seq_len, "cores": os.cpu_count(), "seeds_speedup": SEEDS_SPEEDUP,
+            "seeds_alltoall_share": SEEDS_ALLTOALL_SHARE, "backend": "gloo (CPU processes, shared memory)",
+            "rows": [], "failures": []}
+    hw = load_hardware(str(hardware)) if hardware else None
+    folder = out / "scaling"
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in KINDS:
+        spec = load_train_spec(PAIRS[kind])
+        one = None
+        for ranks in plan.scaling_ranks:
+            row = _run(folder, kind, ranks, plan, log)
+            if "error" in row:
+                base["failures"].append(f"{PAIRS[kind]} on {ranks} processes: {row['error']}")
+                log(f"study: scaling: {base['failures'][-1]}")
+                continue
+            row["ideal_speedup_here"] = min(ranks, os.cpu_count() or 1)
+            row["seeds_speedup"] = SEEDS_SPEEDUP.get(ranks, (None, None))[KINDS.index(kind)]
+            if hw is not None:
+                row["predicted"] = _prediction(spec, hw, plan, ranks, row["ep"])
+            if ranks == 1:
+                one = row
+            if one is not None:
+                row["speedup"] = row["tokens_per_second"] / one["tokens_per_second"]
+                row["efficiency"] = row["speedup"] / ranks
+                p, p1 = row.get("predicted") or {}, one.get("predicted") or {}
+                if p.get("tokens_per_second") and p1.get("tokens_per_second"):
+                    p["speedup"] = p["tokens_per_second"] / p1["tokens_per_second"]
+            base["rows"].append(row)
+    moe = [r for r in base["rows"] if r["kind"] == "moe" and r["ranks"] > 1]
+    if moe:
+        widest = max(moe, key=lambda r: r["ranks"])
+        base["alltoall_share"] = {"ranks": widest["ranks"], "measured": widest["alltoall_share"],
+                                  "predicted": (widest.get("predicted") or {}).get("alltoall_share"),
+                                  "seeds": SEEDS_ALLTOALL_SHARE}
+    return {**base, "basis": "measured: torchrun processes on this machine's CPU (gloo), one thread each"}
