@@ -523,6 +523,9 @@ def train(
     device: DeviceOpt = "cpu",
     eval_tokens: Annotated[int, typer.Option("--eval-tokens", min=1, help="Validation tokens per domain at "
                                              "each evaluation.")] = 16384,
+    hardware: Annotated[str | None, typer.Option("--hardware", "-H", help="Hardware for the engine's prediction "
+                                                 "of the step beside the measured one (default: this machine's "
+                                                 "cached calibration, if any; nothing is measured).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a dense or MoE model on the default (or your) corpus; resumable bit for bit, in one process or
@@ -544,10 +547,11 @@ def train(
     spec = shrink(spec, size) if size is not None else spec
     layout = parallel.check(ep, expert_counts(spec) if spec.is_moe else set(), "train")
     check_parallel(cfg, layout)
+    hw = _train_hardware(hardware, device)
     mesh = parallel.start(layout, device)
     try:
         summary = run(spec, cfg, out, resume=resume, progress=progress and not as_json,
-                      log=lambda msg: sys.stderr.write(msg + "\n"), mesh=mesh, device=device)
+                      log=lambda msg: sys.stderr.write(msg + "\n"), mesh=mesh, device=device, hardware=hw)
     finally:
         parallel.stop()
     if not layout.writer:
@@ -559,6 +563,32 @@ def train(
     console.print(f"{summary['model']}: {summary['tokens']} tokens in {summary['wall_seconds']:.1f} s "
                   f"({summary['train_seconds']:.1f} s of training steps at {summary['tokens_per_second']:.0f} tok/s, "
                   f"the rest evaluation and checkpoints); validation loss: {out_line}")
+    steps = summary.get("steps") or {}
+    m, p = steps.get("measured"), steps.get("predicted") or {}
+    if m:
+        line = (f"median step {fmt.seconds(m['step_seconds'])} ({summary['parallel']['plan']}): all-to-all "
+                f"{_share(m['alltoall_seconds'], m['step_seconds'])}, all-reduce "
+                f"{_share(m['allreduce_seconds'], m['step_seconds'])}, compute "
+                f"{_share(m['compute_seconds'], m['step_seconds'])}")
+        if "step_seconds" in p:
+            line += (f"; predicted {fmt.seconds(p['step_seconds'])} on {p['hardware']}, all-to-all "
+                     f"{_share(p['alltoall_seconds'], p['step_seconds'])}")
+        console.print(line)
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{part / whole:.0%}" if whole else "-"
+
+
+def _train_hardware(hardware: str | None, device: str):
+    """The hardware a training run's prediction is made on: --hardware, else the cached calibration, else none."""
+    from moelab.bench.calibrate import cached_calibration
+    from moelab.spec.hardware import load_hardware
+
+    if hardware is not None:
+        return load_hardware(hardware)
+    path = cached_calibration(device)
+    return load_hardware(str(path)) if path else None
 
 
 @app.command("train-compare")

@@ -375,6 +375,14 @@ def _cached(path: Path) -> bool:
         return False
 
 
+def cached_calibration(device: str = "cpu") -> Path | None:
+    """This machine's cached calibration (a full one, else a quick one), never measuring; None if there is none."""
+    for path in (cache_path(device), cache_path(device, quick=True)):
+        if _cached(path):
+            return path
+    return None
+
+
 def calibrated_hardware(device: str = "cpu", quick: bool = False, refresh: bool = False,
                         progress: bool | str = False) -> Path:
     """The cached calibration of this machine (a full one if there is one, else quick if `quick`); measured

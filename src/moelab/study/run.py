@@ -4,7 +4,8 @@ Stages, in the seeds' order: prototype both kinds (train a dense model, an iso-a
 shared MoE on the default corpus, same data order and budget), calibrate this machine and benchmark the trained
 models beside the engine's predictions (in a fresh process), serve the dense and MoE models with vLLM at each
 concurrency (when the serving environment is there; not with --quick), train both kinds again in 1, 2 (and 4)
-torchrun processes for the seeds' multi-GPU scaling table and all-to-all share (moelab.study.scaling), model the frontier pairs on the workload's GPU
+torchrun processes for the seeds' multi-GPU scaling table and all-to-all share (moelab.study.scaling), model the
+frontier pairs on the workload's GPU
 (static-batch economics, and each model's interactivity-throughput frontier over plans and concurrencies),
 decide, report.
 Every stage's output lands in one `study` dict (DIR/study.json), which `moelab.report` renders.

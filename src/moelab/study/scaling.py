@@ -3,11 +3,12 @@
 The dense model (data-parallel) and its iso-active MoE (expert-parallel: --ep N, every rank a share of the
 experts) train for plan.scaling_steps steps in 1, 2 (and 4) torchrun processes of one thread each, on gloo,
 at a fixed batch per process (the global batch grows with the processes, as the seeds' tokens/s speedup
-assumes). Per run: the median step of the steps after the first two (warm-up), split by the training loop's
-timed regions into all-to-all, all-reduce and compute (metrics.jsonl), tokens/s, speedup over one process
-and efficiency; beside them the engine's prediction for the same run and plan (cost.training_step on this
-study's calibration). This machine has few cores: more processes than cores share them, so the ideal speedup
-here is min(processes, cores), stated beside every row; the processes talk through shared memory, not NVLink.
+assumes). Per run: the median step after the warm-up, split by the training loop's timed regions into
+all-to-all, all-reduce and compute (train.steps.measured_split, in the run's summary.json), tokens/s, speedup
+over one process and efficiency; beside them the engine's prediction for the same run and plan
+(cost.training_step on this study's calibration). This machine has few cores: more processes than cores
+share them, so the ideal speedup here is min(processes, cores), stated beside every row; the processes talk
+through shared memory, not NVLink.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 from pathlib import Path
 
 from moelab.errors import MoelabError
@@ -25,19 +25,7 @@ from moelab.study.plan import PAIRS, StudyPlan
 SEEDS_SPEEDUP = {1: (1.0, 1.0), 2: (1.92, 1.89), 4: (3.76, 3.68), 8: (7.21, 6.84), 16: (13.84, 12.15)}
 # Seeds 000: "Multi-GPU all-to-all for expert routing can consume ~32% of wall-clock training time."
 SEEDS_ALLTOALL_SHARE = 0.32
-WARMUP_STEPS = 2
 KINDS = ("dense", "moe")
-
-
-def _median_step(rows: list[dict]) -> dict:
-    """Median seconds per part over the steps after the warm-up (all of them if there are no more)."""
-    timed = rows[WARMUP_STEPS:] or rows
-    parts = {key: statistics.median(r[f"{key}_seconds"] for r in timed) for key in ("alltoall", "allreduce",
-                                                                                     "compute")}
-    steps = [r["alltoall_seconds"] + r["allreduce_seconds"] + r["compute_seconds"] for r in timed]
-    shares = [r["alltoall_seconds"] / s for r, s in zip(timed, steps, strict=True) if s > 0]
-    return {"step_seconds": statistics.median(steps), "alltoall_share": statistics.median(shares) if shares else 0.0,
-            **{f"{k}_seconds": v for k, v in parts.items()}, "steps_timed": len(timed)}
 
 
 def _prediction(spec, hw, plan: StudyPlan, ranks: int, ep: int) -> dict:
@@ -71,10 +59,9 @@ def _run(out: Path, kind: str, ranks: int, plan: StudyPlan, log) -> dict:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         why = "timed out" if done.timed_out else f"exit {done.returncode}"
         return {"kind": kind, "ranks": ranks, "error": f"{why}: {tail[:300]}"}
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
     summary = json.loads((folder / "summary.json").read_text())
-    measured = _median_step(rows)
-    tokens = rows[0]["tokens"]
+    measured = summary["steps"]["measured"]
+    tokens = summary["tokens"] // plan.scaling_steps
     return {"kind": kind, "model": PAIRS[kind], "ranks": ranks, "ep": ep, "dp": ranks // ep,
             "plan": summary["parallel"]["plan"], "threads_per_rank": 1, "tokens_per_step": tokens,
             "tokens_per_second": tokens / measured["step_seconds"], **measured, "folder": str(folder)}

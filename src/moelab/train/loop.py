@@ -41,6 +41,7 @@ from moelab.train.faults import check_env, fault_point
 from moelab.train.fits import check_trainable
 from moelab.train.lock import run_lock
 from moelab.train.metrics import CollapseDetector, router_stats
+from moelab.train.steps import measured_split, predicted_split
 
 
 class TrainingDiverged(MoelabError):
@@ -179,7 +180,7 @@ def check_parallel(cfg: TrainConfig, layout: Layout) -> None:
 
 
 def train(spec: ModelSpec, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
-          log=print, mesh: Mesh | None = None, device: str = "cpu") -> dict:
+          log=print, mesh: Mesh | None = None, device: str = "cpu", hardware=None) -> dict:
     """Train `spec` under `cfg` into `out`; returns the run summary (also in out/summary.json).
 
     Refused before any work (MoelabError): a malformed MOELAB_FAULT, a run that does not fit this machine or
@@ -192,6 +193,9 @@ def train(spec: ModelSpec, cfg: TrainConfig, out: str | Path, resume: bool = Fal
     Across processes (`mesh`, parallel.layout.start under torchrun): every rank trains its slice of each
     global batch; rank 0 alone holds the lock, logs and writes, and its folder checks are every rank's
     (parallel.agree). The returned summary is rank 0's (the others return it too, unwritten).
+
+    The summary's "steps" holds the median step split into all-to-all, all-reduce and compute (train.steps),
+    beside the engine's prediction on `hardware` (a HardwareSpec; None: no prediction).
     """
     began = time.perf_counter()
     check_env()  # a malformed MOELAB_FAULT is one line before any work, never a fault that silently does nothing
@@ -207,7 +211,7 @@ def train(spec: ModelSpec, cfg: TrainConfig, out: str | Path, resume: bool = Fal
         folder = agreed(mesh, open_folder) or Path(out)  # the writer's checked folder; the same path elsewhere
         try:
             return _train_locked(spec, cfg, folder, resume, progress and writer, log if writer else _quiet, began,
-                                 mesh, device)
+                                 mesh, device, hardware)
         except OSError as e:  # before the first step (resume's metrics rewrite, caches): no training lost
             raise MoelabError(f"{e.filename or folder}: {e.strerror or e}") from None
 
@@ -228,7 +232,7 @@ def _check_folder(out: Path, resume: bool, cfg: TrainConfig):
 
 
 def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, progress: bool, log,
-                  began: float, mesh: Mesh | None = None, device: str = "cpu") -> dict:
+                  began: float, mesh: Mesh | None = None, device: str = "cpu", hardware=None) -> dict:
     writer = mesh is None or mesh.layout.writer
     prepared = agreed(mesh, lambda: _check_folder(out, resume, cfg))
     existing = checkpoints(out)
@@ -310,6 +314,10 @@ def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, pr
                 bar.update(row)
         state["wall_seconds"] = wall()
         summary = _summary(spec, cfg, state, layout)
+        if writer:
+            summary["steps"] = {"measured": measured_split(metrics_path),
+                                "predicted": predicted_split(spec, cfg, layout.ep, layout.dp, hardware)
+                                if hardware is not None else None}
         with whole(model, None, mesh):
             if writer:
                 save_final(out, model, {"spec": spec_to_dict(spec), "config": cfg.to_dict(), "summary": summary},
