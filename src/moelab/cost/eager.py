@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from moelab.cost.roofline import Phase, Workload
 
 
-def _allreduce_seconds(hw: HardwareSpec, gpus: int, nbytes: float) -> float:
+def allreduce_seconds(hw: HardwareSpec, gpus: int, nbytes: float) -> float:
     """Ring all-reduce: 2(G-1) latency hops and 2(G-1)/G of the bytes over the link."""
     if gpus == 1:
         return 0.0
@@ -31,7 +31,7 @@ def _allreduce_seconds(hw: HardwareSpec, gpus: int, nbytes: float) -> float:
     return 2 * (gpus - 1) * lat + 2 * (gpus - 1) / gpus * nbytes / bw
 
 
-def _alltoall_seconds(hw: HardwareSpec, gpus: int, nbytes: float) -> float:
+def alltoall_seconds(hw: HardwareSpec, gpus: int, nbytes: float) -> float:
     """All-to-all of `nbytes` per GPU: (G-1)/G of it crosses the link, after one latency."""
     if gpus == 1:
         return 0.0
@@ -180,11 +180,14 @@ def phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: f
         weights = wb.always_read + expert_bytes / g
         kv = (kv_read + kv_write) / g
         dispatched = tokens / g * moe.top_k * spec.d_model * act
-        comm = 2 * spec.n_moe_layers * _alltoall_seconds(hw, g, dispatched)
+        # per MoE layer: the per-expert counts (int64), then the rows out and back (moelab.nn.alltoall; Megatron's
+        # MoEAlltoAllTokenDispatcher exchanges its counts the same way)
+        counts = alltoall_seconds(hw, g, moe.n_experts * 8)
+        comm = spec.n_moe_layers * (counts + 2 * alltoall_seconds(hw, g, dispatched))
     else:
         weights = (wb.always_read + expert_bytes) / g
         kv = (kv_read + kv_write) / kv_shards(spec.attention, g)
-        comm = 2 * spec.n_layers * _allreduce_seconds(hw, g, tokens * spec.d_model * act)
+        comm = 2 * spec.n_layers * allreduce_seconds(hw, g, tokens * spec.d_model * act)
     nbytes = weights + kv
     per_gpu_flops = flops / g
     overhead = (hw.step_overhead_s + spec.n_layers * hw.layer_overhead_s

@@ -139,12 +139,12 @@ def _moe_groups(spec: ModelSpec):
 
 
 def _alltoall(hw: HardwareSpec, group: int, nbytes: float) -> float:
-    fn = eager._alltoall_seconds if hw.execution == "eager" else collectives.alltoall_seconds
+    fn = eager.alltoall_seconds if hw.execution == "eager" else collectives.alltoall_seconds
     return fn(hw, group, nbytes) if group > 1 else 0.0
 
 
 def _allreduce(hw: HardwareSpec, group: int, nbytes: float) -> float:
-    fn = eager._allreduce_seconds if hw.execution == "eager" else collectives.nccl_allreduce_seconds
+    fn = eager.allreduce_seconds if hw.execution == "eager" else collectives.nccl_allreduce_seconds
     return fn(hw, group, nbytes) if group > 1 else 0.0
 
 
