@@ -91,8 +91,9 @@ def check(ep: int | None, n_experts: set[int], what: str = "train") -> Layout:
     if ep > 1 and not n_experts:
         raise MoelabError(f"--ep {ep}: the model is dense (no experts to split); run it without --ep")
     if ep > 1 and found is None:
-        raise MoelabError(f"--ep {ep} needs {ep} processes: start it with "
-                          f"`{TORCHRUN_HINT} {what} ... --ep {ep}` (--nproc-per-node {ep}; train takes any multiple)")
+        count = f"{ep} processes" if what == "bench" else f"{ep} or more processes"
+        nproc = f"--nproc-per-node {ep}" if what == "bench" else f"--nproc-per-node a multiple of {ep}"
+        raise MoelabError(f"--ep {ep} needs {count}: start it with `{TORCHRUN_HINT} {what} ... --ep {ep}` ({nproc})")
     if world % ep:
         raise MoelabError(f"--ep {ep} does not divide the {world} processes torchrun started (world = ep x dp)")
     for count in sorted(n_experts):

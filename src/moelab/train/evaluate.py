@@ -27,7 +27,8 @@ def domain_losses(model: TransformerLM, streams: dict[str, torch.Tensor], seq_le
         counts = [torch.zeros(layer.spec.n_experts) for layer in layers]
         for inputs, targets in eval_batches(tokens, seq_len, max_tokens):
             logits = model(inputs.long().to(device))
-            total += F.cross_entropy(logits.float().flatten(0, 1), targets.long().to(device).flatten(),
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float64 stays float64
+            total += F.cross_entropy(logits.flatten(0, 1), targets.long().to(device).flatten(),
                                      reduction="sum").item()
             count += targets.numel()
             for acc, layer in zip(counts, layers, strict=True):

@@ -284,8 +284,10 @@ def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, pr
                 state["train_seconds"] += seconds
                 row.update(step=step + 1, tokens=state["tokens"], flops=state["flops"],
                            tokens_per_second=round(cfg.tokens_per_step / seconds, 1), **router_stats(model))
-                if mesh is not None and "dropped_tokens" in row:
+                if mesh is not None and "dropped_tokens" in row:  # the global batch's (equal slices: mean of means)
                     row["dropped_tokens"] = total(row["dropped_tokens"], mesh)
+                    entropy = mean_values(dict(enumerate(row["router_entropy"])), mesh)
+                    row["router_entropy"] = [round(entropy[i], 5) for i in range(len(row["router_entropy"]))]
                 for warning in collapse.update(row.get("expert_load", [])):
                     state["collapses"].append(warning)
                     log(f"warning: {warning}")
