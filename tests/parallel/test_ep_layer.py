@@ -23,17 +23,6 @@ from moelab.spec.model import MoESpec
 
 WORKER = Path(W.__file__)
 TOL = {"float64": 1e-10, "float32": 1e-5}
-# Known defect (remove once fixed; strict, so the fix turns these red until then): a rank whose experts receive no
-# rows gets an output from per_expert (moelab.nn.dispatch) with no autograd graph, so on that rank the
-# all-to-all's backward never runs: its tokens lose their gradients, and the other rank waits in the reverse
-# exchange (here: the worker stops with "no gradient"; in training: a hang until gloo's timeout).
-ZERO_ROWS = pytest.mark.xfail(strict=True, reason="AllToAllDispatcher: a rank that receives no rows skips the "
-                                                   "backward exchange (per_expert's empty output has no graph)")
-ZERO_ROW_CASES = {"uneven_rank0_sorted", "uneven_rank0_grouped_mm", "all_to_rank0"}
-
-
-def _cases(names) -> list:
-    return [pytest.param(n, marks=ZERO_ROWS) if n in ZERO_ROW_CASES else n for n in names]
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +52,13 @@ def _close(got: torch.Tensor, ref: torch.Tensor, tol: float, what: str) -> None:
     assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol:g} x {scale:.3g}"
 
 
-@ZERO_ROWS
 def test_workers_exit_cleanly(ep_run):
     _, finished = ep_run
     assert finished.returncode == 0 and not finished.timed_out, _tail(finished)
 
 
 @pytest.mark.parametrize("dtype", W.DTYPES)
-@pytest.mark.parametrize("name", _cases(W.LAYER_CASES))
+@pytest.mark.parametrize("name", W.LAYER_CASES)
 def test_ep_layer_equals_one_process(ep_run, name, dtype):
     """Outputs, input / expert / router / shared-expert gradients, aux and z losses and dropped slots."""
     case, tol = W.LAYER_CASES[name], TOL[dtype]
@@ -131,7 +119,7 @@ def test_ep_lm_equals_one_process(ep_run, name, dtype):
         _close(got, p.grad, tol, f"gradient of {pname}")
 
 
-@pytest.mark.parametrize("name", _cases(W.UNEVEN_CASES))
+@pytest.mark.parametrize("name", W.UNEVEN_CASES)
 def test_alltoall_uneven_routing_is_exact(ep_run, name):
     """Every slot on rank 0's experts (rank 1 receives no rows, or one): output and every gradient exact."""
     ref = W.uneven_reference(name)
