@@ -54,12 +54,11 @@ class AllToAllMeta:
 
 
 class AllToAllDispatcher:
-    """Dispatch over the ranks of `group`; the experts held here run through the local dispatcher `local`
-    ("auto": the one MoE layers pick for the device, dtype and pass)."""
+    """Dispatch over the ranks of `group`; the experts held here run through the local dispatcher `local`."""
 
-    def __init__(self, group, local: str = "auto") -> None:
+    def __init__(self, group, local: str = "sorted") -> None:
         self.group, self.local = group, local
-        self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
+        self.world = dist.get_world_size(group)
 
     def dispatch(self, x_TD: torch.Tensor, routing: Routing) -> tuple[ExpertBatch, AllToAllMeta]:
         n_experts = routing.logits_TE.shape[-1]
@@ -78,12 +77,7 @@ class AllToAllDispatcher:
         return ExpertBatch(rows[order], received_WL.sum(0)), meta
 
     def experts(self, batch: ExpertBatch, weights: ExpertWeights) -> torch.Tensor:
-        name = self.local
-        if name == "auto":
-            from moelab.nn.moe import default_backend
-
-            name = default_backend(batch.x_ND.device, batch.x_ND.dtype, torch.is_grad_enabled())
-        return local_dispatcher(name).experts(batch, weights)
+        return local_dispatcher(self.local).experts(batch, weights)
 
     def combine(self, y_ND: torch.Tensor, meta: AllToAllMeta) -> torch.Tensor:
         back = AllToAll.apply(y_ND[meta.order_N.argsort()], meta.send, meta.receive, self.group)

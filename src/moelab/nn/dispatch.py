@@ -15,7 +15,7 @@ added to each expert's output before its combine weight scales it, as transforme
 (out = (act(x W_gu + b_gu) W_d + b_d) * weight).
 
 Local dispatchers (LOCAL):
-- "loop": per expert, torch.where finds its slots; one GEMM pair per expert. The reference (no sort).
+- "loop": per expert, a comparison finds its slots; one GEMM pair per expert. The reference (no sort).
 - "sorted": slots stably sorted by expert; one contiguous GEMM pair per expert that has rows.
 - "grouped_mm": the sorted rows through torch's grouped matmul (one kernel for all experts); runs as "sorted"
   where this torch has no grouped_mm, or the dtype (float64) or strides do not meet its rules.
@@ -92,14 +92,12 @@ def sort_slots(indices_TK: torch.Tensor, n_experts: int) -> tuple[torch.Tensor, 
 
 
 def where_slots(indices_TK: torch.Tensor, n_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The same grouping found expert by expert with torch.where (the reference)."""
-    tokens, slots, counts = [], [], []
-    for e in range(n_experts):
-        tok, slot = torch.where(indices_TK == e)
-        tokens.append(tok)
-        slots.append(tok * indices_TK.shape[1] + slot)
-        counts.append(tok.numel())
-    return torch.cat(tokens), torch.cat(slots), torch.tensor(counts, dtype=torch.long, device=indices_TK.device)
+    """The same grouping found expert by expert (the reference: no sort)."""
+    flat = indices_TK.reshape(-1)
+    per_expert_slots = [torch.nonzero(flat == e).squeeze(1) for e in range(n_experts)]
+    slots = torch.cat(per_expert_slots)
+    counts = torch.tensor([len(s) for s in per_expert_slots], dtype=torch.long, device=indices_TK.device)
+    return slots // indices_TK.shape[1], slots, counts
 
 
 def per_expert(batch: ExpertBatch, weights: ExpertWeights) -> torch.Tensor:

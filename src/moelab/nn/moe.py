@@ -62,7 +62,8 @@ def default_backend(device: torch.device | str, dtype: torch.dtype, backward: bo
     time, so the backends differ only by the GEMM calls they make: grouped_mm was fastest or tied for 16-bit
     and for float32 training steps; per-expert GEMMs ("sorted") for float32 inference.
     """
-    if torch.device(device).type == "cuda" or dtype in (torch.bfloat16, torch.float16) or backward:
+    cuda = (device if isinstance(device, str) else device.type).startswith("cuda")
+    if cuda or dtype in (torch.bfloat16, torch.float16) or backward:
         return "grouped_mm"
     return "sorted"
 
@@ -91,7 +92,6 @@ class MoELayer(nn.Module):
         self.aux_loss = self.z_loss = torch.zeros(())
         self.dropped = 0
         self.dense_experts = options.dense_experts  # switch per phase with TransformerLM.set_dense_experts
-        self.dispatcher: Dispatcher | None = None  # None: the local one options.backend names (or picks)
         self.stats_group = None  # a process group: router counts are summed over it (the global batch)
         self.ep_group = None  # the expert-parallel group this layer's experts are sharded over (apply_ep)
 
@@ -102,12 +102,13 @@ class MoELayer(nn.Module):
             routing = self.gate(x_TD)
             self._record(routing)
             if self.dense_experts:
+                self.dropped = 0
                 indices = torch.arange(self.spec.n_experts, device=x_TD.device).expand(x_TD.shape[0], -1)
                 weights = routing.probs_TE * self.spec.routed_scaling_factor
             else:
                 indices, weights = routing.indices_TK, self._apply_capacity(routing)
         with record_function("moe.dispatch"):
-            dispatcher = self.dispatcher or local_dispatcher(self._backend(x_TD))
+            dispatcher = self._dispatcher(x_TD)
             experts = self.expert_weights()
             if self.spec.weighted_input:  # Llama 4 (top-1): expert(w * x), combined with weight 1
                 ones = torch.ones_like(weights[:, :1])
@@ -123,10 +124,19 @@ class MoELayer(nn.Module):
             out = out + shared
         return out.view(shape)
 
+    def _dispatcher(self, x_TD: torch.Tensor) -> Dispatcher:
+        """Local, or all-to-all over the ep group after apply_ep; either way the experts held here run through
+        the local backend options.backend names ("auto": the one measured fastest for this device, dtype and pass)."""
+        if self.ep_group is None:
+            return local_dispatcher(self._backend(x_TD))
+        from moelab.nn.alltoall import AllToAllDispatcher
+
+        return AllToAllDispatcher(self.ep_group, self._backend(x_TD))
+
     def _backend(self, x_TD: torch.Tensor) -> str:
         if self.options.backend != "auto":
             return self.options.backend
-        return default_backend(x_TD.device, x_TD.dtype, torch.is_grad_enabled() and self.training)
+        return default_backend(x_TD.device.type, x_TD.dtype, torch.is_grad_enabled() and self.training)
 
     def expert_weights(self) -> ExpertWeights:
         """The routed experts this process holds, as the dispatchers take them."""
@@ -193,8 +203,6 @@ class MoELayer(nn.Module):
         """Keep this rank's E / world_size experts of `group` (rank r: experts r*E/W .. (r+1)*E/W - 1) and
         exchange tokens with them by all-to-all. The router, shared experts and balancing state stay whole;
         statistics are summed over `stats_group` (default: every process)."""
-        from moelab.nn.alltoall import AllToAllDispatcher
-
         world, rank = dist.get_world_size(group), dist.get_rank(group)
         if self.spec.n_experts % world:
             raise ValueError(f"{self.spec.n_experts} experts do not split over {world} expert-parallel ranks")
@@ -205,7 +213,6 @@ class MoELayer(nn.Module):
                 setattr(self, name, nn.Parameter(full.detach()[rank * held:(rank + 1) * held].clone(),
                                                  requires_grad=full.requires_grad))
         self.ep_group = group
-        self.dispatcher = AllToAllDispatcher(group, self.options.backend)
         self.stats_group = stats_group if stats_group is not None else dist.group.WORLD
 
     @torch.no_grad()
