@@ -547,13 +547,14 @@ def train(
     spec = shrink(spec, size) if size is not None else spec
     layout = parallel.check(ep, expert_counts(spec) if spec.is_moe else set(), "train")
     check_parallel(cfg, layout)
-    hw = _train_hardware(hardware, device)
-    mesh = parallel.start(layout, device)
-    try:
+    hw = _train_hardware(hardware, device) if layout.writer else None  # rank 0 alone predicts (and reads caches)
+    if layout.distributed:  # the corpus first, outside the group: its first build can outlast a collective's timeout
+        from moelab.data import prepare
+
+        prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain)
+    with parallel.started(layout, device) as mesh:
         summary = run(spec, cfg, out, resume=resume, progress=progress and not as_json,
                       log=lambda msg: sys.stderr.write(msg + "\n"), mesh=mesh, device=device, hardware=hw)
-    finally:
-        parallel.stop()
     if not layout.writer:
         return None
     if as_json:
@@ -573,6 +574,8 @@ def train(
         if "step_seconds" in p:
             line += (f"; predicted {fmt.seconds(p['step_seconds'])} on {p['hardware']}, all-to-all "
                      f"{_share(p['alltoall_seconds'], p['step_seconds'])}")
+        elif "error" in p:
+            line += f"; no prediction: {p['error']}"
         console.print(line)
 
 

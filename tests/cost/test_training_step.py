@@ -95,11 +95,13 @@ def test_one_process_compute_from_the_roofline_prefill():
 def test_ep2_all_to_alls_per_moe_layer_and_micro_step(dtype, act, accum):
     step = ts.training_step(tiny_moe(), eager_hw(), batch=BATCH, seq=SEQ, ep=2, grad_accum=accum, dtype=dtype)
     rank_tokens = BATCH // 2 * SEQ
-    payload = rank_tokens * K * D * act
-    assert step.alltoall_seconds == pytest.approx(accum * L * (4 * a2a(2, payload) + a2a(2, E * 8)), rel=1e-12)
+    dispatched, combined = rank_tokens * K * D * 4, rank_tokens * K * D * act  # autocast: float32 residual in
+    assert step.alltoall_seconds == pytest.approx(
+        accum * L * (2 * a2a(2, dispatched) + 2 * a2a(2, combined) + a2a(2, E * 8)), rel=1e-12)
     calls = by_name(step)
-    assert (calls["payload_alltoall"].calls, calls["counts_alltoall"].calls) == (4 * L * accum, L * accum)
-    assert calls["payload_alltoall"].nbytes == payload
+    assert (calls["payload_alltoall"].calls, calls["combine_alltoall"].calls, calls["counts_alltoall"].calls) == (
+        2 * L * accum, 2 * L * accum, L * accum)
+    assert (calls["payload_alltoall"].nbytes, calls["combine_alltoall"].nbytes) == (dispatched, combined)
     assert step.alltoall_share == pytest.approx(step.alltoall_seconds / step.seconds)
 
 
@@ -164,9 +166,9 @@ def test_gpu_hardware_prices_flops_at_the_mfu_and_nccl_collectives():
     assert step.execution == "gpu"
     assert step.forward_seconds + step.backward_seconds == pytest.approx(flops / (hw.peak("bf16")[1] * 0.5))
     assert step.backward_seconds == pytest.approx(2 * step.forward_seconds)
-    payload = BATCH // 2 * SEQ * K * D * 2
-    assert step.alltoall_seconds == pytest.approx(L * (4 * alltoall_seconds(hw, 2, payload)
-                                                       + alltoall_seconds(hw, 2, E * 8)))
+    rows = BATCH // 2 * SEQ * K * D  # dispatched in float32 (the residual), combined in bf16
+    assert step.alltoall_seconds == pytest.approx(L * (2 * alltoall_seconds(hw, 2, rows * 4) + 2 * alltoall_seconds(
+        hw, 2, rows * 2) + alltoall_seconds(hw, 2, E * 8)))
     assert by_name(step)["grad_allreduce"].seconds == pytest.approx(nccl_allreduce_seconds(hw, 2, 4 * NON_EXPERT))
     slower = ts.training_step(spec, hw, batch=BATCH, seq=SEQ, ep=2, dtype="bf16", mfu=0.25)
     assert slower.forward_seconds == pytest.approx(2 * step.forward_seconds)

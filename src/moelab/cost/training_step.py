@@ -12,7 +12,8 @@ data-parallel over all ep * dp ranks), priced on its busiest rank with nothing o
   ep group: tokens * top_k / ranks slots under uniform routing, as many as without ep.
 - all-to-alls (ep > 1), per micro-step and MoE layer over the ep group: one of the per-expert counts (E int64)
   and four payloads (dispatch and combine, forward and backward), each rank sending its tokens * top_k * d_model
-  activations (fp32; bf16 under --bf16).
+  activations: the dispatched rows and their gradients in fp32 (autocast leaves the residual stream in fp32),
+  the combined expert outputs and their gradients in the compute dtype (bf16 under --bf16).
 - all-reduces (ranks > 1): per micro-step and MoE layer the router's expert counts (E fp32, all ranks); per
   optimizer step the replicated gradients (fp32, all ranks: every parameter at ep = 1, the non-expert ones
   otherwise), at dp > 1 and ep > 1 the local experts' gradients over the dp group, the gradient norm (one
@@ -167,7 +168,11 @@ def _collectives(spec: ModelSpec, hw: HardwareSpec, rank_tokens: int, ep: int, d
         add("router_counts_allreduce", "allreduce", ranks, calls, m.n_experts * COUNT_BYTES["allreduce"])
         if ep > 1:
             add("counts_alltoall", "alltoall", ep, calls, m.n_experts * COUNT_BYTES["alltoall"])
-            add("payload_alltoall", "alltoall", ep, 4 * calls, rank_tokens * m.top_k * spec.d_model * act)
+            rows = rank_tokens * m.top_k * spec.d_model
+            # autocast keeps the residual stream, so the dispatched rows and their gradients, in float32; the
+            # experts' outputs (combine) and their gradients are in the compute dtype
+            add("payload_alltoall", "alltoall", ep, 2 * calls, rows * activation_bytes("fp32"))
+            add("combine_alltoall", "alltoall", ep, 2 * calls, rows * act)
     add("grad_allreduce", "allreduce", ranks, 1, replicated * OPTIMIZER_BYTES)
     if ep > 1 and dp > 1:
         add("expert_grad_allreduce", "allreduce", dp, 1, local_experts * OPTIMIZER_BYTES)

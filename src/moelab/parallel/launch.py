@@ -1,8 +1,10 @@
 """Start a command under torchrun on this machine: 127.0.0.1, a free port, bounded in time, always stopped.
 
 What the tests, the scaling benchmark and the study use to run `N` processes of moelab; the processes are
-torchrun's (torch.distributed.run, static rendezvous on MASTER_ADDR:MASTER_PORT). torchrun runs in its own
-session, so a timeout or an interrupt ends every worker with it (SIGTERM to the group, SIGKILL after a grace).
+torchrun's (torch.distributed.run, static rendezvous on MASTER_ADDR:MASTER_PORT). A timeout or an interrupt
+sends torchrun SIGTERM, which it passes to its workers (waiting up to its own 30 s); whatever is left after
+GRACE_SECONDS is killed: torchrun's process group and every descendant found before (torchrun starts each
+worker in a session of its own, out of reach of its group).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-GRACE_SECONDS = 10.0
+GRACE_SECONDS = 35.0  # torchrun's own shutdown grace for its workers is 30 s
 
 
 @dataclass(frozen=True)
@@ -38,17 +40,46 @@ def torchrun_command(nproc: int, args: list[str], port: int | None = None) -> li
             "--max-restarts=0", "--monitor-interval=0.5", *args]
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, GRACE_SECONDS), (signal.SIGKILL, GRACE_SECONDS)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (children first found, grandchildren after)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    found, queue = [], [pid]
+    while queue:
+        for child in parents.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    workers = _descendants(proc.pid)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)  # torchrun stops its workers and waits for them
+        proc.wait(GRACE_SECONDS)
+        return
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        workers = sorted(set(workers + _descendants(proc.pid)))
+    for pid in workers:  # each worker is in a session of its own: none is in torchrun's group
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def torchrun(nproc: int, args: list[str], timeout: float, env: dict[str, str] | None = None,

@@ -13,6 +13,7 @@ ends the others' wait (torchrun also stops the remaining workers when one fails)
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -137,6 +138,34 @@ def start(layout: Layout, device: str = "cpu") -> Mesh | None:
     dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=timeout)
     mesh = init_device_mesh(device, (layout.dp, layout.ep), mesh_dim_names=("dp", "ep"))
     return Mesh(layout, mesh["ep"].get_group(), mesh["dp"].get_group())
+
+
+_PEER_FAILURE = ("gloo", "nccl", "timed out", "connection closed", "connection reset", "broken pipe")
+
+
+@contextmanager
+def started(layout: Layout, device: str = "cpu"):
+    """`start` ... `stop` around a block, whatever ends it. A collective that fails because a peer stopped or
+    did not answer within the timeout becomes one line (MoelabError) instead of a backend's traceback."""
+    try:
+        mesh = start(layout, device)
+    except (RuntimeError, ValueError) as e:
+        stop()
+        raise MoelabError(f"the process group did not start ({_first_line(e)})") from None
+    try:
+        yield mesh
+    except RuntimeError as e:
+        if mesh is None or not any(word in str(e).lower() for word in _PEER_FAILURE):
+            raise
+        raise MoelabError(f"rank {layout.rank}: a collective failed: a peer process stopped or did not answer "
+                          f"within ${TIMEOUT_ENV}={timeout_seconds():g} s ({_first_line(e)})") from None
+    finally:
+        stop()
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:240]
 
 
 def stop() -> None:

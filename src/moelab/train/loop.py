@@ -284,10 +284,9 @@ def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, pr
                 state["train_seconds"] += seconds
                 row.update(step=step + 1, tokens=state["tokens"], flops=state["flops"],
                            tokens_per_second=round(cfg.tokens_per_step / seconds, 1), **router_stats(model))
-                if mesh is not None and "dropped_tokens" in row:  # the global batch's (equal slices: mean of means)
+                if mesh is not None and "dropped_tokens" in row:  # the global batch's, as expert_load is
                     row["dropped_tokens"] = total(row["dropped_tokens"], mesh)
-                    entropy = mean_values(dict(enumerate(row["router_entropy"])), mesh)
-                    row["router_entropy"] = [round(entropy[i], 5) for i in range(len(row["router_entropy"]))]
+                    row["router_entropy"] = _global_entropy(model, mesh)
                 for warning in collapse.update(row.get("expert_load", [])):
                     state["collapses"].append(warning)
                     log(f"warning: {warning}")
@@ -317,7 +316,7 @@ def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, pr
         state["wall_seconds"] = wall()
         summary = _summary(spec, cfg, state, layout)
         if writer:
-            summary["steps"] = {"measured": measured_split(metrics_path),
+            summary["steps"] = {"measured": measured_split(metrics_path, after_step=start),
                                 "predicted": predicted_split(spec, cfg, layout.ep, layout.dp, hardware)
                                 if hardware is not None else None}
         with whole(model, None, mesh):
@@ -342,6 +341,20 @@ def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, pr
         state["wall_seconds"] = wall()
         if run_id is not None:
             store.finish_run(run_id, status, _summary(spec, cfg, state, layout), warn=log)
+
+
+def _global_entropy(model: TransformerLM, mesh: Mesh) -> list[float]:
+    """Each MoE layer's mean router entropy over the global batch (equal slices: the mean of the ranks' means)."""
+    means = mean_values({i: layer.last_entropy for i, layer in enumerate(model.moe_layers())}, mesh)
+    return [round(means[i], 5) for i in range(len(means))]
+
+
+def _finite_everywhere(loss: torch.Tensor, mesh: Mesh | None) -> bool:
+    """Whether the loss is finite on every rank: all stop together on a divergence, none waits on the others."""
+    finite = bool(torch.isfinite(loss))
+    if mesh is None:
+        return finite
+    return mean_values({"finite": float(finite)}, mesh)["finite"] == 1.0
 
 
 @contextmanager
@@ -374,7 +387,7 @@ def _train_step(model, optimizer, corpus, step: int, cfg: TrainConfig, mesh: Mes
         first = micro * cfg.batch_size + rank * rows_each
         rows = slice(first, first + rows_each)
         total_loss, micro_parts = _loss(model, inputs[rows].to(device), targets[rows].to(device), cfg)
-        if not torch.isfinite(total_loss):
+        if not _finite_everywhere(total_loss, mesh):
             raise TrainingDiverged(f"loss became {total_loss.item()} at step {step + 1}; the last good checkpoint "
                                    "is kept")
         (total_loss / cfg.grad_accum).backward()

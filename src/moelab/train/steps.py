@@ -1,6 +1,6 @@
 """A run's training step by where its time went, measured (metrics.jsonl) beside the engine's prediction.
 
-Measured: the median over the steps after the first WARMUP_STEPS (all of them if there are no more) of each
+Measured: the median over the launch's steps after its first WARMUP_STEPS (all of them if there are no more) of each
 step's all-to-all, all-reduce and compute seconds (the loop's timed regions, parallel.clock) and of the
 all-to-all share of the step. Predicted: cost.training_step for the same model, batch, sequence length and
 ep x dp plan, on the hardware given (the calibration of this machine, when one is cached).
@@ -18,15 +18,17 @@ WARMUP_STEPS = 2
 PARTS = ("alltoall", "allreduce", "compute")
 
 
-def measured_split(metrics_path: Path) -> dict | None:
-    """Medians of the step's parts and of its all-to-all share; None when no step row has them."""
+def measured_split(metrics_path: Path, after_step: int = 0) -> dict | None:
+    """Medians of the step's parts and of its all-to-all share over this launch's steps (those after
+    `after_step`, where a resumed launch began: earlier ones may have run in another layout); None when none
+    has them."""
     rows = []
     for line in metrics_path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(row, dict) and all(f"{p}_seconds" in row for p in PARTS):
+        if isinstance(row, dict) and all(f"{p}_seconds" in row for p in PARTS) and row.get("step", 0) > after_step:
             rows.append(row)
     timed = rows[WARMUP_STEPS:] or rows
     if not timed:
