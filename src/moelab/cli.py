@@ -523,6 +523,8 @@ def train(
     device: DeviceOpt = "cpu",
     eval_tokens: Annotated[int, typer.Option("--eval-tokens", min=1, help="Validation tokens per domain at "
                                              "each evaluation.")] = 16384,
+    max_bytes_per_domain: Annotated[int, typer.Option("--max-bytes-per-domain", min=1, help="Corpus bytes read "
+                                                      "per domain (the default corpus or --data).")] = 1_500_000,
     hardware: Annotated[str | None, typer.Option("--hardware", "-H", help="Hardware for the engine's prediction "
                                                  "of the step beside the measured one (default: this machine's "
                                                  "cached calibration, if any; nothing is measured).")] = None,
@@ -541,7 +543,7 @@ def train(
     check_device(device)
     cfg = _train_config(steps, batch_size, seq_len, lr, grad_accum, balancing, eval_every, ckpt_every, seed, data,
                         ds_moe=ds_moe, capacity_factor=capacity_factor, bf16=bf16, keep_last=keep_last,
-                        eval_tokens=eval_tokens)
+                        eval_tokens=eval_tokens, max_bytes_per_domain=max_bytes_per_domain)
     size = parse_size(shrink_to) if shrink_to is not None else None
     spec = load_train_spec(model)
     spec = shrink(spec, size) if size is not None else spec

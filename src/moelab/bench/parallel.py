@@ -57,11 +57,11 @@ def check(ep: int | None, models: list[Resolved], batches: tuple[int, ...]) -> L
 
 def cached_hardware(device: str, quick: bool) -> str:
     """This machine's cached calibration (a full one, else a quick one if `quick`), never measured here."""
-    from moelab.bench.calibrate import _cached, cache_path
+    from moelab.bench.calibrate import cache_path, cached_calibration
 
-    for path in (cache_path(device),) + ((cache_path(device, quick=True),) if quick else ()):
-        if _cached(path):
-            return str(path)
+    path = cached_calibration(device)
+    if path is not None and (quick or path == cache_path(device)):
+        return str(path)
     raise MoelabError(f"--ep: this machine has no {device} calibration yet (in $MOELAB_HOME/hardware), and none is "
                       "measured inside a multi-process job; run `moelab calibrate"
                       f"{' --device cuda' if device == 'cuda' else ''}` first, or give --hardware FILE")

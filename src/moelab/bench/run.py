@@ -220,10 +220,8 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
               reference=reference, started=started)
     if not layout.distributed:
         return _measure(resolved, None, layout, **kw)
-    try:
-        result = _measure(resolved, parallel.start(layout, device), layout, **kw)
-    finally:
-        parallel.stop()
+    with parallel.started(layout, device) as mesh:
+        result = _measure(resolved, mesh, layout, **kw)
     return result if layout.writer else None
 
 

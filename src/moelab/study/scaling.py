@@ -52,19 +52,34 @@ def _run(out: Path, kind: str, ranks: int, plan: StudyPlan, log) -> dict:
     args = ["-m", "moelab", "train", "--model", PAIRS[kind], "--out", str(folder),
             "--steps", str(plan.scaling_steps), "--batch-size", str(plan.scaling_batch * ranks),
             "--seq-len", str(plan.seq_len), "--eval-every", str(plan.scaling_steps), "--eval-tokens", "256",
-            "--ckpt-every", str(plan.scaling_steps), "--no-progress", "--json"] + (["--ep", str(ep)] if ep > 1 else [])
+            "--ckpt-every", str(plan.scaling_steps), "--max-bytes-per-domain", str(plan.max_bytes_per_domain),
+            "--no-progress", "--json"] + (["--ep", str(ep)] if ep > 1 else [])
     log(f"study: scaling: {PAIRS[kind]} on {ranks} process(es){f' (--ep {ep})' if ep > 1 else ''}")
     done = torchrun(ranks, args, timeout=plan.scaling_timeout_s, env={"MOELAB_DIST_TIMEOUT": "120"}, threads=1)
     if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        why = "timed out" if done.timed_out else f"exit {done.returncode}"
-        return {"kind": kind, "ranks": ranks, "error": f"{why}: {tail[:300]}"}
-    summary = json.loads((folder / "summary.json").read_text())
-    measured = summary["steps"]["measured"]
-    tokens = summary["tokens"] // plan.scaling_steps
+        return {"kind": kind, "ranks": ranks, "error": ("timed out" if done.timed_out else f"exit {done.returncode}")
+                + f": {_why(done.stderr)}"}
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+        measured = summary["steps"]["measured"]
+        tokens = summary["tokens"] // plan.scaling_steps
+        step = measured["step_seconds"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return {"kind": kind, "ranks": ranks, "error": f"no step figures in {folder / 'summary.json'} ({e})"}
     return {"kind": kind, "model": PAIRS[kind], "ranks": ranks, "ep": ep, "dp": ranks // ep,
             "plan": summary["parallel"]["plan"], "threads_per_rank": 1, "tokens_per_step": tokens,
-            "tokens_per_second": tokens / measured["step_seconds"], **measured, "folder": str(folder)}
+            "tokens_per_second": tokens / step, **measured, "folder": str(folder)}
+
+
+def _why(stderr: str) -> str:
+    """The line that says why a run failed: moelab's own error line, else the last line that is not torchrun's
+    report frame."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if "moelab: error:" in line:
+            return line[line.index("moelab: error:"):][:300]
+    told = [line for line in lines if not set(line) <= set("=-") and not line.startswith(("[W", "W1", "*"))]
+    return (told[-1] if told else "no output")[:300]
 
 
 def scaling_stage(out: Path, plan: StudyPlan, hardware: Path | None, log) -> dict:
@@ -83,7 +98,10 @@ def scaling_stage(out: Path, plan: StudyPlan, hardware: Path | None, log) -> dic
         spec = load_train_spec(PAIRS[kind])
         one = None
         for ranks in plan.scaling_ranks:
-            row = _run(folder, kind, ranks, plan, log)
+            try:
+                row = _run(folder, kind, ranks, plan, log)
+            except (OSError, MoelabError) as e:  # this stage's failure never costs the study
+                row = {"kind": kind, "ranks": ranks, "error": str(e)}
             if "error" in row:
                 base["failures"].append(f"{PAIRS[kind]} on {ranks} processes: {row['error']}")
                 log(f"study: scaling: {base['failures'][-1]}")
