@@ -176,6 +176,7 @@ def phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: f
     moe = spec.moe if spec.is_moe else None
     expert_bytes, touched_all = _touched_experts(spec, wl, tokens)
     touched = touched_all / spec.n_moe_layers if moe else 0.0  # the mean per MoE layer
+    experts_split = g if wl.plan_kind == "ep" and moe else 1
     if wl.plan_kind == "ep" and moe:  # each GPU: a replica of the non-expert weights, 1/g of sequences and experts
         weights = wb.always_read + expert_bytes / g
         kv = (kv_read + kv_write) / g
@@ -191,12 +192,13 @@ def phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: f
     nbytes = weights + kv
     per_gpu_flops = flops / g
     overhead = (hw.step_overhead_s + spec.n_layers * hw.layer_overhead_s
-                + spec.n_moe_layers * hw.moe_layer_overhead_s + touched_all * hw.expert_overhead_s)
+                + spec.n_moe_layers * hw.moe_layer_overhead_s + touched_all / experts_split * hw.expert_overhead_s)
     attn = attn_flops / g
     mm_compute = (per_gpu_flops - attn) / hw.flops(COMPUTE_DTYPE[wl.dtype])
     gemm_bw = hw.bandwidth_for(nbytes)  # resident only if the step's weights and KV fit
     local_experts = expert_bytes / g
-    one, few = _row_shares(moe, tokens / g) if moe else (0.0, 0.0)
+    # under ep an expert's rows come from every GPU's sequences (all `tokens`), and each GPU runs 1/g of the experts
+    one, few = _row_shares(moe, tokens if experts_split > 1 else tokens / g) if moe else (0.0, 0.0)
     rows = tokens / g
     dense_one, dense_few = (1.0, 0.0) if rows <= 1 else ((0.0, 1.0) if rows <= SMALL_GEMM_ROWS else (0.0, 0.0))
     mm_memory = (_weight_seconds(weights - local_experts, dense_one, dense_few, gemm_bw, hw)
