@@ -51,3 +51,11 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], rounds: int = 7, r
                 if time.perf_counter() - start >= round_time:
                     break
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def add_moe_shape(parser) -> None:
+    """The MoE layer shape options the layer benchmarks share: --d, --f, --experts, --top-k (Mixtral-like, small)."""
+    parser.add_argument("--d", type=int, default=512)
+    parser.add_argument("--f", type=int, default=1792)
+    parser.add_argument("--experts", type=int, default=8)
+    parser.add_argument("--top-k", type=int, default=2)

@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from common import interleaved_medians
+from common import add_moe_shape, interleaved_medians
 
 from moelab.nn import moe as new_moe
 from moelab.nn.dispatch import BACKENDS
@@ -188,10 +188,7 @@ def run(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--d", type=int, default=512)
-    parser.add_argument("--f", type=int, default=1792)
-    parser.add_argument("--experts", type=int, default=8)
-    parser.add_argument("--top-k", type=int, default=2)
+    add_moe_shape(parser)
     parser.add_argument("--quick", action="store_true", help="stop at T=1024 (training steps at T=256)")
     parser.add_argument("--rounds", type=int, default=7, help="alternating timing rounds per pair")
     parser.add_argument("--commit", default="29883cf", help="a commit before the seam")

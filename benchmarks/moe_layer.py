@@ -21,7 +21,7 @@ import platform
 
 import torch
 import torch.nn.functional as F
-from common import interleaved_medians, read_bandwidth
+from common import add_moe_shape, interleaved_medians, read_bandwidth
 
 from moelab.nn.dispatch import BACKENDS, dispatch
 from moelab.nn.moe import default_backend
@@ -112,10 +112,7 @@ def main() -> None:
     import sys
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--d", type=int, default=512)
-    parser.add_argument("--f", type=int, default=1792)
-    parser.add_argument("--experts", type=int, default=8)
-    parser.add_argument("--top-k", type=int, default=2)
+    add_moe_shape(parser)
     parser.add_argument("--quick", action="store_true", help="stop at T=1024")
     parser.add_argument("--rounds", type=int, default=7, help="alternating timing rounds per contender")
     parser.add_argument("--batched-mm-max-tokens", type=int, default=256,

@@ -1,10 +1,10 @@
 """Fixtures of the training-across-processes tests: a small corpus, micro model specs, isolated homes and caches."""
 
 import json
-import random
 from dataclasses import replace
 
 import pytest
+from tests.train.conftest import corpus_dir  # noqa: F401 - the training tests' small corpus, the same fixture
 
 from moelab.spec.hf import spec_from_config
 from moelab.spec.model import spec_to_dict
@@ -22,25 +22,6 @@ def micro(moe: bool = False):
                              "intermediate_size": 128, "max_position_embeddings": 256, "rms_norm_eps": 1e-6,
                              "rope_theta": 10000.0, "tie_word_embeddings": False}, "micro-dense")
     return replace(as_moe(spec, 4, 2), name="micro-moe") if moe else spec
-
-
-@pytest.fixture(scope="session")
-def corpus_dir(tmp_path_factory):
-    """Two small domains of text, as tests/train/conftest.py writes them (read-only: shared)."""
-    root = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
-    for domain in ("prose", "numbers"):
-        folder = root / domain
-        folder.mkdir()
-        for i in range(12):
-            if domain == "prose":
-                text = " ".join(rng.choice(words) for _ in range(400))
-            else:
-                text = "\n".join(f"{a} + {b} = {a + b}" for a, b in
-                                 ((rng.randrange(100), rng.randrange(100)) for _ in range(150)))
-            (folder / f"doc{i}.txt").write_text(text)
-    return root
 
 
 @pytest.fixture(scope="session")
