@@ -23,6 +23,7 @@ from moelab.bench.measure import Samples
 from moelab.bench.models import Loaded, Resolved, build
 from moelab.errors import MoelabError
 from moelab.parallel import layout as parallel
+from moelab.parallel.gradients import collective_device
 from moelab.parallel.layout import Layout, Mesh
 
 PHASES = ("prefill", "decode", "prefill_alltoall", "decode_alltoall")
@@ -41,9 +42,6 @@ def check(ep: int | None, models: list[Resolved], batches: tuple[int, ...]) -> L
     if ep is not None and ep > 1 and len(models) > 1:
         raise MoelabError(f"--ep {ep} benchmarks one model; compare two models in one process (without --ep)")
     spec = models[0].spec
-    if ep is not None and ep > 1 and launched is None and spec.is_moe:
-        raise MoelabError(f"--ep {ep} needs {ep} processes: start it with `torchrun --nproc-per-node {ep} -m moelab "
-                          f"bench {models[0].ref} --ep {ep}`")
     layout = parallel.check(ep, expert_counts(spec) if spec.is_moe else set(), "bench")
     if launched is not None and layout.world != layout.ep:
         raise MoelabError(f"bench under torchrun runs one copy of the model across all {layout.world} processes: "
@@ -76,13 +74,13 @@ def build_sharded(r: Resolved, device: str, dtype: torch.dtype, mesh: Mesh | Non
     return m
 
 
-def slowest(samples: list[Samples], group, device: str = "cpu") -> None:
+def slowest(samples: list[Samples], group) -> None:
     """Every sample (seconds of one region) replaced in place by its maximum over the ranks of `group`: one
     all_reduce for all of them. Every rank holds the same regions in the same order."""
     import torch.distributed as dist
 
     flat = [x for s in samples for phase in PHASES for x in getattr(s, phase)]
-    t = torch.tensor(flat, dtype=torch.float64, device="cuda" if device == "cuda" else "cpu")  # NCCL: on the GPU
+    t = torch.tensor(flat, dtype=torch.float64, device=collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
     values = iter(t.tolist())
     for s in samples:

@@ -260,7 +260,7 @@ def _measure(resolved: list[Resolved], mesh: Mesh | None, layout: Layout, *, dev
                     for name, values in drift.time_probes(probe_fns, device, reps=2).items():
                         probe_times[name].extend(values)
         if group is not None:  # a region lasts until its slowest rank ends it
-            ep_bench.slowest(list(samples.values()), group, device)
+            ep_bench.slowest(list(samples.values()), group)
         extras = {}
         for key, runner in runners.items():
             bar.step(f"memory and routing {key[0]} batch {key[1]}", stage="memory and routing")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from moelab.nn.dispatch import ExpertBatch, ExpertWeights, local_dispatcher, sort_slots
+from moelab.nn.dispatch import ExpertBatch, ExpertWeights, LocalMeta, local_dispatcher, sort_slots, weighted_sum
 from moelab.nn.routers import Routing
 from moelab.parallel.clock import timed
 
@@ -45,9 +45,7 @@ def _exchange(x_ND: torch.Tensor, receive: list[int], send: list[int], group) ->
 
 @dataclass(frozen=True)
 class AllToAllMeta:
-    tokens_N: torch.Tensor  # token of each row this rank sent
-    weights_N: torch.Tensor  # its combine weight
-    n_tokens: int
+    local: LocalMeta  # the token and combine weight of each row this rank sent
     order_N: torch.Tensor  # received rows -> rows grouped by local expert
     send: list[int]  # rows sent to each rank
     receive: list[int]  # rows received from each rank
@@ -73,7 +71,8 @@ class AllToAllDispatcher:
         expert_N = torch.repeat_interleave(torch.arange(held, device=x_TD.device).repeat(self.world),
                                            received_WL.reshape(-1))
         order = expert_N.argsort(stable=True)
-        meta = AllToAllMeta(tokens, routing.weights_TK.reshape(-1)[slots], x_TD.shape[0], order, send, receive)
+        meta = AllToAllMeta(LocalMeta(tokens, routing.weights_TK.reshape(-1)[slots], x_TD.shape[0]), order, send,
+                            receive)
         return ExpertBatch(rows[order], received_WL.sum(0)), meta
 
     def experts(self, batch: ExpertBatch, weights: ExpertWeights) -> torch.Tensor:
@@ -81,5 +80,4 @@ class AllToAllDispatcher:
 
     def combine(self, y_ND: torch.Tensor, meta: AllToAllMeta) -> torch.Tensor:
         back = AllToAll.apply(y_ND[meta.order_N.argsort()], meta.send, meta.receive, self.group)
-        out = back.new_zeros(meta.n_tokens, back.shape[1])
-        return out.index_add_(0, meta.tokens_N, back * meta.weights_N[:, None].to(back.dtype))
+        return weighted_sum(back, meta.local)

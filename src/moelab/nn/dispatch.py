@@ -157,8 +157,13 @@ class LocalDispatcher:
         return self.compute(batch, weights)
 
     def combine(self, y_ND: torch.Tensor, meta: LocalMeta) -> torch.Tensor:
-        out = y_ND.new_zeros(meta.n_tokens, y_ND.shape[1])
-        return out.index_add_(0, meta.tokens_N, y_ND * meta.weights_N[:, None].to(y_ND.dtype))
+        return weighted_sum(y_ND, meta)
+
+
+def weighted_sum(y_ND: torch.Tensor, meta: LocalMeta) -> torch.Tensor:
+    """Each row's output times its combine weight, summed into its token: (n_tokens, D)."""
+    out = y_ND.new_zeros(meta.n_tokens, y_ND.shape[1])
+    return out.index_add_(0, meta.tokens_N, y_ND * meta.weights_N[:, None].to(y_ND.dtype))
 
 
 LOCAL: dict[str, LocalDispatcher] = {

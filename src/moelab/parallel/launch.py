@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
+
+from moelab.serve.server import free_port
 
 GRACE_SECONDS = 35.0  # torchrun's own shutdown grace for its workers is 30 s
 
@@ -25,12 +26,6 @@ class Finished:
     stdout: str
     stderr: str
     timed_out: bool
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun_command(nproc: int, args: list[str], port: int | None = None) -> list[str]:

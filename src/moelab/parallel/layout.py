@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
+from moelab.cost.training_step import plan_name
 from moelab.errors import MoelabError
 
 TIMEOUT_ENV = "MOELAB_DIST_TIMEOUT"  # seconds a collective may wait for its peers
@@ -52,9 +53,9 @@ class Layout:
 
     @property
     def plan(self) -> str:
-        """The engine's plan name for this layout (cost.plan grammar: ep2, x2, ep2x2; "single" for one)."""
-        parts = (f"ep{self.ep}" if self.ep > 1 else "") + (f"x{self.dp}" if self.dp > 1 else "")
-        return parts or "single"
+        """The engine's plan name for this layout (cost.training_step.plan_name: ep2, x2, ep2x2); "single" for one
+        process."""
+        return plan_name(self.ep, self.dp) if self.distributed else "single"
 
     def to_dict(self) -> dict:
         return {"world": self.world, "ep": self.ep, "dp": self.dp, "plan": self.plan}
@@ -92,9 +93,11 @@ def check(ep: int | None, n_experts: set[int], what: str = "train") -> Layout:
     if ep > 1 and not n_experts:
         raise MoelabError(f"--ep {ep}: the model is dense (no experts to split); run it without --ep")
     if ep > 1 and found is None:
-        count = f"{ep} processes" if what == "bench" else f"{ep} or more processes"
-        nproc = f"--nproc-per-node {ep}" if what == "bench" else f"--nproc-per-node a multiple of {ep}"
-        raise MoelabError(f"--ep {ep} needs {count}: start it with `{TORCHRUN_HINT} {what} ... --ep {ep}` ({nproc})")
+        if what == "bench":  # one copy of the model over exactly ep processes
+            raise MoelabError(f"--ep {ep} needs {ep} processes: start it with `torchrun --nproc-per-node {ep} -m "
+                              f"moelab bench ... --ep {ep}`")
+        raise MoelabError(f"--ep {ep} needs {ep} or more processes: start it with `{TORCHRUN_HINT} {what} ... --ep "
+                          f"{ep}` (--nproc-per-node a multiple of {ep})")
     if world % ep:
         raise MoelabError(f"--ep {ep} does not divide the {world} processes torchrun started (world = ep x dp)")
     for count in sorted(n_experts):

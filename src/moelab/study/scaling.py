@@ -28,22 +28,19 @@ SEEDS_ALLTOALL_SHARE = 0.32
 KINDS = ("dense", "moe")
 
 
-def _prediction(spec, hw, plan: StudyPlan, ranks: int, ep: int) -> dict:
-    from moelab.cost.training_step import training_step
-
-    try:
-        p = training_step(spec, hw, batch=plan.scaling_batch * ranks, seq=plan.seq_len, ep=ep, dp=ranks // ep)
-    except MoelabError as e:
-        return {"error": str(e)}
-    # Processes beyond the cores share them: each rank's compute runs that much slower (not in the engine,
-    # which prices one device per rank).
+def _prediction(predicted: dict | None, ranks: int, tokens: int) -> dict | None:
+    """The engine's step for the run (its summary's steps.predicted: cost.training_step for the same plan on the
+    study's calibration), with each rank's compute slowed by the processes beyond the cores that share them
+    (not in the engine, which prices one device per rank)."""
+    if not predicted or "step_seconds" not in predicted:
+        return predicted
     shared = max(1.0, ranks / (os.cpu_count() or 1))
-    seconds = p.compute_seconds * shared + p.alltoall_seconds + p.allreduce_seconds
-    return {"plan": p.plan, "step_seconds": seconds, "tokens_per_second": p.tokens / seconds,
-            "alltoall_share": p.alltoall_seconds / seconds, "cores_shared_factor": shared}
+    seconds = predicted["compute_seconds"] * shared + predicted["alltoall_seconds"] + predicted["allreduce_seconds"]
+    return {"plan": predicted["plan"], "step_seconds": seconds, "tokens_per_second": tokens / seconds,
+            "alltoall_share": predicted["alltoall_seconds"] / seconds, "cores_shared_factor": shared}
 
 
-def _run(out: Path, kind: str, ranks: int, plan: StudyPlan, log) -> dict:
+def _run(out: Path, kind: str, ranks: int, plan: StudyPlan, hardware: Path | None, log) -> dict:
     from moelab.parallel.launch import torchrun
 
     folder = out / f"{kind}-{ranks}"
@@ -53,7 +50,8 @@ def _run(out: Path, kind: str, ranks: int, plan: StudyPlan, log) -> dict:
             "--steps", str(plan.scaling_steps), "--batch-size", str(plan.scaling_batch * ranks),
             "--seq-len", str(plan.seq_len), "--eval-every", str(plan.scaling_steps), "--eval-tokens", "256",
             "--ckpt-every", str(plan.scaling_steps), "--max-bytes-per-domain", str(plan.max_bytes_per_domain),
-            "--no-progress", "--json"] + (["--ep", str(ep)] if ep > 1 else [])
+            "--no-progress", "--json"] + (["--ep", str(ep)] if ep > 1 else []) + (
+            ["--hardware", str(hardware)] if hardware else [])
     log(f"study: scaling: {PAIRS[kind]} on {ranks} process(es){f' (--ep {ep})' if ep > 1 else ''}")
     done = torchrun(ranks, args, timeout=plan.scaling_timeout_s, env={"MOELAB_DIST_TIMEOUT": "120"}, threads=1)
     if done.returncode != 0:
@@ -66,9 +64,12 @@ def _run(out: Path, kind: str, ranks: int, plan: StudyPlan, log) -> dict:
         step = measured["step_seconds"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         return {"kind": kind, "ranks": ranks, "error": f"no step figures in {folder / 'summary.json'} ({e})"}
-    return {"kind": kind, "model": PAIRS[kind], "ranks": ranks, "ep": ep, "dp": ranks // ep,
-            "plan": summary["parallel"]["plan"], "threads_per_rank": 1, "tokens_per_step": tokens,
-            "tokens_per_second": tokens / step, **measured, "folder": str(folder)}
+    row = {"kind": kind, "model": PAIRS[kind], "ranks": ranks, "ep": ep, "dp": ranks // ep,
+           "plan": summary["parallel"]["plan"], "threads_per_rank": 1, "tokens_per_step": tokens,
+           "tokens_per_second": tokens / step, **measured, "folder": str(folder)}
+    if hardware:
+        row["predicted"] = _prediction(summary["steps"].get("predicted"), ranks, tokens)
+    return row
 
 
 def _why(stderr: str) -> str:
@@ -84,22 +85,17 @@ def _why(stderr: str) -> str:
 
 def scaling_stage(out: Path, plan: StudyPlan, hardware: Path | None, log) -> dict:
     """Train each kind at each process count; the rows, speedups and the all-to-all share (see the docstring)."""
-    from moelab.spec.hardware import load_hardware
-    from moelab.train.presets import load_train_spec
-
     base = {"ranks": list(plan.scaling_ranks), "steps": plan.scaling_steps, "batch_per_rank": plan.scaling_batch,
             "seq_len": plan.seq_len, "cores": os.cpu_count(), "seeds_speedup": SEEDS_SPEEDUP,
             "seeds_alltoall_share": SEEDS_ALLTOALL_SHARE, "backend": "gloo (CPU processes, shared memory)",
             "rows": [], "failures": []}
-    hw = load_hardware(str(hardware)) if hardware else None
     folder = out / "scaling"
     folder.mkdir(parents=True, exist_ok=True)
     for kind in KINDS:
-        spec = load_train_spec(PAIRS[kind])
         one = None
         for ranks in plan.scaling_ranks:
             try:
-                row = _run(folder, kind, ranks, plan, log)
+                row = _run(folder, kind, ranks, plan, hardware if hardware and hardware.is_file() else None, log)
             except (OSError, MoelabError) as e:  # this stage's failure never costs the study
                 row = {"kind": kind, "ranks": ranks, "error": str(e)}
             if "error" in row:
@@ -108,8 +104,6 @@ def scaling_stage(out: Path, plan: StudyPlan, hardware: Path | None, log) -> dic
                 continue
             row["ideal_speedup_here"] = min(ranks, os.cpu_count() or 1)
             row["seeds_speedup"] = SEEDS_SPEEDUP.get(ranks, (None, None))[KINDS.index(kind)]
-            if hw is not None:
-                row["predicted"] = _prediction(spec, hw, plan, ranks, row["ep"])
             if ranks == 1:
                 one = row
             if one is not None:

@@ -220,23 +220,23 @@ def _quiet(message: str) -> None:
     """The log of a rank that is not the writer: rank 0 says it all."""
 
 
-def _check_folder(out: Path, resume: bool, cfg: TrainConfig):
-    """The writer's checks of the folder (and the corpus, built once into its cache before the others read it)."""
+def _check_folder(out: Path, resume: bool) -> None:
+    """The writer's checks of the folder (leftovers of a killed run removed first)."""
     _remove_leftovers(out)
     existing = checkpoints(out)
     if existing and not resume:
         raise MoelabError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
     if resume and not existing:
         raise MoelabError(f"no checkpoint in {out}: nothing to resume (run without --resume to start a new run)")
-    return prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain)
 
 
 def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, progress: bool, log,
                   began: float, mesh: Mesh | None = None, device: str = "cpu", hardware=None) -> dict:
     writer = mesh is None or mesh.layout.writer
-    prepared = agreed(mesh, lambda: _check_folder(out, resume, cfg))
+    agreed(mesh, lambda: _check_folder(out, resume))
     existing = checkpoints(out)
-    corpus, tokenizer = prepared or prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain)
+    # across processes the command built the corpus before the group started: here every rank reads its cache
+    corpus, tokenizer = prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain)
     if corpus.vocab_size > spec.vocab_size:
         raise MoelabError(f"tokenizer vocabulary {corpus.vocab_size} exceeds the model's {spec.vocab_size}")
     if not scorable(corpus.val):
