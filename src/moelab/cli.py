@@ -1152,6 +1152,15 @@ def study(
     console.print(f"study finished in {result['wall_seconds']:.0f} s; report: {Path(out) / 'report.html'}")
 
 
+# --- mitigations (moelab.mitigate): each command writes a run folder ------------------------------------
+
+# (upcycle command)
+
+# (prune command)
+
+# (quantize command)
+
+
 # Typer >= 0.22 raises its own click fork's exceptions; older releases raise click's.
 _CLI_ERRORS = tuple({click.ClickException, getattr(typer, "TyperException", click.ClickException)})
 _EXITS = tuple({click.exceptions.Exit, typer.Exit})

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from moelab.nn.dispatch import ExpertBatch, ExpertWeights, LocalMeta, local_dispatcher, sort_slots, weighted_sum
+from moelab.nn.dispatch import ExpertBatch, Experts, LocalMeta, local_dispatcher, sort_slots, weighted_sum
 from moelab.nn.routers import Routing
 from moelab.parallel.clock import timed
 
@@ -75,7 +75,7 @@ class AllToAllDispatcher:
                             receive)
         return ExpertBatch(rows[order], received_WL.sum(0)), meta
 
-    def experts(self, batch: ExpertBatch, weights: ExpertWeights) -> torch.Tensor:
+    def experts(self, batch: ExpertBatch, weights: Experts) -> torch.Tensor:
         return local_dispatcher(self.local).experts(batch, weights)
 
     def combine(self, y_ND: torch.Tensor, meta: AllToAllMeta) -> torch.Tensor:

@@ -14,6 +14,11 @@ gpt-oss's optional biases: gate_up_bias (E, 2F, gate then up) added before the a
 added to each expert's output before its combine weight scales it, as transformers' GptOssExperts computes
 (out = (act(x W_gu + b_gu) W_d + b_d) * weight).
 
+Where the experts live is the weights' business, not the dispatcher's: anything with `one(e, x_ND)` is an
+expert store (`Experts`). The stacked parameters (ExpertWeights) are one; moelab.mitigate's quantized experts
+(dequantized on the fly) and offloaded experts (read from disk on a miss) are others. Only stacked weights take
+the grouped kernel; any other store runs expert by expert.
+
 Local dispatchers (LOCAL):
 - "loop": per expert, a comparison finds its slots; one GEMM pair per expert. The reference (no sort).
 - "sorted": slots stably sorted by expert; one contiguous GEMM pair per expert that has rows.
@@ -33,6 +38,12 @@ from moelab.nn.layers import gated
 from moelab.nn.routers import Routing
 
 BACKENDS = ("loop", "sorted", "grouped_mm")
+
+
+class Experts(Protocol):
+    """An expert store: expert e's output on its rows (N, D) -> (N, D)."""
+
+    def one(self, e: int, x_ND: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -74,7 +85,7 @@ class LocalMeta:
 class Dispatcher(Protocol):
     def dispatch(self, x_TD: torch.Tensor, routing: Routing) -> tuple[ExpertBatch, Any]: ...
 
-    def experts(self, batch: ExpertBatch, weights: ExpertWeights) -> torch.Tensor: ...
+    def experts(self, batch: ExpertBatch, weights: Experts) -> torch.Tensor: ...
 
     def combine(self, y_ND: torch.Tensor, meta: Any) -> torch.Tensor: ...
 
@@ -100,7 +111,7 @@ def where_slots(indices_TK: torch.Tensor, n_experts: int) -> tuple[torch.Tensor,
     return slots // indices_TK.shape[1], slots, counts
 
 
-def per_expert(batch: ExpertBatch, weights: ExpertWeights) -> torch.Tensor:
+def per_expert(batch: ExpertBatch, weights: Experts) -> torch.Tensor:
     """One GEMM pair per expert with rows."""
     parts, start = [], 0
     for e, n in enumerate(batch.counts_E.tolist()):
@@ -124,9 +135,11 @@ def grouped_mm_available(x_TD: torch.Tensor, gate_up_EFD: torch.Tensor, down_EDF
     return all((n * size) % 16 == 0 for n in (x_TD.shape[1], gate_up_EFD.shape[1], down_EDF.shape[2]))
 
 
-def grouped(batch: ExpertBatch, weights: ExpertWeights) -> torch.Tensor:
-    """All experts in one grouped matmul per projection (per_expert where grouped_mm cannot run)."""
-    if not grouped_mm_available(batch.x_ND, weights.gate_up_EFD, weights.down_EDF):
+def grouped(batch: ExpertBatch, weights: Experts) -> torch.Tensor:
+    """All experts in one grouped matmul per projection (per_expert where grouped_mm cannot run, or for a store
+    that is not stacked weights)."""
+    if not isinstance(weights, ExpertWeights) or not grouped_mm_available(batch.x_ND, weights.gate_up_EFD,
+                                                                          weights.down_EDF):
         return per_expert(batch, weights)
     mm = _grouped_mm_fn()
     offsets = batch.counts_E.cumsum(0).to(torch.int32)
@@ -153,7 +166,7 @@ class LocalDispatcher:
         weights = routing.weights_TK.reshape(-1)[slots]
         return ExpertBatch(x_TD[tokens], counts), LocalMeta(tokens, weights, x_TD.shape[0])
 
-    def experts(self, batch: ExpertBatch, weights: ExpertWeights) -> torch.Tensor:
+    def experts(self, batch: ExpertBatch, weights: Experts) -> torch.Tensor:
         return self.compute(batch, weights)
 
     def combine(self, y_ND: torch.Tensor, meta: LocalMeta) -> torch.Tensor:
@@ -181,7 +194,7 @@ def local_dispatcher(name: str) -> LocalDispatcher:
         raise ValueError(f"unknown dispatch backend {name!r} (choose from {', '.join(BACKENDS)})") from None
 
 
-def run(dispatcher: Dispatcher, x_TD: torch.Tensor, routing: Routing, weights: ExpertWeights) -> torch.Tensor:
+def run(dispatcher: Dispatcher, x_TD: torch.Tensor, routing: Routing, weights: Experts) -> torch.Tensor:
     """dispatch, experts, combine: the routed experts' output (T, D)."""
     batch, meta = dispatcher.dispatch(x_TD, routing)
     return dispatcher.combine(dispatcher.experts(batch, weights), meta)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
-from moelab.nn.dispatch import Dispatcher, ExpertWeights, local_dispatcher, run
+from moelab.nn.dispatch import Dispatcher, Experts, ExpertWeights, local_dispatcher, run
 from moelab.nn.layers import SwiGLU
 from moelab.nn.routers import Router, Routing
 from moelab.parallel.clock import timed
@@ -94,6 +94,7 @@ class MoELayer(nn.Module):
         self.dense_experts = options.dense_experts  # switch per phase with TransformerLM.set_dense_experts
         self.stats_group = None  # a process group: router counts are summed over it (the global batch)
         self.ep_group = None  # the expert-parallel group this layer's experts are sharded over (apply_ep)
+        self.expert_store = None  # an Experts store that replaced the stacked weights (set_expert_store)
 
     def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
         shape = x_BTD.shape
@@ -138,10 +139,23 @@ class MoELayer(nn.Module):
             return self.options.backend
         return default_backend(x_TD.device.type, x_TD.dtype, torch.is_grad_enabled() and self.training)
 
-    def expert_weights(self) -> ExpertWeights:
-        """The routed experts this process holds, as the dispatchers take them."""
+    def expert_weights(self) -> Experts:
+        """The routed experts this process holds, as the dispatchers take them: the stacked parameters, or the
+        store that replaced them."""
+        if self.expert_store is not None:
+            return self.expert_store
         return ExpertWeights(self.gate_up_proj, self.down_proj, self.gate_up_proj_bias, self.down_proj_bias,
                              self.activation)
+
+    def set_expert_store(self, store: Experts) -> None:
+        """Compute the routed experts with `store` (moelab.mitigate: quantized or offloaded experts) and drop the
+        stacked parameters it replaces. A store that is an nn.Module becomes a submodule (its buffers are in the
+        state dict under `expert_store.`)."""
+        for name in SHARDED:
+            if getattr(self, name, None) is not None:
+                delattr(self, name)
+                setattr(self, name, None)
+        self.expert_store = store
 
     def _global(self) -> bool:
         """Whether this forward's statistics are the global batch's: training forwards with a statistics
