@@ -36,3 +36,31 @@ def activation_bytes(dtype: str) -> float:
 def high_precision_bytes(dtype: str) -> float:
     """Embeddings, lm_head, norms and routers are kept unquantized: fp32 with fp32 weights, else 16-bit."""
     return 4.0 if dtype == "fp32" else 2.0
+
+
+# The parts of a model a per-component dtype names (moelab quantize --component, estimate --expert-dtype).
+COMPONENTS = ("routed_experts", "shared_experts", "attention", "dense_ffn", "embeddings")
+
+
+def parse_components(texts: list[str] | tuple[str, ...] = (), expert_dtype: str | None = None,
+                     allowed: tuple[str, ...] = tuple(WEIGHT_BYTES)) -> dict[str, str]:
+    """NAME=DTYPE texts (and `expert_dtype`, the shorthand for routed_experts=DTYPE) as {component: dtype}, each
+    component named once, each dtype one of `allowed`; the one parser `quantize` and `estimate` share. Components
+    not named keep their dtype (absent from the result)."""
+    pairs = [("--expert-dtype", f"routed_experts={expert_dtype}")] if expert_dtype is not None else []
+    pairs += [("--component", text) for text in texts]
+    out: dict[str, str] = {}
+    for flag, text in pairs:
+        name, sep, dtype = text.partition("=")
+        name, dtype = name.strip(), dtype.strip()
+        shown = dtype if flag == "--expert-dtype" else text
+        if not sep or not name:
+            raise MoelabError(f"--component expects NAME=DTYPE (e.g. routed_experts=int4), got {text!r}")
+        if name not in COMPONENTS:
+            raise MoelabError(f"{flag}: unknown component {name!r} (choose from {', '.join(COMPONENTS)})")
+        if dtype not in allowed:
+            raise MoelabError(f"{flag}: dtype must be one of {', '.join(allowed)}, got {shown!r}")
+        if name in out:
+            raise MoelabError(f"{flag}: {name} is given twice ({out[name]} and {dtype})")
+        out[name] = dtype
+    return out
