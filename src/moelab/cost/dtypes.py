@@ -43,17 +43,18 @@ COMPONENTS = ("routed_experts", "shared_experts", "attention", "dense_ffn", "emb
 
 
 def parse_components(texts: list[str] | tuple[str, ...] = (), expert_dtype: str | None = None,
-                     allowed: tuple[str, ...] = tuple(WEIGHT_BYTES)) -> dict[str, str]:
+                     allowed: tuple[str, ...] = tuple(WEIGHT_BYTES), expert_flag: str = "--expert-dtype"
+                     ) -> dict[str, str]:
     """NAME=DTYPE texts (and `expert_dtype`, the shorthand for routed_experts=DTYPE) as {component: dtype}, each
     component named once, each dtype one of `allowed`; the one parser `quantize` and `estimate` share. Components
     not named keep their dtype (absent from the result)."""
-    pairs = [("--expert-dtype", f"routed_experts={expert_dtype}")] if expert_dtype is not None else []
+    pairs = [(expert_flag, f"routed_experts={expert_dtype}")] if expert_dtype is not None else []
     pairs += [("--component", text) for text in texts]
     out: dict[str, str] = {}
     for flag, text in pairs:
         name, sep, dtype = text.partition("=")
         name, dtype = name.strip(), dtype.strip()
-        shown = dtype if flag == "--expert-dtype" else text
+        shown = dtype if flag == expert_flag else text
         if not sep or not name:
             raise MoelabError(f"--component expects NAME=DTYPE (e.g. routed_experts=int4), got {text!r}")
         if name not in COMPONENTS:
