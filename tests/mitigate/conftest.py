@@ -71,3 +71,9 @@ def moe_run(tmp_path_factory, mitigate_home, corpus_dir):
 def dense_run(tmp_path_factory, mitigate_home, corpus_dir):
     """A trained tiny-dense run folder (SwiGLU width 512)."""
     return _trained(tmp_path_factory, mitigate_home, corpus_dir, "tiny-dense")
+
+
+@pytest.fixture
+def make_config(corpus_dir):
+    """small_config bound to the shared corpus: make_config(steps=..., **TrainConfig fields)."""
+    return lambda steps=12, **extra: small_config(corpus_dir, steps, **extra)
