@@ -1156,7 +1156,47 @@ def study(
 
 # (upcycle command)
 
-# (prune command)
+@app.command()
+def prune(
+    run: Annotated[str, typer.Argument(help="A moelab MoE run folder (moelab train --out).")],
+    out: Annotated[str, typer.Option(help="The new run folder to write (missing or empty).")],
+    keep: Annotated[int | None, typer.Option(help="Experts kept per MoE layer: the N most used.")] = None,
+    min_share: Annotated[float | None, typer.Option("--min-share", help="Keep the experts with at least this "
+                                                    "share of their layer's load, in (0, 1).")] = None,
+    calibration_tokens: Annotated[int, typer.Option("--calibration-tokens", help="Training tokens per domain "
+                                                    "the load is counted on.")] = 16384,
+    eval_tokens: Annotated[int | None, typer.Option("--eval-tokens", help="Validation tokens per domain for "
+                                                    "the loss before and after (default 16384).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Drop the least used routed experts of a MoE run (load counted on a calibration slice of its corpus) and
+    renormalise the router over the kept ones; write the pruned run with its memory and loss per domain."""
+    from moelab.mitigate.prune import prune as run_prune
+
+    s = run_prune(run, out, keep=keep, min_share=min_share, calibration_tokens=calibration_tokens,
+                  eval_tokens=eval_tokens)
+    if as_json:
+        return _emit_json(s)
+    table = Table(title=f"{s['from_model']} -> {s['model']}: experts kept per layer (load on "
+                        f"{sum(s['calibration_tokens_counted'].values())} calibration tokens)")
+    for col in ("layer", "experts", "kept", "kept ids", "load kept"):
+        table.add_column(col, justify="right")
+    for r in s["layers"]:
+        table.add_row(str(r["layer"]), str(r["experts"]), str(len(r["kept"])), ",".join(map(str, r["kept"])),
+                      f"{r['kept_load_share']:.1%}")
+    console.print(table)
+    w = s["weight_bytes"]
+    console.print(f"weights {fmt.nbytes(w['before'])} -> {fmt.nbytes(w['after'])} "
+                  f"(saved {fmt.nbytes(w['saved'])}, {w['saved_fraction']:.1%})")
+    loss = s["loss"]
+    table = Table(title="validation loss per domain (rare: under half the mean domain's training tokens)")
+    for col in ("domain", "before", "after", "delta"):
+        table.add_column(col, justify="left" if col == "domain" else "right")
+    for d, delta in loss["delta"].items():
+        label = f"{d} (rare)" if d in loss["rare_domains"] else d
+        table.add_row(label, f"{loss['before'][d]:.4f}", f"{loss['after'][d]:.4f}", f"{delta:+.4f}")
+    console.print(table)
+    console.print(f"pruned run: {s['folder']} (decode speed: moelab bench {s['folder']})")
 
 # (quantize command)
 
