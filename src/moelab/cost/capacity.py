@@ -40,9 +40,9 @@ class Capacity:
         return self.fits_weights and concurrency <= self.max_concurrency
 
 
-def weights_per_gpu(spec: ModelSpec, plan: Plan, dtype: str) -> float:
-    """Bytes of weights one GPU of the plan holds."""
-    wb = model_weight_bytes(spec, dtype)
+def weights_per_gpu(spec: ModelSpec, plan: Plan, dtype: str, components=None) -> float:
+    """Bytes of weights one GPU of the plan holds (per-component dtypes if given)."""
+    wb = model_weight_bytes(spec, dtype, components)
     experts = wb.routed_experts / (plan.ep * plan.tp)
     return ((wb.total - wb.routed_experts) / plan.tp + experts) / plan.pp
 
@@ -57,9 +57,10 @@ def kv_per_sequence_per_gpu(spec: ModelSpec, plan: Plan, kv_dtype: str, context:
 
 
 def capacity(spec: ModelSpec, hw: HardwareSpec, plan: Plan, dtype: str, kv_dtype: str, context: int,
-             prefill_tokens: int = PREFILL_TOKENS) -> Capacity:
-    """The plan's memory per GPU for sequences of `context` tokens (prompt + output)."""
-    weights = weights_per_gpu(spec, plan, dtype)
+             prefill_tokens: int = PREFILL_TOKENS, components=None) -> Capacity:
+    """The plan's memory per GPU for sequences of `context` tokens (prompt + output); weights at per-component
+    dtypes if given."""
+    weights = weights_per_gpu(spec, plan, dtype, components)
     workspace = hw.runtime_overhead_bytes + prefill_activation_bytes(spec, dtype, 1, prefill_tokens) / plan.tp
     per_seq = kv_per_sequence_per_gpu(spec, plan, kv_dtype, context)
     usable = hw.memory_bytes * hw.memory_utilization

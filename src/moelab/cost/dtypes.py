@@ -65,3 +65,28 @@ def parse_components(texts: list[str] | tuple[str, ...] = (), expert_dtype: str 
             raise MoelabError(f"{flag}: {name} is given twice ({out[name]} and {dtype})")
         out[name] = dtype
     return out
+
+
+def components_key(components: dict[str, str] | tuple[tuple[str, str], ...] | None) -> tuple[tuple[str, str], ...]:
+    """Per-component dtypes as sorted (component, dtype) pairs: hashable, for a Workload (checked)."""
+    pairs = tuple(sorted(dict(components or {}).items()))
+    for name, dtype in pairs:
+        if name not in COMPONENTS:
+            raise MoelabError(f"unknown component {name!r} (choose from {', '.join(COMPONENTS)})")
+        check_dtype(dtype, WEIGHT_BYTES, f"component {name}")
+    return pairs
+
+
+def component_dtype(dtype: str, components: dict[str, str] | tuple[tuple[str, str], ...] | None,
+                    component: str) -> str:
+    """The weight dtype of `component`: the one it is given, else the model's `dtype`."""
+    return dict(components or {}).get(component, dtype)
+
+
+def component_compute_dtype(dtype: str, weight_dtype: str) -> str:
+    """The dtype a component's matmuls run in when its weights are at `weight_dtype` in a model served at `dtype`:
+    weight-only int4 (W4A16) dequantizes into the activations' precision (fp32 in an fp32 model, else bf16);
+    the others as COMPUTE_DTYPE."""
+    if weight_dtype == "int4" and dtype == "fp32":
+        return "fp32"
+    return COMPUTE_DTYPE[weight_dtype]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from moelab.cost.dtypes import COMPUTE_DTYPE, activation_bytes
 from moelab.cost.gpu import kv_shards
-from moelab.cost.memory import expert_param_bytes, model_weight_bytes
+from moelab.cost.memory import model_weight_bytes, routed_expert_bytes
 from moelab.cost.params import expert_params, moa_expert_params
 from moelab.cost.routing import distinct_experts
 from moelab.errors import MoelabError
@@ -135,7 +135,7 @@ def _weight_seconds(nbytes: float, one_row: float, few_rows: float, gemm_bandwid
 def _touched_experts(spec: ModelSpec, wl: Workload, tokens: float) -> tuple[float, float]:
     """(bytes, count) of the distinct routed experts `tokens` tokens touch, summed over the MoE layers (each
     layer with its own expert count, top-k and expert size; uniform routing skewed by wl.skew)."""
-    per_param = expert_param_bytes(wl.dtype, spec.expert_storage)
+    per_param = routed_expert_bytes(wl.dtype, spec.expert_storage, wl.components)
     nbytes = count = 0.0
     for layer, n in spec.layer_groups:
         a, m = layer.attention, layer.moe
@@ -167,11 +167,14 @@ def phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: f
     Kernels run one after another, so the op classes add up: matmuls (FLOPs / FLOP/s + weight bytes / bandwidth:
     Hockney's r_inf, n_1/2 model of a GEMM; one-row products at the GEMV bandwidth), attention (its own measured
     FLOP/s and KV-read bandwidth) and unfused elementwise traffic (plus the page faults of activation tensors
-    above the allocator's fresh-page threshold); fixed overheads per step, layer, MoE layer and touched expert."""
+    above the allocator's fresh-page threshold); fixed overheads per step, layer, MoE layer and touched expert.
+    Per-component dtypes (wl.components) change the weight bytes streamed; every matmul computes at wl.dtype's
+    compute dtype (a kernel-free quantized weight is dequantized into the model's dtype; that dequantization's
+    own elementwise cost is not modelled)."""
     if not prices(wl.parallel):
         raise MoelabError(f"plan {wl.parallel.name}: the eager (CPU) model prices tpN or epN plans only, not "
                           "pipeline stages, replicas or tp x ep")
-    wb = model_weight_bytes(spec, wl.dtype)
+    wb = model_weight_bytes(spec, wl.dtype, wl.components)
     g, act = wl.gpus, activation_bytes(wl.dtype)
     moe = spec.moe if spec.is_moe else None
     expert_bytes, touched_all = _touched_experts(spec, wl, tokens)

@@ -15,7 +15,15 @@ from moelab.cost.economics import serving_economics, training_cost
 from moelab.cost.equivalent import heuristic_dense_equivalent, workload_dense_equivalent
 from moelab.cost.finite import require_finite
 from moelab.cost.flops import prefill_flops, token_flops
-from moelab.cost.memory import InferenceMemory, TrainingMemory, inference_memory, kv_bytes_per_token, training_memory
+from moelab.cost.memory import (
+    InferenceMemory,
+    TrainingMemory,
+    WeightBytes,
+    inference_memory,
+    kv_bytes_per_token,
+    model_weight_bytes,
+    training_memory,
+)
 from moelab.cost.parallel import PlanResult, best_plan, default_gpus, evaluate, plan_notes, plans
 from moelab.cost.params import ParamBreakdown, count_params
 from moelab.cost.plan import Plan, check_plan
@@ -185,6 +193,7 @@ class Estimate:
     top_k: int = 0
     serving: tuple[ServingPoint, ...] = ()  # one row per --concurrency
     serving_notes: tuple[str, ...] = ()
+    weights: WeightBytes | None = None  # the weights by component, at their dtypes
 
     @property
     def chosen(self) -> PlanResult:
@@ -214,7 +223,8 @@ class Estimate:
             "family": self.family,
             "notes": list(self.notes),
             "hardware": self.hardware,
-            "workload": asdict(wl),
+            "workload": {**asdict(wl), "components": dict(wl.components)},
+            "precision": self._precision(),
             "params": {**self.params.to_dict(), "active_fraction": self.params.active / self.params.total},
             "memory": self.memory.to_dict(),
             "flops": self.flops.to_dict(),
@@ -244,6 +254,14 @@ class Estimate:
         }
 
 
+    def _precision(self) -> dict:
+        """The weights' dtype per component (cost.dtypes.COMPONENTS; norms and routers as `other`, at high
+        precision) and their bytes; `given` lists the components the workload set."""
+        if self.weights is None:
+            return {}
+        return {"dtype": self.workload.dtype, "given": dict(self.workload.components), **self.weights.to_dict()}
+
+
 def _serving_note(s: ServingPoint) -> str:
     if s.fits:
         return ""
@@ -266,7 +284,7 @@ def resolve_gpus(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | No
     if gpus is not None:
         wl = replace(wl, gpus=gpus)
         return replace(wl, plan=best_plan(plans(spec, hw, wl)).plan)
-    mem = inference_memory(spec, hw, wl.dtype, wl.kv_dtype, wl.batch, wl.prompt, wl.gen)
+    mem = inference_memory(spec, hw, wl.dtype, wl.kv_dtype, wl.batch, wl.prompt, wl.gen, wl.components)
     gpus = default_gpus(mem.min_gpus)
     while True:  # the memory total spread evenly is a lower bound: double until a plan fits (capacity's view)
         wl = replace(wl, gpus=gpus)
@@ -302,8 +320,8 @@ def _serving(spec: ModelSpec, hw: HardwareSpec, wl: Workload, fixed: bool,
     else:
         chosen = best_plan(plans(spec, hw, replace(wl, batch=top))).parallel
         why = f"the best plan on {wl.gpus} GPUs at concurrency {top}"
-    rows = tuple(serve(spec, hw, chosen, c, wl.prompt, wl.gen, dtype=wl.dtype, kv_dtype=wl.kv_dtype, skew=wl.skew)
-                 for c in concurrency)
+    rows = tuple(serve(spec, hw, chosen, c, wl.prompt, wl.gen, dtype=wl.dtype, kv_dtype=wl.kv_dtype, skew=wl.skew,
+                       components=wl.components) for c in concurrency)
     notes = [f"serving rows on {chosen.name} ({why}): steady-state continuous batching, modelled means "
              f"(TTFT, TPOT = mean inter-token latency) for {wl.prompt} input and {wl.gen} output tokens"]
     over = [r.concurrency for r in rows if r.concurrency > r.max_concurrency]
@@ -320,14 +338,14 @@ def _estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None,
     if concurrency and gpus is None and not fixed:  # provision for the largest concurrency, not the static batch
         top = replace(wl, batch=max(concurrency))
         gpus = default_gpus(inference_memory(spec, hw, top.dtype, top.kv_dtype, top.batch, top.prompt,
-                                             top.gen).min_gpus)
+                                             top.gen, top.components).min_gpus)
     wl = resolve_gpus(spec, hw, wl, gpus, plan)
     results = plans(spec, hw, wl)
     chosen = evaluate(spec, hw, wl, wl.parallel) if fixed else next(r for r in results if r.plan == wl.plan)
     if chosen.plan not in {r.plan for r in results}:
         results.append(chosen)
     serving, serving_notes = _serving(spec, hw, wl, fixed, concurrency) if concurrency else ((), ())
-    mem = inference_memory(spec, hw, wl.dtype, wl.kv_dtype, wl.batch, wl.prompt, wl.gen)
+    mem = inference_memory(spec, hw, wl.dtype, wl.kv_dtype, wl.batch, wl.prompt, wl.gen, wl.components)
     moe = spec.moe if spec.is_moe else None
     train = training_cost(spec, hw, training.tokens, wl.gpus, training.mfu, training.seq)
     train_mem = training_memory(spec, hw, training.micro_batch, training.seq, dp=wl.gpus, zero=training.zero,
@@ -355,4 +373,5 @@ def _estimate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, gpus: int | None,
         top_k=moe.top_k if moe else 0,
         serving=serving,
         serving_notes=serving_notes,
+        weights=model_weight_bytes(spec, wl.dtype, wl.components),
     )

@@ -36,10 +36,18 @@ from moelab.cost.collectives import (
     alltoall_seconds,
     p2p_seconds,
 )
-from moelab.cost.dtypes import COMPUTE_DTYPE, KV_BYTES, WEIGHT_BYTES, activation_bytes, high_precision_bytes
+from moelab.cost.dtypes import (
+    COMPUTE_DTYPE,
+    KV_BYTES,
+    WEIGHT_BYTES,
+    activation_bytes,
+    component_compute_dtype,
+    component_dtype,
+    high_precision_bytes,
+)
 from moelab.cost.flops import _causal_positions, _per_position, _state_flops
 from moelab.cost.gemm import attention_flops_per_second, expert_flops_per_second, gemm_flops_per_second, padded_rows
-from moelab.cost.memory import _kv_width, expert_param_bytes, linear_state_elements
+from moelab.cost.memory import _kv_width, linear_state_elements, routed_expert_bytes
 from moelab.cost.params import attention_params, expert_params, moa_expert_params, swiglu_params
 from moelab.cost.plan import Plan
 from moelab.cost.routing import distinct_experts
@@ -156,11 +164,14 @@ def _attention(ops: _Ops, a: AttentionSpec, load: StepLoad, plan: Plan, n: int, 
 
 
 def _moe(ops: _Ops, spec: ModelSpec, layer: LayerSpec, load: StepLoad, rows: float, plan: Plan, n: int, dtype: str,
-         skew: float, act: float) -> float:
+         skew: float, act: float, components: tuple = ()) -> float:
     """Router, routed experts and shared experts of `n` MoE layers, for the replica's `load` (whose token-slots
     spread over every expert group) and `rows` tokens of this GPU's attention group; returns the touched
-    experts per layer."""
+    experts per layer. Routed and shared experts read their weights at their component's dtype and compute in
+    its compute dtype (int4: W4A16)."""
     m, d, cdtype = layer.moe, spec.d_model, COMPUTE_DTYPE[dtype]
+    routed_dt = component_dtype(dtype, components, "routed_experts")
+    shared_dt = component_dtype(dtype, components, "shared_experts")
     router_flops = 2.0 * rows * m.n_experts * d
     ops.add("router", router_flops, m.n_experts * d * high_precision_bytes(dtype),
             router_flops / gemm_flops_per_second(ops.hw, cdtype, rows), n, fixed_s=ops.hw.moe_layer_overhead_s)
@@ -170,14 +181,15 @@ def _moe(ops: _Ops, spec: ModelSpec, layer: LayerSpec, load: StepLoad, rows: flo
     per_expert = slots / local if local else 0.0
     shard = expert_params(d, m) / plan.tp
     issued = 2.0 * local * padded_rows(ops.hw, per_expert) * shard
-    nbytes = local * shard * expert_param_bytes(dtype, spec.expert_storage)
+    nbytes = local * shard * routed_expert_bytes(dtype, spec.expert_storage, components)
     if spec.mlp_bias and not m.n_shared:  # the MoE output's own bias (JetMoE), read with the experts
         nbytes += d * WEIGHT_BYTES[dtype]
-    ops.add("experts", 2.0 * slots * shard, nbytes, issued / expert_flops_per_second(ops.hw, cdtype, per_expert), n)
+    ecdtype = component_compute_dtype(dtype, routed_dt)
+    ops.add("experts", 2.0 * slots * shard, nbytes, issued / expert_flops_per_second(ops.hw, ecdtype, per_expert), n)
     ops.details["experts"] = f"{per_expert:.1f} tokens per touched expert"
     if m.n_shared:
         shared = (swiglu_params(d, m.n_shared * m.shared_ffn) + d * m.shared_gate) / plan.tp
-        ops.gemm("shared_experts", rows, shared, WEIGHT_BYTES[dtype], cdtype, n)
+        ops.gemm("shared_experts", rows, shared, WEIGHT_BYTES[shared_dt], component_compute_dtype(dtype, shared_dt), n)
     if plan.ep > 1:  # dispatch and combine of this GPU's token-slots (its 1 / tp lane of the group's tokens)
         nbytes = rows * m.top_k * d * act / plan.tp
         ranks = plan.ep * plan.tp
@@ -186,13 +198,17 @@ def _moe(ops: _Ops, spec: ModelSpec, layer: LayerSpec, load: StepLoad, rows: flo
 
 
 def _attention_experts(ops: _Ops, spec: ModelSpec, a: AttentionSpec, load: StepLoad, rows: float, plan: Plan, n: int,
-                       dtype: str, skew: float) -> None:
+                       dtype: str, skew: float, components: tuple = ()) -> None:
     """JetMoE's mixture of attention heads in `n` layers: the shared kv_proj and the router read whole, then each
     token's top-k (n_heads / n_kv_heads) attention experts (q_proj and o_proj), a grouped GEMM over the experts
     the step touches."""
-    d, cdtype, wb = spec.d_model, COMPUTE_DTYPE[dtype], WEIGHT_BYTES[dtype]
+    d = spec.d_model
+    att_dt = component_dtype(dtype, components, "attention")
     shared = (2 * d * a.n_kv_heads * a.head_dim + d * a.moa_experts + d * a.o_bias) / plan.tp
-    ops.gemm("qkv_proj", rows, shared, wb, cdtype, n)
+    ops.gemm("qkv_proj", rows, shared, WEIGHT_BYTES[att_dt], component_compute_dtype(dtype, att_dt), n)
+    # the attention experts are routed weights (ParamBreakdown.routed_experts): the routed_experts dtype
+    routed_dt = component_dtype(dtype, components, "routed_experts")
+    cdtype, wb = component_compute_dtype(dtype, routed_dt), routed_expert_bytes(dtype, None, components)
     k = a.n_heads // a.n_kv_heads
     touched = distinct_experts(a.moa_experts, k, load.tokens, skew)
     per_expert = load.tokens * k / touched if touched else 0.0
@@ -203,32 +219,35 @@ def _attention_experts(ops: _Ops, spec: ModelSpec, a: AttentionSpec, load: StepL
 
 
 def step(spec: ModelSpec, hw: HardwareSpec, plan: Plan, load: StepLoad, dtype: str = "bf16",
-         kv_dtype: str = "bf16", skew: float = 0.0) -> tuple[tuple[OpCost, ...], float]:
+         kv_dtype: str = "bf16", skew: float = 0.0, components: tuple = ()) -> tuple[tuple[OpCost, ...], float]:
     """(operators, touched routed experts per MoE layer) of one step of one replica, per GPU. The operators'
     seconds add up to a token's latency through the step; with pp > 1 they are the whole model at one
-    micro-batch."""
+    micro-batch. `components`: per-component weight dtypes (cost.dtypes.COMPONENTS), the rest at `dtype`."""
     micro = plan.pp if load.sequences >= plan.pp else 1  # pipeline micro-batches
     load = load.busiest(micro)
     group = load.busiest(plan.ep)  # what the busiest data-parallel attention group runs
     ops = _Ops(hw)
-    d, act, wb = spec.d_model, activation_bytes(dtype), WEIGHT_BYTES[dtype]
+    d, act = spec.d_model, activation_bytes(dtype)
     cdtype, kv_b = COMPUTE_DTYPE[dtype], KV_BYTES[kv_dtype]
+    att_dt, ffn_dt = component_dtype(dtype, components, "attention"), component_dtype(dtype, components, "dense_ffn")
+    wb, acdtype = WEIGHT_BYTES[att_dt], component_compute_dtype(dtype, att_dt)
     rows = group.tokens
     touched = 0.0
     for layer, n in spec.layer_groups:
         a = layer.attention
         if a.moa_experts:
-            _attention_experts(ops, spec, a, load, rows, plan, n, dtype, skew)
+            _attention_experts(ops, spec, a, load, rows, plan, n, dtype, skew, components)
         else:
             o = _o_params(d, a)
-            ops.gemm("qkv_proj", rows, (attention_params(d, a) - o) / plan.tp, wb, cdtype, n)
-            ops.gemm("o_proj", rows, o / plan.tp, wb, cdtype, n)
+            ops.gemm("qkv_proj", rows, (attention_params(d, a) - o) / plan.tp, wb, acdtype, n)
+            ops.gemm("o_proj", rows, o / plan.tp, wb, acdtype, n)
         _attention(ops, a, group, plan, n, cdtype, kv_b, act)
         if layer.moe is None:
-            ops.gemm("ffn", rows, swiglu_params(d, layer.ffn.width) / plan.tp, wb, cdtype, n)
+            ops.gemm("ffn", rows, swiglu_params(d, layer.ffn.width) / plan.tp, WEIGHT_BYTES[ffn_dt],
+                     component_compute_dtype(dtype, ffn_dt), n)
             width = layer.ffn.width
         else:
-            touched += n * _moe(ops, spec, layer, load, rows, plan, n, dtype, skew, act)
+            touched += n * _moe(ops, spec, layer, load, rows, plan, n, dtype, skew, act, components)
             width = layer.moe.top_k * layer.moe.expert_ffn + layer.moe.n_shared * layer.moe.shared_ffn
         q = a.n_heads * a.head_dim if a.softmax else 0
         ops.add("elementwise", 0.0, rows * (12 * d + 3 * width / plan.tp + 2 * q / plan.tp) * act, 0.0, n,
@@ -238,7 +257,10 @@ def step(spec: ModelSpec, hw: HardwareSpec, plan: Plan, load: StepLoad, dtype: s
             ops.comm("allreduce", allreduce_seconds(hw, plan.tp, nbytes), nbytes, 2 * n,
                      allreduce_algorithm(hw, plan.tp, nbytes))
     logits = group.logit_rows
-    ops.gemm("lm_head", logits, spec.vocab_size * d / plan.tp, high_precision_bytes(dtype), cdtype)
+    emb = dict(components).get("embeddings")
+    head_b = WEIGHT_BYTES[emb] if emb else high_precision_bytes(dtype)
+    ops.gemm("lm_head", logits, spec.vocab_size * d / plan.tp, head_b,
+             component_compute_dtype(dtype, emb) if emb else cdtype)
     ops.add("sampling", 0.0, logits * spec.vocab_size * 4 / plan.tp, 0.0)
     if plan.tp > 1:
         nbytes = logits * spec.vocab_size * 4

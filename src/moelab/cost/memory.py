@@ -5,7 +5,16 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from moelab.cost.dtypes import EXPERT_STORAGE_BYTES, KV_BYTES, WEIGHT_BYTES, activation_bytes, high_precision_bytes
+from moelab.cost.dtypes import (
+    COMPONENTS,
+    EXPERT_STORAGE_BYTES,
+    KV_BYTES,
+    WEIGHT_BYTES,
+    activation_bytes,
+    component_dtype,
+    components_key,
+    high_precision_bytes,
+)
 from moelab.cost.params import ParamBreakdown, count_params
 from moelab.errors import MoelabError
 from moelab.spec.hardware import HardwareSpec
@@ -14,35 +23,76 @@ from moelab.spec.model import AttentionSpec, FFNSpec, LayerSpec, ModelSpec
 
 @dataclass(frozen=True)
 class WeightBytes:
-    """Bytes of the weights at a dtype: linear layers quantized, embeddings/lm_head/norms/routers not."""
+    """Bytes of the weights at a dtype: linear layers quantized, embeddings/lm_head/norms/routers not (unless the
+    embeddings component is given its own dtype). The per-component fields sum to `total` with `other` (norms and
+    routers, always at high precision)."""
 
     total: float
     routed_experts: float
     expert: float  # one routed expert
     always_read: float  # what a decode step streams besides routed experts (no embedding table)
+    shared_experts: float = 0.0
+    attention: float = 0.0
+    dense_ffn: float = 0.0
+    embeddings: float = 0.0  # the embedding table and lm_head
+    other: float = 0.0  # norms and routers
+    dtypes: tuple[tuple[str, str], ...] = ()  # (component, dtype) of every component in COMPONENTS
+
+    def by_component(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in COMPONENTS}
+
+    def to_dict(self) -> dict:
+        return {"total": self.total, "by_component": self.by_component(), "other": self.other,
+                "dtypes": dict(self.dtypes), "one_expert": self.expert, "always_read": self.always_read}
 
 
 def expert_param_bytes(dtype: str, expert_storage: str | None = None) -> float:
     """Bytes per routed-expert parameter at `dtype`, or at the smaller size a checkpoint stores them in
-    (`expert_storage`, e.g. gpt-oss's MXFP4)."""
+    (`expert_storage`, e.g. gpt-oss's MXFP4: a quantized dtype smaller than that, int4, wins)."""
     q = WEIGHT_BYTES[dtype]
     return min(q, EXPERT_STORAGE_BYTES[expert_storage]) if expert_storage else q
 
 
-def weight_bytes(p: ParamBreakdown, dtype: str, expert_storage: str | None = None) -> WeightBytes:
-    """Bytes at `dtype`, routed experts at `expert_param_bytes`."""
-    q, hp = WEIGHT_BYTES[dtype], high_precision_bytes(dtype)
-    e = expert_param_bytes(dtype, expert_storage)
-    quantized = p.attention + p.dense_ffn + p.shared_experts
-    kept = p.embedding + p.lm_head + p.norms + p.routers
-    total = quantized * q + p.routed_experts * e + kept * hp
-    return WeightBytes(total=total, routed_experts=p.routed_experts * e, expert=p.expert_size * e,
-                       always_read=total - p.routed_experts * e - p.embedding * hp)
+def routed_expert_bytes(dtype: str, expert_storage: str | None = None, components=None) -> float:
+    """Bytes per routed-expert parameter: at the routed_experts component's dtype when one is given, else at
+    `dtype`; either way no larger than the checkpoint's own storage (`expert_storage`)."""
+    return expert_param_bytes(component_dtype(dtype, components, "routed_experts"), expert_storage)
 
 
-def model_weight_bytes(spec: ModelSpec, dtype: str) -> WeightBytes:
-    """weight_bytes of the spec's parameters at `dtype`, its experts at their stored size."""
-    return weight_bytes(count_params(spec), dtype, spec.expert_storage)
+def component_dtypes(dtype: str, components=None) -> dict[str, str]:
+    """Every component's weight dtype: the one given, else `dtype` (embeddings: high precision, see
+    dtypes.high_precision_bytes, shown as fp32 or bf16)."""
+    given = dict(components_key(components))
+    hp = "fp32" if high_precision_bytes(dtype) == 4.0 else "bf16"
+    return {name: given.get(name, hp if name == "embeddings" else dtype) for name in COMPONENTS}
+
+
+def weight_bytes(p: ParamBreakdown, dtype: str, expert_storage: str | None = None,
+                 components: dict[str, str] | tuple[tuple[str, str], ...] | None = None) -> WeightBytes:
+    """Bytes at `dtype`, routed experts at `routed_expert_bytes`; `components` ({component: dtype}, names from
+    dtypes.COMPONENTS) sets a component's own dtype. Unnamed components keep the rule: attention, dense FFNs and
+    shared experts at `dtype`, embeddings and lm_head (and always norms and routers) at high precision."""
+    dtypes = component_dtypes(dtype, components)
+    hp = high_precision_bytes(dtype)
+    e = routed_expert_bytes(dtype, expert_storage, components)
+    attention = p.attention * WEIGHT_BYTES[dtypes["attention"]]
+    dense = p.dense_ffn * WEIGHT_BYTES[dtypes["dense_ffn"]]
+    shared = p.shared_experts * WEIGHT_BYTES[dtypes["shared_experts"]]
+    embed_b = WEIGHT_BYTES[dtypes["embeddings"]] if "embeddings" in dict(components or {}) else hp
+    embeddings = (p.embedding + p.lm_head) * embed_b
+    other = (p.norms + p.routers) * hp
+    routed = p.routed_experts * e
+    total = attention + dense + shared + embeddings + other + routed
+    return WeightBytes(total=total, routed_experts=routed, expert=p.expert_size * e,
+                       always_read=total - routed - p.embedding * embed_b, shared_experts=shared,
+                       attention=attention, dense_ffn=dense, embeddings=embeddings, other=other,
+                       dtypes=tuple(dtypes.items()))
+
+
+def model_weight_bytes(spec: ModelSpec, dtype: str, components=None) -> WeightBytes:
+    """weight_bytes of the spec's parameters at `dtype` (and per-component dtypes), its experts at no more than
+    their stored size."""
+    return weight_bytes(count_params(spec), dtype, spec.expert_storage, components)
 
 
 def _kv_width(a: AttentionSpec) -> int:
@@ -139,9 +189,9 @@ def min_gpus_for(sharded_bytes: float, hw: HardwareSpec) -> int:
 
 
 def inference_memory(spec: ModelSpec, hw: HardwareSpec, dtype: str, kv_dtype: str, batch: int,
-                     prompt: int, gen: int) -> InferenceMemory:
-    """Serving memory of `batch` sequences of prompt + gen tokens."""
-    weights = model_weight_bytes(spec, dtype).total
+                     prompt: int, gen: int, components=None) -> InferenceMemory:
+    """Serving memory of `batch` sequences of prompt + gen tokens (weights at per-component dtypes if given)."""
+    weights = model_weight_bytes(spec, dtype, components).total
     kv = kv_cache_bytes(spec, kv_dtype, batch, prompt + gen)
     act = prefill_activation_bytes(spec, dtype, batch, prompt)
     sharded = weights + kv + act

@@ -130,7 +130,7 @@ def evaluate(spec: ModelSpec, hw: HardwareSpec, wl: Workload, plan: Plan, scalin
         tps = wl.batch / dec.seconds
         per_gpu = tps / plan.gpus
         single = _single_decode_seconds(spec, hw, wl) if scaling else dec.seconds
-        cap = capacity(spec, hw, plan, wl.dtype, wl.kv_dtype, wl.prompt + wl.gen)
+        cap = capacity(spec, hw, plan, wl.dtype, wl.kv_dtype, wl.prompt + wl.gen, components=wl.components)
         groups = plan.ep * plan.replicas  # data-parallel groups, each holding its sequences' KV cache
         memory = cap.weights_bytes + cap.workspace_bytes + cap.kv_bytes_per_sequence * math.ceil(wl.batch / groups)
         return PlanResult(plan=plan.name, gpus=plan.gpus, replicas=plan.replicas, fits=cap.fits(wl.batch),

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 
 from moelab.cost import eager, gpu
+from moelab.cost.dtypes import components_key
 from moelab.cost.flops import attention_flops, causal_attention_flops, decode_flops, prefill_flops
 from moelab.cost.memory import kv_bytes_per_token, kv_cache_bytes, kv_read_bytes
 from moelab.cost.params import count_params
@@ -40,8 +41,12 @@ class Workload:
     skew: float = 0.0  # routing skew, see routing.expert_loads
     gpus: int = 1
     plan: str = "tp"  # "tp", "ep" or a plan name (cost.plan)
+    # Per-component weight dtypes, (component, dtype) pairs (cost.dtypes.COMPONENTS, e.g. routed_experts int4);
+    # the components not named are at `dtype`. A dict is accepted and stored sorted.
+    components: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "components", components_key(self.components))
         for key in ("batch", "prompt", "gen", "gpus"):
             if getattr(self, key) <= 0:
                 raise MoelabError(f"--{key} must be a positive integer, got {getattr(self, key)}")
@@ -95,7 +100,7 @@ def _gpu_phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, load: StepLoad, 
     pp > 1 stages in pp micro-batches also waits for the pipeline to fill: 2pp - 1 stage times in all, where
     gpu.step gives pp of them (one micro-batch through every stage)."""
     check_plan(spec, wl.parallel)
-    ops, touched = gpu.step(spec, hw, wl.parallel, load, wl.dtype, wl.kv_dtype, wl.skew)
+    ops, touched = gpu.step(spec, hw, wl.parallel, load, wl.dtype, wl.kv_dtype, wl.skew, wl.components)
     pp = wl.parallel.pp
     if batch_prefill and pp > 1 and load.sequences >= pp:
         fill = (pp - 1) / pp * sum(op.seconds for op in ops)

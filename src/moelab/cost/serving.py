@@ -76,15 +76,16 @@ def _queueing(arrivals_per_second: float, service_seconds: float) -> float:
 
 def serve(spec: ModelSpec, hw: HardwareSpec, plan: Plan, concurrency: int, input: int, output: int,
           dtype: str = "bf16", kv_dtype: str | None = None, skew: float = 0.0, chunk_tokens: int = PREFILL_TOKENS,
-          num_prompts: int | None = None) -> ServingPoint:
-    """The steady state of `concurrency` requests of input + output tokens on `plan` (module docstring)."""
+          num_prompts: int | None = None, components=None) -> ServingPoint:
+    """The steady state of `concurrency` requests of input + output tokens on `plan` (module docstring);
+    `components`: per-component weight dtypes (cost.dtypes.COMPONENTS)."""
     for name, value in (("concurrency", concurrency), ("input", input), ("output", output),
                         ("chunk_tokens", chunk_tokens)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise MoelabError(f"--{name} must be a positive integer, got {value!r}")
     kv_dtype = kv_dtype or dtype
     wl = Workload(batch=concurrency, prompt=input, gen=output, dtype=dtype, kv_dtype=kv_dtype, skew=skew,
-                  gpus=plan.gpus, plan=plan.name)
+                  gpus=plan.gpus, plan=plan.name, components=components or ())
     c = concurrency / plan.replicas
     s = math.ceil(input / chunk_tokens)  # steps a prompt's prefill spans
     chunk = input / s  # its prompt tokens per step
@@ -119,7 +120,7 @@ def serve(spec: ModelSpec, hw: HardwareSpec, plan: Plan, concurrency: int, input
         wait *= 1 - share
     latency = ttft + (output - 1) * tpot
     rps = concurrency / latency
-    cap = capacity(spec, hw, plan, dtype, kv_dtype, input + output, chunk_tokens)
+    cap = capacity(spec, hw, plan, dtype, kv_dtype, input + output, chunk_tokens, wl.components)
     out_tps = rps * output
     return ServingPoint(
         concurrency=concurrency, plan=plan.name, ttft_ms=ttft * 1e3, ttft_queue_ms=wait * 1e3, tpot_ms=tpot * 1e3,

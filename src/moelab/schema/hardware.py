@@ -121,6 +121,13 @@ class HardwareFile(StrictModel):
         "GPU: context at which prefill attention reaches half that share (default 512).")
     kernel_launch_us: Micros | None = _opt("GPU: fixed cost per operator launch, µs (default 0).")
     nvls: bool | None = _opt("NVLink SHARP in the switch (in-network all-reduce), H100/H200/B200 NVSwitch nodes.")
+    host_memory_gb: Annotated[float, Field(ge=0, le=MAX_MEMORY_GB)] | None = _opt(
+        "Host (CPU) memory of one node, GB (0: unknown).")
+    host_link_gbps: Rate | None = _opt("Each GPU's link to host memory (PCIe x16), raw GB/s per direction "
+                                       "(0: none; expert offloading needs it).")
+    host_link_latency_us: Micros | None = _opt("Fixed cost of one host-to-GPU transfer, µs (default 0).")
+    host_link_efficiency: Share | None = _opt(
+        "Share of the raw host-link rate a pinned host-to-device copy reaches, in (0, 1] (default 1).")
     sources: dict[SourceKey, SourceNote] | None = Field(None, max_length=MAX_SOURCES,
                                                         description="Where each figure comes from: key -> note.")
     measurements: dict[str, Any] | None = _opt("Raw figures `moelab calibrate` keeps beside the fitted ones "

@@ -74,6 +74,14 @@ class HardwareSpec:
     attention_half_context: float = 512.0
     kernel_launch_s: float = 0.0  # per GPU operator launch (CUDA graphs in decode)
     nvls: bool = False  # NVLink SHARP in the switch: in-network all-reduce (NCCL's NVLS algorithm)
+    # The host: its memory (per node, 0: unknown) and each GPU's own link to it (bytes/s per direction, raw: a
+    # PCIe x16 slot; 0: none given), the fixed cost of one transfer over it, and the share of the raw rate a
+    # pinned host-to-device copy reaches. Expert offloading (cost.offload) moves experts over this link; a CPU
+    # calibration's "host link" is whatever slower tier it reads (a disk read, set by the caller).
+    host_memory_bytes: float = 0.0
+    host_link_bandwidth: float = 0.0
+    host_link_latency_s: float = 0.0
+    host_link_efficiency: float = 1.0
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -81,7 +89,7 @@ class HardwareSpec:
             if getattr(self, key) <= 0:
                 raise MoelabError(f"hardware {self.name}: {key} must be positive")
         for key in ("compute_efficiency", "bandwidth_efficiency", "link_efficiency", "memory_utilization",
-                    "moe_gemm_efficiency", "attention_efficiency"):
+                    "moe_gemm_efficiency", "attention_efficiency", "host_link_efficiency"):
             if not 0 < getattr(self, key) <= 1:
                 raise MoelabError(f"hardware {self.name}: {key} must be in (0, 1]")
         for dtype, share in self.gemm_efficiency.items():
@@ -92,6 +100,10 @@ class HardwareSpec:
                               f"got {self.execution!r}")
         if not self.peak_flops:
             raise MoelabError(f"hardware {self.name}: peak_tflops names no dtype")
+        for key in ("host_memory_bytes", "host_link_bandwidth", "host_link_latency_s"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and value >= 0 and value != float("inf")):
+                raise MoelabError(f"hardware {self.name}: {key} must be a finite number >= 0, got {value!r}")
 
     def peak(self, dtype: str) -> tuple[str, float]:
         """(the dtype that runs, its dense peak FLOP/s): unsupported dtypes fall back to bf16, then fp32."""
@@ -130,6 +142,13 @@ class HardwareSpec:
         if gpus <= self.gpus_per_node:
             return self.intra_node_bandwidth * self.link_efficiency, self.intra_node_latency_s
         return self.inter_node_bandwidth * self.link_efficiency, self.inter_node_latency_s
+
+    def host_link(self) -> tuple[float, float]:
+        """(achievable bytes/s per direction, latency s) of one GPU's link to host memory; one line if none."""
+        if self.host_link_bandwidth <= 0:
+            raise MoelabError(f"hardware {self.name}: no host link (host_link_gbps) given, so nothing can be "
+                              "offloaded to host memory")
+        return self.host_link_bandwidth * self.host_link_efficiency, self.host_link_latency_s
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -171,6 +190,10 @@ class HardwareSpec:
             "attention_half_context": self.attention_half_context,
             "kernel_launch_us": self.kernel_launch_s * 1e6,
             "nvls": self.nvls,
+            "host_memory_gb": self.host_memory_bytes / 1e9,
+            "host_link_gbps": self.host_link_bandwidth / 1e9,
+            "host_link_latency_us": self.host_link_latency_s * 1e6,
+            "host_link_efficiency": self.host_link_efficiency,
             "sources": dict(self.sources),
         }
 
@@ -242,6 +265,10 @@ def hardware_from_dict(name: str, raw: Any, defaults: dict[str, Any] | None = No
         attention_half_context=n("attention_half_context", 512),
         kernel_launch_s=n("kernel_launch_us", 0) * 1e-6,
         nvls=bool(merged.get("nvls", False)),
+        host_memory_bytes=n("host_memory_gb", 0) * 1e9,
+        host_link_bandwidth=n("host_link_gbps", 0) * 1e9,
+        host_link_latency_s=n("host_link_latency_us", 0) * 1e-6,
+        host_link_efficiency=n("host_link_efficiency", 1.0),
         sources={str(k): str(v) for k, v in merged["sources"].items()},
     )
 
