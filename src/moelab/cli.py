@@ -163,7 +163,8 @@ def _print_estimate(r) -> None:
     rows = [
         ("parameters", f"{fmt.count(p.total)} total, {fmt.count(p.active)} active "
                        f"({p.active / p.total:.0%})"),
-        ("weights", f"{fmt.nbytes(m.weights_bytes)} at {wl.dtype}"),
+        ("weights", f"{fmt.nbytes(m.weights_bytes)} at {wl.dtype}"
+                    + "".join(f", {name} {dt}" for name, dt in wl.components)),
         ("KV cache", f"{fmt.nbytes(m.kv_cache_bytes)} ({fmt.nbytes(m.kv_bytes_per_token)}/token, "
                      f"{wl.kv_dtype})"),
         ("memory", f"{fmt.nbytes(m.total_bytes)} in all; min {m.min_gpus} GPU(s); "
@@ -307,6 +308,11 @@ def estimate(
     mfu: Annotated[float, typer.Option(min=0.01, max=1.0, help="Training model-FLOPs utilisation.")] = 0.4,
     zero: Annotated[int, typer.Option(min=0, max=3, help="ZeRO stage for training memory.")] = 1,
     recompute: Annotated[bool, typer.Option(help="Activation recomputation in training.")] = True,
+    expert_dtype: Annotated[str | None, typer.Option("--expert-dtype", help="Routed experts' weight dtype (the "
+                                                     "shorthand for --component routed_experts=DTYPE).")] = None,
+    component: Annotated[list[str] | None, typer.Option("--component", help="NAME=DTYPE, repeatable: a component's "
+                                                        "weight dtype (routed_experts, shared_experts, attention, "
+                                                        "dense_ffn, embeddings); the rest stay at --dtype.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """What a model costs on a GPU: parameters, memory, FLOPs, latency, throughput, plans, energy, dollars."""
@@ -318,7 +324,12 @@ def estimate(
     levels = _parse_concurrency(concurrency, batch)
     spec = _spec(model, as_moe, fine_grained, shared)
     training = TrainingPlan(tokens=train_tokens, mfu=mfu, zero=zero, recompute=recompute)
-    wl = _workload(dtype, kv_dtype, batch or 1, prompt, gen, skew)
+    from dataclasses import replace
+
+    from moelab.cost.dtypes import parse_components
+
+    components = parse_components(component or [], expert_dtype)
+    wl = replace(_workload(dtype, kv_dtype, batch or 1, prompt, gen, skew), components=components)
     result = run(spec, load_hardware(hardware), wl, gpus, training, plan=fixed, concurrency=levels)
     if as_json:
         return _emit_json(result.to_dict())
@@ -497,9 +508,10 @@ def _train_config(steps, batch_size, seq_len, lr, grad_accum, balancing, eval_ev
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option(help="Training preset (tiny-dense, tiny-moe, tiny-moe-fine, "
-                                            "tiny-dense-wide), config.json or moelab spec JSON.")],
     out: Annotated[str, typer.Option(help="Run folder: metrics.jsonl, ckpt-STEP/, final/.")],
+    model: Annotated[str | None, typer.Option(help="Training preset (tiny-dense, tiny-moe, tiny-moe-fine, "
+                                                   "tiny-dense-wide), config.json or moelab spec JSON (with "
+                                                   "--init-from: omit it to train the run's own).")] = None,
     steps: StepsOpt = 300,
     data: DataOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")] = False,
@@ -528,6 +540,11 @@ def train(
     hardware: Annotated[str | None, typer.Option("--hardware", "-H", help="Hardware for the engine's prediction "
                                                  "of the step beside the measured one (default: this machine's "
                                                  "cached calibration, if any; nothing is measured).")] = None,
+    init_from: Annotated[str | None, typer.Option("--init-from", help="Start from this run's final weights "
+                                                  "(weights only: a fresh optimizer and schedule; the lineage is "
+                                                  "recorded). Its model must be --model's.")] = None,
+    data_offset: Annotated[int, typer.Option("--data-offset", min=0, help="Step k trains on the batch of step "
+                                             "k + N (continue a run's data order where it stopped).")] = 0,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a dense or MoE model on the default (or your) corpus; resumable bit for bit, in one process or
@@ -543,9 +560,18 @@ def train(
     check_device(device)
     cfg = _train_config(steps, batch_size, seq_len, lr, grad_accum, balancing, eval_every, ckpt_every, seed, data,
                         ds_moe=ds_moe, capacity_factor=capacity_factor, bf16=bf16, keep_last=keep_last,
-                        eval_tokens=eval_tokens, max_bytes_per_domain=max_bytes_per_domain)
+                        eval_tokens=eval_tokens, max_bytes_per_domain=max_bytes_per_domain, data_offset=data_offset)
+    if model is None and init_from is None:
+        raise MoelabError("train needs --model (or --init-from RUN to train the run's own model)")
+    if init_from is not None and shrink_to is not None:
+        raise MoelabError("--shrink-to cannot be combined with --init-from: the run's weights fix the model")
     size = parse_size(shrink_to) if shrink_to is not None else None
-    spec = load_train_spec(model)
+    if model is None:
+        from moelab.train.loop import init_source
+
+        spec = init_source(init_from, None).spec
+    else:
+        spec = load_train_spec(model)
     spec = shrink(spec, size) if size is not None else spec
     layout = parallel.check(ep, expert_counts(spec) if spec.is_moe else set(), "train")
     check_parallel(cfg, layout)
@@ -556,7 +582,8 @@ def train(
         prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain)
     with parallel.started(layout, device) as mesh:
         summary = run(spec, cfg, out, resume=resume, progress=progress and not as_json,
-                      log=lambda msg: sys.stderr.write(msg + "\n"), mesh=mesh, device=device, hardware=hw)
+                      log=lambda msg: sys.stderr.write(msg + "\n"), mesh=mesh, device=device, hardware=hw,
+                      init_from=init_from)
     if not layout.writer:
         return None
     if as_json:
@@ -928,9 +955,14 @@ def export(
     done = run(source, out)
     info = {"folder": str(done.folder), "source": done.source, "model_type": done.model_type,
             "architecture": done.architecture, "name": done.name}
+    if done.dequantized:  # a quantized run: serving engines cannot read moelab's layout
+        info["dequantized"] = done.dequantized
     if as_json:
         return _emit_json(info)
     console.print(f"{done.name}: exported as {done.architecture} ({done.model_type}) to {done.folder}")
+    if done.dequantized:
+        parts = ", ".join(f"{c}={d}" for c, d in done.dequantized.get("components", {}).items())
+        console.print(f"note: a quantized run ({parts}): its weights were written dequantized to float32")
 
 
 def _serve_levels(text: str) -> tuple[int, ...]:
@@ -1154,7 +1186,96 @@ def study(
 
 # --- mitigations (moelab.mitigate): each command writes a run folder ------------------------------------
 
-# (upcycle command)
+UpModeOpt = Annotated[str, typer.Option("--mode", help="copy (every expert the dense FFN), split (its hidden units "
+                                        "cut into E experts), granular (E*M slices, S shared).")]
+UpExpertsOpt = Annotated[int, typer.Option("--experts", min=1, max=limits.MAX_EXPERTS, help="Experts E per layer.")]
+UpTopKOpt = Annotated[int, typer.Option("--top-k", min=1, max=limits.MAX_EXPERTS, help="Experts K per token.")]
+UpGranOpt = Annotated[int, typer.Option("--granularity", min=1, max=limits.MAX_EXPERTS,
+                                        help="granular: each of the E experts cut M ways.")]
+UpSharedOpt = Annotated[int, typer.Option("--shared", min=0, max=limits.MAX_EXPERTS,
+                                          help="granular: S of the E*M slices become shared experts.")]
+
+
+def _val_cells(val: dict | None, domains: list[str]) -> list[str]:
+    val = val or {}
+    return [f"{val[d]:.3f}" if isinstance(val.get(d), float) else "-" for d in [*domains, "mean"]]
+
+
+@app.command()
+def upcycle(
+    run: Annotated[str, typer.Argument(help="A dense moelab run folder, or a dense HF folder (config.json + "
+                                             "safetensors).")],
+    experts: UpExpertsOpt,
+    top_k: UpTopKOpt,
+    out: Annotated[str, typer.Option(help="New run folder (must be missing or empty).")],
+    mode: UpModeOpt = "copy",
+    granularity: UpGranOpt = 1,
+    shared: UpSharedOpt = 0,
+    seed: SeedOpt = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Upcycle a dense run into a MoE run: its FFN weights moved into experts, a new small random router."""
+    from moelab.mitigate.upcycle import upcycle as run_upcycle
+
+    result = run_upcycle(run, experts, top_k, out, mode, granularity, shared, seed=seed)
+    if as_json:
+        return _emit_json(result)
+    p, a = result["params_total"], result["params_active"]
+    console.print(f"{result['source_model']} -> {result['model']} ({result['mode']}, router {result['router']} x "
+                  f"{result['routed_scaling_factor']:g}): {fmt.count(p['before'])} -> {fmt.count(p['after'])} "
+                  f"parameters, {fmt.count(a['before'])} -> {fmt.count(a['after'])} active; {result['out']}")
+    if "loss_before" in result:
+        domains = sorted(k for k in result["loss_before"] if k != "mean")
+        table = Table(title="validation loss per domain, before training")
+        for col in ("", *domains, "mean"):
+            table.add_column(col, justify="left" if not col else "right")
+        table.add_row("dense", *_val_cells(result["loss_before"], domains))
+        table.add_row("upcycled", *_val_cells(result["loss_after"], domains))
+        console.print(table)
+
+
+@app.command("upcycle-compare")
+def upcycle_compare(
+    run: Annotated[str, typer.Argument(help="The dense run (its pretraining sets the batch, schedule and corpus).")],
+    experts: UpExpertsOpt,
+    top_k: UpTopKOpt,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Steps N after the pretraining (the scratch MoE "
+                                       "trains pretraining + N).")],
+    out: Annotated[str, typer.Option(help="Folder for the three arms and result.json (a rerun resumes).")],
+    mode: UpModeOpt = "copy",
+    granularity: UpGranOpt = 1,
+    shared: UpSharedOpt = 0,
+    target_margin: Annotated[float, typer.Option("--target-margin", min=0.0, help="The target loss is the dense "
+                                                 "run's final mean validation loss minus this (nats).")] = 0.05,
+    eval_every: Annotated[int | None, typer.Option("--eval-every", min=1, help="Steps between evaluations "
+                                                   "(default: N/6).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Continued dense training vs the upcycled MoE vs that MoE from scratch, on one budget after the dense
+    pretraining: loss per domain, tokens, FLOPs and seconds to a target fixed before the runs."""
+    from moelab.mitigate.upcycling import upcycle_compare as run_compare
+
+    result = run_compare(run, experts, top_k, steps, out, mode, granularity, shared, target_margin, eval_every,
+                         progress=progress and not as_json, log=lambda msg: sys.stderr.write(msg + "\n"))
+    if as_json:
+        return _emit_json(result)
+    arms = result["arms"]
+    domains = sorted(k for k in (arms["dense_continued"]["final_val"] or {}) if k not in ("mean", "dense"))
+    table = Table(title=f"{result['budget']['total_steps']} steps in all; target {result['target_loss']:.3f} "
+                        f"({result['target_rule']})")
+    for col in ("arm", "model", "total", "active", "tokens to target", "FLOPs to target", "wall s to target",
+                "wall s", *domains, "mean"):
+        table.add_column(col, justify="left" if col in ("arm", "model") else "right")
+    for name, r in arms.items():
+        hit = r["to_target"]
+        table.add_row(name, r["model"], fmt.count(r["params_total"]), fmt.count(r["params_active"]),
+                      fmt.count(hit["tokens_total"]) if hit else "not reached",
+                      f"{hit['flops_total']:.3g}" if hit else "-", f"{hit['wall_seconds_total']:.1f}" if hit else "-",
+                      f"{r['wall_seconds_total']:.1f}", *_val_cells(r["final_val"], domains))
+    console.print(table)
+    console.print(result["note"])
+
 
 @app.command()
 def prune(
@@ -1198,7 +1319,51 @@ def prune(
     console.print(table)
     console.print(f"pruned run: {s['folder']} (decode speed: moelab bench {s['folder']})")
 
-# (quantize command)
+@app.command()
+def quantize(
+    run: Annotated[str, typer.Argument(help="A moelab run folder (moelab train --out), not already quantized.")],
+    out: Annotated[str, typer.Option(help="The new run folder to write (missing or empty).")],
+    experts: Annotated[str | None, typer.Option(help="The routed experts' dtype: int8 (per output channel) or "
+                                                "int4 (per group); shorthand for --component "
+                                                "routed_experts=DTYPE.")] = None,
+    component: Annotated[list[str] | None, typer.Option(help="NAME=DTYPE (repeatable): shared_experts, attention, "
+                                                        "dense_ffn, embeddings (or routed_experts) at int8 or "
+                                                        "int4; what is not named keeps its dtype.")] = None,
+    group_size: Annotated[int, typer.Option("--group-size", help="int4: input elements per scale (must divide "
+                                            "every quantized row).")] = 128,
+    eval_tokens: Annotated[int | None, typer.Option("--eval-tokens", help="Validation tokens per domain for "
+                                                    "the loss before and after (default 16384).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Weight-only symmetric quantization (int8 per channel, int4 per group, fp32 scales) of a run's experts and
+    other components, dequantized on the fly; write the run with its exact weight bytes, rounding error and loss
+    per domain."""
+    from moelab.mitigate.quantize import quantize as run_quantize
+
+    s = run_quantize(run, out, experts=experts, component=component, group_size=group_size, eval_tokens=eval_tokens)
+    if as_json:
+        return _emit_json(s)
+    w, parts = s["weight_bytes"], ", ".join(f"{c}={d}" for c, d in s["components"].items())
+    table = Table(title=f"{s['from_model']} -> {s['model']} ({parts}; int4 group {s['group_size']})")
+    for col in ("component", "before", "after", "max |error|", "bound s/2"):
+        table.add_column(col, justify="left" if col == "component" else "right")
+    for c, before in w["before"].items():
+        if before or w["after"][c]:
+            e = s["error"].get(c)
+            table.add_row(c, fmt.nbytes(before), fmt.nbytes(w["after"][c]),
+                          f"{e['max_abs_error']:.3g}" if e else "-", f"{e['max_bound']:.3g}" if e else "-")
+    console.print(table)
+    console.print(f"weights {fmt.nbytes(w['before']['total'])} -> {fmt.nbytes(w['after']['total'])} "
+                  f"({w['ratio']:.2f}x smaller); file {fmt.nbytes(w['file_before'])} -> {fmt.nbytes(w['file_after'])}")
+    loss = s["loss"]
+    table = Table(title="validation loss per domain (rare: under half the mean domain's training tokens)")
+    for col in ("domain", "before", "after", "delta"):
+        table.add_column(col, justify="left" if col == "domain" else "right")
+    for d, delta in loss["delta"].items():
+        label = f"{d} (rare)" if d in loss["rare_domains"] else d
+        table.add_row(label, f"{loss['before'][d]:.4f}", f"{loss['after'][d]:.4f}", f"{delta:+.4f}")
+    console.print(table)
+    console.print(f"quantized run: {s['folder']} (decode speed: moelab bench {s['folder']})")
 
 
 # Typer >= 0.22 raises its own click fork's exceptions; older releases raise click's.
