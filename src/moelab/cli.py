@@ -131,13 +131,15 @@ def hardware(as_json: JsonFlag = False) -> None:
     if as_json:
         return _emit_json([hw.to_dict() for hw in presets.values()])
     table = Table(title="Hardware presets (dense peaks; links per direction)")
-    for col in ("name", "bf16 TFLOPS", "fp8 TFLOPS", "memory", "bandwidth", "intra-node", "TDP", "$/h"):
+    for col in ("name", "bf16 TFLOPS", "fp8 TFLOPS", "memory", "bandwidth", "intra-node", "host link", "TDP", "$/h"):
         table.add_column(col, justify="left" if col == "name" else "right")
     for hw in presets.values():
         fp8 = hw.peak_flops.get("fp8")
+        host = f"{hw.host_link_bandwidth / 1e9:.1f} GB/s" if hw.host_link_bandwidth else "-"
         table.add_row(hw.name, f"{hw.peak_flops['bf16'] / 1e12:.0f}", f"{fp8 / 1e12:.0f}" if fp8 else "-",
                       fmt.nbytes(hw.memory_bytes), f"{hw.memory_bandwidth / 1e9:.0f} GB/s",
-                      f"{hw.intra_node_bandwidth / 1e9:.0f} GB/s", f"{hw.tdp_watts:.0f} W", f"{hw.usd_per_hour:.2f}")
+                      f"{hw.intra_node_bandwidth / 1e9:.0f} GB/s", host, f"{hw.tdp_watts:.0f} W",
+                      f"{hw.usd_per_hour:.2f}")
     console.print(table)
 
 
@@ -881,10 +883,18 @@ def bench(
     ep: Annotated[int | None, typer.Option("--ep", help="Experts over N processes, each running 1/N of the "
                                            "sequences (`torchrun --nproc-per-node N -m moelab bench MODEL --ep N`); "
                                            "predicted as plan epN.")] = None,
+    offload_experts: Annotated[bool, typer.Option("--offload-experts", help="Also measure the run with its "
+                                                  "experts offloaded: --resident N per MoE layer in memory, misses "
+                                                  "read cold from its model.safetensors.")] = False,
+    resident: Annotated[str | None, typer.Option("--resident", help="Experts per MoE layer kept in memory with "
+                                                 "--offload-experts (a list like 2,4,6 measures each).")] = None,
+    cache: Annotated[str | None, typer.Option("--cache", help="Which resident expert --offload-experts evicts: "
+                                              "lru (default) or lfu.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Measure models on this machine beside the engine's prediction: latency, percentiles, memory, routing;
-    with --ep under torchrun, one model's experts sharded over the processes."""
+    with --ep under torchrun, one model's experts sharded over the processes; with --offload-experts, the run
+    beside its offloaded variants (hit rate, per-miss seconds, the engine's offloaded decode)."""
     import statistics
 
     from moelab.bench.run import bench as run
@@ -893,7 +903,7 @@ def bench(
     models = [model] + ([model_b] if model_b else [])
     result = run(models, device=device, dtype=dtype, batches=_parse_batches(batches), prompt=prompt, gen=gen,
                  shrink_to=shrink_to, hardware=hardware, repeats=repeats, quick=quick, progress=cli_mode(as_json),
-                 ep=ep)
+                 ep=ep, offload_experts=offload_experts, resident=resident, cache=cache)
     if result is None:  # a rank other than 0 of a torchrun job: rank 0 reports
         return None
     if as_json:
@@ -930,6 +940,8 @@ def bench(
                       "measured / predicted): " + ", ".join(
                           f"{phase} {statistics.median(m for m, _ in v):.0%} / {statistics.median(p for _, p in v):.0%}"
                           for phase, v in shares.items()))
+    if result.get("offload"):
+        _print_offload(result)
     for warning in result["warnings"]:
         console.print(f"warning: {warning}")
     flip = result["flip"]
@@ -941,6 +953,37 @@ def bench(
             line = (f"{winners[str(at)]} wins decode throughput from batch {at} (before: {first})" if at
                     else f"{first} wins decode throughput at every batch")
             console.print(f"{kind}: {line}")
+
+
+def _print_offload(result: dict) -> None:
+    """bench --offload-experts: the variants' decode rows beside the engine's offloaded decode and the seeds."""
+    off = result["offload"]
+    table = Table(title=f"Offloaded experts ({off['cache']}): decode per step; predicted = the engine's offloaded "
+                        "decode at its modelled hit rate (and at the measured one)")
+    for col in ("resident", "batch", "hit rate", "misses/step", "miss (median)", "p50", "p95", "p99", "vs resident",
+                "predicted", "error", "pred @ hit", "error @ hit"):
+        table.add_column(col, justify="right")
+    for r in result["rows"]:
+        o = r.get("offload")
+        if not o:
+            continue
+        pred, at_hit = o["predicted"], o["predicted_at_measured_hit_rate"]
+        table.add_row(str(o["resident"]), str(r["batch"]), "-" if o["hit_rate"] is None else f"{o['hit_rate']:.0%}",
+                      f"{o['misses_per_step']:.1f}",
+                      "-" if o["miss_seconds_median"] is None else fmt.seconds(o["miss_seconds_median"]),
+                      fmt.seconds(r["p50_s"]), fmt.seconds(r["p95_s"]), fmt.seconds(r["p99_s"]),
+                      "-" if o["slowdown_vs_resident"] is None else f"{o['slowdown_vs_resident']:.2f}x",
+                      "-" if pred is None else fmt.seconds(pred["step_seconds"]),
+                      "-" if pred is None else _pct(r["rel_error"]),
+                      "-" if at_hit is None else fmt.seconds(at_hit["step_seconds"]),
+                      _pct(o["rel_error_at_measured_hit_rate"]))
+    console.print(table)
+    probe = off["read_probe"]
+    console.print(f"a miss: {off['method']}; cold vs warm read of one expert ({fmt.nbytes(probe['bytes'])}): "
+                  f"{fmt.seconds(probe['cold_s'])} vs {fmt.seconds(probe['warm_s'])} "
+                  f"({probe['cold_over_warm']:.1f}x) on {probe['filesystem']}")
+    low, high = off["seeds"]["swap_seconds"]
+    console.print(f"the seeds: +{low * 1e3:.0f}-{high * 1e3:.0f} ms per swap ({off['seeds']['source']})")
 
 
 @app.command()
@@ -1344,7 +1387,8 @@ def quantize(
     if as_json:
         return _emit_json(s)
     w, parts = s["weight_bytes"], ", ".join(f"{c}={d}" for c, d in s["components"].items())
-    table = Table(title=f"{s['from_model']} -> {s['model']} ({parts}; int4 group {s['group_size']})")
+    group = f"; int4 group {s['group_size']}" if "int4" in s["components"].values() else ""
+    table = Table(title=f"{s['from_model']} -> {s['model']} ({parts}{group})")
     for col in ("component", "before", "after", "max |error|", "bound s/2"):
         table.add_column(col, justify="left" if col == "component" else "right")
     for c, before in w["before"].items():
