@@ -22,6 +22,7 @@ import torch
 
 from moelab import limits
 from moelab.bench import drift
+from moelab.bench import offload as offloading
 from moelab.bench import parallel as ep_bench
 from moelab.bench.calibrate import available_memory_bytes, calibrated_hardware, check_device
 from moelab.bench.measure import Runner, Samples, memory, routing_share
@@ -181,7 +182,8 @@ def _rows(m: Loaded, hw: HardwareSpec, dtype: str, batch: int, prompt: int, gen:
 def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batches=DEFAULT_BATCHES,
           prompt: int = 128, gen: int = 32, shrink_to: float | str | None = None, hardware: str | None = None,
           repeats: int | None = None, quick: bool = False, progress: bool | str = False,
-          threads: int | None = None, ep: int | None = None) -> dict | None:
+          threads: int | None = None, ep: int | None = None, offload_experts: bool = False, resident=None,
+          cache: str | None = None) -> dict | None:
     """Measure `models` over `batches` beside the engine's prediction; the object `moelab bench --json` prints.
 
     Everything that can be refused is refused before any work (a calibration or a process group included): the
@@ -190,9 +192,14 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
     moelab.bench.parallel) and the predictions. `progress`: False (silent), True (a bar on a terminal, else a line
     per round, on stderr) or a mode of moelab.progress. `threads`: torch CPU threads per process (default: every
     core, as calibrate measures with, shared out over the processes). Under torchrun: the result on rank 0,
-    None on the others."""
+    None on the others.
+
+    `offload_experts` with `resident` (an integer, or several: a list or "2,4,6") and `cache` ("lru" or
+    "lfu"): the one run's resident model beside a variant per resident count whose experts are offloaded
+    (moelab.bench.offload)."""
     batches = tuple(batches)
     _check(models, device, dtype, batches, prompt, gen, repeats)
+    oplan = offloading.plan(offload_experts, resident, cache, models, ep, shrink_to)
     width = ep if isinstance(ep, int) and ep > 1 else 1
     if batches == DEFAULT_BATCHES:
         batches = (QUICK_BATCHES if width == 1 else (width, 2 * width, 4 * width)) if quick else (
@@ -201,6 +208,8 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
         gen = min(gen, 8)
     repeats = repeats or (2 if quick else 5)
     resolved = [resolve(ref, shrink_to) for ref in models]
+    if oplan:
+        offloading.check_model(oplan, resolved[0])
     layout = ep_bench.check(ep, resolved, batches)
     _check_models(resolved, prompt, gen)  # every cheap refusal before the calibration `_hardware` may start
     available, where = available_memory_bytes(device)
@@ -217,7 +226,7 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
             decode_step(r.spec, hw, wl)
     kw = dict(device=device, dtype=dtype, batches=batches, prompt=prompt, gen=gen, repeats=repeats, quick=quick,
               progress=progress if layout.writer else False, threads=threads, hw=hw, hw_ref=hw_ref,
-              reference=reference, started=started)
+              reference=reference, started=started, oplan=oplan)
     if not layout.distributed:
         return _measure(resolved, None, layout, **kw)
     with parallel.started(layout, device) as mesh:
@@ -227,12 +236,19 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
 
 def _measure(resolved: list[Resolved], mesh: Mesh | None, layout: Layout, *, device: str, dtype: str, batches,
              prompt: int, gen: int, repeats: int, quick: bool, progress, threads: int | None, hw: HardwareSpec,
-             hw_ref: str, reference: dict | None, started: float) -> dict:
+             hw_ref: str, reference: dict | None, started: float,
+             oplan: offloading.OffloadPlan | None = None) -> dict:
     """bench's measurements and result, on every rank of `mesh` (None: one process)."""
     if device == "cpu":
         torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // layout.world))
     tdtype = TORCH_DTYPES[dtype]
     loaded = [ep_bench.build_sharded(r, device, tdtype, mesh) for r in resolved]
+    probe, offloads = None, {}
+    if oplan:  # the cold-versus-warm read first, then the offloaded variants beside the resident model
+        probe = offloading.probe(resolved[0])
+        for m, off in offloading.variants(resolved[0], oplan, device, tdtype):
+            loaded.append(m)
+            offloads[m.name] = off
     names = [m.name for m in loaded]
     if len(set(names)) != len(names):
         for i, m in enumerate(loaded):
@@ -240,8 +256,11 @@ def _measure(resolved: list[Resolved], mesh: Mesh | None, layout: Layout, *, dev
         names = [m.name for m in loaded]
     load_before = load_average()
     group = mesh.ep_group if mesh else None
-    runners = {(m.name, b): Runner(m.model, m.spec.vocab_size, b, prompt, gen, device, seed=b,
-                                   part=(layout.ep_rank, layout.ep), group=group) for m in loaded for b in batches}
+    runners = {(m.name, b): (offloading.OffloadRunner(m.model, m.spec.vocab_size, b, prompt, gen, device, seed=b,
+                                                      offload=offloads[m.name]) if m.name in offloads else
+                             Runner(m.model, m.spec.vocab_size, b, prompt, gen, device, seed=b,
+                                    part=(layout.ep_rank, layout.ep), group=group))
+               for m in loaded for b in batches}
     samples = {key: Samples() for key in runners}
     # the reference probes are one process's: with ranks side by side they would time the ranks' contention
     probe_fns = drift.probes(device) if reference and not layout.distributed else None
@@ -270,11 +289,20 @@ def _measure(resolved: list[Resolved], mesh: Mesh | None, layout: Layout, *, dev
         return {}
     moved = drift.drift(reference, probe_times) if probe_fns else None
     hw_now = drift.scaled(hw, moved) if moved else hw
+    hw_link = offloading.link_hardware(hw_now, probe) if oplan and offloading.engine_available() else None
     rows = []
     for m in loaded:
         for b in batches:
-            rows.extend(_rows(m, hw_now, dtype, b, prompt, gen, samples[(m.name, b)], *extras[(m.name, b)],
-                              at_calibration=hw if moved else None, layout=layout))
+            made = _rows(m, hw_now, dtype, b, prompt, gen, samples[(m.name, b)], *extras[(m.name, b)],
+                         at_calibration=hw if moved else None, layout=layout)
+            if m.name in offloads:  # an offloaded variant: its decode row, priced by the engine's offload model
+                base = next(r for r in rows if r["model"] == loaded[0].name and r["phase"] == "decode"
+                            and r["batch"] == b)
+                made = [offloading.decode_row(made[1], runners[(m.name, b)], samples[(m.name, b)],
+                                              offloads[m.name], base, hw_link, m.spec, dtype, prompt, gen)]
+            rows.extend(made)
+    for off in offloads.values():
+        off.close()
     model_info = []
     for m in loaded:
         p = count_params(m.spec)
@@ -286,10 +314,17 @@ def _measure(resolved: list[Resolved], mesh: Mesh | None, layout: Layout, *, dev
                 "moe_layers": list(m.spec.moe_layers), "weights": m.weights_file or "random"}
         if m.shrunk_from:
             info["shrunk_from"] = m.shrunk_from
+        if m.name in offloads:
+            info["offload"] = {"resident": offloads[m.name].resident, "cache": offloads[m.name].policy}
         model_info.append(info)
     hw_dict = hw.to_dict()
     load_after, cores = load_average(), os.cpu_count() or 1
     warnings = []
+    if probe is not None and probe.warning():
+        warnings.append(probe.warning())
+    if oplan and hw_link is None:
+        warnings.append("this tree has no engine offload model (moelab.cost.offload): the offloaded rows carry no "
+                        "prediction of their own (predicted_s is the resident model's)")
     busiest = max(x for x in (load_before, load_after, 0.0) if x is not None)
     if moved and moved.largest > drift.DRIFT_WARNING:
         warnings.append(f"this machine ran {moved.compute:.2f}x (matmul) and {moved.overhead:.2f}x (fixed costs) "
@@ -323,7 +358,8 @@ def _measure(resolved: list[Resolved], mesh: Mesh | None, layout: Layout, *, dev
         "rel_error_definition": "(predicted_s - measured_s) / measured_s",
         "rows": rows,
         "summary": _summary(rows),
-        "flip": flip(rows, names),
+        "flip": None if oplan else flip(rows, names),
+        "offload": offloading.summary_block(oplan, resolved[0], probe, hw_link) if oplan else None,
     }
 
 

@@ -1,0 +1,213 @@
+"""Expert offloading (moelab.mitigate.offload, bench --offload-experts): bit-identical decoding, the cache policies
+against hand-worked references, the header parser against safetensors' own reader, the cold read path, the bench
+CLI end to end and its one-line refusals."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from moelab.bench.measure import prefill_last
+from moelab.cli import main
+from moelab.errors import MoelabError
+from moelab.mitigate.offload import ExpertCache, ExpertFile, offload_experts, read_header, read_probe
+from moelab.mitigate.runs import read_run
+from moelab.nn.moe import MoELayer, default_backend
+
+FIXED_HW = {  # as tests/bench/bench_hardware.py: fast, deterministic predictions
+    "name": "test-cpu", "peak_tflops": {"fp32": 0.05, "bf16": 0.1}, "memory_gb": 16, "memory_bandwidth_gbps": 10,
+    "compute_efficiency": 1.0, "bandwidth_efficiency": 1.0, "tdp_watts": 16, "usd_per_hour": 0.04,
+    "step_overhead_us": 50, "layer_overhead_us": 100, "moe_layer_overhead_us": 150, "expert_overhead_us": 20,
+    "cache_gb": 0.032, "cache_bandwidth_gbps": 40, "gemv_bandwidth_gbps": 30, "elementwise_bandwidth_gbps": 15,
+    "attention_tflops": 0.04, "attention_bandwidth_gbps": 20, "attention_head_overhead_us": 0.3,
+}
+
+
+@pytest.fixture
+def hw_file(tmp_path):
+    path = tmp_path / "hw.json"
+    path.write_text(json.dumps(FIXED_HW))
+    return str(path)
+
+
+def _sorted(model):
+    """The resident reference on the per-expert path bench uses on the CPU in fp32 ("sorted")."""
+    assert default_backend("cpu", torch.float32) == "sorted"
+    for layer in model.moe_layers():
+        layer.options = replace(layer.options, backend="sorted")
+    return model
+
+
+def _decode(model, batch=2, prompt=6, steps=4, seed=0):
+    """Prefill + decode steps with the KV cache, as bench.measure.Runner runs them: every step's logits."""
+    g = torch.Generator().manual_seed(seed)
+    vocab = model.spec.vocab_size
+    out = []
+    with torch.inference_mode():
+        cache = model.new_cache(prompt + steps)
+        out.append(prefill_last(model, torch.randint(0, vocab, (batch, prompt), generator=g), cache))
+        for _ in range(steps):
+            out.append(model(torch.randint(0, vocab, (batch, 1), generator=g), cache))
+    return out
+
+
+@pytest.mark.parametrize("resident, policy", [(2, "lru"), (3, "lfu"), (6, "lru")])
+def test_offloaded_decoding_is_bit_identical_to_resident(moe_run, resident, policy):
+    source = read_run(moe_run)
+    reference = _decode(_sorted(source.load_model()))
+    model = source.load_model()
+    before = sum(p.numel() for p in model.parameters())
+    off = offload_experts(model, source.folder / "model.safetensors", resident, policy)
+    try:
+        layers = model.moe_layers()
+        assert len(off.stores) == len(layers) == source.spec.n_moe_layers
+        assert all(layer.gate_up_proj is None and layer.down_proj is None for layer in layers)  # dropped
+        e = source.spec.moe.n_experts
+        dropped = sum(isinstance(m, MoELayer) for m in model.modules()) * e * 3 * source.spec.d_model * (
+            source.spec.moe.expert_ffn)
+        assert before - sum(p.numel() for p in model.parameters()) == dropped
+        got = _decode(model)
+        for a, b in zip(reference, got, strict=True):
+            assert torch.equal(a, b)
+        m = off.compute_metrics()
+        assert m.misses > 0 and m.bytes_read == m.misses * off.expert_bytes() and len(m.miss_seconds) == m.misses
+        if resident == 6:
+            assert m.hits > 0
+        assert all(len(s.cache.resident()) <= resident for s in off.stores)
+        off.reset_metrics()
+        assert off.compute_metrics().misses == 0 and off.compute_metrics().hits == 0
+    finally:
+        off.close()
+
+
+def _replay(policy, capacity, sequence):
+    cache, hits, evicted = ExpertCache(capacity, policy), 0, []
+    for e in sequence:
+        hit, victim = cache.access(e)
+        hits += hit
+        if not hit:
+            cache.admit(e, e)
+            evicted.append(victim)
+    return hits, evicted, cache.resident()
+
+
+def test_lru_and_lfu_eviction_against_hand_worked_references():
+    seq = [0, 1, 0, 2, 1, 3, 0]
+    # LRU, 2 slots: 0 m, 1 m, 0 h, 2 m (evict 1: used at t2, 0 at t3), 1 m (evict 0), 3 m (evict 2), 0 m (evict 1)
+    assert _replay("lru", 2, seq) == (1, [None, None, 1, 0, 2, 1], [0, 3])
+    # LFU, 2 slots, counts kept across evictions, ties by LRU: 2 m evicts 1 (1 use vs 0's 2); 1 m (1 now has 2
+    # uses) evicts 2 (1 use); 3 m: 0 and 1 both 2 uses, 0 used longer ago -> evict 0; 0 m (3 uses) evicts 3 (1)
+    assert _replay("lfu", 2, seq) == (1, [None, None, 1, 2, 0, 3], [0, 1])
+    # a popular expert survives LFU but not LRU: 0 is used often, then a scan of 1, 2, 3
+    scan = [0, 0, 0, 1, 2, 3, 0]
+    assert _replay("lfu", 2, scan)[0] == 3 and _replay("lru", 2, scan)[0] == 2
+    with pytest.raises(MoelabError, match="--cache"):
+        ExpertCache(2, "fifo")
+
+
+def test_header_parser_matches_safe_open_exactly(moe_run):
+    from safetensors import safe_open
+
+    path = read_run(moe_run).folder / "model.safetensors"
+    entries = read_header(path)
+    source = ExpertFile(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            assert set(entries) == set(f.keys())
+            experts = [n for n in entries if n.endswith((".gate_up_proj", ".down_proj"))]
+            assert len(experts) == 2 * read_run(moe_run).spec.n_moe_layers
+            for name in experts:
+                full = f.get_tensor(name)
+                assert entries[name].shape == tuple(full.shape) and entries[name].dtype == full.dtype
+                for e in range(full.shape[0]):
+                    row = source.row(name, e)
+                    assert row.is_contiguous() and torch.equal(row.view(torch.uint8), full[e].view(torch.uint8))
+    finally:
+        source.close()
+
+
+def test_bad_safetensors_files_are_one_line(tmp_path):
+    short = tmp_path / "short.safetensors"
+    short.write_bytes(b"\x01\x00")
+    with pytest.raises(MoelabError, match="not a safetensors file"):
+        read_header(short)
+    lying = tmp_path / "lying.safetensors"
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}}).encode()
+    lying.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 16)  # 16 of the 64 bytes
+    with pytest.raises(MoelabError, match="do not match"):
+        read_header(lying)
+
+
+def test_cold_and_warm_reads_run(moe_run):
+    probe = read_probe(read_run(moe_run).folder / "model.safetensors", repeats=3).to_dict()
+    spec = read_run(moe_run).spec
+    assert probe["bytes"] == 3 * spec.d_model * spec.moe.expert_ffn * 4 and probe["cold_s"] > 0 and probe["warm_s"] > 0
+    assert probe["filesystem"] and probe["link_bandwidth_bytes_per_s"] > 0  # no timing claim: a shared machine
+
+
+def test_bench_offload_end_to_end(moe_run, hw_file, capsys):
+    args = ["bench", str(moe_run), "--offload-experts", "--resident", "2,8", "--cache", "lfu", "--batches", "1",
+            "--prompt", "4", "--gen", "2", "--repeats", "1", "--hardware", hw_file]
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    by_model = {r["model"]: r for r in out["rows"] if r["phase"] == "decode"}
+    assert set(by_model) == {"tiny-moe", "tiny-moe offload 2 lfu", "tiny-moe offload 8 lfu"}
+    low = by_model["tiny-moe offload 2 lfu"]["offload"]
+    for key in ("hit_rate", "misses_per_step", "miss_seconds_median", "predicted", "predicted_at_measured_hit_rate",
+                "seeds_swap_seconds", "slowdown_vs_resident"):
+        assert key in low
+    assert low["misses_per_step"] > 0 and low["predicted"]["step_seconds"] > 0
+    high = by_model["tiny-moe offload 8 lfu"]["offload"]
+    assert high["hits_per_step"] > 0 and high["hit_rate"] > 0.5  # all 8 resident: only first touches miss
+    row = by_model["tiny-moe offload 2 lfu"]
+    assert row["predicted_s"] == low["predicted"]["step_seconds"] and {"p50_s", "p95_s", "p99_s"} <= set(row)
+    assert out["offload"]["read_probe"]["cold_s"] > 0 and out["offload"]["link"]["host_link_bandwidth_bytes_per_s"]
+    assert main([a if a != "2,8" else "2" for a in args]) == 0  # the text table (one variant: time)
+    text = capsys.readouterr().out
+    assert "Offloaded experts" in text and "per swap" in text and "cold vs warm" in text
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--offload-experts", "--resident", "1"], "--resident must be an integer from the top-k (2)"),
+    (["--offload-experts", "--resident", "9"], "(8), got 9"),
+    (["--offload-experts", "--resident", "2,x"], "--resident expects"),
+    (["--offload-experts"], "needs --resident"),
+    (["--resident", "2"], "give both"),
+    (["--offload-experts", "--resident", "2", "--ep", "2"], "--ep"),
+    (["--offload-experts", "--resident", "2", "--cache", "fifo"], "--cache must be"),
+    (["--offload-experts", "--resident", "2", "--shrink-to", "1M"], "--shrink-to"),
+])
+def test_bench_offload_refusals(moe_run, hw_file, capsys, extra, message):
+    assert main(["bench", str(moe_run), *extra, "--hardware", hw_file]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("moelab: error:") and err.count("\n") == 1 and message in err
+
+
+@pytest.mark.parametrize("which, message", [
+    ("dense", "dense model"), ("preset", "a preset (no weights file)"), ("quantized", "quantized run"),
+])
+def test_bench_offload_refuses_what_has_no_experts_to_read(moe_run, dense_run, hw_file, tmp_path, capsys, which,
+                                                           message):
+    if which == "dense":
+        ref = str(dense_run)
+    elif which == "preset":
+        ref = "tiny-moe"
+    else:  # a copy of the run whose meta says it is quantized
+        import shutil
+
+        ref = str(tmp_path / "q")
+        shutil.copytree(moe_run / "final", tmp_path / "q" / "final")
+        meta = json.loads((tmp_path / "q" / "final" / "meta.json").read_text())
+        meta["quantization"] = {"components": {"routed_experts": "int8"}, "group_size": 128, "scheme": "symmetric"}
+        (tmp_path / "q" / "final" / "meta.json").write_text(json.dumps(meta))
+    assert main(["bench", ref, "--offload-experts", "--resident", "2", "--hardware", hw_file]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_offload_experts_refuses_a_resident_count_out_of_range(moe_run):
+    source = read_run(moe_run)
+    for bad in (1, 9, True):
+        with pytest.raises(MoelabError, match="--resident"):
+            offload_experts(source.load_model(), source.folder / "model.safetensors", bad)
