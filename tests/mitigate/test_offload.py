@@ -146,7 +146,22 @@ def test_cold_and_warm_reads_run(moe_run):
     assert probe["filesystem"] and probe["link_bandwidth_bytes_per_s"] > 0  # no timing claim: a shared machine
 
 
-def test_bench_offload_end_to_end(moe_run, hw_file, capsys):
+def test_offload_read_benchmark_prints_json(moe_run, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "benchmarks" / "offload_read.py"
+    spec = importlib.util.spec_from_file_location("offload_read", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([str(moe_run), "--expert", "7", "--repeats", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["expert"] == 7 and {"cold_s", "warm_s", "cold_bytes_per_s", "warm_bytes_per_s"} <= set(out)
+    assert script.main([str(moe_run), "--expert", "8"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_bench_offload_end_to_end(moe_run, hw_file, capsys, tmp_path):
     args = ["bench", str(moe_run), "--offload-experts", "--resident", "2,8", "--cache", "lfu", "--batches", "1",
             "--prompt", "4", "--gen", "2", "--repeats", "1", "--hardware", hw_file]
     assert main([*args, "--json"]) == 0
@@ -163,6 +178,11 @@ def test_bench_offload_end_to_end(moe_run, hw_file, capsys):
     row = by_model["tiny-moe offload 2 lfu"]
     assert row["predicted_s"] == low["predicted"]["step_seconds"] and {"p50_s", "p95_s", "p99_s"} <= set(row)
     assert out["offload"]["read_probe"]["cold_s"] > 0 and out["offload"]["link"]["host_link_bandwidth_bytes_per_s"]
+    from moelab.bench.results import read_moelab_bench
+
+    (tmp_path / "b.json").write_text(json.dumps(out))
+    kept = [r for r in read_moelab_bench(tmp_path / "b.json")["rows"] if "offload" in r]
+    assert len(kept) == 2 and kept[0]["offload"]["hit_rate"] == low["hit_rate"]
     assert main([a if a != "2,8" else "2" for a in args]) == 0  # the text table (one variant: time)
     text = capsys.readouterr().out
     assert "Offloaded experts" in text and "per swap" in text and "cold vs warm" in text

@@ -224,7 +224,8 @@ def vllm_measurements(run: dict[str, Any], *, source: str, model: str, hardware:
 
 def read_moelab_bench(path: str | Path) -> dict[str, Any]:
     """The rows of a `moelab bench --json` file: {source, device, dtype, prompt, gen, hardware, rows}, each row
-    {model, phase ("prefill": the whole prefill of the batch; "decode": one step), batch, prompt, measured_s}."""
+    {model, phase ("prefill": the whole prefill of the batch; "decode": one step), batch, prompt, measured_s}, and
+    a bench --offload-experts variant's decode rows their "offload" block as written."""
     path = Path(path)
     text = read_user_text(path, "moelab bench file", MAX_RESULT_BYTES)
     try:
@@ -255,7 +256,10 @@ def read_moelab_bench(path: str | Path) -> dict[str, Any]:
         value = row.get("measured_s")
         if not (_number(value) and math.isfinite(value) and value > 0):
             raise MoelabError(f"{where}: measured_s must be a positive number, got {value!r}")
-        rows.append({k: row[k] for k in ("model", "phase", "batch", "prompt")} | {"measured_s": float(value)})
+        kept = {k: row[k] for k in ("model", "phase", "batch", "prompt")} | {"measured_s": float(value)}
+        if isinstance(row.get("offload"), dict):  # bench --offload-experts: a variant's hit rate, misses, prediction
+            kept["offload"] = row["offload"]
+        rows.append(kept)
     if not rows:
         raise MoelabError(f"{path}: the bench file has no rows")
     hardware = raw.get("hardware", {}).get("name") if isinstance(raw.get("hardware"), dict) else None

@@ -472,6 +472,11 @@ def read_probe(path: str | Path, tensor_prefix: str | None = None, expert: int =
             if not names:
                 raise MoelabError(f"{path}: no stacked experts (*.gate_up_proj) to read")
             tensor_prefix = names[0].removesuffix("gate_up_proj")
+        stacked = source.tensors.get(f"{tensor_prefix}gate_up_proj")
+        if stacked is None:
+            raise MoelabError(f"{path}: no stacked experts {tensor_prefix}gate_up_proj")
+        if isinstance(expert, bool) or not isinstance(expert, int) or not 0 <= expert < stacked.shape[0]:
+            raise MoelabError(f"expert must be in [0, {stacked.shape[0] - 1}], got {expert!r}")
         slices = [source.tensors[f"{tensor_prefix}{n}"].slice(expert)
                   for n in EXPERT_TENSORS if f"{tensor_prefix}{n}" in source.tensors]
         cold, warm, small = [], [], []
