@@ -560,20 +560,22 @@ def train(
     from moelab.train.presets import load_train_spec
 
     check_device(device)
-    cfg = _train_config(steps, batch_size, seq_len, lr, grad_accum, balancing, eval_every, ckpt_every, seed, data,
-                        ds_moe=ds_moe, capacity_factor=capacity_factor, bf16=bf16, keep_last=keep_last,
-                        eval_tokens=eval_tokens, max_bytes_per_domain=max_bytes_per_domain, data_offset=data_offset)
     if model is None and init_from is None:
         raise MoelabError("train needs --model (or --init-from RUN to train the run's own model)")
     if init_from is not None and shrink_to is not None:
         raise MoelabError("--shrink-to cannot be combined with --init-from: the run's weights fix the model")
-    size = parse_size(shrink_to) if shrink_to is not None else None
-    if model is None:
+    source = None
+    if init_from is not None:  # its tokens must mean what they meant: the run's vocabulary (no --vocab-size here)
         from moelab.train.loop import init_source
 
-        spec = init_source(init_from, None).spec
-    else:
-        spec = load_train_spec(model)
+        source = init_source(init_from, None)
+    vocab = {"vocab_size": source.config["vocab_size"]} if source and "vocab_size" in source.config else {}
+    cfg = _train_config(steps, batch_size, seq_len, lr, grad_accum, balancing, eval_every, ckpt_every, seed, data,
+                        ds_moe=ds_moe, capacity_factor=capacity_factor, bf16=bf16, keep_last=keep_last,
+                        eval_tokens=eval_tokens, max_bytes_per_domain=max_bytes_per_domain, data_offset=data_offset,
+                        **vocab)
+    size = parse_size(shrink_to) if shrink_to is not None else None
+    spec = source.spec if model is None else load_train_spec(model)
     spec = shrink(spec, size) if size is not None else spec
     layout = parallel.check(ep, expert_counts(spec) if spec.is_moe else set(), "train")
     check_parallel(cfg, layout)

@@ -16,7 +16,7 @@ _INTS = {
     "grad_accum": (1, 65_536), "warmup": (0, limits.MAX_STEPS), "seed": (0, limits.MAX_SEED),
     "eval_every": (1, limits.MAX_STEPS), "eval_tokens": (1, 2**40), "ckpt_every": (1, limits.MAX_STEPS),
     "keep_last": (1, 1_000_000), "collapse_patience": (1, limits.MAX_STEPS), "vocab_size": (2, limits.MAX_VOCAB),
-    "max_bytes_per_domain": (1, 2**50),
+    "max_bytes_per_domain": (1, 2**50), "data_offset": (0, limits.MAX_STEPS),
 }
 # Float fields: (lowest, highest, whether the lowest itself is allowed); every one must be finite.
 _FLOATS = {
@@ -60,6 +60,9 @@ class TrainConfig:
     vocab_size: int = 2048  # tokenizer vocabulary (at most the model's)
     data: str | None = None  # None: the default corpus built from this Python installation
     max_bytes_per_domain: int = 1_500_000
+    # step k trains on the batch of step k + data_offset (moelab.data.train_batch): a run continued from another
+    # (train --init-from) sees the batches after its source's instead of the same ones again
+    data_offset: int = 0
 
     def __post_init__(self) -> None:
         for name, (low, high) in _INTS.items():

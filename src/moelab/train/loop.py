@@ -56,6 +56,43 @@ def _same_spec(stored, spec: ModelSpec) -> bool:
         return False
 
 
+def _same_config(stored, cfg: TrainConfig) -> bool:
+    """Whether a checkpoint's stored config is `cfg` (fields added since it was written take their defaults)."""
+    try:
+        return isinstance(stored, dict) and TrainConfig.from_dict(stored) == cfg
+    except (MoelabError, TypeError):
+        return False
+
+
+def init_source(init_from: str | Path, spec: ModelSpec | None):
+    """The run `train --init-from` starts from (moelab.mitigate.runs.SourceRun), checked before any work: a run
+    folder (or its final/), not quantized (its experts are not float weights a training step can update), and of
+    exactly the spec being trained (None: the run's own, returned as the source's spec)."""
+    from moelab.mitigate.runs import read_run
+
+    source = read_run(init_from, "--init-from")
+    if source.quantization:
+        raise MoelabError(f"--init-from {init_from}: is quantized (its experts are int weights with scales); "
+                          "train from a float run (the one it was quantized from)")
+    if spec is not None and spec != source.spec:
+        raise MoelabError(f"--init-from {init_from}: holds {source.spec.name}, another model than --model "
+                          f"{spec.name}; omit --model to train the run's own")
+    return source
+
+
+def _check_init_corpus(source, cfg: TrainConfig, tokenizer_json: str) -> None:
+    """The run's tokens mean what this config's tokens mean: the same vocabulary and the same tokenizer."""
+    vocab = source.config.get("vocab_size")
+    if vocab is not None and vocab != cfg.vocab_size:
+        raise MoelabError(f"--init-from {source.folder.parent}: was trained with a {vocab}-token vocabulary, this run "
+                          f"builds {cfg.vocab_size}; use the run's corpus and vocabulary")
+    own = source.tokenizer_json()
+    if own is not None and own != tokenizer_json:
+        raise MoelabError(f"--init-from {source.folder.parent}: its tokenizer differs from the one this run's corpus "
+                          f"builds (run: data {source.config.get('data') or 'default'}, max bytes per domain "
+                          f"{source.config.get('max_bytes_per_domain')}); train on the run's corpus")
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to cfg.lr, then cosine decay to cfg.lr * cfg.min_lr_ratio at the last step."""
     if step < cfg.warmup:
@@ -64,15 +101,21 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def build(spec: ModelSpec, cfg: TrainConfig, mesh: Mesh | None = None,
-          device: str = "cpu") -> tuple[TransformerLM, torch.optim.Optimizer]:
+def build(spec: ModelSpec, cfg: TrainConfig, mesh: Mesh | None = None, device: str = "cpu",
+          init: Path | None = None) -> tuple[TransformerLM, torch.optim.Optimizer]:
     """The model (seeded, whole, then sharded over the mesh's ep group) and AdamW with weight decay on matrices
     only. Every rank builds the same whole model first, so a sharded run starts from a one-process run's
-    weights."""
+    weights. `init`: a run's final/ folder whose model.safetensors replaces the seeded weights (strictly: every
+    tensor, no other), loaded into the whole model before it is sharded; the torch RNG is left where a seeded
+    build leaves it."""
     torch.manual_seed(cfg.seed)
     options = MoEOptions(capacity_factor=cfg.capacity_factor, jitter=cfg.jitter, dense_experts=cfg.ds_moe,
                          bias_update_rate=cfg.bias_rate if cfg.balancing == "aux-free" else 0.0)
     model = build_model(spec, options).train()
+    if init is not None:
+        from moelab.bench.models import load_run_weights
+
+        load_run_weights(model, init)
     if mesh is not None and mesh.layout.ep > 1:
         model.apply_ep(mesh.ep_group)
     elif mesh is not None:
@@ -159,7 +202,7 @@ def _resume(out: Path, existing: list[Path], model, optimizer, spec: ModelSpec, 
     for path in reversed(existing):
         try:
             state = read_state(path)
-            if state.get("config") != cfg.to_dict() or not _same_spec(state.get("spec"), spec):
+            if not _same_config(state.get("config"), cfg) or not _same_spec(state.get("spec"), spec):
                 raise MoelabError(f"{path}: saved with another model or configuration; resume needs the same")
             with whole(model, optimizer, mesh, gather=False):
                 return load_checkpoint(path, model, optimizer)
@@ -180,7 +223,8 @@ def check_parallel(cfg: TrainConfig, layout: Layout) -> None:
 
 
 def train(spec: ModelSpec, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
-          log=print, mesh: Mesh | None = None, device: str = "cpu", hardware=None) -> dict:
+          log=print, mesh: Mesh | None = None, device: str = "cpu", hardware=None,
+          init_from: str | Path | None = None) -> dict:
     """Train `spec` under `cfg` into `out`; returns the run summary (also in out/summary.json).
 
     Refused before any work (MoelabError): a malformed MOELAB_FAULT, a run that does not fit this machine or
@@ -196,11 +240,19 @@ def train(spec: ModelSpec, cfg: TrainConfig, out: str | Path, resume: bool = Fal
 
     The summary's "steps" holds the median step split into all-to-all, all-reduce and compute (train.steps),
     beside the engine's prediction on `hardware` (a HardwareSpec; None: no prediction).
+
+    `init_from` (train --init-from RUN): the weights only, from RUN's final/model.safetensors, loaded at step 0
+    in place of the seeded ones; the optimizer and the learning-rate schedule start fresh (cfg's). Refused before
+    any work: a missing or quantized run, a run of another spec than `spec`, another vocabulary or tokenizer
+    (init_source, _check_init_corpus). The summary and final/meta.json gain "init_from" (the run folder) and
+    "lineage" (the run's lineage plus {"transform": "train", ...}). Checkpoints carry both, so a resumed run
+    continues bit for bit without loading RUN again (given again, it must be the same run).
     """
     began = time.perf_counter()
     check_env()  # a malformed MOELAB_FAULT is one line before any work, never a fault that silently does nothing
     check_trainable(spec, cfg)
     check_parallel(cfg, mesh.layout if mesh else Layout())
+    source = init_source(init_from, spec) if init_from is not None else None
     writer = mesh is None or mesh.layout.writer
     with ExitStack() as held:
         def open_folder() -> Path:
@@ -211,7 +263,7 @@ def train(spec: ModelSpec, cfg: TrainConfig, out: str | Path, resume: bool = Fal
         folder = agreed(mesh, open_folder) or Path(out)  # the writer's checked folder; the same path elsewhere
         try:
             return _train_locked(spec, cfg, folder, resume, progress and writer, log if writer else _quiet, began,
-                                 mesh, device, hardware)
+                                 mesh, device, hardware, source)
         except OSError as e:  # before the first step (resume's metrics rewrite, caches): no training lost
             raise MoelabError(f"{e.filename or folder}: {e.strerror or e}") from None
 
@@ -231,7 +283,7 @@ def _check_folder(out: Path, resume: bool) -> None:
 
 
 def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, progress: bool, log,
-                  began: float, mesh: Mesh | None = None, device: str = "cpu", hardware=None) -> dict:
+                  began: float, mesh: Mesh | None = None, device: str = "cpu", hardware=None, source=None) -> dict:
     writer = mesh is None or mesh.layout.writer
     agreed(mesh, lambda: _check_folder(out, resume))
     existing = checkpoints(out)
@@ -242,17 +294,28 @@ def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, pr
     if not scorable(corpus.val):
         raise MoelabError("the validation split is empty: no domain of the corpus has a held-out document (a domain "
                           "needs at least 3 documents to give one to validation); add documents")
-    model, optimizer = build(spec, cfg, mesh, device)
+    if source is not None:
+        _check_init_corpus(source, cfg, tokenizer.to_str())
+    model, optimizer = build(spec, cfg, mesh, device, source.folder if source is not None and not resume else None)
     metrics_path = out / "metrics.jsonl"
     # wall_seconds: real seconds of the run (startup, evaluations, checkpoints included), summed over its launches
     # up to the checkpoint it resumed from; train_seconds: the training steps only (what tokens_per_second uses).
     state = {"tokens": 0, "flops": 0.0, "wall_seconds": 0.0, "train_seconds": 0.0, "collapses": [],
-             "last_eval": None}
+             "last_eval": None, "init_from": None, "lineage": None}
+    if source is not None:
+        from moelab.mitigate.runs import lineage_entry
+
+        entry = lineage_entry("train", source, steps=cfg.steps, data_offset=cfg.data_offset)
+        state.update(init_from=entry["from"], lineage=[*source.lineage, entry])
     collapse = CollapseDetector(cfg.collapse_threshold, cfg.collapse_patience)
     start = 0
     if resume:
         saved = _resume(out, existing, model, optimizer, spec, cfg, log, mesh)
         start = saved["step"]
+        given, started_from = state["init_from"], saved.get("init_from")
+        if given is not None and given != started_from:
+            began_as = f"from {started_from}" if started_from else "without --init-from"
+            raise MoelabError(f"{out}: was started {began_as}; resume it with the same --init-from (or none)")
         state.update({k: saved[k] for k in state if k in saved})
         if "train_seconds" not in saved:  # written before the two clocks: its wall_seconds counted steps only
             state["train_seconds"] = state["wall_seconds"]
@@ -321,8 +384,8 @@ def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, pr
                                 if hardware is not None else None}
         with whole(model, None, mesh):
             if writer:
-                save_final(out, model, {"spec": spec_to_dict(spec), "config": cfg.to_dict(), "summary": summary},
-                           tokenizer.to_str())
+                save_final(out, model, {"spec": spec_to_dict(spec), "config": cfg.to_dict(), "summary": summary,
+                                        **_lineage(state)}, tokenizer.to_str())
         if writer:
             atomic_write_json(out / "summary.json", summary)
         status = "finished"
@@ -379,7 +442,8 @@ def _train_step(model, optimizer, corpus, step: int, cfg: TrainConfig, mesh: Mes
     lr = lr_at(step, cfg)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    inputs, targets = train_batch(corpus, step, cfg.batch_size * cfg.grad_accum, cfg.seq_len, cfg.seed)
+    inputs, targets = train_batch(corpus, step + cfg.data_offset, cfg.batch_size * cfg.grad_accum, cfg.seq_len,
+                                  cfg.seed)
     world, rank = (mesh.layout.world, mesh.layout.rank) if mesh else (1, 0)
     rows_each = cfg.batch_size // world  # this process's slice of every micro-batch (the same data order)
     parts: dict[str, float] = {}
@@ -412,7 +476,14 @@ def _summary(spec: ModelSpec, cfg: TrainConfig, state: dict, layout: Layout | No
             "clocks": "wall_seconds: real time of the run, evaluations and checkpoints included; "
                       "tokens_per_second: tokens over train_seconds, the training steps alone",
             "val": state["last_eval"], "collapses": state["collapses"],
-            "parallel": (layout or Layout()).to_dict()}
+            "parallel": (layout or Layout()).to_dict(), **_lineage(state)}
+
+
+def _lineage(state: dict) -> dict:
+    """{"init_from", "lineage"} of a run started from another (train --init-from); {} otherwise."""
+    if not state.get("init_from"):
+        return {}
+    return {"init_from": state["init_from"], "lineage": state["lineage"]}
 
 
 class _Progress:
