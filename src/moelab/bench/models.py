@@ -151,6 +151,14 @@ def load_run_weights(model: torch.nn.Module, folder: Path) -> Path:
     return path
 
 
+def run_quantization(folder: Path) -> dict | None:
+    """A run's meta "quantization" (moelab quantize's layout), None for a float run."""
+    from moelab.userfile import load_user_file
+
+    meta = load_user_file(folder / "meta.json", "moelab run metadata")
+    return (meta.get("quantization") or None) if isinstance(meta, dict) else None
+
+
 def build(r: Resolved, device: str, dtype: torch.dtype, seed: int = 0) -> Loaded:
     """Build (or load) the resolved model on `device` in `dtype`, in eval mode."""
     from moelab.nn.model import build_model
@@ -166,6 +174,11 @@ def build(r: Resolved, device: str, dtype: torch.dtype, seed: int = 0) -> Loaded
     else:
         model = build_model(spec)
         if folder is not None:
+            quantization = run_quantization(folder) if r.source == "run" else None
+            if quantization:  # moelab quantize's layout first, so that the strict load fills it
+                from moelab.mitigate.quantize import apply_layout
+
+                apply_layout(model, quantization)
             weights_file = str(load_run_weights(model, folder))
         model = model.to(dtype)
         for layer in model.moe_layers():

@@ -7,6 +7,10 @@ special_tokens_map.json) and generation_config.json. A run's tokenizer is the on
 tokenizer.json, or for a run written before runs kept it, the same tokenizer rebuilt from the run's corpus and
 vocabulary size (it is trained deterministically and cached by corpus hash). An architecture no Hugging Face
 family can state is refused in one line. Every file is written atomically; nothing outside `out` is touched.
+
+A quantized run (moelab quantize) is exported with its weights dequantized to float32 (q * scale): no serving
+engine reads moelab's int8/int4 layout. The export says so: Exported.dequantized and the mark file's
+"dequantized" hold the run's quantization layout (the weights carry its rounding, not its memory saving).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Exported:
     architecture: str  # config.json's architectures[0], what vLLM looks up
     name: str  # the model's name (the run's preset, or the folder's name)
     max_position: int | None
+    dequantized: dict | None = None  # a quantized run's layout: its weights were written dequantized (float32)
 
 
 def is_servable_folder(path: Path) -> bool:
@@ -111,6 +116,7 @@ def export(ref: str | Path, out: str | Path) -> Exported:
     spec, source, folder = resolve_spec(str(path.resolve()))  # a folder named like a preset is still the folder
     if source not in ("run", "hf") or folder is None:
         raise MoelabError(f"{ref}: neither a moelab run (final/meta.json) nor a Hugging Face folder with weights")
+    quantization = None
     _check_out(out, folder)
     import torch
 
@@ -119,7 +125,14 @@ def export(ref: str | Path, out: str | Path) -> Exported:
     if source == "run":
         meta = load_user_file(folder / "meta.json", "moelab run metadata")
         model = build_model(spec)
+        quantization = meta.get("quantization") if isinstance(meta, dict) else None
+        if quantization:
+            from moelab.mitigate.quantize import apply_layout, to_float
+
+            apply_layout(model, quantization)
         load_run_weights(model, folder)
+        if quantization:
+            model = to_float(model, spec)
         tokenizer_json = run_tokenizer_json(folder, meta if isinstance(meta, dict) else {})
         # <|endoftext|> (id 0) starts, ends and pads; greedy by default
         generation = {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0, "do_sample": False}
@@ -146,7 +159,10 @@ def export(ref: str | Path, out: str | Path) -> Exported:
         atomic_write_text(out / name, text)
     exported = Exported(folder=out, source=source, model_type=config["model_type"],
                         architecture=(config.get("architectures") or ["?"])[0], name=spec.name,
-                        max_position=spec.max_position)
-    atomic_write_text(out / EXPORT_MARK, _json_text({"from": str(Path(ref).resolve()), "source": source,
-                                                     "name": spec.name, "model_type": exported.model_type}))
+                        max_position=spec.max_position, dequantized=quantization or None)
+    mark = {"from": str(Path(ref).resolve()), "source": source, "name": spec.name, "model_type": exported.model_type}
+    if quantization:
+        mark["dequantized"] = {**quantization, "note": "moelab quantize's weights, written dequantized to float32 "
+                                                       "(q * scale): a serving engine cannot read the int8/int4 layout"}
+    atomic_write_text(out / EXPORT_MARK, _json_text(mark))
     return exported
