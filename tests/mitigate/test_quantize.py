@@ -174,6 +174,9 @@ def test_quantize_run_reloads_benches_and_exports(moe_run, tmp_path, capsys):
     model = run.load_model()  # apply_layout, then a strict load
     assert isinstance(model.layers[0].mlp.expert_store, q.QuantizedExperts)
     assert isinstance(model.layers[0].self_attn.q_proj, q.QuantizedLinear)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    router_bias = sum(layer.gate.bias.numel() * 4 for layer in model.moe_layers())  # the one float buffer kept
+    assert params + q.buffer_bytes(model) + router_bias == w["after"]["total"]
 
     code, stdout, err = _cli(["bench", str(out), "--batches", "1", "--prompt", "8", "--gen", "2", "--repeats", "1",
                               "--quick", "--hardware", "h100-sxm", "--json"], capsys)  # a preset: no calibration

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moelab.cost.dtypes import COMPONENTS, parse_components
+from moelab.cost.memory import model_weight_bytes
 from moelab.errors import MoelabError
 
 ALLOWED = ("int8", "int4")
@@ -218,6 +219,16 @@ class QuantizedExperts(nn.Module):
             h = h + self.gate_up_bias[e]
         y = _glu(h, self.activation) @ self.down(e, x_ND.dtype).T
         return y + self.down_bias[e] if self.down_bias is not None else y
+
+
+def buffer_bytes(model: nn.Module) -> int:
+    """Bytes of the quantized modules' stored tensors (q, scales, kept expert biases): weights that are buffers,
+    not parameters, so a count over model.parameters() misses them (a tied head's table is counted once)."""
+    total = 0
+    for m in model.modules():
+        if isinstance(m, QuantizedLinear | QuantizedEmbedding | QuantizedExperts):
+            total += sum(b.numel() * b.element_size() for b in m.buffers(recurse=False))
+    return total
 
 
 # --- which tensors a component names -----------------------------------------------------------------------
@@ -499,10 +510,14 @@ def quantize(run: str | Path, out: str | Path, experts: str | None = None, compo
     delta = quality.loss_delta(loss_before, loss_after)
     rare = quality.rare_domains(corpus)
     spec = replace(source.spec, name=_name(source.spec, components))
+    # the engine's figure for the same components (cost.dtypes: int8 without scales, int4 with fp16 scales)
+    predicted = model_weight_bytes(source.spec, "fp32", components).total
     summary = {
         "components": dict(components), "group_size": group_size, "scheme": SCHEME,
         "weight_bytes": {"before": before, "after": after, "ratio": before["total"] / after["total"],
-                         "file_before": os.path.getsize(source.folder / "model.safetensors")},
+                         "file_before": os.path.getsize(source.folder / "model.safetensors"),
+                         "predicted_before": model_weight_bytes(source.spec, "fp32").total,
+                         "predicted_after": predicted, "after_rel_error": (after["total"] - predicted) / predicted},
         "error": errors,
         "eval_tokens": eval_tokens,
         "loss": {"before": loss_before, "after": loss_after, "delta": delta, "rare_domains": rare,
