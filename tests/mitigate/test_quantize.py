@@ -123,6 +123,43 @@ def test_quantized_forward_equals_float_model_of_dequantized_weights():
         assert torch.equal(plain(ids), ref(ids))
 
 
+def test_gpt_oss_experts_keep_biases_and_activation():
+    """A MoE layer with gpt-oss's expert biases and clamped SwiGLU, plus shared experts: the quantized layer
+    equals the layer whose stacked weights are the reference-dequantized ones (ExpertWeights.one's path)."""
+    from moelab.nn.moe import MoELayer
+    from moelab.spec.model import MoESpec
+
+    torch.manual_seed(2)
+    moe = MoESpec(n_experts=4, top_k=2, expert_ffn=32, n_shared=1, shared_ffn=32, router="topk_softmax",
+                  expert_bias=True, router_bias=True)
+    layer = MoELayer(64, moe, activation="clamped_swiglu").eval()
+    with torch.no_grad():
+        for b in (layer.gate_up_proj_bias, layer.down_proj_bias):
+            b.normal_()
+    ref = MoELayer(64, moe, activation="clamped_swiglu").eval()
+    ref.load_state_dict(layer.state_dict())
+
+    class Holder(torch.nn.Module):  # targets() walks a model: a one-layer stand-in
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList([torch.nn.Module()])
+            self.layers[0].mlp, self.layers[0].self_attn = layer, torch.nn.Module()
+
+    holder = Holder()
+    q.quantize_model(holder, {"components": {"routed_experts": "int4", "shared_experts": "int8"}, "group_size": 16})
+    store = layer.expert_store
+    assert isinstance(store, q.QuantizedExperts) and store.gate_up_bias is not None
+    assert isinstance(layer.shared_experts.down_proj, q.QuantizedLinear)
+    with torch.no_grad():
+        ref.gate_up_proj.copy_(_dequant_ref(store.gate_up_q, store.gate_up_scale, "int4", 16))
+        ref.down_proj.copy_(_dequant_ref(store.down_q, store.down_scale, "int4", 16))
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            m = getattr(layer.shared_experts, name)
+            getattr(ref.shared_experts, name).weight.copy_(_dequant_ref(m.qweight, m.scale, "int8", 0))
+        x = torch.randn(2, 5, 64)
+        assert torch.allclose(layer(x), ref(x), rtol=0, atol=1e-5)
+
+
 def test_tied_embeddings_are_one_quantized_table():
     spec = small_moe(tie=True)
     model = build_model(spec).eval()

@@ -212,12 +212,13 @@ class QuantizedExperts(nn.Module):
         return self.fmt.dequantize(self.down_q[e], self.down_scale[e], dtype)
 
     def one(self, e: int, x_ND: torch.Tensor) -> torch.Tensor:
-        from moelab.nn.dispatch import _glu
+        from moelab.nn.layers import gated
 
         h = x_ND @ self.gate_up(e, x_ND.dtype).T
         if self.gate_up_bias is not None:
             h = h + self.gate_up_bias[e]
-        y = _glu(h, self.activation) @ self.down(e, x_ND.dtype).T
+        gate, up = h.chunk(2, dim=-1)  # gate rows, then up rows (the stacked layout's)
+        y = gated(gate, up, self.activation) @ self.down(e, x_ND.dtype).T
         return y + self.down_bias[e] if self.down_bias is not None else y
 
 
