@@ -161,3 +161,12 @@ def test_the_comparison_runs_three_arms_on_one_budget(dense_run, tmp_path, capsy
     assert main(["upcycle-compare", str(dense_run), "--experts", "4", "--top-k", "5", "--steps", "2",
                  "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_study_stage_says_when_it_has_no_dense_run(tmp_path):
+    from moelab.study.plan import StudyPlan
+    from moelab.study.upcycling import upcycling_stage
+
+    result = upcycling_stage(tmp_path, StudyPlan.quick_plan(), _quiet)
+    assert "no dense run" in result["skipped"] and result["scope"] == "quick" and result["shrunk"]
+    assert result["steps"] == 6 and result["expected_seconds"] > 0 and not (tmp_path / "upcycling").exists()

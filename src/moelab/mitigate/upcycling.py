@@ -15,8 +15,9 @@ The target loss is fixed before any run: the dense run's final mean validation l
 engine's training FLOPs, as train-compare counts them) and seconds to the target count the whole budget: the
 continued arms add the pretraining's (and the upcycled arm the transform's seconds). The curves and the
 to-target reading come from train.compare (reached, curve) at each arm's evaluations: a resolution, not
-interpolation. The answer may well be that upcycling does not pay at this scale; the result says what was
-measured.
+interpolation (the scratch arm evaluates at most SCRATCH_EVALS times unless eval_every is given, so its reading
+is coarser: each row names its eval_every). The answer may well be that upcycling does not pay at this scale;
+the result says what was measured.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ ARMS = ("dense_continued", "upcycled", "moe_scratch")
 FOLDERS = {"dense_continued": "dense-continued", "upcycled": "upcycled-trained", "moe_scratch": "moe-scratch"}
 UPCYCLED = "upcycled"  # the transform's own run folder (before training)
 TARGET_MARGIN = 0.05  # nats below the dense run's final mean validation loss
-EVALS = 6  # evaluations over the N continued steps (the scratch arm evaluates as often, over its P + N steps)
+EVALS = 6  # evaluations over the N continued steps
+SCRATCH_EVALS = 12  # at most this many over the scratch arm's P + N steps (each costs a few training steps)
 
 
 def _lines(run: Path) -> list[dict]:
@@ -95,7 +97,9 @@ def upcycle_compare(dense_ref: str | Path, n_experts: int, top_k: int, steps: in
     after = replace(pre, steps=steps, warmup=_warmup(pre, steps), eval_every=min(every, steps), ckpt_every=steps,
                     data_offset=pre.data_offset + pre.steps)
     total = pre.steps + steps
-    scratch = replace(pre, steps=total, warmup=_warmup(pre, total), eval_every=min(every, total), ckpt_every=total)
+    scratch_every = eval_every or max(every, math.ceil(total / SCRATCH_EVALS))
+    scratch = replace(pre, steps=total, warmup=_warmup(pre, total), eval_every=min(scratch_every, total),
+                      ckpt_every=total)
     for spec, cfg in ((source.spec, after), (moe_spec, after), (moe_spec, scratch)):
         check_trainable(spec, cfg)
     target = dense_val - target_margin  # fixed here, before any arm trains
