@@ -10,6 +10,9 @@ round, so that drift on a shared machine hits all alike.
 Across processes (`torchrun --nproc-per-node N -m moelab bench MODEL --ep N`, moelab.bench.parallel) the experts
 are sharded over the N ranks, each runs batch/N of the sequences, a region's time is its slowest rank's, rows
 carry the all-to-all seconds, and the prediction is the engine's for plan epN; rank 0 alone reports.
+
+With `--offload-experts --resident N[,N...]` one run is measured beside a variant per resident count whose
+experts are offloaded (moelab.bench.offload: hit rate, per-miss seconds, the engine's offloaded decode).
 """
 
 from __future__ import annotations
