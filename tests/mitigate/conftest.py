@@ -5,6 +5,7 @@ a test writes its transform's output under its own tmp_path."""
 import random
 
 import pytest
+import torch
 
 from moelab.train.config import TrainConfig
 from moelab.train.loop import train
@@ -20,6 +21,15 @@ def mitigate_home(tmp_path_factory):
 def isolated_home(mitigate_home, monkeypatch):
     monkeypatch.setenv("MOELAB_HOME", str(mitigate_home / "home"))
     monkeypatch.setenv("MOELAB_CACHE", str(mitigate_home / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: one intra-op thread (on a shared 2-core machine two were up to 20x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -53,11 +63,14 @@ def _trained(tmp_path_factory, mitigate_home, corpus_dir, preset: str):
     mp = pytest.MonkeyPatch()
     mp.setenv("MOELAB_HOME", str(mitigate_home / "home"))
     mp.setenv("MOELAB_CACHE", str(mitigate_home / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         out = tmp_path_factory.mktemp(preset)
         train(load_train_spec(preset), small_config(corpus_dir), out, progress=False, log=lambda _: None)
     finally:
         mp.undo()
+        torch.set_num_threads(threads)
     return out
 
 

@@ -231,3 +231,29 @@ def test_offload_experts_refuses_a_resident_count_out_of_range(moe_run):
     for bad in (1, 9, True):
         with pytest.raises(MoelabError, match="--resident"):
             offload_experts(source.load_model(), source.folder / "model.safetensors", bad)
+
+
+@pytest.mark.parametrize("policy", ["lru", "lfu"])
+def test_a_step_runs_its_resident_experts_before_any_miss(moe_run, policy):
+    """A step that touches every expert with R resident hits exactly the R held before it (in expert order, LRU
+    would evict each one just before the step reached it), and the output is the resident layer's exactly."""
+    from moelab.nn.dispatch import ExpertBatch, ExpertWeights, per_expert
+
+    source = read_run(moe_run)
+    model = source.load_model()
+    layer = model.moe_layers()[0]
+    whole = ExpertWeights(layer.gate_up_proj.detach().clone(), layer.down_proj.detach().clone())
+    off = offload_experts(model, source.folder / "model.safetensors", 3, policy)
+    try:
+        store = off.stores[0]
+        e, d = source.spec.moe.n_experts, source.spec.d_model
+        batch = ExpertBatch(torch.randn(2 * e, d), torch.full((e,), 2, dtype=torch.long))
+        for step in range(3):
+            held = set(store.cache.resident())
+            before = store.compute_metrics()
+            got = per_expert(batch, store)
+            done = store.compute_metrics().since(before)
+            assert done.hits == len(held) and done.misses == e - len(held), step
+            assert torch.equal(got, per_expert(batch, whole))
+    finally:
+        off.close()

@@ -19,15 +19,6 @@ FAST = {"calibration_tokens": 256, "eval_tokens": 128}
 CLI_FAST = ["--calibration-tokens", "256", "--eval-tokens", "128"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one intra-op thread (on a shared 2-core machine two were 20x slower, spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- an independent reference: one token at a time, float64, over the kept experts only --------------------
 
 

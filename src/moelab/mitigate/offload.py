@@ -302,6 +302,13 @@ class OffloadedExperts:
                              w["gate_up_proj_bias"][None] if "gate_up_proj_bias" in w else None,
                              w["down_proj_bias"][None] if "down_proj_bias" in w else None, self.activation)
 
+    def order(self, experts: list[int]) -> list[int]:
+        """A step's experts with the resident ones first: they run before any miss can evict them (a step that
+        touches more experts than are resident would otherwise, in expert order, evict under LRU the very experts
+        it reaches next). This is also what an offloading server does: compute the cached experts while the
+        missing ones are fetched."""
+        return sorted(experts, key=lambda e: e not in self.cache)
+
     def one(self, e: int, x_ND: torch.Tensor) -> torch.Tensor:
         hit, _ = self.cache.access(e)
         if hit:

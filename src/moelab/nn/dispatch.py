@@ -28,6 +28,7 @@ Local dispatchers (LOCAL):
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,7 +42,8 @@ BACKENDS = ("loop", "sorted", "grouped_mm")
 
 
 class Experts(Protocol):
-    """An expert store: expert e's output on its rows (N, D) -> (N, D)."""
+    """An expert store: expert e's output on its rows (N, D) -> (N, D). A store may also give `order(experts)`:
+    the order to run a step's experts in (per_expert honours it)."""
 
     def one(self, e: int, x_ND: torch.Tensor) -> torch.Tensor: ...
 
@@ -112,15 +114,18 @@ def where_slots(indices_TK: torch.Tensor, n_experts: int) -> tuple[torch.Tensor,
 
 
 def per_expert(batch: ExpertBatch, weights: Experts) -> torch.Tensor:
-    """One GEMM pair per expert with rows."""
-    parts, start = [], 0
-    for e, n in enumerate(batch.counts_E.tolist()):
-        if n:
-            parts.append(weights.one(e, batch.x_ND[start:start + n]))
-            start += n
+    """One GEMM pair per expert with rows, in expert order, or in the order a store asks for with
+    `order(experts)` (an offloaded store runs its resident experts before it fetches the others); the rows come
+    back in expert order either way."""
+    counts = batch.counts_E.tolist()
+    starts = [0, *itertools.accumulate(counts)]
+    active = [e for e, n in enumerate(counts) if n]
+    order = getattr(weights, "order", None)
+    parts = {e: weights.one(e, batch.x_ND[starts[e]:starts[e] + counts[e]])
+             for e in (order(active) if order is not None else active)}
     # No rows at all (an expert-parallel rank that received none): still an output of the graph, so that
     # the backward reaches this rank's exchanges as it reaches its peers'.
-    return torch.cat(parts) if parts else weights.one(0, batch.x_ND)
+    return torch.cat([parts[e] for e in active]) if parts else weights.one(0, batch.x_ND)
 
 
 def _grouped_mm_fn():
