@@ -217,6 +217,9 @@ class MoELayer(nn.Module):
         """Keep this rank's E / world_size experts of `group` (rank r: experts r*E/W .. (r+1)*E/W - 1) and
         exchange tokens with them by all-to-all. The router, shared experts and balancing state stay whole;
         statistics are summed over `stats_group` (default: every process)."""
+        if self.expert_store is not None:
+            raise ValueError("experts behind a store (quantized or offloaded) cannot be sharded by expert "
+                             "parallelism; run them in one process")
         world, rank = dist.get_world_size(group), dist.get_rank(group)
         if self.spec.n_experts % world:
             raise ValueError(f"{self.spec.n_experts} experts do not split over {world} expert-parallel ranks")
