@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from moelab.cost.dtypes import COMPUTE_DTYPE, activation_bytes
+from moelab.cost.dtypes import COMPUTE_DTYPE, activation_bytes, components_key
 from moelab.cost.gpu import kv_shards
 from moelab.cost.memory import model_weight_bytes, routed_expert_bytes
-from moelab.cost.params import expert_params, moa_expert_params
+from moelab.cost.params import count_params, expert_params, moa_expert_params
 from moelab.cost.routing import distinct_experts
 from moelab.errors import MoelabError
 from moelab.spec.hardware import HardwareSpec
@@ -132,10 +132,88 @@ def _weight_seconds(nbytes: float, one_row: float, few_rows: float, gemm_bandwid
     return nbytes * (one_row / gemv + few_rows / few + (1.0 - one_row - few_rows) / gemm_bandwidth)
 
 
-def _touched_experts(spec: ModelSpec, wl: Workload, tokens: float) -> tuple[float, float]:
+# A weight stored int8 or int4 by moelab.mitigate.quantize is dequantized on every call, without kernels
+# (Format.dequantize, unpack_int4), into the compute dtype of c bytes an element (activation_bytes: 4 in fp32,
+# 2 in bf16); the matmul then reads that float copy. Bytes the unfused elementwise ops read and write per
+# parameter, as (fixed bytes, bytes per c):
+# - int8: values.to(dtype) reads 1 B and writes c; * scale reads c and writes c: 1 + 3c (13 B in fp32).
+# - int4, per packed byte (two parameters): the low nibble's & 0x0F, .to(int8) and - 8 and the high one's >> 4,
+#   .to(int8) and - 8 each read 1 B and write 1 B (12 B); torch.stack reads both halves and writes them (4 B;
+#   flatten and view are views): 8 B per parameter; then .to(dtype) 1 + c and * scale 2c: 9 + 3c (21 B in fp32).
+# The scales' own reads (one per row or per group of 128: under c / 128 B a parameter) are left out.
+DEQUANT_BYTES = {"int8": (1.0, 3.0), "int4": (9.0, 3.0)}
+# The quantized bytes per stored element an embedding lookup gathers (qweight[ids]: read and written) first.
+QUANT_ELEMENT_BYTES = {"int8": 1.0, "int4": 0.5}
+
+
+def dequant_bytes_per_param(dtype: str, model_dtype: str) -> float:
+    """Bytes one parameter's on-the-fly dequantization moves (DEQUANT_BYTES) in a model served at
+    `model_dtype`; 0 for a weight dtype moelab does not dequantize (the matmul reads it as stored)."""
+    if dtype not in DEQUANT_BYTES:
+        return 0.0
+    fixed, per_c = DEQUANT_BYTES[dtype]
+    return fixed + per_c * activation_bytes(model_dtype)
+
+
+def dequantized(components) -> dict[str, str]:
+    """The components whose weights the eager model dequantizes on every call (int8, int4: DEQUANT_BYTES)."""
+    return {c: d for c, d in components_key(components) if d in DEQUANT_BYTES}
+
+
+def streamed_components(components) -> tuple[tuple[str, str], ...]:
+    """The per-component dtypes a CPU matmul streams: a dequantized component's weights are read as the float
+    copy the dequantization writes (at the model's dtype), the others as stored."""
+    return tuple((c, d) for c, d in components_key(components) if d not in DEQUANT_BYTES)
+
+
+def dequant_params(spec: ModelSpec, wl: Workload, tokens: float) -> dict[str, float]:
+    """Per dequantized component, the parameters the step dequantizes (whole system). Each forward dequantizes every quantized attention, dense FFN
+    and shared-expert linear whole; the distinct routed experts its `tokens` touch, U(B) per MoE layer
+    (moelab's store computes expert by expert); for embeddings, the lm_head's whole table (untied or tied, the
+    head reads the whole table) and the `tokens` looked-up rows."""
+    p = count_params(spec)
+    out = {}
+    for component in dequantized(wl.components):
+        if component == "routed_experts":
+            out[component] = sum(n * distinct_experts(layer.moe.n_experts, layer.moe.top_k, tokens, wl.skew)
+                                 * expert_params(spec.d_model, layer.moe)
+                                 for layer, n in spec.layer_groups if layer.moe is not None)
+        elif component == "embeddings":
+            out[component] = spec.vocab_size * spec.d_model + tokens * spec.d_model
+        else:
+            out[component] = float({"attention": p.attention, "dense_ffn": p.dense_ffn,
+                                    "shared_experts": p.shared_experts}[component])
+    return out
+
+
+def dequant_seconds(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: float) -> float:
+    """Seconds one GPU (eager: one process) spends dequantizing this step's weights: DEQUANT_BYTES per
+    parameter at the elementwise bandwidth; under ep each GPU dequantizes 1/g of the routed experts and a whole
+    replica of the rest, under tp 1/g of everything. 0 without int8 / int4 components."""
+    params = dequant_params(spec, wl, tokens)
+    if not params:
+        return 0.0
+    g = wl.gpus
+    moe = spec.is_moe
+    nbytes = 0.0
+    for component, n in params.items():
+        split = g if component == "routed_experts" or not (wl.plan_kind == "ep" and moe) else 1
+        dtype = dict(wl.components)[component]
+        per = dequant_bytes_per_param(dtype, wl.dtype)
+        if component == "embeddings":  # the looked-up rows are gathered (read and written) before dequantizing
+            per_row = 2 * QUANT_ELEMENT_BYTES[dtype] * tokens * spec.d_model
+            nbytes += (n * per + per_row) / split
+        else:
+            nbytes += n * per / split
+    return nbytes / (hw.elementwise_bandwidth or hw.bandwidth)
+
+
+def _touched_experts(spec: ModelSpec, wl: Workload, tokens: float, components=None) -> tuple[float, float]:
     """(bytes, count) of the distinct routed experts `tokens` tokens touch, summed over the MoE layers (each
-    layer with its own expert count, top-k and expert size; uniform routing skewed by wl.skew)."""
-    per_param = routed_expert_bytes(wl.dtype, spec.expert_storage, wl.components)
+    layer with its own expert count, top-k and expert size; uniform routing skewed by wl.skew); their bytes at
+    `components`' routed_experts dtype (default wl.components)."""
+    per_param = routed_expert_bytes(wl.dtype, spec.expert_storage,
+                                    wl.components if components is None else components)
     nbytes = count = 0.0
     for layer, n in spec.layer_groups:
         a, m = layer.attention, layer.moe
@@ -168,16 +246,20 @@ def phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: f
     Hockney's r_inf, n_1/2 model of a GEMM; one-row products at the GEMV bandwidth), attention (its own measured
     FLOP/s and KV-read bandwidth) and unfused elementwise traffic (plus the page faults of activation tensors
     above the allocator's fresh-page threshold); fixed overheads per step, layer, MoE layer and touched expert.
-    Per-component dtypes (wl.components) change the weight bytes streamed; every matmul computes at wl.dtype's
-    compute dtype (a kernel-free quantized weight is dequantized into the model's dtype; that dequantization's
-    own elementwise cost is not modelled)."""
+    Per-component dtypes (wl.components) change the weight bytes streamed, and every matmul computes at wl.dtype's
+    compute dtype. An int8 or int4 component is moelab's kernel-free quantization: each call dequantizes the
+    weights it touches into the model's dtype (an elementwise term, dequant_seconds: DEQUANT_BYTES per parameter)
+    and the matmul streams that float copy (the model's dtype, not the stored bytes); other component dtypes
+    (bf16 in an fp32 model, fp8) stream as stored. cost.gpu instead prices fused W4A16/W8A8 kernels that read
+    the quantized bytes."""
     if not prices(wl.parallel):
         raise MoelabError(f"plan {wl.parallel.name}: the eager (CPU) model prices tpN or epN plans only, not "
                           "pipeline stages, replicas or tp x ep")
-    wb = model_weight_bytes(spec, wl.dtype, wl.components)
+    streamed = streamed_components(wl.components)
+    wb = model_weight_bytes(spec, wl.dtype, streamed)
     g, act = wl.gpus, activation_bytes(wl.dtype)
     moe = spec.moe if spec.is_moe else None
-    expert_bytes, touched_all = _touched_experts(spec, wl, tokens)
+    expert_bytes, touched_all = _touched_experts(spec, wl, tokens, streamed)
     touched = touched_all / spec.n_moe_layers if moe else 0.0  # the mean per MoE layer
     experts_split = g if wl.plan_kind == "ep" and moe else 1
     if wl.plan_kind == "ep" and moe:  # each GPU: a replica of the non-expert weights, 1/g of sequences and experts
@@ -212,6 +294,7 @@ def phase(spec: ModelSpec, hw: HardwareSpec, wl: Workload, tokens: int, flops: f
     elementwise = tokens / g * eager_elements_per_token(spec) * act / (hw.elementwise_bandwidth or hw.bandwidth)
     if hw.fresh_page_bandwidth:  # page faults of tensors the allocator maps fresh from the OS
         elementwise += fresh_page_bytes(spec, hw, tokens / g, act) / hw.fresh_page_bandwidth
+    elementwise += dequant_seconds(spec, hw, wl, tokens)  # int8 / int4 weights dequantized on the fly
     compute_s, memory_s = mm_compute + at_compute, mm_memory + at_memory + elementwise
     overhead += heads
     seconds = mm_compute + mm_memory + max(at_compute, at_memory) + elementwise + comm + overhead
