@@ -104,18 +104,23 @@ def cache_bytes(cache) -> tuple[int, int]:
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the model's stored tensors, each once (a tied table once): its state dict, i.e. the parameters
+    plus the persistent buffers. A parameter count alone misses a quantized run's weights (moelab.mitigate.quantize
+    keeps q and scales as buffers: its buffer_bytes) and the routers' fp32 selection bias (a buffer, moelab.nn
+    .routers.Router.bias); non-persistent buffers (rotary frequencies, router load statistics) are not weights."""
     seen, total = set(), 0
-    for p in model.parameters():
-        if p.data_ptr() not in seen:
-            seen.add(p.data_ptr())
-            total += p.numel() * p.element_size()
+    for t in model.state_dict().values():
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
+        if ident not in seen:
+            seen.add(ident)
+            total += t.numel() * t.element_size()
     return total
 
 
 def memory(runner: Runner) -> dict:
-    """Weights (parameter bytes), KV cache (bytes of the cached positions, and of the tensors allocated), and
-    the peak above the pre-run baseline (RSS high-water mark on CPU, allocator peak on CUDA); activations =
-    that peak minus the allocated KV cache."""
+    """Weights (weight_bytes: parameters and persistent buffers), KV cache (bytes of the cached positions, and
+    of the tensors allocated), and the peak above the pre-run baseline (RSS high-water mark on CPU, allocator
+    peak on CUDA); activations = that peak minus the allocated KV cache."""
     device = runner.device
     if device == "cuda":
         sync(device)

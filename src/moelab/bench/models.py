@@ -32,6 +32,12 @@ class Loaded:
     source: str  # "preset", "config", "run", "hf"
     shrunk_from: str | None = None
     weights_file: str | None = None
+    quantization: dict | None = None  # a quantized run's meta "quantization" (moelab quantize), else None
+
+    @property
+    def components(self) -> dict[str, str]:
+        """The per-component weight dtypes the engine prices this model at ({}: every weight at bench's dtype)."""
+        return components_of(self.quantization)
 
 
 def _run_final(path: Path) -> Path | None:
@@ -88,6 +94,18 @@ class Resolved:
     source: str
     folder: Path | None  # weights to load; None = random weights
     shrunk_from: str | None = None
+    quantization: dict | None = None  # a quantized run's meta "quantization" (moelab quantize), else None
+
+    @property
+    def components(self) -> dict[str, str]:
+        """The per-component weight dtypes the engine prices this model at ({}: every weight at bench's dtype)."""
+        return components_of(self.quantization)
+
+
+def components_of(quantization: dict | None) -> dict[str, str]:
+    """{component: dtype} of a run's meta "quantization" ({} for a float run)."""
+    components = (quantization or {}).get("components") if isinstance(quantization, dict) else None
+    return dict(components) if isinstance(components, dict) else {}
 
 
 def resolve(ref: str, shrink_to: float | str | None = None) -> Resolved:
@@ -96,7 +114,8 @@ def resolve(ref: str, shrink_to: float | str | None = None) -> Resolved:
     shrunk_from = None
     if shrink_to is not None:
         shrunk_from, spec, folder = spec.name, shrink(spec, parse_size(shrink_to)), None
-    return Resolved(ref, spec, source, folder, shrunk_from)
+    quantization = run_quantization(folder) if folder is not None and source == "run" else None
+    return Resolved(ref, spec, source, folder, shrunk_from, quantization)
 
 
 def weights_bytes(r: Resolved, dtype: str) -> float:
@@ -174,7 +193,7 @@ def build(r: Resolved, device: str, dtype: torch.dtype, seed: int = 0) -> Loaded
     else:
         model = build_model(spec)
         if folder is not None:
-            quantization = run_quantization(folder) if r.source == "run" else None
+            quantization = r.quantization
             if quantization:  # moelab quantize's layout first, so that the strict load fills it
                 from moelab.mitigate.quantize import apply_layout
 
@@ -185,7 +204,7 @@ def build(r: Resolved, device: str, dtype: torch.dtype, seed: int = 0) -> Loaded
             layer.gate.bias = layer.gate.bias.float()
     model = model.to(device).eval()
     return Loaded(name=spec.name, spec=spec, model=model, source=r.source, shrunk_from=r.shrunk_from,
-                  weights_file=weights_file)
+                  weights_file=weights_file, quantization=r.quantization if folder is not None else None)
 
 
 def load(ref: str, device: str, dtype: torch.dtype, dtype_name: str, memory_bytes: float,

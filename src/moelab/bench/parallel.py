@@ -41,6 +41,10 @@ def check(ep: int | None, models: list[Resolved], batches: tuple[int, ...]) -> L
     launched = parallel.launched()
     if ep is not None and ep > 1 and len(models) > 1:
         raise MoelabError(f"--ep {ep} benchmarks one model; compare two models in one process (without --ep)")
+    quantized = next((r for r in models if r.quantization), None)
+    if ep is not None and ep > 1 and quantized is not None:  # MoELayer.apply_ep refuses a layer behind a store
+        raise MoelabError(f"--ep {ep}: {quantized.ref} is a quantized run, whose experts sit behind an expert store "
+                          "that expert parallelism does not shard; bench it in one process (without --ep)")
     spec = models[0].spec
     layout = parallel.check(ep, expert_counts(spec) if spec.is_moe else set(), "bench")
     if launched is not None and layout.world != layout.ep:

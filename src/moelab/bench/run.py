@@ -126,10 +126,11 @@ def flip(rows: list[dict], names: list[str]) -> dict | None:
     return out
 
 
-def _workload(batch: int, prompt: int, gen: int, dtype: str, ep: int = 1) -> Workload:
-    """The engine's workload for a bench row: one process, or plan epN on N GPUs (one per rank)."""
+def _workload(batch: int, prompt: int, gen: int, dtype: str, ep: int = 1, components=None) -> Workload:
+    """The engine's workload for a bench row: one process, or plan epN on N GPUs (one per rank); `components`:
+    a quantized run's per-component weight dtypes ({component: dtype}, bench.models.Loaded.components)."""
     return Workload(batch=batch, prompt=prompt, gen=gen, dtype=dtype, kv_dtype=dtype, gpus=ep,
-                    plan=f"ep{ep}" if ep > 1 else "tp")
+                    plan=f"ep{ep}" if ep > 1 else "tp", components=components or ())
 
 
 def _alltoall(p) -> float:
@@ -141,14 +142,16 @@ def _alltoall(p) -> float:
 def _rows(m: Loaded, hw: HardwareSpec, dtype: str, batch: int, prompt: int, gen: int, s: Samples, mem: dict,
           share: dict | None, at_calibration: HardwareSpec | None = None, layout: Layout = ONE_PROCESS) -> list[dict]:
     ep = layout.ep
-    wl = _workload(batch, prompt, gen, dtype, ep)
+    components = m.components  # a quantized run: the engine prices its weights at their stored dtypes
+    wl = _workload(batch, prompt, gen, dtype, ep, components)
     context = prompt + (gen - 1) / 2
     pred = {"prefill": prefill(m.spec, hw, wl), "decode": decode_step(m.spec, hw, wl, context)}
     unscaled = ({"prefill": prefill(m.spec, at_calibration, wl).seconds,
                  "decode": decode_step(m.spec, at_calibration, wl, context).seconds} if at_calibration else None)
-    pmem = inference_memory(m.spec, hw, dtype, dtype, batch // ep, prompt, gen)  # one rank's sequences
+    pmem = inference_memory(m.spec, hw, dtype, dtype, batch // ep, prompt, gen,  # one rank's sequences
+                            components=components)
     # one rank's weights: the replicated ones and 1/ep of the routed experts
-    pweights = pmem.weights_bytes - (1 - 1 / ep) * model_weight_bytes(m.spec, dtype).routed_experts
+    pweights = pmem.weights_bytes - (1 - 1 / ep) * model_weight_bytes(m.spec, dtype, components).routed_experts
     memory_block = {**mem, "predicted_weights_bytes": pweights,
                     "predicted_kv_cache_bytes": pmem.kv_cache_bytes,
                     "predicted_activations_bytes": pmem.activation_bytes}
@@ -224,7 +227,7 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
     hw, hw_ref, reference = _hardware(hardware, device, quick, progress)
     for r in resolved:  # a plan the engine refuses is refused now, not after the measurements
         for b in batches:
-            wl = _workload(b, prompt, gen, dtype, layout.ep)
+            wl = _workload(b, prompt, gen, dtype, layout.ep, r.components)
             prefill(r.spec, hw, wl)
             decode_step(r.spec, hw, wl)
     kw = dict(device=device, dtype=dtype, batches=batches, prompt=prompt, gen=gen, repeats=repeats, quick=quick,
@@ -317,6 +320,8 @@ def _measure(resolved: list[Resolved], mesh: Mesh | None, layout: Layout, *, dev
                 "moe_layers": list(m.spec.moe_layers), "weights": m.weights_file or "random"}
         if m.shrunk_from:
             info["shrunk_from"] = m.shrunk_from
+        if m.quantization:  # what the engine priced it as (its rows' predictions use these dtypes)
+            info["quantization"] = {"components": m.components, "group_size": m.quantization.get("group_size")}
         if m.name in offloads:
             info["offload"] = {"resident": offloads[m.name].resident, "cache": offloads[m.name].policy}
         model_info.append(info)
