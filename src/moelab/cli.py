@@ -927,6 +927,9 @@ def bench(
     console.print(table)
     for m in result["models"]:
         shrunk = f", shrunk from {m['shrunk_from']}" if "shrunk_from" in m else ""
+        quantized = m.get("quantization")
+        if quantized:  # the engine priced it at these dtypes
+            shrunk += "; quantized " + ", ".join(f"{c}={d}" for c, d in quantized["components"].items())
         weights = next(r["memory"]["weights_bytes"] for r in result["rows"] if r["model"] == m["name"])
         console.print(f"{m['name']}: {fmt.count(m['params_total'])} total, "
                              f"{fmt.count(m['params_active'])} active{shrunk}; {fmt.nbytes(weights)} of weights "
