@@ -167,10 +167,10 @@ def streamed_components(components) -> tuple[tuple[str, str], ...]:
 
 
 def dequant_params(spec: ModelSpec, wl: Workload, tokens: float) -> dict[str, float]:
-    """Per dequantized component, the parameters the step dequantizes (whole system). Each forward dequantizes every quantized attention, dense FFN
-    and shared-expert linear whole; the distinct routed experts its `tokens` touch, U(B) per MoE layer
-    (moelab's store computes expert by expert); for embeddings, the lm_head's whole table (untied or tied, the
-    head reads the whole table) and the `tokens` looked-up rows."""
+    """Per dequantized component, the parameters the step dequantizes (whole system). Each forward dequantizes
+    every quantized attention, dense FFN and shared-expert linear whole; the distinct routed experts its `tokens`
+    touch, U(B) per MoE layer (moelab's store computes expert by expert); for embeddings, the lm_head's whole
+    table (untied or tied, the head reads the whole table) and the `tokens` looked-up rows."""
     p = count_params(spec)
     out = {}
     for component in dequantized(wl.components):
