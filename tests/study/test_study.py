@@ -76,3 +76,36 @@ def test_bad_workload_is_one_line(tmp_path, capsys):
     assert main(["study", "--workload", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("moelab: error:")
+
+
+def test_mitigations_stage(study_dir):
+    """The mitigations the stage measured are the transforms' own files: bytes and losses from their summaries,
+    decode rows from the bench JSON beside them, the upcycling arms from its result."""
+    study = json.loads((study_dir / "study.json").read_text())
+    mi, plan = study["mitigations"], study["plan"]
+    assert "mitigations" in study["stage_seconds"] and not mi["failures"]
+    folder = study_dir / "mitigations"
+    by = {v["transform"]: v for v in reversed(mi["variants"])}
+    assert mi["variants"][0]["transform"] is None and mi["variants"][0]["loss_delta_mean"] == 0.0
+    assert set(by) == {None, "prune", "quantize", "offload", "upcycle"}
+    pruned = json.loads((folder / "pruned" / "summary.json").read_text())
+    assert by["prune"]["weight_bytes"] == pruned["weight_bytes"]["after"] < pruned["weight_bytes"]["before"]
+    assert by["prune"]["loss_delta"] == pytest.approx(pruned["loss"]["delta"])
+    assert all(len(layer["kept"]) == plan["prune_keep"] for layer in pruned["layers"])
+    quantized = json.loads((folder / "int4" / "summary.json").read_text())
+    assert by["quantize"]["weight_bytes"] == quantized["weight_bytes"]["after"]["total"]
+    assert by["quantize"]["memory_share"] < 0.5  # int4 experts: the experts are most of the weights
+    bench = json.loads((folder / "bench-quantized.json").read_text())
+    row = next(r for r in bench["rows"] if r["phase"] == "decode" and r["batch"] == mi["bench"]["batch"])
+    assert by["quantize"]["decode"]["p50_s"] == row["p50_s"] and row["predicted_s"] > 0
+    offload = by["offload"]["decode"]["offload"]
+    assert offload["resident"] in plan["offload_resident"] and offload["misses_per_step"] > 0
+    assert by["offload"]["loss_delta_mean"] == 0.0 and by["offload"]["memory_share"] < 1
+    up = mi["upcycling"]
+    assert not up["skipped"] and set(up["arms"]) == {"dense_continued", "upcycled", "moe_scratch"}
+    assert json.loads((study_dir / "upcycling" / "result.json").read_text())["arms"] == up["arms"]
+    assert up["verdict"] and mi["frontier"] and all(r["basis"] == "modelled" for r in mi["frontier"])
+    html = (study_dir / "report.html").read_text()
+    assert "id='mitigations'" in html and "id='fig-mitigations'" in html
+    for name in ("mitigations.csv", "upcycling.csv", "mitigations_frontier.csv"):
+        assert (study_dir / name).is_file()

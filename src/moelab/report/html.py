@@ -194,6 +194,23 @@ def key_figures(study: dict) -> dict:
             out[f"measured_{kind}_flops_to_target"] = _g(r, "to_target", "flops")
     out.update(served_figures(study.get("serving") if "serving" in study else None))
     out.update(scaling_figures(study.get("scaling")))
+    out.update(mitigation_figures(study.get("mitigations")))
+    return out
+
+
+def mitigation_figures(mitigations: dict | None) -> dict:
+    """The mitigations headline for summary.json, per measured variant (keyed by transform, the first of each):
+    memory held over the base MoE, mean loss delta, decode p50 speed over the base; and the upcycling verdict."""
+    out: dict[str, Any] = {}
+    for v in (mitigations or {}).get("variants") or []:
+        kind = v.get("transform")
+        if not isinstance(v, dict) or not kind or f"mitigation_{kind}_memory_share" in out:
+            continue
+        out[f"mitigation_{kind}_variant"] = v.get("name")
+        out[f"mitigation_{kind}_memory_share"] = v.get("memory_share")
+        out[f"mitigation_{kind}_loss_delta"] = v.get("loss_delta_mean")
+        out[f"mitigation_{kind}_decode_speed"] = v.get("speed_ratio")
+    out["mitigation_upcycling_verdict"] = ((mitigations or {}).get("upcycling") or {}).get("verdict")
     return out
 
 
@@ -596,6 +613,92 @@ def _scaling(study: dict, page: _Page) -> str:
     return "".join(out)
 
 
+def _mitigations(study: dict, page: _Page) -> str:
+    """The seeds' mitigations on the study's trained MoE, measured here (memory, loss delta per domain, decode
+    p50/p99 beside the engine), the upcycling comparison, and the engine's frontier-model version."""
+    if "mitigations" not in study:
+        return _not_run("The mitigations stage did not run: this study predates it (no mitigations in study.json).")
+    mi = study.get("mitigations") or {}
+    out = [_warning_badge([f"failed: {f}" for f in mi.get("failures") or []] + list(mi.get("warnings") or []))]
+    variants = [v for v in mi.get("variants") or [] if isinstance(v, dict)]
+    bench = mi.get("bench") or {}
+    detail = (f"{bench.get('device', 'cpu')}, {bench.get('dtype', 'fp32')}; decode at batch {bench.get('batch')} "
+              f"after a {bench.get('prompt')}-token prompt, {bench.get('gen')} steps x {bench.get('repeats')} rounds; "
+              f"loss on {mi.get('eval_tokens')} validation tokens per domain")
+    if mi.get("shrunk"):
+        detail += f"; {mi['shrunk']}"
+    if variants:
+        out.append(page.figure("mitigations", plots.mitigations(variants),
+                               "Left: the weights each variant holds in memory against its validation loss over the "
+                               "base MoE (0 = unchanged; above is worse). Right: its decode step, measured p50 (bar) "
+                               "and p99, beside the engine's prediction on this machine's calibration.", BASIS_TINY,
+                               "No variant was measured.", detail))
+        domains = sorted({d for v in variants for d in (v.get("loss_delta") or {}) if d != "mean"})
+        rows = []
+        for v in variants:
+            dec = v.get("decode") or {}
+            delta = v.get("loss_delta") or {}
+            rows.append([v.get("name"), v.get("transform") or "-", v.get("detail"), v.get("weight_bytes"),
+                         _pct_share(v.get("memory_share")), v.get("loss_delta_mean"),
+                         *(delta.get(d) for d in domains), v.get("loss_delta_rare"), _ms(dec.get("p50_s")),
+                         _ms(dec.get("p99_s")), _ms(dec.get("predicted_s")), _pct(dec.get("rel_error")),
+                         v.get("speed_ratio"), v.get("note") or ""])
+        out.append(page.table("mitigations", [
+            "variant", "transform", "what", "weight bytes", "memory vs base", "loss delta (mean)",
+            *(f"delta {d}" for d in domains), "delta rare domains", "decode p50 ms", "decode p99 ms",
+            "predicted ms", "error", "decode speed vs base", "note"], rows, BASIS_TINY,
+            "Mitigations of the trained MoE, measured here", detail))
+    else:
+        out.append(_not_run("No mitigation variant was measured."))
+    up = mi.get("upcycling") or {}
+    arms = {k: a for k, a in (up.get("arms") or {}).items() if isinstance(a, dict)}
+    if up.get("skipped"):
+        out.append(_not_run(f"Upcycling: {up['skipped']}"))
+    elif arms:
+        domains = sorted({d for a in arms.values() for d in (a.get("final_val") or {}) if d != "mean"})
+        rows = []
+        for name, a in arms.items():
+            hit, val = a.get("to_target") or {}, a.get("final_val") or {}
+            start = a.get("start_val")
+            rows.append([name, a.get("model"), a.get("steps"), start.get("mean") if isinstance(start, dict) else start,
+                         val.get("mean"),
+                         *(val.get(d) for d in domains), hit.get("tokens_total") if hit else "not reached",
+                         hit.get("flops_total") if hit else None, hit.get("wall_seconds_total") if hit else None,
+                         a.get("tokens_total"), a.get("wall_seconds_total")])
+        budget = up.get("budget") or {}
+        out.append(page.table("upcycling", [
+            "arm", "model", "steps trained", "start val (mean)", "final val (mean)",
+            *(f"final {d}" for d in domains), "tokens to target (whole budget)", "FLOPs to target",
+            "wall s to target", "tokens (whole budget)", "wall s (whole budget)"], rows, BASIS_TINY,
+            f"Upcycling vs continued dense vs MoE from scratch; target: {up.get('target_rule', '?')}",
+            f"{up.get('mode')} {up.get('experts')}x{up.get('top_k')}; {budget.get('total_steps')} steps of "
+            f"{budget.get('tokens_per_step')} tokens in all per arm"))
+        if up.get("verdict"):
+            out.append(f"<p>{_e(up['verdict'])}</p>")
+    frontier = [r for r in mi.get("frontier") or [] if isinstance(r, dict)]
+    if frontier:
+        rows = [[r.get("scenario"), r.get("model"), r.get("variant"), r.get("hardware"), r.get("gpus"), r.get("plan"),
+                 r.get("batch"), _gb(r.get("weights_bytes")), _gb(r.get("memory_per_gpu_bytes")),
+                 _gb(r.get("usable_per_gpu_bytes")), "yes" if r.get("fits") else "no",
+                 _ms(r.get("decode_step_seconds")) if r.get("fits") else "does not fit",
+                 r.get("tokens_per_second") if r.get("fits") else None, r.get("hit_rate"), r.get("miss_ms"),
+                 r.get("seeds_swap_ms"), r.get("note")] for r in frontier]
+        out.append(page.table("mitigations_frontier", [
+            "scenario", "model", "variant", "hardware", "GPUs", "plan", "batch", "weights GB", "memory per GPU GB",
+            "usable per GPU GB", "fits", "decode step ms (mean)", "tokens/s", "hit rate", "ms per miss",
+            "seeds' ms per swap", "note"], rows, BASIS_MODELLED,
+            "The same mitigations priced by the engine for frontier models on GPUs (modelled means)"))
+    return "".join(out)
+
+
+def _ms(x: Any) -> Any:
+    return x * 1e3 if isinstance(x, (int, float)) else None
+
+
+def _gb(x: Any) -> Any:
+    return x / 1e9 if isinstance(x, (int, float)) else None
+
+
 def _pct_share(x: Any) -> str:
     return "–" if not isinstance(x, (int, float)) else f"{x:.0%}"
 
@@ -880,6 +983,10 @@ def render(study: dict) -> tuple[str, _Page]:
          "and 4 torchrun processes (the MoE expert-parallel, its tokens exchanged by all-to-all every MoE layer): "
          "speedup, efficiency and the all-to-all share, beside the engine's prediction and the seeds' GPU "
          "table.", _scaling),
+        ("mitigations", "Mitigations: pruning, quantization, offloading, upcycling", "The seeds' ways to make a "
+         "MoE affordable, done for real to the trained MoE and measured here: memory held, the loss they cost per "
+         "domain (rare domains apart) and the decode step; upcycling the dense model against training on; and the "
+         "engine's price of each for frontier models on GPUs.", _mitigations),
         ("decision", "Decision", "Hard constraints, cost per token at the workload's batch, then the seeds' soft "
          "factors; and the concrete thresholds that would change the answer.", _decision),
     ]

@@ -523,3 +523,48 @@ def scaling(rows: list[dict] | None, seeds: dict | None = None) -> str | None:
     ax.set_title("Training throughput scaling")
     _legend_below(fig, ax, columns=3, height=0.2)
     return _svg(fig, "scaling")
+
+
+MITIGATION_COLOURS = {None: "#111827", "prune": "#1f5fa8", "quantize": "#c2410c", "offload": "#16a34a",
+                      "upcycle": "#9333ea"}
+
+
+def mitigations(variants: list[dict] | None) -> str | None:
+    """The mitigations measured here (study["mitigations"]["variants"]): weight memory against the loss delta
+    over the base MoE (left), and decode p50 per variant with the engine's prediction (right)."""
+    variants = [v for v in variants or [] if v.get("weight_bytes")]
+    if not variants:
+        return None
+    fig, axes = _figure(2, width=4.2, height=3.0, layout="constrained")
+    ax = axes[0][0]
+    for v in variants:
+        colour = MITIGATION_COLOURS.get(v.get("transform"), GREY)
+        delta = v.get("loss_delta_mean")
+        if delta is None:
+            continue
+        ax.scatter([v["weight_bytes"] / 1e6], [delta], s=28, color=colour, zorder=3)
+        ax.annotate(v["name"], (v["weight_bytes"] / 1e6, delta), textcoords="offset points", xytext=(4, 3),
+                    fontsize=7, color=colour)
+    ax.axhline(0.0, color=GREY, lw=0.8)
+    ax.set_xlabel("weights held in memory (MB)")
+    ax.set_ylabel("validation loss - base (nats)")
+    ax.set_title("Memory against quality")
+    ax = axes[0][1]
+    timed = [v for v in variants if (v.get("decode") or {}).get("p50_s")]
+    names = [v["name"] for v in timed]
+    ax.bar(range(len(timed)), [v["decode"]["p50_s"] * 1e3 for v in timed],
+           color=[MITIGATION_COLOURS.get(v.get("transform"), GREY) for v in timed], alpha=0.8, label="measured p50")
+    p99 = [(i, v["decode"].get("p99_s")) for i, v in enumerate(timed) if v["decode"].get("p99_s")]
+    if p99:
+        ax.scatter([i for i, _ in p99], [s * 1e3 for _, s in p99], marker="_", s=120, color="#111827",
+                   label="measured p99", zorder=3)
+    pred = [(i, v["decode"].get("predicted_s")) for i, v in enumerate(timed) if v["decode"].get("predicted_s")]
+    if pred:
+        ax.scatter([i for i, _ in pred], [s * 1e3 for _, s in pred], marker="D", s=16, color="#f59e0b",
+                   label="predicted", zorder=4)
+    ax.set_xticks(range(len(timed)), names, rotation=30, ha="right")
+    ax.set_ylabel("decode step (ms)")
+    batch = timed[0]["decode"].get("batch") if timed else None
+    ax.set_title(f"Decode step at batch {batch}" if batch else "Decode step")
+    ax.legend(loc="upper left")
+    return _svg(fig, "mitigations")

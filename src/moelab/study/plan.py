@@ -38,6 +38,13 @@ class StudyPlan:
     scaling_steps: int = 10
     scaling_batch: int = 4
     scaling_timeout_s: float = 300.0
+    # mitigations of the trained MoE (moelab.study.mitigations): experts kept by pruning, resident counts offloaded,
+    # and the decode timing of every variant (batch sizes, steps after the prompt, rounds)
+    prune_keep: int = 6
+    offload_resident: tuple[int, ...] = (2, 4, 6)
+    mitigation_batches: tuple[int, ...] = (1, 8)
+    mitigation_gen: int = 16
+    mitigation_repeats: int = 3
 
     @classmethod
     def default(cls) -> StudyPlan:
@@ -47,12 +54,13 @@ class StudyPlan:
     def quick_plan(cls) -> StudyPlan:
         return cls(quick=True, steps=30, batch_size=8, seq_len=64, eval_every=10, eval_tokens=2048,
                    max_bytes_per_domain=200_000, bench_batches=(1, 4, 16), bench_prompt=64, bench_gen=8,
-                   scaling_ranks=(1, 2), scaling_steps=5, scaling_batch=2)
+                   scaling_ranks=(1, 2), scaling_steps=5, scaling_batch=2, offload_resident=(4,),
+                   mitigation_batches=(1,), mitigation_gen=8, mitigation_repeats=2)
 
     @classmethod
     def from_dict(cls, raw: dict) -> StudyPlan:
         raw = {**raw, "bench_batches": tuple(raw["bench_batches"])}
-        for key in ("serve_concurrency", "scaling_ranks"):
+        for key in ("serve_concurrency", "scaling_ranks", "offload_resident", "mitigation_batches"):
             if key in raw:
                 raw[key] = tuple(raw[key])
         return cls(**raw)
@@ -62,4 +70,6 @@ class StudyPlan:
         out["bench_batches"] = list(self.bench_batches)
         out["serve_concurrency"] = list(self.serve_concurrency)
         out["scaling_ranks"] = list(self.scaling_ranks)
+        out["offload_resident"] = list(self.offload_resident)
+        out["mitigation_batches"] = list(self.mitigation_batches)
         return out

@@ -4,10 +4,10 @@ Stages, in the seeds' order: prototype both kinds (train a dense model, an iso-a
 shared MoE on the default corpus, same data order and budget), calibrate this machine and benchmark the trained
 models beside the engine's predictions (in a fresh process), serve the dense and MoE models with vLLM at each
 concurrency (when the serving environment is there; not with --quick), train both kinds again in 1, 2 (and 4)
-torchrun processes for the seeds' multi-GPU scaling table and all-to-all share (moelab.study.scaling), model the
-frontier pairs on the workload's GPU
-(static-batch economics, and each model's interactivity-throughput frontier over plans and concurrencies),
-decide, report.
+torchrun processes for the seeds' multi-GPU scaling table and all-to-all share (moelab.study.scaling), prune,
+quantize, offload and upcycle the trained models and measure what each costs (moelab.study.mitigations), model
+the frontier pairs on the workload's GPU (static-batch economics, and each model's interactivity-throughput
+frontier over plans and concurrencies), decide, report.
 Every stage's output lands in one `study` dict (DIR/study.json), which `moelab.report` renders.
 """
 
@@ -26,6 +26,7 @@ from pathlib import Path
 from moelab import jsonout
 from moelab.decide.workload import Workload, default_workload
 from moelab.errors import MoelabError
+from moelab.study.mitigations import mitigations_stage
 from moelab.study.plan import FRONTIER_BATCHES, FRONTIER_PAIRS, PAIRS, SERVED, StudyPlan
 from moelab.study.scaling import scaling_stage
 
@@ -50,11 +51,18 @@ def train_stage(runs: Path, plan: StudyPlan, progress: bool, log: Log) -> dict:
             "pairs": dict(PAIRS)}
 
 
-def run_relayed(cmd: list[str], log: Log, prefix: str = "study: ", what: str = "the measurement stage") -> None:
-    """Run `cmd`, relaying each stderr line to `log` as it comes (prefixed); a failure is a MoelabError with
-    the child's `moelab: error:` line (else its last line). Interrupted, the child is killed, never orphaned."""
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, errors="replace", bufsize=1)
+def run_relayed(cmd: list[str], log: Log, prefix: str = "study: ", what: str = "the measurement stage",
+                stdout: Path | None = None) -> None:
+    """Run `cmd`, relaying each stderr line to `log` as it comes (prefixed); its stdout goes to the file `stdout`
+    (else nowhere). A failure is a MoelabError with the child's `moelab: error:` line (else its last line).
+    Interrupted, the child is killed, never orphaned."""
+    sink = open(stdout, "w") if stdout is not None else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.PIPE,
+                                text=True, errors="replace", bufsize=1)
+    finally:
+        if stdout is not None:
+            sink.close()
     last: list[str] = []
     try:
         for line in proc.stderr:
@@ -200,11 +208,12 @@ def run_study(out: Path, workload: Workload | None = None, quick: bool = False, 
     calibration, bench = stage("calibrate and bench", lambda: measure_stage(out, plan, log))
     serving = stage("serve with vLLM", lambda: serve_stage(out, plan, log))
     scaling = stage("scale across processes", lambda: scaling_stage(out, plan, out / "hardware.json", log))
+    mitigations = stage("mitigations", lambda: mitigations_stage(out, plan, out / "hardware.json", log))
     decision = stage("decide", lambda: recommend(wl, {"training": training, "bench": bench}))
     study = {"version": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
              "quick": quick, "plan": plan.to_dict(), "machine": machine(), "workload": wl.to_dict(),
              "training": training, "calibration": calibration, "bench": bench, "serving": serving,
-             "scaling": scaling, "frontier": frontier,
+             "scaling": scaling, "mitigations": mitigations, "frontier": frontier,
              "decision": decision, "stage_seconds": stage_seconds}
     study["wall_seconds"] = round(time.perf_counter() - started, 2)
     t0 = time.perf_counter()
