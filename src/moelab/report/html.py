@@ -199,18 +199,22 @@ def key_figures(study: dict) -> dict:
 
 
 def mitigation_figures(mitigations: dict | None) -> dict:
-    """The mitigations headline for summary.json, per measured variant (keyed by transform, the first of each):
-    memory held over the base MoE, mean loss delta, decode p50 speed over the base; and the upcycling verdict."""
+    """The mitigations headline for summary.json, per measured variant (keyed by its name): memory held over the
+    base MoE, mean loss delta, decode p50 speed over the base and the prediction's error; upcycling's tokens to the
+    target per arm and its verdict."""
     out: dict[str, Any] = {}
     for v in (mitigations or {}).get("variants") or []:
-        kind = v.get("transform")
-        if not isinstance(v, dict) or not kind or f"mitigation_{kind}_memory_share" in out:
+        if not isinstance(v, dict) or not v.get("transform"):
             continue
-        out[f"mitigation_{kind}_variant"] = v.get("name")
-        out[f"mitigation_{kind}_memory_share"] = v.get("memory_share")
-        out[f"mitigation_{kind}_loss_delta"] = v.get("loss_delta_mean")
-        out[f"mitigation_{kind}_decode_speed"] = v.get("speed_ratio")
-    out["mitigation_upcycling_verdict"] = ((mitigations or {}).get("upcycling") or {}).get("verdict")
+        key = "mitigation_" + "_".join("".join(c if c.isalnum() else " " for c in v.get("name", "")).split())
+        dec = v.get("decode") or {}
+        out.update({f"{key}_memory_share": v.get("memory_share"), f"{key}_loss_delta": v.get("loss_delta_mean"),
+                    f"{key}_decode_speed": v.get("speed_ratio"), f"{key}_decode_rel_error": dec.get("rel_error")})
+    up = (mitigations or {}).get("upcycling") or {}
+    for arm, row in (up.get("arms") or {}).items():
+        hit = row.get("to_target") if isinstance(row, dict) else None
+        out[f"mitigation_upcycling_{arm}_tokens_to_target"] = hit.get("tokens_total") if hit else None
+    out["mitigation_upcycling_verdict"] = up.get("verdict")
     return out
 
 
@@ -641,12 +645,14 @@ def _mitigations(study: dict, page: _Page) -> str:
             rows.append([v.get("name"), v.get("transform") or "-", v.get("detail"), v.get("weight_bytes"),
                          _pct_share(v.get("memory_share")), v.get("loss_delta_mean"),
                          *(delta.get(d) for d in domains), v.get("loss_delta_rare"), _ms(dec.get("p50_s")),
-                         _ms(dec.get("p99_s")), _ms(dec.get("predicted_s")), _pct(dec.get("rel_error")),
+                         _ms(dec.get("p99_s")), dec.get("samples"), _ms(dec.get("predicted_s")),
+                         _pct(dec.get("rel_error")),
                          v.get("speed_ratio"), v.get("note") or ""])
         out.append(page.table("mitigations", [
             "variant", "transform", "what", "weight bytes", "memory vs base", "loss delta (mean)",
             *(f"delta {d}" for d in domains), "delta rare domains", "decode p50 ms", "decode p99 ms",
-            "predicted ms", "error", "decode speed vs base", "note"], rows, BASIS_TINY,
+            "decode steps timed (p99 of so few is near the max)", "predicted ms (mean)", "error",
+            "decode speed vs base (same process)", "note"], rows, BASIS_TINY,
             "Mitigations of the trained MoE, measured here", detail))
     else:
         out.append(_not_run("No mitigation variant was measured."))

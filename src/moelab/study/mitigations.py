@@ -60,13 +60,17 @@ def _total(weight_bytes) -> int | None:
 
 
 def _variant(name: str, transform: str | None, detail: str, weight_bytes, loss: dict, base_loss: dict,
-             rare: list[str], decode: dict | None, note: str = "") -> dict:
-    delta = {d: loss[d] - base_loss[d] for d in base_loss if d in loss}
+             rare: list[str], decode: dict | None, note: str = "", speed: float | None = None) -> dict:
+    """One row of the table; `speed`: the base's decode p50 over this variant's, measured in one process."""
+    from moelab.mitigate.quality import loss_delta
+
+    delta = loss_delta(base_loss, loss)
     rare_delta = [delta[d] for d in rare if d in delta]
     return {"name": name, "transform": transform, "detail": detail, "weight_bytes": weight_bytes,
             "loss": loss, "loss_delta": delta, "loss_delta_mean": delta.get("mean"),
             "loss_delta_rare": sum(rare_delta) / len(rare_delta) if rare_delta else None, "rare_domains": rare,
-            "decode": decode, "note": note, "seeds_claim": SEEDS_CLAIMS.get(transform or "", "")}
+            "decode": decode, "speed_ratio": speed, "note": note,
+            "seeds_claim": SEEDS_CLAIMS.get(transform or "", "")}
 
 
 def _ratio(bench: dict, arms: dict, batch: int) -> str:
@@ -77,27 +81,43 @@ def _ratio(bench: dict, arms: dict, batch: int) -> str:
 
 
 def verdict(up: dict) -> str:
-    """What the upcycling comparison measured, in one sentence: who ends lowest, who reaches the target first."""
+    """What the upcycling comparison measured, in words: the seeds' claim first (upcycled against continued dense
+    training on the same budget), then the MoE from scratch."""
     arms = up["arms"]
     final = {a: (r.get("final_val") or {}).get("mean") for a, r in arms.items()}
-    best = min((a for a in final if final[a] is not None), key=lambda a: final[a], default=None)
     reached = {a: r["to_target"]["tokens_total"] for a, r in arms.items() if r.get("to_target")}
-    first = min(reached, key=reached.get) if reached else None
-    text = ", ".join(f"{a.replace('_', ' ')} {v:.3f}" for a, v in final.items() if v is not None)
-    out = f"Final mean validation loss on one budget: {text}; lowest: {best.replace('_', ' ') if best else '-'}."
-    if first:
+    up_loss, dense_loss, scratch_loss = (final.get(a) for a in ("upcycled", "dense_continued", "moe_scratch"))
+    if up_loss is None or dense_loss is None:
+        return "Not measured: an arm has no final validation loss."
+    better = up_loss < dense_loss
+    out = (f"Upcycled {'beat' if better else 'did not beat'} continued dense training on the same budget: final mean "
+           f"validation loss {up_loss:.3f} vs {dense_loss:.3f} (the seeds: Nemotron-4 15B upcycled beat continued "
+           "dense training).")
+    if scratch_loss is not None:
+        out += f" The same MoE from scratch on the whole budget ended at {scratch_loss:.3f}."
+    if reached:
+        first = min(reached, key=reached.get)
         out += (f" First to the target ({up['target_loss']:.3f}): {first.replace('_', ' ')} after "
                 f"{reached[first]:,.0f} tokens in all.")
     else:
         out += f" No arm reached the target ({up['target_loss']:.3f})."
-    if best != "upcycled":
-        out += " Upcycling did not pay at this scale and budget."
     return out + (" The continued arms restart the learning-rate schedule (warm-up, then cosine) after the "
                   "pretraining's decay; the scratch arm runs one schedule over the whole budget.")
 
 
+EXPECTED_SECONDS = {"full": 240.0, "quick": 55.0}  # measured: quick 52 s (make study-quick); full: see README
+
+
+def _speed(bench: dict, base: str, variant: str, batch: int) -> float | None:
+    """Base decode p50 over the variant's, both from one bench process (interleaved rounds)."""
+    a, b = _decode(bench, base, batch), _decode(bench, variant, batch)
+    return a["p50_s"] / b["p50_s"] if a and b and b["p50_s"] else None
+
+
 def mitigations_stage(out: Path, plan: StudyPlan, hardware: Path, log) -> dict:
-    """Every mitigation of the study's trained MoE into out/mitigations, measured; the dict the report renders."""
+    """Every mitigation of the study's trained MoE into out/mitigations, measured; the dict the report renders.
+    Each variant is benched in its own process beside the base MoE (or, offloaded, beside its own resident
+    model), so its speed over the base is read within one process."""
     from moelab.cost.mitigations import frontier_mitigations
     from moelab.mitigate.prune import prune
     from moelab.mitigate.quantize import quantize
@@ -109,60 +129,61 @@ def mitigations_stage(out: Path, plan: StudyPlan, hardware: Path, log) -> dict:
     folder.mkdir(parents=True)
     base = out / "runs" / PAIRS["moe"]
     batch = plan.mitigation_batches[0]
+    scope = "quick" if plan.quick else "full"
     result = {"base": {"model": PAIRS["moe"], "run": str(base)}, "variants": [], "failures": [], "warnings": [],
-              "eval_tokens": plan.eval_tokens, "seeds": SEEDS_CLAIMS,
+              "eval_tokens": plan.eval_tokens, "seeds": SEEDS_CLAIMS, "expected_seconds": EXPECTED_SECONDS[scope],
               "bench": {"device": "cpu", "dtype": "fp32", "batch": batch, "batches": list(plan.mitigation_batches),
                         "prompt": plan.bench_prompt, "gen": plan.mitigation_gen, "repeats": plan.mitigation_repeats},
               "shrunk": "--quick: int8 and the resident sweep skipped, fewer decode steps" if plan.quick else None}
 
+    def benched(name: str, models: list[str], extra=()) -> dict:
+        done = _bench(folder, name, models, plan, hardware, log, extra)
+        result["warnings"] += [f"bench of {name}: {w}" for w in done.get("warnings") or []]
+        return done
+
     log(f"study: mitigations: pruning {PAIRS['moe']} to {plan.prune_keep} experts per layer")
     pruned = prune(base, folder / "pruned", keep=plan.prune_keep, calibration_tokens=plan.eval_tokens,
                    eval_tokens=plan.eval_tokens)
-    dtypes = ("int4",) if plan.quick else ("int8", "int4")
-    quantized = {}
-    for dtype in dtypes:
-        log(f"study: mitigations: quantizing {PAIRS['moe']}'s experts to {dtype}")
-        quantized[dtype] = quantize(base, folder / dtype, experts=dtype, eval_tokens=plan.eval_tokens)
-    base_loss, rare = pruned["loss"]["before"], pruned["loss"]["rare_domains"]
+    base_name, base_loss, rare = pruned["from_model"], pruned["loss"]["before"], pruned["loss"]["rare_domains"]
     base_bytes = _total(pruned["weight_bytes"]["before"])
-
-    runs = {"base": str(base), "pruned": str(folder / "pruned"), **{d: str(folder / d) for d in dtypes}}
-    benches = {"pruned": _bench(folder, "pruned", [runs["base"], runs["pruned"]], plan, hardware, log),
-               "quantized": _bench(folder, "quantized", [runs[d] for d in dtypes], plan, hardware, log),
-               "offload": _bench(folder, "offload", [runs["base"]], plan, hardware, log,
-                                 ["--offload-experts", "--resident", ",".join(map(str, plan.offload_resident))])}
-    for name, b in benches.items():
-        result["warnings"] += [f"bench of {name}: {w}" for w in b.get("warnings") or []]
-    names = {"base": pruned["from_model"], "pruned": pruned["model"], **{d: quantized[d]["model"] for d in dtypes}}
+    bench = benched("pruned", [str(base), pruned["folder"]])
     variants = [_variant("base MoE", None, f"{PAIRS['moe']} as trained", base_bytes, base_loss, base_loss, rare,
-                         _decode(benches["pruned"], names["base"], batch)),
+                         _decode(bench, base_name, batch), speed=1.0),
                 _variant(f"pruned to {plan.prune_keep}", "prune",
                          f"the {plan.prune_keep} most used experts per layer kept (load on "
                          f"{plan.eval_tokens} training tokens per domain)",
                          _total(pruned["weight_bytes"]["after"]), pruned["loss"]["after"], base_loss, rare,
-                         _decode(benches["pruned"], names["pruned"], batch))]
-    for dtype in dtypes:
-        q = quantized[dtype]
+                         _decode(bench, pruned["model"], batch),
+                         speed=_speed(bench, base_name, pruned["model"], batch))]
+    for dtype in ("int4",) if plan.quick else ("int8", "int4"):
+        log(f"study: mitigations: quantizing {PAIRS['moe']}'s experts to {dtype}")
+        q = quantize(base, folder / dtype, experts=dtype, eval_tokens=plan.eval_tokens)
+        bench = benched(dtype, [str(base), q["folder"]])
         scheme = "per-channel" if dtype == "int8" else f"per-group of {q['group_size']}"
         variants.append(_variant(f"{dtype} experts", "quantize", f"routed experts {dtype}, {scheme} symmetric, "
                                  "dequantized on the fly; the rest fp32", _total(q["weight_bytes"]["after"]),
-                                 q["loss"]["after"], base_loss, rare, _decode(benches["quantized"], q["model"], batch)))
-    offload = benches["offload"]
+                                 q["loss"]["after"], base_loss, rare, _decode(bench, q["model"], batch),
+                                 speed=_speed(bench, base_name, q["model"], batch)))
+    offload = benched("offload", [str(base)], ["--offload-experts", "--resident",
+                                               ",".join(map(str, plan.offload_resident))])
     for m in offload.get("models") or []:
         resident = (m.get("offload") or {}).get("resident")
-        if resident is None:
+        decode = _decode(offload, m["name"], batch) if resident is not None else None
+        block = (decode or {}).get("offload")
+        if not block:
             continue
-        decode = _decode(offload, m["name"], batch)
-        block = (decode or {}).get("offload") or {}
-        held = base_bytes - block.get("expert_bytes", 0) * sum(block.get("experts") or []) + \
-            block.get("resident_expert_bytes", 0) if block else None
+        # held in memory: the base weights less the routed experts, plus the resident budget (computed)
+        held = base_bytes - block["expert_bytes"] * sum(block["experts"]) + block["resident_expert_bytes"]
         note = (f"hit rate {block['hit_rate']:.0%}, {block['misses_per_step']:.1f} misses per step, "
                 f"{block['miss_seconds_median'] * 1e3:.2f} ms per miss (seeds: +10-50 ms per swap)"
                 if block.get("hit_rate") is not None and block.get("miss_seconds_median") else "")
+        slowdown = block.get("slowdown_vs_resident")
         variants.append(_variant(f"offloaded, {resident} resident", "offload",
                                  f"{resident} of {PAIRS['moe']}'s experts per layer resident ({block.get('cache')}), "
-                                 "misses read cold from model.safetensors", held, base_loss, base_loss, rare, decode,
-                                 note + "; logits bit-identical to resident (tested), so loss is unchanged"))
+                                 "misses read cold from model.safetensors; weights held computed as the base's less "
+                                 "the experts plus the resident budget", held, base_loss, base_loss, rare, decode,
+                                 note + "; logits bit-identical to resident (tested), so loss is unchanged",
+                                 speed=1 / slowdown if slowdown else None))
     result["offload"] = offload.get("offload")
     try:
         up = result["upcycling"] = upcycling_stage(out, plan, log)
@@ -172,10 +193,8 @@ def mitigations_stage(out: Path, plan: StudyPlan, hardware: Path, log) -> dict:
     arms = up.get("arms") or {}
     if not up.get("skipped") and "upcycled" in arms and "dense_continued" in arms:
         up["verdict"] = verdict(up)
-        trained = [arms["upcycled"]["run"], arms["dense_continued"]["run"]]
-        bench = _bench(folder, "upcycled", trained, plan, hardware, log)
-        result["warnings"] += [f"bench of upcycled: {w}" for w in bench.get("warnings") or []]
-        moe = arms["upcycled"]
+        moe, dense = arms["upcycled"], arms["dense_continued"]
+        bench = benched("upcycled", [moe["run"], dense["run"]])
         weights = next((r["memory"]["weights_bytes"] for r in bench.get("rows") or [] if r["model"] == moe["model"]),
                        None)
         variants.append(_variant(
@@ -183,13 +202,9 @@ def mitigations_stage(out: Path, plan: StudyPlan, hardware: Path, log) -> dict:
             f"{up['top_k']}) and trained {moe['steps']} more steps: another model than the base MoE", weights,
             moe["final_val"], base_loss, rare, _decode(bench, moe["model"], batch),
             f"decode beside the dense model trained as long: {_ratio(bench, arms, batch)}"))
-    base_p50 = (variants[0]["decode"] or {}).get("p50_s")
     for v in variants:
         v["memory_share"] = v["weight_bytes"] / base_bytes if v["weight_bytes"] and base_bytes else None
-        p50 = (v["decode"] or {}).get("p50_s")
-        v["speed_ratio"] = base_p50 / p50 if base_p50 and p50 else None
-    rows = [r.to_dict() for r in frontier_mitigations()]
-    result["frontier"] = rows
+    result["frontier"] = [r.to_dict() for r in frontier_mitigations()]
     result["variants"] = variants
     result["seconds"] = round(time.perf_counter() - began, 2)
     return result
