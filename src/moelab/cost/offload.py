@@ -31,8 +31,8 @@ import math
 from dataclasses import asdict, dataclass
 
 from moelab.cost.capacity import capacity
-from moelab.cost.dtypes import component_dtype, components_key, kv_dtype_for
-from moelab.cost.memory import routed_expert_bytes
+from moelab.cost.dtypes import WEIGHT_BYTES, check_dtype, component_dtype, components_key, kv_dtype_for
+from moelab.cost.memory import expert_param_bytes, routed_expert_bytes
 from moelab.cost.params import expert_params
 from moelab.cost.plan import Plan, check_plan
 from moelab.cost.roofline import Workload, decode_step
@@ -53,7 +53,7 @@ class OffloadedDecode:
     batch: int
     context: float
     dtype: str
-    expert_dtype: str  # the routed experts' weight dtype (the bytes a miss moves)
+    expert_dtype: str  # the routed experts' weight dtype in memory (a miss moves them at it, unless miss_dtype)
     resident: int  # routed experts per MoE layer kept in GPU memory (over the replica's GPUs)
     n_experts: int  # routed experts per MoE layer (the fewest, if layers differ)
     moe_layers: int
@@ -63,7 +63,7 @@ class OffloadedDecode:
     misses_per_step: float  # touched * (1 - hit rate), summed over the MoE layers (the whole replica)
     misses_per_gpu: float  # of those, the ones one GPU fetches over its own link, one after another
     expert_bytes: float  # one routed expert at expert_dtype (the first MoE layer's)
-    miss_bytes: float  # what one miss moves over one GPU's link (expert_bytes / tp)
+    miss_bytes: float  # what one miss moves over one GPU's link (one expert at the dtype moved, / tp)
     miss_seconds: float  # one miss: latency + miss_bytes / achieved link bandwidth
     transfer_seconds: float  # per step, all of one GPU's misses
     resident_step_seconds: float  # the decode step with every expert in memory (roofline.decode_step)
@@ -118,12 +118,14 @@ def layer_hit_rate(n_experts: int, top_k: int, tokens: float, resident: int, ske
 def offloaded_decode(spec: ModelSpec, hw: HardwareSpec, batch: int, context: float, dtype: str, resident: int,
                      hit_rate: float | None = None, skew: float = 0.0, components=None, *,
                      kv_dtype: str | None = None, plan: Plan | str | None = None,
-                     overlap: bool = False) -> OffloadedDecode:
+                     overlap: bool = False, miss_dtype: str | None = None) -> OffloadedDecode:
     """A decode step of `batch` sequences at `context` positions with `resident` routed experts per MoE layer in
     GPU memory (0..E) and the rest fetched over the host link on a miss (module docstring). `hit_rate` in [0, 1]
     overrides the modelled one; `components` are per-component weight dtypes (a miss moves the routed expert at
-    its dtype); `plan` a pp1 plan (default: one GPU). Works for eager (CPU) hardware too, whose host link is
-    whatever slower tier the caller sets (dataclasses.replace(hw, host_link_bandwidth=..., ...))."""
+    its dtype); `miss_dtype`: the dtype a miss moves when the slow tier stores the experts otherwise than memory
+    holds them (a bf16 CPU bench reading an fp32 file: the link term and host bytes at the stored dtype, the
+    resident step at the model's); `plan` a pp1 plan (default: one GPU). Works for eager (CPU) hardware too, whose
+    host link is whatever slower tier the caller sets (dataclasses.replace(hw, host_link_bandwidth=..., ...))."""
     _check_count("batch", batch, 1, 1 << 20)
     if isinstance(context, bool) or not isinstance(context, (int, float)) or not 0 <= context < 1e9:
         raise MoelabError(f"context must be a number of positions >= 0, got {context!r}")
@@ -145,17 +147,21 @@ def offloaded_decode(spec: ModelSpec, hw: HardwareSpec, batch: int, context: flo
     resident_step = decode_step(spec, hw, wl, context).seconds
     tokens = busiest_share(batch, plan.replicas)  # one replica's sequences, one token each
     per_param = routed_expert_bytes(dtype, spec.expert_storage, comps)
+    if miss_dtype is not None:
+        check_dtype(miss_dtype, WEIGHT_BYTES, "miss dtype")
+    moved = per_param if miss_dtype is None else expert_param_bytes(miss_dtype, spec.expert_storage)
     touched = misses = transfer = host = 0.0
     for m, n in groups:
         u = distinct_experts(m.n_experts, m.top_k, tokens, skew)
         h = hit_rate if hit_rate is not None else layer_hit_rate(m.n_experts, m.top_k, tokens, resident, skew)
-        nbytes = expert_params(spec.d_model, m) * per_param
+        nbytes = expert_params(spec.d_model, m) * moved
         touched += n * u
         misses += n * u * (1.0 - h)
         transfer += n * u * (1.0 - h) / plan.ep * (latency + nbytes / plan.tp / bandwidth)
         host += n * (m.n_experts - resident) * nbytes
     first = groups[0][0]
     one = expert_params(spec.d_model, first) * per_param
+    one_moved = expert_params(spec.d_model, first) * moved
     step = max(resident_step, transfer) if overlap else resident_step + transfer
     hit = 1.0 - misses / touched if touched else 1.0
     basis = "given" if hit_rate is not None else (
@@ -165,8 +171,8 @@ def offloaded_decode(spec: ModelSpec, hw: HardwareSpec, batch: int, context: flo
         model=spec.name, hardware=hw.name, plan=plan.name, batch=batch, context=float(context), dtype=dtype,
         expert_dtype=component_dtype(dtype, comps, "routed_experts"), resident=resident, n_experts=fewest,
         moe_layers=spec.n_moe_layers, hit_rate=hit, hit_rate_basis=basis, touched_experts=touched,
-        misses_per_step=misses, misses_per_gpu=misses / plan.ep, expert_bytes=one, miss_bytes=one / plan.tp,
-        miss_seconds=latency + one / plan.tp / bandwidth, transfer_seconds=transfer,
+        misses_per_step=misses, misses_per_gpu=misses / plan.ep, expert_bytes=one, miss_bytes=one_moved / plan.tp,
+        miss_seconds=latency + one_moved / plan.tp / bandwidth, transfer_seconds=transfer,
         resident_step_seconds=resident_step, step_seconds=step, overlap=overlap, link=f"{hw.name} host link",
         link_bandwidth=bandwidth, link_latency_s=latency, host_bytes=host, host_memory_bytes=hw.host_memory_bytes,
         fits_host=(host <= hw.host_memory_bytes) if hw.host_memory_bytes else None)
