@@ -279,8 +279,19 @@ class OffloadedExperts:
         return self.source.row(f"{self.prefix}{name}", e, cold).to(self.dtype)
 
     def expert_bytes(self) -> int:
-        """Bytes of one expert as a miss reads them from the slow tier."""
+        """Bytes of one expert as the file stores them."""
         return sum(self.source.tensors[f"{self.prefix}{n}"].slice(0)[1] for n in self.names)
+
+    def miss_bytes(self) -> int:
+        """Bytes one miss moves: the file's slices on the CPU (at the file's dtype, whatever the model's), the
+        pinned copy (at the model's dtype) on CUDA."""
+        if self.pinned is not None:
+            return sum(t.numel() * t.element_size() for t in self.pinned[0])
+        return self.expert_bytes()
+
+    def miss_dtype(self) -> torch.dtype:
+        """The dtype of what a miss moves (the file's on the CPU, the model's on CUDA)."""
+        return self.dtype if self.pinned is not None else self.source.tensors[f"{self.prefix}gate_up_proj"].dtype
 
     def resident_bytes(self) -> int:
         """Bytes of N resident experts in the model's dtype (the budget, whether or not the cache is full yet)."""
@@ -317,7 +328,7 @@ class OffloadedExperts:
             t0 = time.perf_counter()
             self.cache.admit(e, self.fetch(e))
             self._miss_seconds.append(time.perf_counter() - t0)
-            self._bytes += self.expert_bytes()
+            self._bytes += self.miss_bytes()
         return self.cache.get(e).one(0, x_ND)
 
     def compute_metrics(self) -> OffloadMetrics:
@@ -344,8 +355,15 @@ class Offload:
             s.reset_metrics()
 
     def expert_bytes(self) -> int:
-        """Bytes of one expert (of the first MoE layer) as a miss reads them."""
+        """Bytes of one expert (of the first MoE layer) as the file stores them."""
         return self.stores[0].expert_bytes()
+
+    def miss_bytes(self) -> int:
+        """Bytes one miss (of the first MoE layer) moves (OffloadedExperts.miss_bytes)."""
+        return self.stores[0].miss_bytes()
+
+    def miss_dtype(self) -> torch.dtype:
+        return self.stores[0].miss_dtype()
 
     def resident_bytes(self) -> int:
         """Bytes the caches hold when full: N experts per layer, in the model's dtype."""
