@@ -9,8 +9,11 @@ round like any two bench models, and each variant's decode row gains an "offload
   seconds of one miss and the share of the step they take, the slowdown against the resident model's step;
 - the engine's offloaded decode (moelab.cost.offload.offloaded_decode) on the calibrated hardware whose host
   link is this file's measured cold read (latency: a cold one-page read; bandwidth: the expert's bytes over the
-  rest of its cold read), with the hit rate it models (uniform routing: resident / E) as predicted_s, and again
-  with the measured hit rate;
+  rest of its cold read), a miss priced at the bytes it moves (the file's dtype on the CPU), with the hit rate it
+  models (uniform routing: resident / E) as predicted_s, and again with the measured hit rate; its errors are
+  against the mean decode step (measured_mean_s; the engine models a mean, and misses come in bursts);
+- the memory the variant holds (the state dict plus the N resident experts per MoE layer), predicted as the
+  all-resident model's less the offloaded experts;
 - the seeds' "+10-50 ms per swap" beside the measured per-miss seconds.
 
 Only decode rows are kept for the variants (their prefill median and misses are in the block): the engine prices
@@ -158,14 +161,75 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def offloaded_bytes(spec, dtype: str, resident: int) -> float:
+    """The engine's bytes of the routed experts an offloaded model does not hold: (E - N) experts in every MoE
+    layer at `dtype` (moelab.cost: expert_params x routed_expert_bytes)."""
+    from moelab.cost.memory import routed_expert_bytes
+    from moelab.cost.params import expert_params
+
+    per_param = routed_expert_bytes(dtype, spec.expert_storage)
+    return sum(n * (layer.moe.n_experts - min(resident, layer.moe.n_experts)) * expert_params(spec.d_model, layer.moe)
+               * per_param for layer, n in spec.layer_groups if layer.moe is not None)
+
+
+def check_fits(p: OffloadPlan, r: Resolved, dtype: str, batches, prompt: int, gen: int, available: float,
+               where: str) -> None:
+    """Refuse, in one line and before anything is built, variants this machine cannot hold beside the resident
+    model: its weights, each variant's held weights (all but the offloaded experts), one transient full copy (a
+    variant is built whole before its experts are offloaded) and the largest batch's run, against
+    MAX_RUN_SHARE of the `available` memory (bench.models.check_fits's rule)."""
+    from moelab.bench.models import MAX_RUN_SHARE, run_bytes, weights_bytes
+
+    full = weights_bytes(r, dtype)
+    held = [full - offloaded_bytes(r.spec, dtype, n) for n in p.resident]
+    batch = max(batches)
+    need = full + sum(held) + full + run_bytes(r.spec, dtype, batch, prompt, gen)
+    if need > MAX_RUN_SHARE * available:
+        raise MoelabError(f"--offload-experts --resident {','.join(map(str, p.resident))}: the resident {r.ref} "
+                          f"({full / 1e9:.1f} GB of {dtype} weights), the variants' held weights "
+                          f"({sum(held) / 1e9:.1f} GB), one full copy while a variant is built and batch {batch} x "
+                          f"{prompt}+{gen} tokens need about {need / 1e9:.1f} GB, more than this machine's "
+                          f"{available / 1e9:.1f} GB of {where} available holds; measure fewer resident counts or "
+                          "use smaller --batches, --prompt or --gen")
+
+
+def dtype_name(dtype) -> str:
+    """moelab's name of a torch dtype (bench.probes.TORCH_DTYPES)."""
+    from moelab.bench.probes import TORCH_DTYPES
+
+    return next(name for name, t in TORCH_DTYPES.items() if t == dtype)
+
+
+def _memory(row: dict, offload: Offload, spec, dtype: str) -> dict:
+    """The variant's memory: what it holds with N experts per MoE layer resident (the store is no nn.Module, so
+    the state dict leaves the resident experts out), predicted as the resident model's less the offloaded ones."""
+    mem = dict(row["memory"])
+    held = offload.resident_bytes()
+    mem.update(state_dict_bytes=mem["weights_bytes"], resident_expert_bytes=held,
+               weights_bytes=mem["weights_bytes"] + held,
+               predicted_weights_bytes=mem["predicted_weights_bytes"] - offloaded_bytes(spec, dtype, offload.resident),
+               weights_basis=f"held in memory with {offload.resident} resident experts per MoE layer: the state dict "
+                             "(its stacked experts dropped) + the full caches; predicted: the all-resident weights "
+                             "less (E - N) experts per MoE layer")
+    if offload.stores and offload.stores[0].pinned is not None:
+        mem["pinned_host_bytes"] = sum(s.miss_bytes() * s.n_experts for s in offload.stores)
+    return mem
+
+
 def decode_row(row: dict, runner: OffloadRunner, samples: Samples, offload: Offload, resident_row: dict | None,
-               hw_link, spec, dtype: str, prompt: int, gen: int) -> dict:
+               hw_link, spec, dtype: str, prompt: int, gen: int, hw_link_calibration=None) -> dict:
     """The variant's decode row: measured as any row, predicted by the engine's offloaded decode (`hw_link`
-    None: this tree has no engine offload model, and the row keeps no prediction of its own)."""
+    None: this tree has no engine offload model, and the row keeps no prediction of its own).
+
+    Misses come in bursts (a step that misses several experts is far slower than one that hits), so the engine's
+    step (the resident step + misses per step x seconds per miss) is a mean: the offload errors compare it with
+    measured_mean_s, the mean of the timed decode steps (p50/p95/p99 as in every row). `hw_link_calibration`: the
+    same link on the calibrated hardware before any drift scaling (predicted_at_calibration_s)."""
     steps, prefills = runner.regions["decode"], runner.regions["prefill"]
     every = store.total(steps)
     secs = every.miss_seconds
     measured = row["measured_s"]
+    mean = statistics.fmean(samples.decode) if samples.decode else measured
     context = prompt + (gen - 1) / 2
     block = {
         "resident": offload.resident, "cache": offload.policy,
@@ -177,28 +241,41 @@ def decode_row(row: dict, runner: OffloadRunner, samples: Samples, offload: Offl
         "miss_seconds_median": statistics.median(secs) if secs else None,
         "miss_seconds_p95": percentile(secs, 95) if secs else None,
         "miss_share_of_step": sum(secs) / sum(samples.decode) if samples.decode else None,
-        "expert_bytes": offload.expert_bytes(), "resident_expert_bytes": offload.resident_bytes(),
+        "expert_bytes": offload.expert_bytes(), "miss_bytes": offload.miss_bytes(),
+        "miss_dtype": dtype_name(offload.miss_dtype()), "resident_expert_bytes": offload.resident_bytes(),
         "prefill_s": statistics.median(samples.prefill) if samples.prefill else None,
         "prefill_misses": _mean(s.misses for s in prefills),
         "resident_decode_s": resident_row["measured_s"] if resident_row else None,
         "slowdown_vs_resident": measured / resident_row["measured_s"] if resident_row else None,
         "seeds_swap_seconds": list(store.SEEDS_SWAP_SECONDS), "seeds_source": store.SEEDS_SWAP_SOURCE,
         "predicted": None, "predicted_at_measured_hit_rate": None, "rel_error_at_measured_hit_rate": None,
+        "error_basis": "error against the mean step: the engine models a mean (misses come in bursts)",
     }
-    out = dict(row, offload=block)
+    out = dict(row, offload=block, measured_mean_s=mean, memory=_memory(row, offload, spec, dtype))
     if hw_link is not None:
         from moelab.cost.offload import offloaded_decode
 
         batch = row["batch"]
-        modelled = offloaded_decode(spec, hw_link, batch, context, dtype, offload.resident)
+        # a miss moves the slow tier's bytes (the file's dtype on the CPU: an fp32 file read for a bf16 model)
+        kw = {"miss_dtype": block["miss_dtype"]}
+        modelled = offloaded_decode(spec, hw_link, batch, context, dtype, offload.resident, **kw)
+        at_calibration = (offloaded_decode(spec, hw_link_calibration, batch, context, dtype, offload.resident, **kw)
+                          if hw_link_calibration is not None else modelled)
         block["predicted"] = modelled.to_dict()
         if every.hit_rate is not None:
-            at_hit = offloaded_decode(spec, hw_link, batch, context, dtype, offload.resident, hit_rate=every.hit_rate)
+            at_hit = offloaded_decode(spec, hw_link, batch, context, dtype, offload.resident, hit_rate=every.hit_rate,
+                                      **kw)
             block["predicted_at_measured_hit_rate"] = at_hit.to_dict()
-            block["rel_error_at_measured_hit_rate"] = (at_hit.step_seconds - measured) / measured
-        out.update(predicted_s=modelled.step_seconds, rel_error=(modelled.step_seconds - measured) / measured,
+            block["rel_error_at_measured_hit_rate"] = (at_hit.step_seconds - mean) / mean
+        share = row.get("predicted_routing_share")
+        out.update(predicted_s=modelled.step_seconds, rel_error=(modelled.step_seconds - mean) / mean,
                    predicted_tokens_per_second=batch / modelled.step_seconds,
-                   predicted_at_calibration_s=modelled.step_seconds, predicted_bound="offload")
+                   predicted_at_calibration_s=at_calibration.step_seconds, predicted_bound="offload",
+                   # the resident step's parts, plus the misses' transfers the offloaded step adds to them
+                   predicted_parts_s={**row["predicted_parts_s"], "transfer": modelled.transfer_seconds},
+                   # the same MoE overheads, a share of the longer step
+                   predicted_routing_share=None if share is None else
+                   share * row["predicted_s"] / modelled.step_seconds)
     return out
 
 

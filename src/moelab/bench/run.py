@@ -221,6 +221,8 @@ def bench(models: list[str], *, device: str = "cpu", dtype: str = "fp32", batche
     available, where = available_memory_bytes(device)
     # on CPU the ranks share the RAM, and each builds the whole model before keeping its experts
     check_fits(resolved, dtype, batches, prompt, gen, available / (layout.world if device == "cpu" else 1), where)
+    if oplan:  # the variants beside the resident model, and the full copy each is built as before offloading
+        offloading.check_fits(oplan, resolved[0], dtype, batches, prompt, gen, available, where)
     if layout.distributed and hardware is None:
         hardware = ep_bench.cached_hardware(device, quick)
     started = time.perf_counter()
@@ -296,6 +298,7 @@ def _measure(resolved: list[Resolved], mesh: Mesh | None, layout: Layout, *, dev
     moved = drift.drift(reference, probe_times) if probe_fns else None
     hw_now = drift.scaled(hw, moved) if moved else hw
     hw_link = offloading.link_hardware(hw_now, probe) if oplan and offloading.engine_available() else None
+    hw_link_calibration = offloading.link_hardware(hw, probe) if hw_link is not None and moved else None
     rows = []
     for m in loaded:
         for b in batches:
@@ -305,7 +308,8 @@ def _measure(resolved: list[Resolved], mesh: Mesh | None, layout: Layout, *, dev
                 base = next(r for r in rows if r["model"] == loaded[0].name and r["phase"] == "decode"
                             and r["batch"] == b)
                 made = [offloading.decode_row(made[1], runners[(m.name, b)], samples[(m.name, b)],
-                                              offloads[m.name], base, hw_link, m.spec, dtype, prompt, gen)]
+                                              offloads[m.name], base, hw_link, m.spec, dtype, prompt, gen,
+                                              hw_link_calibration)]
             rows.extend(made)
     for off in offloads.values():
         off.close()
