@@ -931,8 +931,10 @@ def bench(
         if quantized:  # the engine priced it at these dtypes
             shrunk += "; quantized " + ", ".join(f"{c}={d}" for c, d in quantized["components"].items())
         weights = next(r["memory"]["weights_bytes"] for r in result["rows"] if r["model"] == m["name"])
+        held = (f" held ({m['offload']['resident']} resident experts per MoE layer, the rest read on a miss)"
+                if m.get("offload") else "")
         console.print(f"{m['name']}: {fmt.count(m['params_total'])} total, "
-                             f"{fmt.count(m['params_active'])} active{shrunk}; {fmt.nbytes(weights)} of weights "
+                             f"{fmt.count(m['params_active'])} active{shrunk}; {fmt.nbytes(weights)} of weights{held} "
                              f"({m['weights']})")
     s = result["summary"]
     console.print("median |error|: " + ", ".join(
@@ -964,9 +966,10 @@ def _print_offload(result: dict) -> None:
     """bench --offload-experts: the variants' decode rows beside the engine's offloaded decode and the seeds."""
     off = result["offload"]
     table = Table(title=f"Offloaded experts ({off['cache']}): decode per step; predicted = the engine's offloaded "
-                        "decode at its modelled hit rate (and at the measured one)")
+                        "decode at its modelled hit rate (and at the measured one); errors against the mean step (the "
+                        "engine models a mean)")
     for col in ("resident", "batch", "hit rate", "misses/step", "miss (median)", "p50", "p95", "p99", "vs resident",
-                "predicted", "error", "pred @ hit", "error @ hit"):
+                "mean", "predicted", "error", "pred @ hit", "error @ hit"):
         table.add_column(col, justify="right")
     for r in result["rows"]:
         o = r.get("offload")
@@ -978,6 +981,7 @@ def _print_offload(result: dict) -> None:
                       "-" if o["miss_seconds_median"] is None else fmt.seconds(o["miss_seconds_median"]),
                       fmt.seconds(r["p50_s"]), fmt.seconds(r["p95_s"]), fmt.seconds(r["p99_s"]),
                       "-" if o["slowdown_vs_resident"] is None else f"{o['slowdown_vs_resident']:.2f}x",
+                      fmt.seconds(r["measured_mean_s"]),
                       "-" if pred is None else fmt.seconds(pred["step_seconds"]),
                       "-" if pred is None else _pct(r["rel_error"]),
                       "-" if at_hit is None else fmt.seconds(at_hit["step_seconds"]),
