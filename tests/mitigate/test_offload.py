@@ -163,7 +163,7 @@ def test_offload_read_benchmark_prints_json(moe_run, capsys):
 
 def test_bench_offload_end_to_end(moe_run, hw_file, capsys, tmp_path):
     args = ["bench", str(moe_run), "--offload-experts", "--resident", "2,8", "--cache", "lfu", "--batches", "1",
-            "--prompt", "4", "--gen", "2", "--repeats", "1", "--hardware", hw_file]
+            "--prompt", "4", "--gen", "4", "--repeats", "1", "--hardware", hw_file]  # 4 steps: mean != median
     assert main([*args, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     by_model = {r["model"]: r for r in out["rows"] if r["phase"] == "decode"}
@@ -177,6 +177,29 @@ def test_bench_offload_end_to_end(moe_run, hw_file, capsys, tmp_path):
     assert high["hits_per_step"] > 0 and high["hit_rate"] > 0.5  # all 8 resident: only first touches miss
     row = by_model["tiny-moe offload 2 lfu"]
     assert row["predicted_s"] == low["predicted"]["step_seconds"] and {"p50_s", "p95_s", "p99_s"} <= set(row)
+    # the engine models a mean step: the errors are against the mean of the timed steps, not the median
+    assert row["measured_mean_s"] > 0 and row["measured_mean_s"] != row["measured_s"]
+    assert "against the mean" in low["error_basis"]
+    assert row["rel_error"] == pytest.approx((row["predicted_s"] - row["measured_mean_s"]) / row["measured_mean_s"])
+    at_hit = low["predicted_at_measured_hit_rate"]["step_seconds"]
+    assert low["rel_error_at_measured_hit_rate"] == pytest.approx((at_hit - row["measured_mean_s"])
+                                                                  / row["measured_mean_s"])
+    # memory: what the variant holds (state dict + N resident experts per MoE layer), hand-counted in fp32
+    spec = read_run(moe_run).spec
+    per_expert, layers, e = 3 * spec.d_model * spec.moe.expert_ffn * 4, spec.n_moe_layers, spec.moe.n_experts
+    resident_row = by_model["tiny-moe"]
+    for n, r in ((2, row), (8, by_model["tiny-moe offload 8 lfu"])):
+        mem = r["memory"]
+        assert mem["resident_expert_bytes"] == n * layers * per_expert
+        assert mem["weights_bytes"] == mem["state_dict_bytes"] + mem["resident_expert_bytes"]
+        assert mem["weights_bytes"] == resident_row["memory"]["weights_bytes"] - (e - n) * layers * per_expert
+        assert mem["predicted_weights_bytes"] == pytest.approx(
+            resident_row["memory"]["predicted_weights_bytes"] - (e - n) * layers * per_expert)
+    # the prediction's parts and routing share are the offloaded step's, not the resident model's
+    assert row["predicted_parts_s"]["transfer"] == low["predicted"]["transfer_seconds"] > 0
+    assert row["predicted_routing_share"] == pytest.approx(
+        resident_row["predicted_routing_share"] * resident_row["predicted_s"] / row["predicted_s"])
+    assert row["predicted_routing_share"] < resident_row["predicted_routing_share"]
     assert out["offload"]["read_probe"]["cold_s"] > 0 and out["offload"]["link"]["host_link_bandwidth_bytes_per_s"]
     from moelab.bench.results import read_moelab_bench
 
@@ -186,6 +209,7 @@ def test_bench_offload_end_to_end(moe_run, hw_file, capsys, tmp_path):
     assert main([a if a != "2,8" else "2" for a in args]) == 0  # the text table (one variant: time)
     text = capsys.readouterr().out
     assert "Offloaded experts" in text and "per swap" in text and "cold vs warm" in text
+    assert "of weights held (2 resident experts per MoE layer" in text
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -257,3 +281,70 @@ def test_a_step_runs_its_resident_experts_before_any_miss(moe_run, policy):
             assert torch.equal(got, per_expert(batch, whole))
     finally:
         off.close()
+
+
+def test_a_bf16_model_reads_and_is_priced_at_the_files_fp32_bytes(moe_run):
+    """A bf16 model offloaded from an fp32 file: a miss moves the file's fp32 slices (then casts), so bytes_read
+    counts those, not the bf16 experts the cache holds."""
+    source = read_run(moe_run)
+    model = source.load_model().to(torch.bfloat16)
+    off = offload_experts(model, source.folder / "model.safetensors", 2, "lru")
+    try:
+        spec = source.spec
+        params = 3 * spec.d_model * spec.moe.expert_ffn
+        assert off.miss_dtype() == torch.float32 and off.miss_bytes() == off.expert_bytes() == 4 * params
+        assert off.resident_bytes() == 2 * spec.n_moe_layers * 2 * params  # held in bf16
+        _decode(model, steps=2)
+        m = off.compute_metrics()
+        assert m.misses > 0 and m.bytes_read == m.misses * 4 * params
+    finally:
+        off.close()
+
+
+def test_bench_offload_bf16_and_drift(moe_run, tmp_path, capsys, monkeypatch):
+    """--dtype bf16 on the CPU: the engine prices a miss's link term at the file's fp32 bytes (the link was
+    measured on them) and the resident step at bf16; with drift the prediction uses the scaled calibration and
+    predicted_at_calibration_s the unscaled one, each with the measured link."""
+    from moelab.bench import drift
+    from moelab.cost.offload import offloaded_decode
+    from moelab.spec.hardware import load_hardware
+
+    path = tmp_path / "hw.json"
+    path.write_text(json.dumps({**FIXED_HW, "measurements": {"reference": {"compute_s": 1.0, "overhead_s": 1.0}}}))
+    monkeypatch.setattr(drift, "drift", lambda calibrated, now: drift.Drift(2.0, 3.0))
+    assert main(["bench", str(moe_run), "--offload-experts", "--resident", "2", "--dtype", "bf16", "--batches", "1",
+                 "--prompt", "4", "--gen", "2", "--repeats", "1", "--hardware", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    row = next(r for r in out["rows"] if "offload" in r)
+    o, spec = row["offload"], read_run(moe_run).spec
+    params = 3 * spec.d_model * spec.moe.expert_ffn
+    assert o["miss_dtype"] == "fp32" and o["miss_bytes"] == 4 * params
+    pred = o["predicted"]
+    assert pred["expert_dtype"] == "bf16" and pred["expert_bytes"] == 2 * params and pred["miss_bytes"] == 4 * params
+    assert pred["miss_seconds"] == pytest.approx(pred["link_latency_s"] + 4 * params / pred["link_bandwidth"])
+    link = out["offload"]["link"]
+    hw = replace(load_hardware(str(path)), host_link_bandwidth=link["host_link_bandwidth_bytes_per_s"],
+                 host_link_latency_s=link["host_link_latency_s"], host_link_efficiency=1.0)
+    context = 4 + (2 - 1) / 2
+    calibrated = offloaded_decode(spec, hw, 1, context, "bf16", 2, miss_dtype="fp32").step_seconds
+    now = offloaded_decode(spec, drift.scaled(hw, drift.Drift(2.0, 3.0)), 1, context, "bf16", 2,
+                           miss_dtype="fp32").step_seconds
+    assert row["predicted_at_calibration_s"] == pytest.approx(calibrated)
+    assert row["predicted_s"] == pytest.approx(now) and now > 1.5 * calibrated
+
+
+def test_bench_offload_refuses_variants_too_large_for_memory(moe_run, hw_file, capsys, monkeypatch):
+    """Memory that holds the resident model's sweep but not the variants and the transient full copy each is
+    built as: refused in one line before any work."""
+    from moelab.bench import models, run
+
+    r = models.resolve(str(moe_run))
+    lone = models.weights_bytes(r, "fp32")
+    available = 1.01 * max(lone / models.MAX_BYTES_SHARE,
+                           (lone + models.run_bytes(r.spec, "fp32", 1, 4, 2)) / models.MAX_RUN_SHARE)
+    models.check_fits([r], "fp32", [1], 4, 2, available, "RAM")  # the resident model alone fits
+    monkeypatch.setattr(run, "available_memory_bytes", lambda device: (available, "RAM"))
+    assert main(["bench", str(moe_run), "--offload-experts", "--resident", "2,4", "--batches", "1", "--prompt", "4",
+                 "--gen", "2", "--repeats", "1", "--hardware", hw_file]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--offload-experts --resident 2,4" in err and "one full copy" in err
