@@ -172,10 +172,11 @@ def load_run_weights(model: torch.nn.Module, folder: Path) -> Path:
 
 def run_quantization(folder: Path) -> dict | None:
     """A run's meta "quantization" (moelab quantize's layout), None for a float run."""
+    from moelab.mitigate.runs import check_quantization
     from moelab.userfile import load_user_file
 
     meta = load_user_file(folder / "meta.json", "moelab run metadata")
-    return (meta.get("quantization") or None) if isinstance(meta, dict) else None
+    return check_quantization(meta.get("quantization"), folder / "meta.json") if isinstance(meta, dict) else None
 
 
 def build(r: Resolved, device: str, dtype: torch.dtype, seed: int = 0) -> Loaded:

@@ -7,12 +7,14 @@ vocabulary) and gains:
 - "lineage": the source's lineage plus one entry for this transform ({"transform", "from", ...its parameters});
 - "quantization": where the weights are quantized (moelab.mitigate.quantize), absent otherwise.
 
-Everything is checked before anything is written: `check_out` refuses a folder that already holds a run, and
-nothing is created until the caller writes (`write_run`).
+Everything is checked before anything is written: `check_out` refuses a folder that already holds a run, lies
+inside the source run (or holds it) or cannot be written, and nothing is created until the caller writes
+(`write_run`). `read_run` validates what the transforms rely on: the spec and the "quantization" layout.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,13 @@ class SourceRun:
 
     @property
     def quantization(self) -> dict | None:
+        """The run's quantization layout (validated by read_run: check_quantization), None for a float run."""
         return self.meta.get("quantization") or None
+
+    @property
+    def run_folder(self) -> Path:
+        """The run folder itself (the folder holding final/, or `folder` when the run is a bare final/)."""
+        return self.folder.parent if self.folder.name == "final" else self.folder
 
     @property
     def config(self) -> dict:
@@ -84,11 +92,87 @@ def read_run(ref: str | Path, what: str = "RUN") -> SourceRun:
         spec = spec_from_dict(meta["spec"])
     except (KeyError, TypeError) as e:
         raise MoelabError(f"{folder / 'meta.json'}: not a moelab run ({e})") from None
+    check_quantization(meta.get("quantization"), folder / "meta.json")
     return SourceRun(folder=folder, spec=spec, meta=meta)
 
 
+def train_config(source: SourceRun, what: str = "RUN"):
+    """The source run's training config (train.config.TrainConfig, validated: its corpus, vocabulary, lengths);
+    one line for a run without one or with one moelab cannot read."""
+    from moelab.train.config import TrainConfig
+
+    raw = source.meta.get("config")
+    if not isinstance(raw, dict) or not raw:
+        raise MoelabError(f"{what} {source.run_folder}: its meta.json has no training config (no corpus, "
+                          "vocabulary or sequence length to measure it on)")
+    try:
+        return TrainConfig.from_dict(raw)
+    except (MoelabError, TypeError) as e:
+        raise MoelabError(f"{what} {source.run_folder}: its training config cannot be read ({e})") from None
+
+
+def check_tokenizer(source: SourceRun, tokenizer_json: str, refusal: str) -> None:
+    """The tokenizer rebuilt here (`tokenizer_json`) is the run's own (its tokenizer.json): else one line,
+    `refusal` followed by what was compared. The one check both train --init-from and a transform's corpus use."""
+    own = source.tokenizer_json()
+    if own is not None and own != tokenizer_json:
+        config = source.config
+        raise MoelabError(f"{refusal}: the run's tokenizer.json differs from the one rebuilt from its config "
+                          f"(data {config.get('data') or 'default'}, vocabulary {config.get('vocab_size')}, max "
+                          f"bytes per domain {config.get('max_bytes_per_domain')})")
+
+
+def check_quantization(quantization: Any, where: str | Path) -> dict | None:
+    """A run's meta "quantization" checked (None, absent: a float run): {"components": {component: int8|int4},
+    "group_size": positive int, "scheme": text}; anything else one line naming `where` (its meta.json)."""
+    if quantization is None:
+        return None
+    from moelab.cost.dtypes import COMPONENTS
+
+    def bad(problem: str) -> MoelabError:
+        return MoelabError(f"{where}: not a moelab run (quantization: {problem})")
+
+    if not isinstance(quantization, dict):
+        raise bad(f"{quantization!r} is not an object")
+    components = quantization.get("components")
+    if not isinstance(components, dict) or not components:
+        raise bad(f"components {components!r} is not an object naming at least one component")
+    for name, dtype in components.items():
+        if name not in COMPONENTS:
+            raise bad(f"unknown component {name!r} (known: {', '.join(COMPONENTS)})")
+        if dtype not in ("int8", "int4"):
+            raise bad(f"{name} dtype {dtype!r} is not int8 or int4")
+    group = quantization.get("group_size")
+    if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+        raise bad(f"group_size {group!r} is not a positive integer")
+    if not isinstance(quantization.get("scheme", ""), str):
+        raise bad(f"scheme {quantization['scheme']!r} is not text")
+    return quantization
+
+
+def check_apart(out: str | Path, run: Path, option: str = "--out", what: str = "the source run") -> None:
+    """`out` is neither the run folder `run` nor inside it, and does not hold it (a run written there would
+    overwrite, or be mixed with, the run it reads). Paths only: nothing is read or created."""
+    path, run = Path(out).resolve(), run.resolve()
+    if path == run or path.is_relative_to(run):
+        raise MoelabError(f"{option} {out}: is {what} ({run}) or inside it; write to a folder outside it")
+    if run.is_relative_to(path):
+        raise MoelabError(f"{option} {out}: holds {what} ({run}); write to a folder outside it")
+
+
+def check_creatable(out: str | Path, option: str = "--out") -> None:
+    """`out` (or, when missing, its nearest existing ancestor) is a folder this process can write into."""
+    path = Path(out).resolve()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise MoelabError(f"{option} {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise MoelabError(f"{option} {out}: {existing} is not writable by this user; choose another --out")
+
+
 def check_out(out: str | Path, source: Path | None = None) -> Path:
-    """`out` as a folder a transform may write (missing or empty; not the source run), checked before any work.
+    """`out` as a folder a transform may write (missing or empty; neither inside the source run nor holding it;
+    writable), checked before any work. `source`: the source's final/ folder (or the folder it was read from).
     Nothing is created here."""
     if not str(out).strip():
         raise MoelabError("--out must name a folder")
@@ -97,15 +181,15 @@ def check_out(out: str | Path, source: Path | None = None) -> Path:
         raise MoelabError(f"--out {out}: exists and is not a folder")
     if path.is_dir() and any(path.iterdir()):
         raise MoelabError(f"--out {out}: is not empty; a transform writes a new run folder (choose another --out)")
-    if source is not None and path.resolve() in (source.resolve(), source.resolve().parent):
-        raise MoelabError(f"--out {out}: is the source run; a transform writes a new run folder")
+    if source is not None:  # (a folder holding the source run is not empty: refused above)
+        check_apart(out, source.parent if source.name == "final" else source)
+    check_creatable(out)
     return path
 
 
 def lineage_entry(transform: str, source: SourceRun, **params: Any) -> dict:
     """One lineage step: the transform, the run it read (the run folder, not its final/) and its parameters."""
-    run = source.folder.parent if source.folder.name == "final" else source.folder
-    return {"transform": transform, "from": str(run.resolve()), "from_model": source.spec.name,
+    return {"transform": transform, "from": str(source.run_folder.resolve()), "from_model": source.spec.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **params}
 
 

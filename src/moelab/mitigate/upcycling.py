@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from moelab.errors import MoelabError
-from moelab.mitigate.runs import read_run
+from moelab.mitigate.runs import check_apart, check_creatable, read_run
 from moelab.mitigate.upcycle import upcycle
 from moelab.spec.transform import upcycle_spec
 from moelab.train.checkpoint import checkpoints
@@ -78,6 +78,8 @@ def upcycle_compare(dense_ref: str | Path, n_experts: int, top_k: int, steps: in
     source = read_run(dense_ref, "DENSE_RUN")
     if source.quantization:
         raise MoelabError(f"DENSE_RUN {dense_ref}: is quantized; compare from a float dense run")
+    check_apart(out, source.run_folder, "--out", "the dense run")  # its arms would write into the run they read
+    check_creatable(out)
     moe_spec = upcycle_spec(source.spec, n_experts, top_k, mode, granularity, shared)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise MoelabError(f"--steps must be a positive integer, got {steps!r}")
