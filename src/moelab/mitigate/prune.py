@@ -217,14 +217,13 @@ def prune(run: str | Path, out: str | Path, keep: int | None = None, min_share: 
                                     or eval_tokens < 1):
         raise MoelabError(f"--eval-tokens must be a positive integer, got {eval_tokens}")
     source = read_run(run)
-    if source.quantization:
-        parts = source.quantization.get("components") or {}
-        what = ", ".join(f"{k}={v}" for k, v in sorted(parts.items())) if isinstance(parts, dict) else ""
-        raise MoelabError(f"RUN {run}: is quantized ({what or 'meta quantization'}); prune before quantizing "
+    if source.quantization:  # (read_run validated the layout)
+        what = ", ".join(f"{k}={v}" for k, v in sorted(source.quantization["components"].items()))
+        raise MoelabError(f"RUN {run}: is quantized ({what}); prune before quantizing "
                           "(prune the float run, then moelab quantize the pruned one)")
     check_request(source.spec, keep, min_share)
+    eval_tokens = quality.eval_tokens(source, eval_tokens)  # the run's own by default (its config checked)
     check_out(out, source.folder)
-    eval_tokens = eval_tokens or quality.EVAL_TOKENS
 
     model = source.load_model()
     corpus = quality.run_corpus(source)

@@ -491,12 +491,11 @@ def quantize(run: str | Path, out: str | Path, experts: str | None = None, compo
                                     or eval_tokens < 1):
         raise MoelabError(f"--eval-tokens must be a positive integer, got {eval_tokens!r}")
     source = read_run(run)
-    if source.quantization:
-        parts = source.quantization.get("components") or {}
-        what = ", ".join(f"{k}={v}" for k, v in parts.items()) if isinstance(parts, dict) else "meta quantization"
+    if source.quantization:  # (read_run validated the layout)
+        what = ", ".join(f"{k}={v}" for k, v in source.quantization["components"].items())
         raise MoelabError(f"RUN {run}: is already quantized ({what}); quantize the float run it came from")
+    eval_tokens = quality.eval_tokens(source, eval_tokens)  # the run's own by default (its config checked)
     check_out(out, source.folder)
-    eval_tokens = eval_tokens or quality.EVAL_TOKENS
     model = source.load_model()
     plan(model, components, group_size, f"RUN {run}")
     meta = {"components": dict(components), "group_size": group_size, "scheme": SCHEME}

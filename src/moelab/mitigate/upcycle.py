@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from moelab.errors import MoelabError
+from moelab.mitigate import quality
 from moelab.mitigate.runs import SourceRun, check_out, lineage_entry, read_run, write_run
 from moelab.spec.model import ModelSpec
 from moelab.spec.transform import upcycle_spec
@@ -58,7 +59,8 @@ def read_source(ref: str | Path) -> SourceRun:
             {"transform": "hf", "from": str(path.resolve()), "from_model": spec.name}]})
     source = read_run(ref)
     if source.quantization:
-        raise MoelabError(f"RUN {ref}: is quantized ({source.quantization.get('components')}); upcycle a float run")
+        what = ", ".join(f"{k}={v}" for k, v in source.quantization["components"].items())  # read_run checked it
+        raise MoelabError(f"RUN {ref}: is quantized ({what}); upcycle a float run")
     return source
 
 
@@ -128,6 +130,7 @@ def upcycle(ref: str | Path, n_experts: int, top_k: int, out: str | Path, mode: 
     if isinstance(router_std, bool) or not isinstance(router_std, int | float) or not 0 <= router_std <= 1:
         raise MoelabError(f"the router std must be in [0, 1], got {router_std!r}")
     spec = upcycle_spec(source.spec, n_experts, top_k, mode, granularity, shared)  # every refusal before work
+    tokens = quality.eval_tokens(source, eval_tokens or None) if source.config else None  # its config checked
     out_path = check_out(out, source.folder)
     dense_model = load_source(source)
     model = upcycle_model(dense_model, n_experts, top_k, mode, granularity, shared, router_std, seed)
@@ -138,10 +141,7 @@ def upcycle(ref: str | Path, n_experts: int, top_k: int, out: str | Path, mode: 
                "params_total": {"before": before.total, "after": after.total},
                "params_active": {"before": before.active, "after": after.active}}
     if source.config:  # a moelab run: its corpus is known
-        from moelab.mitigate import quality
-
         corpus = quality.run_corpus(source)
-        tokens = eval_tokens or int(source.config.get("eval_tokens", quality.EVAL_TOKENS))
         length = quality.seq_len(source)
         loss_before = quality.domain_loss(dense_model, corpus, length, tokens)
         loss_after = quality.domain_loss(model, corpus, length, tokens)
