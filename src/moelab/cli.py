@@ -545,8 +545,10 @@ def train(
     init_from: Annotated[str | None, typer.Option("--init-from", help="Start from this run's final weights "
                                                   "(weights only: a fresh optimizer and schedule; the lineage is "
                                                   "recorded). Its model must be --model's.")] = None,
-    data_offset: Annotated[int, typer.Option("--data-offset", min=0, help="Step k trains on the batch of step "
-                                             "k + N (continue a run's data order where it stopped).")] = 0,
+    data_offset: Annotated[int | None, typer.Option("--data-offset", min=0, help="Step k trains on the batch of "
+                                                    "step k + N (continue a run's data order where it stopped; "
+                                                    "default 0, with --init-from the run's steps plus its own "
+                                                    "offset: the batches after the ones it saw).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a dense or MoE model on the default (or your) corpus; resumable bit for bit, in one process or
@@ -568,12 +570,16 @@ def train(
     if init_from is not None:  # its tokens must mean what they meant: the run's vocabulary (no --vocab-size here)
         from moelab.train.loop import init_source
 
-        source = init_source(init_from, None)
+        source = init_source(init_from, None, out)
+        if data_offset is None:
+            from moelab.train.loop import init_data_offset
+
+            data_offset = init_data_offset(source)
     vocab = {"vocab_size": source.config["vocab_size"]} if source and "vocab_size" in source.config else {}
     cfg = _train_config(steps, batch_size, seq_len, lr, grad_accum, balancing, eval_every, ckpt_every, seed, data,
                         ds_moe=ds_moe, capacity_factor=capacity_factor, bf16=bf16, keep_last=keep_last,
-                        eval_tokens=eval_tokens, max_bytes_per_domain=max_bytes_per_domain, data_offset=data_offset,
-                        **vocab)
+                        eval_tokens=eval_tokens, max_bytes_per_domain=max_bytes_per_domain,
+                        data_offset=data_offset or 0, **vocab)
     size = parse_size(shrink_to) if shrink_to is not None else None
     spec = source.spec if model is None else load_train_spec(model)
     spec = shrink(spec, size) if size is not None else spec
@@ -1339,7 +1345,8 @@ def prune(
     calibration_tokens: Annotated[int, typer.Option("--calibration-tokens", help="Training tokens per domain "
                                                     "the load is counted on.")] = 16384,
     eval_tokens: Annotated[int | None, typer.Option("--eval-tokens", help="Validation tokens per domain for "
-                                                    "the loss before and after (default 16384).")] = None,
+                                                    "the loss before and after (default: the run's own "
+                                                    "--eval-tokens, else 16384).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Drop the least used routed experts of a MoE run (load counted on a calibration slice of its corpus) and
@@ -1384,7 +1391,8 @@ def quantize(
     group_size: Annotated[int, typer.Option("--group-size", help="int4: input elements per scale (must divide "
                                             "every quantized row).")] = 128,
     eval_tokens: Annotated[int | None, typer.Option("--eval-tokens", help="Validation tokens per domain for "
-                                                    "the loss before and after (default 16384).")] = None,
+                                                    "the loss before and after (default: the run's own "
+                                                    "--eval-tokens, else 16384).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Weight-only symmetric quantization (int8 per channel, int4 per group, fp32 scales) of a run's experts and

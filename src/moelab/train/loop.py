@@ -64,13 +64,16 @@ def _same_config(stored, cfg: TrainConfig) -> bool:
         return False
 
 
-def init_source(init_from: str | Path, spec: ModelSpec | None):
+def init_source(init_from: str | Path, spec: ModelSpec | None, out: str | Path | None = None):
     """The run `train --init-from` starts from (moelab.mitigate.runs.SourceRun), checked before any work: a run
-    folder (or its final/), not quantized (its experts are not float weights a training step can update), and of
-    exactly the spec being trained (None: the run's own, returned as the source's spec)."""
-    from moelab.mitigate.runs import read_run
+    folder (or its final/), not quantized (its experts are not float weights a training step can update), of
+    exactly the spec being trained (None: the run's own, returned as the source's spec), and apart from `out`
+    (--out neither the run folder, nor inside it, nor holding it: its final/ would be overwritten)."""
+    from moelab.mitigate.runs import check_apart, read_run
 
     source = read_run(init_from, "--init-from")
+    if out is not None:
+        check_apart(out, source.run_folder, "--out", "the --init-from run")
     if source.quantization:
         raise MoelabError(f"--init-from {init_from}: is quantized (its experts are int weights with scales); "
                           "train from a float run (the one it was quantized from)")
@@ -80,17 +83,26 @@ def init_source(init_from: str | Path, spec: ModelSpec | None):
     return source
 
 
+def init_data_offset(source) -> int:
+    """train --init-from's default --data-offset: the source run's steps plus its own offset, so that the
+    continued run trains on the batches after the ones the source saw (as upcycle-compare's arms do)."""
+    from moelab.mitigate.runs import train_config
+
+    pre = train_config(source, "--init-from")
+    return pre.steps + pre.data_offset
+
+
 def _check_init_corpus(source, cfg: TrainConfig, tokenizer_json: str) -> None:
     """The run's tokens mean what this config's tokens mean: the same vocabulary and the same tokenizer."""
+    from moelab.mitigate.runs import check_tokenizer
+
     vocab = source.config.get("vocab_size")
     if vocab is not None and vocab != cfg.vocab_size:
         raise MoelabError(f"--init-from {source.folder.parent}: was trained with a {vocab}-token vocabulary, this run "
                           f"builds {cfg.vocab_size}; use the run's corpus and vocabulary")
-    own = source.tokenizer_json()
-    if own is not None and own != tokenizer_json:
-        raise MoelabError(f"--init-from {source.folder.parent}: its tokenizer differs from the one this run's corpus "
-                          f"builds (run: data {source.config.get('data') or 'default'}, max bytes per domain "
-                          f"{source.config.get('max_bytes_per_domain')}); train on the run's corpus")
+    check_tokenizer(source, tokenizer_json, f"--init-from {source.run_folder}: its tokenizer differs from the one "
+                    f"this run's corpus builds (data {cfg.data or 'default'}, max bytes per domain "
+                    f"{cfg.max_bytes_per_domain}); train on the run's corpus")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -228,7 +240,8 @@ def train(spec: ModelSpec, cfg: TrainConfig, out: str | Path, resume: bool = Fal
     """Train `spec` under `cfg` into `out`; returns the run summary (also in out/summary.json).
 
     Refused before any work (MoelabError): a malformed MOELAB_FAULT, a run that does not fit this machine or
-    the model's positions (moelab.train.fits), an `out` that is empty or cannot be written. One writer per
+    the model's positions (moelab.train.fits), an `out` that is empty or cannot be written, an `out` that holds
+    a finished run (final/) without `resume`. One writer per
     folder: `out/.lock` is held for the whole run (a second one gets a MoelabError naming the
     holder). `resume` continues from the newest intact checkpoint. Disk errors while training are a
     MoelabError (the last checkpoint is kept; resume once fixed); Ctrl-C records the run as interrupted and
@@ -243,16 +256,17 @@ def train(spec: ModelSpec, cfg: TrainConfig, out: str | Path, resume: bool = Fal
 
     `init_from` (train --init-from RUN): the weights only, from RUN's final/model.safetensors, loaded at step 0
     in place of the seeded ones; the optimizer and the learning-rate schedule start fresh (cfg's). Refused before
-    any work: a missing or quantized run, a run of another spec than `spec`, another vocabulary or tokenizer
-    (init_source, _check_init_corpus). The summary and final/meta.json gain "init_from" (the run folder) and
-    "lineage" (the run's lineage plus {"transform": "train", ...}). Checkpoints carry both, so a resumed run
+    any work: a missing or quantized run, a run of another spec than `spec`, an `out` that is the run, lies
+    inside it or holds it, another vocabulary or tokenizer (init_source, _check_init_corpus). The summary and
+    final/meta.json gain "init_from" (the run folder) and "lineage" (the run's lineage plus {"transform":
+    "train", ...}). Checkpoints carry both, so a resumed run
     continues bit for bit without loading RUN again (given again, it must be the same run).
     """
     began = time.perf_counter()
     check_env()  # a malformed MOELAB_FAULT is one line before any work, never a fault that silently does nothing
     check_trainable(spec, cfg)
     check_parallel(cfg, mesh.layout if mesh else Layout())
-    source = init_source(init_from, spec) if init_from is not None else None
+    source = init_source(init_from, spec, out) if init_from is not None else None
     writer = mesh is None or mesh.layout.writer
     with ExitStack() as held:
         def open_folder() -> Path:
@@ -278,6 +292,9 @@ def _check_folder(out: Path, resume: bool) -> None:
     existing = checkpoints(out)
     if existing and not resume:
         raise MoelabError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
+    if (out / "final").exists() and not resume:  # a finished run without checkpoints (a transform's, say)
+        raise MoelabError(f"{out} already holds a finished run (final/): choose another --out (or --resume one "
+                          "that has checkpoints)")
     if resume and not existing:
         raise MoelabError(f"no checkpoint in {out}: nothing to resume (run without --resume to start a new run)")
 
