@@ -49,7 +49,8 @@ def _decode(bench: dict, model: str, batch: int) -> dict | None:
                 and r.get("batch") == batch), None)
     if row is None:
         return None
-    return {"batch": batch, "measured_s": row["measured_s"], "p50_s": row["p50_s"], "p95_s": row["p95_s"],
+    return {"batch": batch, "weights_bytes": row["memory"]["weights_bytes"], "measured_s": row["measured_s"],
+            "mean_s": row.get("measured_mean_s"), "p50_s": row["p50_s"], "p95_s": row["p95_s"],
             "p99_s": row["p99_s"], "predicted_s": row.get("predicted_s"), "rel_error": row.get("rel_error"),
             "samples": row.get("samples"), **({"offload": row["offload"]} if row.get("offload") else {})}
 
@@ -172,16 +173,14 @@ def mitigations_stage(out: Path, plan: StudyPlan, hardware: Path, log) -> dict:
         block = (decode or {}).get("offload")
         if not block:
             continue
-        # held in memory: the base weights less the routed experts, plus the resident budget (computed)
-        held = base_bytes - block["expert_bytes"] * sum(block["experts"]) + block["resident_expert_bytes"]
         note = (f"hit rate {block['hit_rate']:.0%}, {block['misses_per_step']:.1f} misses per step, "
                 f"{block['miss_seconds_median'] * 1e3:.2f} ms per miss (seeds: +10-50 ms per swap)"
                 if block.get("hit_rate") is not None and block.get("miss_seconds_median") else "")
         slowdown = block.get("slowdown_vs_resident")
         variants.append(_variant(f"offloaded, {resident} resident", "offload",
                                  f"{resident} of {PAIRS['moe']}'s experts per layer resident ({block.get('cache')}), "
-                                 "misses read cold from model.safetensors; weights held computed as the base's less "
-                                 "the experts plus the resident budget", held, base_loss, base_loss, rare, decode,
+                                 "misses read cold from model.safetensors; weights held: the state dict plus the "
+                                 "resident budget", decode["weights_bytes"], base_loss, base_loss, rare, decode,
                                  note + "; logits bit-identical to resident (tested), so loss is unchanged",
                                  speed=1 / slowdown if slowdown else None))
     result["offload"] = offload.get("offload")
