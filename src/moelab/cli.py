@@ -1368,7 +1368,11 @@ def prune(
     w = s["weight_bytes"]
     console.print(f"weights {fmt.nbytes(w['before'])} -> {fmt.nbytes(w['after'])} "
                   f"(saved {fmt.nbytes(w['saved'])}, {w['saved_fraction']:.1%})")
-    loss = s["loss"]
+    _print_loss_delta(s["loss"])
+    console.print(f"pruned run: {s['folder']} (decode speed: moelab bench {s['folder']})")
+
+def _print_loss_delta(loss: dict) -> None:
+    """A transform's validation loss per domain, before and after (its summary's "loss")."""
     table = Table(title="validation loss per domain (rare: under half the mean domain's training tokens)")
     for col in ("domain", "before", "after", "delta"):
         table.add_column(col, justify="left" if col == "domain" else "right")
@@ -1376,7 +1380,7 @@ def prune(
         label = f"{d} (rare)" if d in loss["rare_domains"] else d
         table.add_row(label, f"{loss['before'][d]:.4f}", f"{loss['after'][d]:.4f}", f"{delta:+.4f}")
     console.print(table)
-    console.print(f"pruned run: {s['folder']} (decode speed: moelab bench {s['folder']})")
+
 
 @app.command()
 def quantize(
@@ -1416,14 +1420,7 @@ def quantize(
     console.print(table)
     console.print(f"weights {fmt.nbytes(w['before']['total'])} -> {fmt.nbytes(w['after']['total'])} "
                   f"({w['ratio']:.2f}x smaller); file {fmt.nbytes(w['file_before'])} -> {fmt.nbytes(w['file_after'])}")
-    loss = s["loss"]
-    table = Table(title="validation loss per domain (rare: under half the mean domain's training tokens)")
-    for col in ("domain", "before", "after", "delta"):
-        table.add_column(col, justify="left" if col == "domain" else "right")
-    for d, delta in loss["delta"].items():
-        label = f"{d} (rare)" if d in loss["rare_domains"] else d
-        table.add_row(label, f"{loss['before'][d]:.4f}", f"{loss['after'][d]:.4f}", f"{delta:+.4f}")
-    console.print(table)
+    _print_loss_delta(s["loss"])
     console.print(f"quantized run: {s['folder']} (decode speed: moelab bench {s['folder']})")
 
 

@@ -2,7 +2,9 @@
 trained once per session into a temp folder with caches and the runs store isolated. The runs are read-only:
 a test writes its transform's output under its own tmp_path."""
 
+import json
 import random
+import shutil
 
 import pytest
 import torch
@@ -90,3 +92,18 @@ def dense_run(tmp_path_factory, mitigate_home, corpus_dir):
 def make_config(corpus_dir):
     """small_config bound to the shared corpus: make_config(steps=..., **TrainConfig fields)."""
     return lambda steps=12, **extra: small_config(corpus_dir, steps, **extra)
+
+
+@pytest.fixture
+def marked_quantized(tmp_path):
+    """marked_quantized(run): a copy of the run whose meta.json says it is quantized (int8 experts), to check that
+    a command refuses quantized runs without quantizing one."""
+    def mark(run):
+        fake = tmp_path / "quantized"
+        shutil.copytree(run / "final", fake / "final")
+        meta = json.loads((fake / "final" / "meta.json").read_text())
+        meta["quantization"] = {"components": {"routed_experts": "int8"}, "group_size": 128, "scheme": "symmetric"}
+        (fake / "final" / "meta.json").write_text(json.dumps(meta))
+        return fake
+
+    return mark

@@ -2,7 +2,6 @@
 sum over the dense FFN's own hidden-unit slices), an HF dense folder against transformers, and every refusal."""
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -121,15 +120,6 @@ def test_an_hf_dense_folder_upcycles_to_transformers_own_logits(tmp_path):
         torch.testing.assert_close(source.load_model()(x), hf(x).logits, rtol=1e-4, atol=1e-4)
 
 
-def _fake_quantized(dense_run, tmp_path):
-    fake = tmp_path / "quantized"
-    shutil.copytree(dense_run / "final", fake / "final")
-    meta = json.loads((fake / "final" / "meta.json").read_text())
-    meta["quantization"] = {"components": {"routed_experts": "int8"}, "group_size": 128, "scheme": "symmetric"}
-    (fake / "final" / "meta.json").write_text(json.dumps(meta))
-    return fake
-
-
 @pytest.mark.parametrize(("case", "message"), [
     ("moe", "already MoE"),
     ("top_k", "--top-k must be in 1..4"),
@@ -142,7 +132,8 @@ def _fake_quantized(dense_run, tmp_path):
     ("shared_all", "none would be routed"),
     ("mode", "--mode must be one of"),
 ])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, message, dense_run, moe_run, tmp_path, capsys):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, message, dense_run, marked_quantized, moe_run, tmp_path,
+                                                         capsys):
     out = tmp_path / "out"
     run, extra = str(dense_run), []
     args = {"experts": "4", "top_k": "2"}
@@ -156,7 +147,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, message, dense_ru
         out.mkdir()
         (out / "x").write_text("x")
     elif case == "quantized":
-        run = str(_fake_quantized(dense_run, tmp_path))
+        run = str(marked_quantized(dense_run))
     elif case == "split_divides":
         args["experts"], extra = "3", ["--mode", "split"]
     elif case == "granular_divides":

@@ -80,25 +80,17 @@ def test_init_from_an_upcycled_run_extends_its_lineage_and_resumes_bit_for_bit(d
         train(spec, cfg, cut, resume=True, progress=False, log=_quiet, init_from=other)
 
 
-def _fake_quantized(dense_run, tmp_path):
-    fake = tmp_path / "quantized"
-    shutil.copytree(dense_run / "final", fake / "final")
-    meta = json.loads((fake / "final" / "meta.json").read_text())
-    meta["quantization"] = {"components": {"routed_experts": "int8"}, "group_size": 128, "scheme": "symmetric"}
-    (fake / "final" / "meta.json").write_text(json.dumps(meta))
-    return fake
-
-
 @pytest.mark.parametrize(("case", "message"), [
     ("quantized", "is quantized"),
     ("spec", "another model than --model tiny-moe"),
     ("missing", "no such run folder"),
 ])
-def test_init_from_refusals_are_one_line_exit_2(case, message, dense_run, corpus_dir, tmp_path, capsys):
+def test_init_from_refusals_are_one_line_exit_2(case, message, dense_run, marked_quantized, corpus_dir, tmp_path,
+                                                capsys):
     out = tmp_path / "out"
     source, model = str(dense_run), "tiny-dense"
     if case == "quantized":
-        source = str(_fake_quantized(dense_run, tmp_path))
+        source = str(marked_quantized(dense_run))
     elif case == "spec":
         model = "tiny-moe"
     elif case == "missing":

@@ -108,13 +108,17 @@ def weight_bytes(model: torch.nn.Module) -> int:
     plus the persistent buffers. A parameter count alone misses a quantized run's weights (moelab.mitigate.quantize
     keeps q and scales as buffers: its buffer_bytes) and the routers' fp32 selection bias (a buffer, moelab.nn
     .routers.Router.bias); non-persistent buffers (rotary frequencies, router load statistics) are not weights."""
-    seen, total = set(), 0
-    for t in model.state_dict().values():
+    return sum(t.numel() * t.element_size() for _, t in stored_tensors(model))
+
+
+def stored_tensors(model: torch.nn.Module):
+    """(name, tensor) of the model's state dict, each stored tensor once (a tied table under its first name)."""
+    seen = set()
+    for name, t in model.state_dict().items():
         ident = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
         if ident not in seen:
             seen.add(ident)
-            total += t.numel() * t.element_size()
-    return total
+            yield name, t
 
 
 def memory(runner: Runner) -> dict:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from moelab.bench.measure import Runner, Samples
 from moelab.bench.models import Loaded, Resolved, build
 from moelab.bench.timing import percentile
+from moelab.cost.mitigations import SEEDS_SWAP_SOURCE
 from moelab.errors import MoelabError
 from moelab.mitigate import offload as store
 from moelab.mitigate.offload import Offload, OffloadMetrics, ReadProbe
@@ -247,7 +248,7 @@ def decode_row(row: dict, runner: OffloadRunner, samples: Samples, offload: Offl
         "prefill_misses": _mean(s.misses for s in prefills),
         "resident_decode_s": resident_row["measured_s"] if resident_row else None,
         "slowdown_vs_resident": measured / resident_row["measured_s"] if resident_row else None,
-        "seeds_swap_seconds": list(store.SEEDS_SWAP_SECONDS), "seeds_source": store.SEEDS_SWAP_SOURCE,
+        "seeds_swap_seconds": list(store.SEEDS_SWAP_SECONDS), "seeds_source": SEEDS_SWAP_SOURCE,
         "predicted": None, "predicted_at_measured_hit_rate": None, "rel_error_at_measured_hit_rate": None,
         "error_basis": "error against the mean step: the engine models a mean (misses come in bursts)",
     }
@@ -289,4 +290,4 @@ def summary_block(p: OffloadPlan, r: Resolved, pr: ReadProbe, hw_link) -> dict:
                                                           "bandwidth = expert bytes / (cold expert read - latency)"},
             "gemm_path": "per expert (ExpertWeights.one), as the resident model's 'sorted' backend computes on "
                          "the CPU in fp32; the grouped_mm backend (CUDA, 16-bit) runs only on stacked weights",
-            "seeds": {"swap_seconds": list(store.SEEDS_SWAP_SECONDS), "source": store.SEEDS_SWAP_SOURCE}}
+            "seeds": {"swap_seconds": list(store.SEEDS_SWAP_SECONDS), "source": SEEDS_SWAP_SOURCE}}

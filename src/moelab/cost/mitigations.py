@@ -24,7 +24,9 @@ from moelab.cost.roofline import Workload
 from moelab.spec.hardware import HardwareSpec, load_hardware
 from moelab.spec.model import ModelSpec, map_moe
 
-SEEDS_SWAP_MS = (10.0, 50.0)  # the seeds: "Expert offloading ... Cost: +10-50ms latency per swap"
+# The seeds' claimed cost (../shared/seeds/001_054ffe56a0c424e4.txt, "Memory Optimization Techniques"):
+SEEDS_SWAP_MS = (10.0, 50.0)
+SEEDS_SWAP_SOURCE = "seeds 001_054ffe56a0c424e4.txt: 'Expert offloading: Swap experts to CPU/disk; +10-50ms per swap'"
 BATCHES = (1, 16)
 PROMPT, GEN = 512, 256
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from moelab.cost.mitigations import SEEDS_SWAP_MS
 from moelab.errors import MoelabError
 from moelab.nn.dispatch import ExpertWeights
 
@@ -57,10 +58,7 @@ ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "
              "BOOL": torch.bool}
 # the per-expert tensors of a moelab MoE layer, in the order a miss reads them (MoELayer's parameter names)
 EXPERT_TENSORS = ("gate_up_proj", "gate_up_proj_bias", "down_proj", "down_proj_bias")
-# The seeds' claimed cost (../shared/seeds/001_054ffe56a0c424e4.txt, "Memory Optimization Techniques"):
-# "Expert offloading: Swap experts to CPU/disk - Cost: +10-50ms latency per swap"
-SEEDS_SWAP_SECONDS = (0.010, 0.050)
-SEEDS_SWAP_SOURCE = "seeds 001_054ffe56a0c424e4.txt: 'Expert offloading: Swap experts to CPU/disk; +10-50ms per swap'"
+SEEDS_SWAP_SECONDS = tuple(ms / 1e3 for ms in SEEDS_SWAP_MS)  # the seeds' "+10-50ms latency per swap"
 
 
 # ---------------------------------------------------------------- the file: header and slices

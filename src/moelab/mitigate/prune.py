@@ -187,17 +187,6 @@ def prune_model(model, spec: ModelSpec, kept: dict[int, tuple[int, ...]], name: 
     return pruned.eval(), new_spec
 
 
-def weight_bytes(model) -> int:
-    """Bytes of the tensors the run's safetensors file holds (its state dict; tied tensors counted once)."""
-    seen, total = set(), 0
-    for t in model.state_dict().values():
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
-        if key not in seen:
-            seen.add(key)
-            total += t.numel() * t.element_size()
-    return total
-
-
 # --- the transform ---------------------------------------------------------------------------------------
 
 
@@ -232,6 +221,8 @@ def prune(run: str | Path, out: str | Path, keep: int | None = None, min_share: 
     load = measure_load(model, streams, length)
     kept = choose_kept(source.spec, load["all"], keep, min_share)
     pruned, spec = prune_model(model, source.spec, kept, _name(source.spec, keep, min_share))
+
+    from moelab.bench.measure import weight_bytes
 
     before, after = weight_bytes(model), weight_bytes(pruned)
     loss_before = quality.domain_loss(model, corpus, length, eval_tokens)

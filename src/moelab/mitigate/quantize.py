@@ -461,13 +461,10 @@ def _component_of(path: str, model: nn.Module) -> str:
 def component_bytes(model: nn.Module) -> dict[str, int]:
     """Bytes of the model's state dict (what its safetensors file holds; tied tensors once) by component, and
     their "total"."""
+    from moelab.bench.measure import stored_tensors
+
     out = dict.fromkeys((*COMPONENTS, "other"), 0)
-    seen = set()
-    for key, t in model.state_dict().items():
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
-        if ident in seen:
-            continue
-        seen.add(ident)
+    for key, t in stored_tensors(model):
         out[_component_of(key, model)] += t.numel() * t.element_size()
     out["total"] = sum(out.values())
     return out
