@@ -6,11 +6,11 @@ a positive count) comes from its name. `REGISTRY` maps every command to its stra
 command the app has and the registry lacks.
 
 Long commands (train, train-compare, bench, calibrate, study, serve-bench, and the transforms: prune, quantize,
-upcycle, upcycle-compare) are fuzzed on their validation path only: each of their cases carries at least one known-
-invalid argument (a *killer*) that validation must catch before any work, or uses options that finish at once (a
-cached calibration; a train-compare that the harness stops where training would begin). Paths are relative to the
-case's working folder (the current directory while a case runs); `{CASE}` stands for the case's own folder, where
-nothing but its working folder, MOELAB_HOME and MOELAB_CACHE may appear.
+upcycle, upcycle-compare) are fuzzed on their validation path only: each of their cases carries at least one
+known-invalid argument (a *killer*) that validation must catch before any work, or uses options that finish at once
+(a cached calibration; a train-compare that the harness stops where training would begin). Paths are relative to
+the case's working folder (the current directory while a case runs); `{CASE}` stands for the case's own folder,
+where nothing but its working folder, MOELAB_HOME and MOELAB_CACHE may appear.
 """
 
 from __future__ import annotations
