@@ -330,7 +330,9 @@ def test_bench_offload_bf16_and_drift(moe_run, tmp_path, capsys, monkeypatch):
     now = offloaded_decode(spec, drift.scaled(hw, drift.Drift(2.0, 3.0)), 1, context, "bf16", 2,
                            miss_dtype="fp32").step_seconds
     assert row["predicted_at_calibration_s"] == pytest.approx(calibrated)
-    assert row["predicted_s"] == pytest.approx(now) and now > 1.5 * calibrated
+    # the drift scales the resident step (2x matmul, 3x fixed costs), not the measured link: the step grows, by how
+    # much depends on how long this machine's cold reads took
+    assert row["predicted_s"] == pytest.approx(now) and now > calibrated
 
 
 def test_bench_offload_refuses_variants_too_large_for_memory(moe_run, hw_file, capsys, monkeypatch):
