@@ -85,13 +85,15 @@ def _spec(model: str, as_moe: str | None, fine: int | None, shared: int):
     return spec
 
 
-def _workload(dtype: str, kv_dtype: str | None, batch: int, prompt: int, gen: int, skew: float):
+def _workload(dtype: str, kv_dtype: str | None, batch: int, prompt: int, gen: int, skew: float,
+              components: dict[str, str] | None = None):
     from moelab.cost.dtypes import check_dtype, kv_dtype_for
     from moelab.cost.roofline import Workload
 
     check_dtype(dtype)
     kv = kv_dtype_for(dtype, kv_dtype)
-    return Workload(batch=batch, prompt=prompt, gen=gen, dtype=dtype, kv_dtype=kv, skew=skew)
+    return Workload(batch=batch, prompt=prompt, gen=gen, dtype=dtype, kv_dtype=kv, skew=skew,
+                    components=components or ())
 
 
 @app.command()
@@ -326,12 +328,10 @@ def estimate(
     levels = _parse_concurrency(concurrency, batch)
     spec = _spec(model, as_moe, fine_grained, shared)
     training = TrainingPlan(tokens=train_tokens, mfu=mfu, zero=zero, recompute=recompute)
-    from dataclasses import replace
-
     from moelab.cost.dtypes import parse_components
 
     components = parse_components(component or [], expert_dtype)
-    wl = replace(_workload(dtype, kv_dtype, batch or 1, prompt, gen, skew), components=components)
+    wl = _workload(dtype, kv_dtype, batch or 1, prompt, gen, skew, components)
     result = run(spec, load_hardware(hardware), wl, gpus, training, plan=fixed, concurrency=levels)
     if as_json:
         return _emit_json(result.to_dict())

@@ -103,10 +103,7 @@ def check_model(p: OffloadPlan, r: Resolved) -> None:
                 "config": "a config (random weights, no file)"}.get(r.source, r.source)
         raise MoelabError(f"--offload-experts reads experts from a moelab run folder's model.safetensors; {r.ref} "
                           f"is {kind}")
-    from moelab.userfile import load_user_file
-
-    meta = load_user_file(r.folder / "meta.json", "moelab run metadata")
-    if isinstance(meta, dict) and meta.get("quantization"):
+    if r.quantization:
         raise MoelabError(f"{r.ref} is a quantized run: offloading quantized experts is not supported yet")
     for n in p.resident:
         store.check_resident(n, r.spec)

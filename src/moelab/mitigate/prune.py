@@ -206,9 +206,8 @@ def prune(run: str | Path, out: str | Path, keep: int | None = None, min_share: 
                                     or eval_tokens < 1):
         raise MoelabError(f"--eval-tokens must be a positive integer, got {eval_tokens}")
     source = read_run(run)
-    if source.quantization:  # (read_run validated the layout)
-        what = ", ".join(f"{k}={v}" for k, v in sorted(source.quantization["components"].items()))
-        raise MoelabError(f"RUN {run}: is quantized ({what}); prune before quantizing "
+    if source.quantization:
+        raise MoelabError(f"RUN {run}: is quantized ({source.quantized}); prune before quantizing "
                           "(prune the float run, then moelab quantize the pruned one)")
     check_request(source.spec, keep, min_share)
     eval_tokens = quality.eval_tokens(source, eval_tokens)  # the run's own by default (its config checked)

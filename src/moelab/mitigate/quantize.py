@@ -488,9 +488,8 @@ def quantize(run: str | Path, out: str | Path, experts: str | None = None, compo
                                     or eval_tokens < 1):
         raise MoelabError(f"--eval-tokens must be a positive integer, got {eval_tokens!r}")
     source = read_run(run)
-    if source.quantization:  # (read_run validated the layout)
-        what = ", ".join(f"{k}={v}" for k, v in source.quantization["components"].items())
-        raise MoelabError(f"RUN {run}: is already quantized ({what}); quantize the float run it came from")
+    if source.quantization:
+        raise MoelabError(f"RUN {run}: is already quantized ({source.quantized}); quantize the float run it came from")
     eval_tokens = quality.eval_tokens(source, eval_tokens)  # the run's own by default (its config checked)
     check_out(out, source.folder)
     model = source.load_model()

@@ -42,6 +42,12 @@ class SourceRun:
         return self.meta.get("quantization") or None
 
     @property
+    def quantized(self) -> str:
+        """The quantized components as "name=dtype, ..." ("" for a float run), for a refusal's line."""
+        parts = (self.quantization or {}).get("components") or {}
+        return ", ".join(f"{k}={v}" for k, v in sorted(parts.items()))
+
+    @property
     def run_folder(self) -> Path:
         """The run folder itself (the folder holding final/, or `folder` when the run is a bare final/)."""
         return self.folder.parent if self.folder.name == "final" else self.folder

@@ -59,8 +59,7 @@ def read_source(ref: str | Path) -> SourceRun:
             {"transform": "hf", "from": str(path.resolve()), "from_model": spec.name}]})
     source = read_run(ref)
     if source.quantization:
-        what = ", ".join(f"{k}={v}" for k, v in source.quantization["components"].items())  # read_run checked it
-        raise MoelabError(f"RUN {ref}: is quantized ({what}); upcycle a float run")
+        raise MoelabError(f"RUN {ref}: is quantized ({source.quantized}); upcycle a float run")
     return source
 
 

@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from moelab.errors import MoelabError
-from moelab.mitigate.runs import check_apart, check_creatable, read_run
+from moelab.mitigate.runs import check_apart, check_creatable, read_run, train_config
 from moelab.mitigate.upcycle import upcycle
 from moelab.spec.transform import upcycle_spec
 from moelab.train.checkpoint import checkpoints
@@ -90,10 +90,7 @@ def upcycle_compare(dense_ref: str | Path, n_experts: int, top_k: int, steps: in
     dense_val = (summary.get("val") or {}).get("mean")
     if not isinstance(dense_val, int | float) or not math.isfinite(dense_val):
         raise MoelabError(f"DENSE_RUN {dense_ref}: its summary has no final mean validation loss to set the target")
-    try:
-        pre = TrainConfig.from_dict(source.config)
-    except (MoelabError, TypeError) as e:
-        raise MoelabError(f"DENSE_RUN {dense_ref}: its training config cannot be read ({e})") from None
+    pre = train_config(source, "DENSE_RUN")
     every = eval_every or max(1, steps // EVALS)
     dense_run = source.folder.parent
     after = replace(pre, steps=steps, warmup=_warmup(pre, steps), eval_every=min(every, steps), ckpt_every=steps,

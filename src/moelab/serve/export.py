@@ -102,7 +102,8 @@ def _check_out(out: Path, source: Path) -> None:
 
 def export(ref: str | Path, out: str | Path) -> Exported:
     """Write the run or Hugging Face folder `ref` into `out` as a servable Hugging Face folder."""
-    from moelab.bench.models import load_run_weights, resolve_spec, run_quantization
+    from moelab.bench.models import load_run_weights, resolve_spec
+    from moelab.mitigate.runs import check_quantization
     from moelab.nn.hf import hf_config, load_pretrained, save_pretrained
     from moelab.userfile import load_user_file
 
@@ -125,7 +126,8 @@ def export(ref: str | Path, out: str | Path) -> Exported:
     if source == "run":
         meta = load_user_file(folder / "meta.json", "moelab run metadata")
         model = build_model(spec)
-        quantization = run_quantization(folder)
+        quantization = check_quantization(meta.get("quantization"), folder / "meta.json") if isinstance(
+            meta, dict) else None
         if quantization:
             from moelab.mitigate.quantize import apply_layout, to_float
 
