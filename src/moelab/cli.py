@@ -1430,6 +1430,17 @@ _EXITS = tuple({click.exceptions.Exit, typer.Exit})
 _ABORTS = tuple({click.exceptions.Abort, typer.Abort})
 
 
+# --- issue 16: task probes, hybrids, scaling laws, claims -------------------------------------------
+
+# (probe commands)
+
+# (hybrid commands)
+
+# (laws commands)
+
+# (claims commands)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback; Ctrl-C exits 130.
 
