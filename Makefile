@@ -18,7 +18,7 @@ setup: $(BIN)/moelab $(SERVE_READY)
 test: setup
 	bash scripts/setup-browser.sh
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test-all: setup
 	bash scripts/setup-browser.sh
