@@ -516,6 +516,9 @@ def train(
                                                    "--init-from: omit it to train the run's own).")] = None,
     steps: StepsOpt = 300,
     data: DataOpt = None,
+    corpus: Annotated[str | None, typer.Option("--corpus", help="Built-in corpus when no --data: default (code, "
+                                               "prose, math, json) or study (+ the facts domain and the math "
+                                               "ladder the probes ask; with --init-from: the run's own).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")] = False,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 16,
@@ -576,10 +579,12 @@ def train(
 
             data_offset = init_data_offset(source)
     vocab = {"vocab_size": source.config["vocab_size"]} if source and "vocab_size" in source.config else {}
+    if corpus is None:  # a continued run reads its source's corpus unless told otherwise
+        corpus = (source.config.get("corpus") if source and data is None else None) or "default"
     cfg = _train_config(steps, batch_size, seq_len, lr, grad_accum, balancing, eval_every, ckpt_every, seed, data,
                         ds_moe=ds_moe, capacity_factor=capacity_factor, bf16=bf16, keep_last=keep_last,
                         eval_tokens=eval_tokens, max_bytes_per_domain=max_bytes_per_domain,
-                        data_offset=data_offset or 0, **vocab)
+                        data_offset=data_offset or 0, corpus=corpus, **vocab)
     size = parse_size(shrink_to) if shrink_to is not None else None
     spec = source.spec if model is None else load_train_spec(model)
     spec = shrink(spec, size) if size is not None else spec
@@ -589,7 +594,7 @@ def train(
     if layout.distributed:  # the corpus first, outside the group: its first build can outlast a collective's timeout
         from moelab.data import prepare
 
-        prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain)
+        prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain, corpus=cfg.corpus)
     with parallel.started(layout, device) as mesh:
         summary = run(spec, cfg, out, resume=resume, progress=progress and not as_json,
                       log=lambda msg: sys.stderr.write(msg + "\n"), mesh=mesh, device=device, hardware=hw,

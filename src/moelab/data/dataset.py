@@ -136,12 +136,15 @@ def tokenize_corpus(docs: Sequence[Document], tokenizer: Tokenizer,
 
 
 def prepare(data: str | Path | None = None, vocab_size: int = 2048, cache_dir: str | Path | None = None,
-            max_bytes_per_domain: int = 1_500_000) -> tuple[TokenizedCorpus, Tokenizer]:
-    """(tokenized corpus, tokenizer) of the default corpus (data None) or of load_corpus(data).
+            max_bytes_per_domain: int = 1_500_000, corpus: str = "default") -> tuple[TokenizedCorpus, Tokenizer]:
+    """(tokenized corpus, tokenizer) of the built-in corpus `corpus` (data None: moelab.data.corpus.CORPORA) or
+    of load_corpus(data) (then `corpus` must be "default": a named corpus and --data are two different corpora).
 
     The tokenizer is trained on the training split only, so held-out text never shapes the vocabulary. Both the
     tokenizer and the token tensors come from the cache when present.
     """
-    docs = default_corpus(max_bytes_per_domain) if data is None else load_corpus(data)
+    if data is not None and corpus != "default":
+        raise MoelabError(f"--corpus {corpus} names a built-in corpus; it cannot be combined with --data")
+    docs = default_corpus(max_bytes_per_domain, corpus) if data is None else load_corpus(data)
     tokenizer = train_tokenizer(split_documents(docs)["train"], vocab_size, cache_dir)
     return tokenize_corpus(docs, tokenizer, cache_dir), tokenizer

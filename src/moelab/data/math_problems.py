@@ -1,10 +1,18 @@
 """Generated arithmetic and algebra problems with exact answers ("math" domain), one problem per line.
 
 Every line reads "Q: <question> A: <answer>"; answers are exact integers or fractions in lowest terms.
+
+The difficulty ladder of the reasoning probe (moelab.eval.probes) is defined here too: level 1 one-digit sums,
+2 two-digit sums and differences, 3 the single-operation kinds of the default domain, 4 its multi-step kinds
+(expressions, linear equations, polynomials, fractions). The default corpus's math (math_documents) is unchanged;
+the study corpus's math (ladder_documents) mixes levels 1 and 2 into it and leaves out every reserved problem
+(`reserved`, a hash of the question): the probe's held-out items of levels 2-4 are reserved ones, so they are
+never in that corpus verbatim. Level 1 has only 100 problems, all of them in training (its items say so).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Callable, Iterator
@@ -133,5 +141,73 @@ def math_documents(seed: int = SEED, per_doc: int = PROBLEMS_PER_DOC) -> Iterato
     index = 0
     while True:
         lines = [rng.choice(KINDS)(rng) for _ in range(per_doc)]
+        yield Document("math", f"math-{index:05d}", "\n".join(lines) + "\n")
+        index += 1
+
+
+# --- the difficulty ladder --------------------------------------------------------------------------------
+
+LADDER_SEED = 20261203
+LEVELS = ("1", "2", "3", "4")
+RESERVED_FRACTION = 0.2  # of questions (levels 2-4): kept out of the study corpus, the probe draws from them
+LADDER_SHARE = {"1": 0.2, "2": 0.2}  # of the study corpus's math lines; the rest are the default kinds
+
+
+def _one_digit_sum(rng: random.Random) -> str:
+    a, b = rng.randint(0, 9), rng.randint(0, 9)
+    return f"Q: {a} + {b} = ? A: {a + b}"
+
+
+def _two_digit(rng: random.Random) -> str:
+    a, b, op = rng.randint(10, 99), rng.randint(10, 99), rng.choice("+-")
+    return f"Q: {a} {op} {b} = ? A: {a + b if op == '+' else a - b}"
+
+
+LEVEL_KINDS: dict[str, tuple[Callable[[random.Random], str], ...]] = {
+    "1": (_one_digit_sum,),
+    "2": (_two_digit,),
+    "3": (_binary, _division, _gcd_lcm, _modpow, _power, _percent),
+    "4": (_expression, _linear, _polynomial, _fraction),
+}
+LEVEL_NAMES = {"1": "one-digit sums", "2": "two-digit sums and differences",
+               "3": "single operations (default math kinds)", "4": "multi-step (expressions, equations, polynomials, "
+               "fractions)"}
+
+
+def split_line(line: str) -> tuple[str, str]:
+    """(prompt ending in "A:", answer) of a "Q: ... A: answer" line."""
+    head, answer = line.rsplit(" A: ", 1)
+    return f"{head} A:", answer
+
+
+def reserved(prompt: str) -> bool:
+    """Whether a question is kept out of the study corpus (a held-out probe candidate); level 1's never are."""
+    digest = hashlib.sha256(f"moelab-math\0{prompt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < RESERVED_FRACTION
+
+
+def level_problem(level: str, rng: random.Random) -> str:
+    """One problem line of a ladder level."""
+    return rng.choice(LEVEL_KINDS[level])(rng)
+
+
+def _ladder_line(rng: random.Random) -> str:
+    u = rng.random()
+    if u < LADDER_SHARE["1"]:
+        return _one_digit_sum(rng)  # level 1: all 100 problems train (nothing to hold out)
+    kind = _two_digit if u < LADDER_SHARE["1"] + LADDER_SHARE["2"] else rng.choice(KINDS)
+    while True:
+        line = kind(rng)
+        if not reserved(split_line(line)[0]):
+            return line
+
+
+def ladder_documents(seed: int = LADDER_SEED, per_doc: int = PROBLEMS_PER_DOC) -> Iterator[Document]:
+    """Endless "math" documents of the study corpus: the default kinds with the ladder's levels 1 and 2 mixed in
+    (LADDER_SHARE), no reserved question among them; reproducible from `seed`."""
+    rng = random.Random(seed)
+    index = 0
+    while True:
+        lines = [_ladder_line(rng) for _ in range(per_doc)]
         yield Document("math", f"math-{index:05d}", "\n".join(lines) + "\n")
         index += 1

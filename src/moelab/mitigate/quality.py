@@ -35,7 +35,8 @@ def run_corpus(source: SourceRun):
                                                "records --data: run this command from that folder)")
         raise MoelabError(f"{refusal}: its corpus {cfg.data} is missing{where}")
     try:
-        corpus, tokenizer = prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain)
+        corpus, tokenizer = prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain,
+                                    corpus=cfg.corpus)
     except MoelabError as e:
         raise MoelabError(f"{refusal}: {e}") from None
     check_tokenizer(source, tokenizer.to_str(), refusal)

@@ -58,7 +58,8 @@ class TrainConfig:
     collapse_threshold: float = 0.1  # an expert under this fraction of its fair share ...
     collapse_patience: int = 50  # ... for this many consecutive steps is reported as collapsed
     vocab_size: int = 2048  # tokenizer vocabulary (at most the model's)
-    data: str | None = None  # None: the default corpus built from this Python installation
+    data: str | None = None  # None: the built-in corpus `corpus` (built from this Python installation)
+    corpus: str = "default"  # a built-in corpus (moelab.data.corpus.CORPORA): "default", or "study" (+ facts)
     max_bytes_per_domain: int = 1_500_000
     # step k trains on the batch of step k + data_offset (moelab.data.train_batch): a run continued from another
     # (train --init-from) sees the batches after its source's instead of the same ones again
@@ -86,6 +87,11 @@ class TrainConfig:
             raise MoelabError(f"--balancing must be one of {', '.join(BALANCING)}, got {self.balancing!r}")
         if self.data is not None and not isinstance(self.data, str):
             raise MoelabError(f"--data must be a path, got {self.data!r}")
+        from moelab.data.corpus import check_corpus
+
+        check_corpus(self.corpus)
+        if self.data is not None and self.corpus != "default":
+            raise MoelabError(f"--corpus {self.corpus} names a built-in corpus; it cannot be combined with --data")
 
     @property
     def tokens_per_step(self) -> int:

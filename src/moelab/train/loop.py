@@ -305,7 +305,8 @@ def _train_locked(spec: ModelSpec, cfg: TrainConfig, out: Path, resume: bool, pr
     agreed(mesh, lambda: _check_folder(out, resume))
     existing = checkpoints(out)
     # across processes the command built the corpus before the group started: here every rank reads its cache
-    corpus, tokenizer = prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain)
+    corpus, tokenizer = prepare(cfg.data, cfg.vocab_size, max_bytes_per_domain=cfg.max_bytes_per_domain,
+                                corpus=cfg.corpus)
     if corpus.vocab_size > spec.vocab_size:
         raise MoelabError(f"tokenizer vocabulary {corpus.vocab_size} exceeds the model's {spec.vocab_size}")
     if not scorable(corpus.val):

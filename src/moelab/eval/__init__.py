@@ -1,0 +1,1 @@
+"""Task-type evaluation with exact answers: probe items (knowledge and reasoning), greedy generation, scoring."""
