@@ -1437,11 +1437,173 @@ _ABORTS = tuple({click.exceptions.Abort, typer.Abort})
 
 # --- issue 16: task probes, hybrids, scaling laws, claims -------------------------------------------
 
-# (probe commands)
+@app.command()
+def probe(
+    runs: Annotated[list[str], typer.Argument(help="Trained run folders (moelab train --out), one or more.")],
+    per_level: Annotated[int, typer.Option("--per-level", min=1, max=10_000, help="Items per level: per attribute "
+                                           "(knowledge, at most its held-out pairs) and per math level (reasoning; "
+                                           "level 1 has 100).")] = 40,
+    as_json: JsonFlag = False,
+) -> None:
+    """Exact-match accuracy of greedy answers on held-out questions: knowledge (facts of people whose biographies
+    the study corpus holds) and reasoning (a ladder of math levels), with Wilson 95% intervals, n and chance."""
+    from moelab.eval.probes import probe_items
+    from moelab.eval.run import probe_run
+    from moelab.mitigate.runs import read_run
 
-# (hybrid commands)
+    sources = [read_run(ref) for ref in runs]  # every run checked before any work
+    items = probe_items(per_level)
+    results = []
+    for source in sources:
+        sys.stderr.write(f"probe: {source.run_folder}: {len(items)} questions\n")
+        results.append(probe_run(source, items))
+    if as_json:
+        return _emit_json({"per_level": per_level, "ci": "Wilson 95%", "runs": results})
+    table = Table(title="Probe accuracy (exact match, greedy; Wilson 95% interval; chance = best constant answer)")
+    for col in ("run", "kind", "set", "level", "n", "accuracy", "95% CI", "chance"):
+        table.add_column(col, justify="left" if col in ("run", "kind", "set", "level") else "right")
+    for r in results:
+        for item_set, cell in r["scores"].items():
+            for level, c in [("all", cell), *cell["levels"].items()]:
+                table.add_row(r["model"] if level == "all" else "", r["kind"] if level == "all" else "",
+                              item_set if level == "all" else "", level, str(c["n"]), f"{c['accuracy']:.1%}",
+                              f"{c['ci_low']:.1%}-{c['ci_high']:.1%}", f"{c['chance']:.1%}")
+    console.print(table)
+    for r in results:
+        for note in r["notes"]:
+            console.print(f"{r['run']}: {note}")
+    console.print("reasoning level 1 (the 100 one-digit sums) is in the study corpus verbatim: it measures what "
+                  "was learned, not held-out generalisation; every other item is held out")
 
-# (laws commands)
+@app.command()
+def hybrid(
+    run_dense: Annotated[str, typer.Argument(help="The dense run (moelab train --out).")],
+    run_moe: Annotated[str, typer.Argument(help="The MoE run, trained with the same tokenizer.")],
+    out: Annotated[str, typer.Option(help="Folder for hybrid.json (and, with vLLM, the exports, server logs and "
+                                          "caches); not inside a run.")],
+    thresholds: Annotated[str, typer.Option(help="Comma-separated thresholds in [0, 1]: the cascade escalates when "
+                                                 "the dense confidence is below one; the route sends to the MoE "
+                                                 "when P(MoE needed) is at least one.")]
+    = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+    engine: Annotated[str, typer.Option(help="Who answers: vllm (served on 127.0.0.1), moelab (its own greedy "
+                                             "generation) or auto (vllm where the serving environment is).")]
+    = "auto",
+    per_level: Annotated[int, typer.Option("--per-level", help="Probe items per level (both sets); the router "
+                                           "trains on as many of another draw.")] = 16,
+    as_json: JsonFlag = False,
+) -> None:
+    """Hybrid serving measured: each probe query answered once by the dense and the MoE model (accuracy, confidence,
+    seconds, FLOPs); dense, MoE, cascade and route at every threshold composed from those measurements into a
+    cost-quality curve with Wilson 95% intervals and Pareto flags."""
+    from moelab.hybrid.run import run_hybrid
+
+    result = run_hybrid(run_dense, run_moe, out, thresholds=thresholds, engine=engine, per_level=per_level,
+                        log=_stderr_line("hybrid"))
+    if as_json:
+        return _emit_json(result)
+    table = Table(title=f"Hybrid cost-quality curve ({result['engine']}; {result['items']} queries, "
+                        "composed from per-query measurements)")
+    for col in ("policy", "threshold", "accuracy", "95% CI", "n", "ms/query", "MFLOPs/query", "to MoE",
+                "Pareto (latency)", "Pareto (FLOPs)"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for p in result["points"]:
+        label = p["policy"] + (f" ({p['router']})" if p.get("router") == "domain" else "")
+        table.add_row(label, "-" if p["threshold"] is None else f"{p['threshold']:g}", f"{p['accuracy']:.1%}",
+                      f"{p['ci_low']:.1%}-{p['ci_high']:.1%}", str(p["n"]), f"{p['latency_s_mean'] * 1e3:.1f}",
+                      f"{p['flops_per_query'] / 1e6:.2f}", f"{p['escalation_rate']:.0%}",
+                      "yes" if p["pareto"] else "", "yes" if p["pareto_flops"] else "")
+    console.print(table)
+    console.print(f"engine: {result['engine_note']}")
+    r = result["router"]
+    console.print(f"router: {r['kind']} on {r['n']} other probe items ({r['positives']} needed the MoE)"
+                  + (", constant: every label alike" if r.get("constant") else ""))
+    console.print(f"wrote {result['path']} in {result['seconds']:.1f} s")
+
+@app.command()
+def sweep(
+    out: Annotated[str, typer.Option(help="Folder: runs/<name>/ per model and sweep.json (rerun the same command "
+                                          "to resume: finished runs are skipped).")],
+    sizes: Annotated[str | None, typer.Option(help="Non-embedding active parameter counts, comma-separated, at "
+                                              "least 3 (default 0.5M,1M,2M,4M,8M; with --quick 10k,20k,40k,80k).")]
+    = None,
+    kinds: Annotated[str, typer.Option(help="dense, moe or dense,moe (MoE: 8 experts, top-2).")] = "dense,moe",
+    experts: Annotated[str | None, typer.Option(help="The expert axis: MoE models of each count (e.g. 4,8,16, "
+                                                "top-2) at one size, for the seeds' (C*E)^-beta form.")] = None,
+    experts_at: Annotated[str | None, typer.Option("--experts-at", help="The expert axis' size (default: the "
+                                                   "median of --sizes).")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps of every run (default 300 of 16 x 128 "
+                                              "tokens; with --quick 12 of 4 x 32).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A tiny budget and tiny sizes, for tests (seconds).")]
+    = False,
+    data: DataOpt = None,
+    vocab_size: Annotated[int | None, typer.Option("--vocab-size", min=2, help="Tokenizer vocabulary (default "
+                                                   "2048); the models' vocabulary is the same.")] = None,
+    seed: SeedOpt = 0,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train a grid of dense and MoE models by active size on one token budget and data order (resumable); fit it
+    with `moelab fit-laws DIR`."""
+    from moelab.laws import grid as g
+    from moelab.laws.sweep import DEFAULT_SIZES, QUICK_SIZES, run_sweep, sweep_config
+
+    size_list = g.parse_sizes(sizes if sizes is not None else QUICK_SIZES if quick else DEFAULT_SIZES)
+    kind_list, expert_list = g.parse_kinds(kinds), g.parse_experts(experts)
+    at = g.parse_size(experts_at) if experts_at is not None else None
+    if (expert_list or at is not None) and "moe" not in kind_list:
+        raise MoelabError("--experts / --experts-at need --kinds with moe")
+    if at is not None and not expert_list:
+        raise MoelabError("--experts-at needs --experts")
+    cfg = sweep_config(quick, steps, data=data, vocab_size=vocab_size, seed=seed)
+    points = g.build_grid(size_list, kind_list, expert_list, at, vocab=cfg.vocab_size)
+    result = run_sweep(points, cfg, out, progress=progress and not as_json,
+                       log=lambda msg: sys.stderr.write(msg + "\n"),
+                       grid={"sizes": size_list, "kinds": kind_list, "experts": expert_list, "experts_at": at})
+    if as_json:
+        return _emit_json(result)
+    table = Table(title=f"Sweep: {len(result['rows'])} runs of {fmt.count(result['token_budget'])} tokens each "
+                        f"({cfg.steps} steps of {cfg.batch_size} x {cfg.seq_len}), in {result['seconds']:.0f} s")
+    for col in ("run", "kind", "active (non-emb.)", "total", "experts", "layers x d", "compute 6ND", "final val",
+                "status", "s here"):
+        table.add_column(col, justify="left" if col in ("run", "kind", "status") else "right")
+    for r in result["rows"]:
+        table.add_row(r["name"], r["kind"], fmt.count(r["params_active"]), fmt.count(r["params_total"]),
+                      str(r["experts"] or "-"), f"{r['layers']} x {r['d_model']}", f"{r['compute']:.3g}",
+                      "-" if r["final_val"] is None else f"{r['final_val']:.4f}", r["status"],
+                      f"{r['seconds_here']:.0f}")
+    console.print(table)
+    console.print(f"fit it: moelab fit-laws {out}")
+
+
+@app.command("fit-laws")
+def fit_laws(
+    folder: Annotated[str, typer.Argument(help="A sweep folder (moelab sweep --out), holding sweep.json.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Fit L(C) = E + A*C^-alpha per kind on all but the largest size (with a 95% interval and the error of
+    predicting the largest), and the seeds' L = E + A*(C*E)^-beta over the MoE expert axis."""
+    from moelab.laws.fits import fit_sweep, load_sweep
+
+    result = fit_sweep(load_sweep(folder))
+    if as_json:
+        return _emit_json(result)
+    table = Table(title=f"Scaling-law fits ({result['basis']}; C = 6 N D, N = non-embedding active parameters, "
+                        f"one budget of {fmt.count(result['token_budget'])} tokens)")
+    for col in ("fit", "form", "points", "E", "exponent", "95% interval", "pure power law", "seeds",
+                "held out", "predicted", "measured", "error"):
+        table.add_column(col, justify="left" if col in ("fit", "form") else "right")
+    for name, f in result["fits"].items():
+        key = f["exponent_name"]
+        ci, h, pure = f[f"{key}_ci"], f["holdout"] or {}, f["pure"]
+        interval = "-" if ci is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]" + (" (open)" if f["ci_open"] else "")
+        pci = pure[f"{key}_ci"]
+        table.add_row(name, f["form"], str(f["points"]), f"{f['E']:.4g}", f"{key} {f[key]:.4g}", interval,
+                      f"{pure[key]:.3g} [{pci[0]:.3g}, {pci[1]:.3g}]", f"{f['seed']:g}", h.get("name", "-"),
+                      f"{h['predicted']:.4f}" if h else "-", f"{h['measured']:.4f}" if h else "-",
+                      f"{h['rel_error']:+.2%}" if h else "-")
+    console.print(table)
+    for note in result["notes"]:
+        console.print(note)
 
 # (claims commands)
 
