@@ -49,6 +49,16 @@ def _kind(spec) -> str:
     return f"a MoE ({spec.moe.n_experts} experts, top-{spec.moe.top_k})" if spec.is_moe else "a dense model"
 
 
+def _same_tokenizer(a: str, b: str) -> bool:
+    """Two tokenizers JSON texts describe one tokenizer (equal as JSON, whatever their whitespace)."""
+    import json
+
+    try:
+        return json.loads(a) == json.loads(b)
+    except ValueError:
+        return a == b
+
+
 def read_pair(dense_ref: str | Path, moe_ref: str | Path):
     """(dense SourceRun, MoE SourceRun): RUN_DENSE must be dense, RUN_MOE a MoE, both with one tokenizer."""
     from moelab.mitigate.runs import read_run
@@ -61,7 +71,7 @@ def read_pair(dense_ref: str | Path, moe_ref: str | Path):
     if not moe.spec.is_moe:
         raise MoelabError(f"RUN_MOE {moe_ref}: is {_kind(moe.spec)} ({moe.spec.name}), not a MoE; give the dense run "
                           "first and the MoE second")
-    if dense.tokenizer_json() != moe.tokenizer_json():
+    if not _same_tokenizer(dense.tokenizer_json(), moe.tokenizer_json()):
         raise MoelabError(f"RUN_DENSE {dense_ref} and RUN_MOE {moe_ref} have different tokenizers: a router or "
                           "cascade between them would not see one prompt as the same tokens (train both on one "
                           "corpus and vocabulary)")

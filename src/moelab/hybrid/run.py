@@ -31,6 +31,10 @@ DEFAULT_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 PER_LEVEL = 16
 ROUTER_SEED_OFFSET = 1  # the router trains on another probe draw than the one scored
 WARMUP_QUERIES = 3
+# moelab's engine times batch-1 decoding of models of a few million parameters with one intra-op thread: a second
+# thread has nothing to split at this size, and on a shared 2-core machine its spin-waits made the same queries
+# about 20x slower (tests/hybrid: 200 s against 10 s under a load average of 7)
+MOELAB_THREADS = 1
 BASIS = "measured at tiny scale"
 COMPOSITION = ("composed from per-query measurements: every scored item was answered once by each model (its "
                "answer, confidence, wall seconds and FLOPs); each policy and threshold chooses, per item, whose "
@@ -73,23 +77,31 @@ def _items(per_level: int):
 
 def _measure_moelab(dense_src, moe_src, items: Sequence, max_new: int, log: Log) -> tuple[list, list, dict]:
     """Both models in this process, each item answered by both, the order alternated item by item."""
+    import torch
+
     from moelab.hybrid.moelab_engine import MoelabEngine
 
     engines = (MoelabEngine(dense_src, max_new), MoelabEngine(moe_src, max_new))
-    for it in items[:WARMUP_QUERIES]:
-        for e in engines:
-            e.answer(it.prompt)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(MOELAB_THREADS)
     out: tuple[list, list] = ([], [])
-    for i, it in enumerate(items):
-        order = (0, 1) if i % 2 == 0 else (1, 0)
-        got = {}
-        for k in order:
-            got[k] = engines[k].answer(it.prompt)
-        out[0].append(got[0])
-        out[1].append(got[1])
-        if (i + 1) % max(1, len(items) // 4) == 0 or i + 1 == len(items):
-            log(f"answered {i + 1}/{len(items)} queries with each model")
-    return out[0], out[1], {"dense": engines[0].environment, "moe": engines[1].environment}
+    try:
+        for it in items[:WARMUP_QUERIES]:
+            for e in engines:
+                e.answer(it.prompt)
+        for i, it in enumerate(items):
+            order = (0, 1) if i % 2 == 0 else (1, 0)
+            got = {}
+            for k in order:
+                got[k] = engines[k].answer(it.prompt)
+            out[0].append(got[0])
+            out[1].append(got[1])
+            if (i + 1) % max(1, len(items) // 4) == 0 or i + 1 == len(items):
+                log(f"answered {i + 1}/{len(items)} queries with each model")
+    finally:
+        torch.set_num_threads(threads)
+    env = {"threads": MOELAB_THREADS, "order": "interleaved, alternating which model answers first"}
+    return out[0], out[1], {"dense": {**engines[0].environment, **env}, "moe": {**engines[1].environment, **env}}
 
 
 def _measure_vllm(dense_src, moe_src, items: Sequence, folder: Path, max_new: int,
