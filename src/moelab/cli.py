@@ -689,14 +689,19 @@ def train_compare(
 def decide(
     workload: Annotated[str | None, typer.Option("--workload", "-w", help="Workload YAML file (default: the "
                                                  "built-in chat-assistant workload on 8 x H100-SXM).")] = None,
+    evidence: Annotated[str | None, typer.Option("--evidence", metavar="STUDY_DIR", help="A `moelab study` "
+                                                 "folder: its study.json's training, bench, task-type probes and "
+                                                 "hybrid curve join the decision as measured evidence.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Dense, MoE or a hybrid for a workload: the seeds' factor table, the choice, and what would flip it."""
     from moelab.cost.finite import require_finite
     from moelab.decide import default_workload, load_workload, recommend
+    from moelab.decide.evidence import load_study
 
+    measured = load_study(evidence) if evidence is not None else None
     wl = load_workload(workload) if workload else default_workload()
-    result = require_finite(recommend(wl), "decide")
+    result = require_finite(recommend(wl, measured) if measured else recommend(wl), "decide")
     if as_json:
         return _emit_json(result)
     from moelab.decide.recommend import LATENCY_MEAN, basis_text
@@ -1605,7 +1610,42 @@ def fit_laws(
     for note in result["notes"]:
         console.print(note)
 
-# (claims commands)
+@app.command()
+def claims(
+    evidence: Annotated[str | None, typer.Option("--evidence", help="A study folder (moelab study --out) or its "
+                                                 "study.json: the measured claims are checked against it.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Every checkable numeric claim of the two seed analyses: the seed's words, moelab's figure for the same
+    setting (the engine's, or the study's measurement), the setting assumed, and a verdict (confirmed,
+    contradicted, not_reproducible, out_of_scope) under a stated tolerance."""
+    from moelab.claims import claims_table, verdict_counts
+    from moelab.claims.text import read_study, show
+
+    study = read_study(evidence) if evidence is not None else None
+    rows = claims_table(study)
+    if as_json:
+        return _emit_json(rows)
+    styles = {"confirmed": "green", "contradicted": "bold red", "not_reproducible": "yellow", "out_of_scope": "dim"}
+    table = Table(title="The seeds' claims against moelab (seed 000: architecture and inference economics; 001: "
+                        "performance tables)", show_lines=True)
+    rules = list(dict.fromkeys(r["rule"] for r in rows))
+    for col, width in (("claim", 34), ("seed says", 11), ("moelab", 11), ("unit", 12), ("verdict", 16),
+                       ("rule", 4), ("setting (basis) · why", None)):
+        table.add_column(col, justify="right" if col in ("seed says", "moelab", "rule") else "left",
+                         max_width=width)
+    for r in rows:
+        table.add_row(Text(f"{r['seed']} {r['id']}\n\u201c{r['quote']}\u201d"), show(r["seed_value"]),
+                      show(r["moelab_value"]), r["unit"], Text(r["verdict"], style=styles.get(r["verdict"], "")),
+                      str(rules.index(r["rule"]) + 1), Text(f"{r['setting']} ({r['basis']}) · {r['why']}"))
+    console.print(table)
+    for n, rule in enumerate(rules, 1):
+        console.print(f"rule {n}: {rule}")
+    counts = verdict_counts(rows)
+    valued = sum(r["moelab_value"] is not None for r in rows)
+    console.print(f"{len(rows)} claims: " + ", ".join(f"{n} {v}" for v, n in counts.items())
+                  + f"; {valued} with a moelab figure; measured claims "
+                  + (f"from {evidence}" if study is not None else "need --evidence STUDY_DIR (none given)"))
 
 
 def main(argv: list[str] | None = None) -> int:

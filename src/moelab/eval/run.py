@@ -1,0 +1,84 @@
+"""Probe one trained run: its model and tokenizer, every probe item answered greedily, scored, with notes on
+what the run's corpus could have taught it (the knowledge set needs the study corpus's facts domain, the easy
+reasoning levels its math ladder; a small byte cap can leave some probed people's biographies out)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from moelab.errors import MoelabError
+from moelab.eval.generate import MAX_NEW_TOKENS, answer_all
+from moelab.eval.probes import ProbeItem
+from moelab.eval.score import exact_match, score
+
+
+def run_corpus(source) -> tuple[str, int]:
+    """(built-in corpus name or "custom" for --data, byte cap per domain) of a run's training config."""
+    config = source.config
+    if config.get("data") is not None:
+        return "custom", int(config.get("max_bytes_per_domain", 1_500_000))
+    return str(config.get("corpus") or "default"), int(config.get("max_bytes_per_domain", 1_500_000))
+
+
+def facts_coverage(items: Sequence[ProbeItem], max_bytes_per_domain: int) -> float:
+    """The share of knowledge items whose person's biography is in the training split of the study corpus at
+    this byte cap (1.0 at the quick and full study caps; see tests/data/test_facts.py)."""
+    from moelab.data import facts, split_documents
+    from moelab.data.corpus import default_corpus
+
+    knowledge = [item for item in items if item.set == "knowledge"]
+    if not knowledge:
+        return 1.0
+    docs = [d for d in default_corpus(max_bytes_per_domain, "study") if d.domain == "facts"]
+    train = "".join(d.text for d in split_documents(docs)["train"])
+    people = facts.people()
+    covered = [item for item in knowledge
+               if people[int(item.id.rsplit("/", 1)[1])].name in train and item.answer in train]
+    return len(covered) / len(knowledge)
+
+
+def corpus_notes(source, items: Sequence[ProbeItem]) -> list[str]:
+    """What the run's corpus holds of the probes, in words (empty when it is the study corpus at full cover)."""
+    name, cap = run_corpus(source)
+    if name == "study":
+        share = facts_coverage(items, cap)
+        if share < 1.0:
+            return [f"its corpus (study, {cap:,} bytes per domain) holds the biographies of {share:.0%} of the "
+                    "probed people: the rest of the knowledge set cannot be known"]
+        return []
+    what = "a custom corpus (--data)" if name == "custom" else f"the {name} corpus"
+    return [f"trained on {what}, which has no facts domain and no math ladder: its knowledge answers, and "
+            "reasoning levels 1-2, are expected at the floor (train with --corpus study)"]
+
+
+def load_probe_model(source):
+    """(model in eval mode, tokenizers.Tokenizer) of a run; one line when its tokenizer cannot be read."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_str(source.tokenizer_json())
+    except Exception as e:  # tokenizers raises its own exception type on a malformed file
+        raise MoelabError(f"RUN {source.run_folder}: its tokenizer cannot be read ({e})") from None
+    return source.load_model(), tokenizer
+
+
+def probe_run(source, items: Sequence[ProbeItem], max_new_tokens: int = MAX_NEW_TOKENS,
+              on_answer: Callable[[int], None] | None = None) -> dict:
+    """{"run", "model", "kind", "params_total", "params_active", "corpus", "notes", "scores" (score()),
+    "answers": [{"id", "answer", "generated", "correct", "confidence", "seconds"}], "seconds"} of one run."""
+    import torch
+
+    from moelab.cost.params import count_params
+
+    began = time.perf_counter()
+    model, tokenizer = load_probe_model(source)
+    with torch.no_grad():
+        generations = answer_all(model, tokenizer, [item.prompt for item in items], max_new_tokens, on_answer)
+    counts = count_params(source.spec)
+    answers = [{"id": item.id, "answer": item.answer, "generated": g.text, "correct": exact_match(g.text, item.answer),
+                "confidence": g.confidence, "seconds": g.seconds} for item, g in zip(items, generations, strict=True)]
+    return {"run": str(source.run_folder), "model": source.spec.name, "kind": "moe" if source.spec.is_moe else "dense",
+            "params_total": counts.total, "params_active": counts.active, "corpus": run_corpus(source)[0],
+            "notes": corpus_notes(source, items), "scores": score(items, generations), "answers": answers,
+            "seconds": time.perf_counter() - began}
