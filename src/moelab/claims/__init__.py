@@ -5,7 +5,12 @@ stated tolerance rule (moelab.claims.rules)."""
 
 from __future__ import annotations
 
-from moelab.claims import seed000, seed001_inference  # noqa: F401 - they register their claims
+from moelab.claims import (  # noqa: F401 - each registers its claims
+    seed000,
+    seed001_inference,
+    seed001_quality,
+    seed001_training,
+)
 from moelab.claims.evidence import Evidence
 from moelab.claims.registry import REGISTRY, ROW_KEYS, run
 from moelab.claims.rules import VERDICTS
