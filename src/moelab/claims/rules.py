@@ -101,6 +101,9 @@ class Rule:
         raise NotImplementedError
 
 
+EPS = 1e-9  # a boundary value is inside the tolerance (105 vs 100 at ±5%: 1.05 - 1 is 0.05000000000000004)
+
+
 def _ok(flag: bool) -> str:
     return CONFIRMED if flag else CONTRADICTED
 
@@ -124,8 +127,8 @@ class Within(Rule):
     def judge(self, seed, check: Check) -> str:
         target = self.expected if self.expected is not None else seed
         if target == 0:
-            return _ok(all(abs(v) <= self.tol for v in check.all_values))
-        return _ok(all(abs(v / target - 1.0) <= self.tol for v in check.all_values))
+            return _ok(all(abs(v) <= self.tol + EPS for v in check.all_values))
+        return _ok(all(abs(v / target - 1.0) <= self.tol + EPS for v in check.all_values))
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ class RatioWithin(Rule):
     tol: float = 0.3
 
     def judge(self, seed, check: Check) -> str:
-        return _ok(all(abs((1 + v / 100) / (1 + seed / 100) - 1.0) <= self.tol for v in check.all_values))
+        return _ok(all(abs((1 + v / 100) / (1 + seed / 100) - 1.0) <= self.tol + EPS for v in check.all_values))
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,8 @@ class InRange(Rule):
 
     def judge(self, seed, check: Check) -> str:
         lo, hi = seed
-        return _ok(all(lo * (1 - self.tol) <= v <= hi * (1 + self.tol) for v in check.all_values))
+        return _ok(all(lo * (1 - self.tol) * (1 - EPS) <= v <= hi * (1 + self.tol) * (1 + EPS)
+                       for v in check.all_values))
 
 
 @dataclass(frozen=True)
