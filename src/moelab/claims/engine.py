@@ -26,6 +26,7 @@ from moelab.spec.model import ModelSpec
 from moelab.spec.transform import as_moe
 
 PROMPT, GEN = 512, 256  # assumed: neither seed states its lengths
+LENGTHS = f"{PROMPT} + {GEN} tokens"
 
 # Seed 001's test setups (Inference Performance, Training Performance).
 MOE_SETUP = setup_quote("001", "MoE model: 56B total parameters (8 experts × 7B each), K=2 active")

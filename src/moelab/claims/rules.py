@@ -71,6 +71,13 @@ def quoted(token: str, text: str) -> float:
     return parse_number(token)
 
 
+def quoted_range(token: str, text: str) -> tuple[float, float]:
+    """A seed range read from the quoted `text` (see `quoted`)."""
+    if token not in text:
+        raise ValueError(f"{token!r} does not occur in {text!r}")
+    return parse_range(token)
+
+
 @dataclass(frozen=True)
 class Check:
     """What a checker found: moelab's value (None: none for this setting), why, and what the rules need.

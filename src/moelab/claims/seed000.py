@@ -177,8 +177,8 @@ def _gpus_needed(name: str) -> Check:
                          "usable")
 
 
-GPU_SETTING = ("fp16 weights and KV cache, batch 1, 512 + 256 tokens, on A100-80GB: the fewest GPUs (a power of "
-               "two) on which a plan fits")
+GPU_SETTING = (f"fp16 weights and KV cache, batch 1, {E.LENGTHS}, on A100-80GB: the fewest GPUs (a power of two) "
+               "on which a plan fits")
 
 
 @claim("dense-7b-one-gpu", S, "A 7B model fits on one GPU.", "one GPU", "GPUs", EXACT, "mistral-7b, " + GPU_SETTING,
@@ -250,8 +250,8 @@ def _workload_equivalent(name: str, batch: int) -> tuple[float, str]:
 
 
 @claim("dense-equivalent-mixtral-8x22b-decoding", S, "behaves like a ~90B dense model in fast short-context "
-       "decoding", "~90B", "B params", MODELLED, "mixtral-8x22b on H100-SXM, bf16, batch 1, 512 + 256 tokens, "
-       "fewest GPUs: the dense twin (same width, depth, attention) with the same modelled decode step "
+       "decoding", "~90B", "B params", MODELLED, f"mixtral-8x22b on H100-SXM, bf16, batch 1, {E.LENGTHS}, fewest "
+       "GPUs: the dense twin (same width, depth, attention) with the same modelled decode step "
        "(cost.equivalent.workload_dense_equivalent)", BASIS_MODELLED)
 def _de_workload(ev: Evidence) -> Check:
     params, plan = _workload_equivalent("mixtral-8x22b", 1)
@@ -273,8 +273,8 @@ def _de_gpt4(ev: Evidence) -> Check:
 
 
 @claim("eight-way-half-total", S, "An 8-way sparse model has inference economics roughly equivalent to a dense "
-       "model half its total size", "half", "x total params", ROUGH, "mixtral-8x7b on H100-SXM, bf16, 512 + 256 "
-       "tokens, fewest GPUs: the workload dense equivalent over the total, at batch 1 and 32 (an unconditional "
+       "model half its total size", "half", "x total params", ROUGH, f"mixtral-8x7b on H100-SXM, bf16, {E.LENGTHS}, "
+       "fewest GPUs: the workload dense equivalent over the total, at batch 1 and 32 (an unconditional "
        "claim must hold at both; the value shown is batch 32)", BASIS_MODELLED)
 def _half_total(ev: Evidence) -> Check:
     total = count_params(E.model("mixtral-8x7b")).total
@@ -292,7 +292,7 @@ def _crossover(name: str, hw_name: str) -> tuple[int, str]:
     return crossover_batch(spec, hw, E.workload(1, r.plan, "bf16"), limit) or limit, r.plan
 
 
-REGIME_SETTING = ("mixtral-8x7b on H100-SXM, bf16, 512 + 256 tokens, fewest GPUs: the smallest decode batch whose "
+REGIME_SETTING = (f"mixtral-8x7b on H100-SXM, bf16, {E.LENGTHS}, fewest GPUs: the smallest decode batch whose "
                   "modelled step is compute-bound (cost.roofline.crossover_batch)")
 
 
@@ -313,15 +313,15 @@ def _large_batch(ev: Evidence) -> Check:
     batch, plan = _crossover("mixtral-8x7b", E.H100)
     spec, hw = E.model("mixtral-8x7b"), E.hardware(E.H100)
     pre = prefill(spec, hw, E.workload(1, plan, "bf16"))
-    return Check(batch, f"decode stays memory-bound to batch {batch - 1} on {plan}; prefill of one 512-token prompt "
-                        f"is already {pre.bound}-bound (the prefill half of the claim holds)")
+    return Check(batch, f"decode stays memory-bound to batch {batch - 1} on {plan}; prefill of one {E.PROMPT}-token "
+                        f"prompt is already {pre.bound}-bound (the prefill half of the claim holds)")
 
 
 @claim("small-batch-same-active-dense-cheaper", S, "In this regime, a dense model with the same active parameter "
        "count is often cheaper to serve.", None, "x the same-active dense twin's decode step",
        Above("confirmed if the MoE's decode step is longer than its same-active dense twin's at batch 1 and 4", 1.0),
        "mixtral-8x7b and its dense twin of FFN width top_k x expert width (the same active parameters) on "
-       "H100-SXM tp2, bf16, 512 + 256 tokens", BASIS_MODELLED)
+       f"H100-SXM tp2, bf16, {E.LENGTHS}", BASIS_MODELLED)
 def _same_active(ev: Evidence) -> Check:
     spec, hw = E.model("mixtral-8x7b"), E.hardware(E.H100)
     twin = dense_twin(spec, spec.moe.top_k * spec.moe.expert_ffn)
@@ -337,13 +337,19 @@ ALLTOALL = "Multi-GPU all-to-all for expert routing can consume ~32% of wall-clo
 PER_GPU_SEQS, TRAIN_SEQ = 16, 4096  # assumed: 4M-token steps on 64 GPUs
 
 
+def _train_ep() -> int:
+    """Expert parallelism for the seeds' MoE on seed 001's GPUs: every expert its own GPU, inside one node."""
+    return min(E.seeds_moe().moe.n_experts, E.hardware(E.A100).gpus_per_node)
+
+
 @claim("alltoall-share-engine", S, ALLTOALL, "~32%", "% of a training step", APPROX,
-       f"the seeds' MoE 56B (K=2) on seed 001's 64 x A100-80GB: ep8 inside each 8-GPU node x dp8, bf16 at MFU "
-       f"{DEFAULT_MFU}, {PER_GPU_SEQS} sequences of {TRAIN_SEQ} per GPU (cost.training_step)", BASIS_MODELLED)
+       f"the seeds' MoE 56B (K=2) on seed 001's {E.TRAIN_GPUS:g} x A100-80GB: ep{_train_ep()} inside each node x "
+       f"dp{int(E.TRAIN_GPUS) // _train_ep()}, bf16 at MFU {DEFAULT_MFU}, {PER_GPU_SEQS} sequences of {TRAIN_SEQ} "
+       "per GPU (cost.training_step)", BASIS_MODELLED)
 def _alltoall_engine(ev: Evidence) -> Check:
-    gpus = int(E.TRAIN_GPUS)
-    step = training_step(E.seeds_moe(), E.hardware(E.A100), batch=gpus * PER_GPU_SEQS, seq=TRAIN_SEQ, ep=8,
-                         dp=gpus // 8, dtype="bf16")
+    gpus, ep = int(E.TRAIN_GPUS), _train_ep()
+    step = training_step(E.seeds_moe(), E.hardware(E.A100), batch=gpus * PER_GPU_SEQS, seq=TRAIN_SEQ, ep=ep,
+                         dp=gpus // ep, dtype="bf16")
     d3 = E.model("deepseek-v3")
     wide = training_step(d3, E.hardware(E.H100), batch=64 * PER_GPU_SEQS, seq=TRAIN_SEQ, ep=64, dp=1, dtype="bf16")
     return Check(100 * step.alltoall_share,
@@ -369,8 +375,8 @@ def _alltoall_measured(ev: Evidence) -> Check:
 
 @claim("ds-moe-speedup", S, "run 1.5–1.9× faster in inference", "1.5–1.9×", "x faster than dense of equal total",
        MODELLED_RANGE, "the seeds' MoE 56B (K=2) against its dense twin of the same total parameters (FFN width "
-       "E x expert width), both on A100-80GB tp2, fp16, 512 + 256 tokens, at batch 1 and 32 (the value shown is "
-       "batch 32)", BASIS_MODELLED, is_range=True)
+       f"E x expert width), both on A100-80GB tp2, fp16, {E.LENGTHS}, at batch 1 and 32 (the value shown is batch "
+       "32)", BASIS_MODELLED, is_range=True)
 def _ds_moe(ev: Evidence) -> Check:
     spec, hw = E.seeds_moe(), E.hardware(E.A100)
     twin = dense_twin(spec, spec.moe.n_experts * spec.moe.expert_ffn)

@@ -22,6 +22,7 @@ from moelab.claims.rules import (
     Check,
     Within,
     quoted,
+    quoted_range,
 )
 from moelab.cost.capacity import capacity
 from moelab.cost.economics import serving_economics
@@ -32,9 +33,9 @@ from moelab.cost.params import count_params
 from moelab.cost.plan import Plan
 
 S = "001"
-LATENCY = (f"A100-80GB, batch 1, fp16, {E.PROMPT} + {E.GEN} tokens (lengths assumed): the mean decode step; the "
+LATENCY = (f"A100-80GB, batch 1, fp16, {E.LENGTHS} (lengths assumed): the mean decode step; the "
            "dense on one GPU, the MoE on the fewest that hold it (its fp16 weights exceed one 80 GB GPU)")
-THROUGHPUT = (f"4 x A100-80GB, batch 32, fp16, {E.PROMPT} + {E.GEN} tokens: decode tokens/s of each model's best "
+THROUGHPUT = (f"4 x A100-80GB, batch 32, fp16, {E.LENGTHS}: decode tokens/s of each model's best "
               "plan on the 4 GPUs (cost.parallel)")
 
 
@@ -74,8 +75,10 @@ def _similar_active(ev: Evidence) -> Check:
 def _single_a100(ev: Evidence) -> Check:
     r = _latency("moe")
     w = model_weight_bytes(E.seeds_moe(), E.SEEDS_DTYPE).total
-    return Check(r.gpus, f"{w / 1e9:.1f} GB of fp16 weights (the seed's own table: 112 GB) against 72 GB usable of "
-                         f"80 GB: {r.plan}")
+    hw = E.hardware(E.A100)
+    usable = hw.memory_bytes * hw.memory_utilization
+    return Check(r.gpus, f"{w / 1e9:.1f} GB of fp16 weights (the seed's own table: 112 GB) against "
+                         f"{usable / 1e9:.0f} GB usable of {hw.memory_bytes / 1e9:.0f} GB: {r.plan}")
 
 
 # --- latency -----------------------------------------------------------------------------------------------
@@ -128,13 +131,16 @@ def _p99(ev: Evidence) -> Check:
     return _served_change(ev, "tpot_ms_p99", 1)
 
 
+ROUTING, AGGREGATION = "Router network adds 2-3ms per token", "Additional 1-2ms per forward pass"
+
+
 def _router_ms() -> tuple[float, str]:
     r = _latency("moe")
     op = next(o for o in r.decode.operators if o.name == "router")
     return op.seconds * 1e3, r.plan
 
 
-@claim("routing-overhead", S, "Router network adds 2-3ms per token", "2-3ms", "ms per token", MODELLED_RANGE,
+@claim("routing-overhead", S, ROUTING, "2-3ms", "ms per token", MODELLED_RANGE,
        _moe_why(", ") + LATENCY + ": the router operator (scores, top-k and the routing and permutation kernels)",
        BASIS_MODELLED, is_range=True)
 def _routing(ev: Evidence) -> Check:
@@ -144,13 +150,14 @@ def _routing(ev: Evidence) -> Check:
                      f"(fitted on published serving runs) plus the score GEMMs, on {plan}")
 
 
-@claim("aggregation-overhead", S, "Additional 1-2ms per forward pass", "1-2ms", "ms per token", NOT_REPRO,
-       _moe_why(", ") + LATENCY, BASIS_MODELLED, is_range=True)
+@claim("aggregation-overhead", S, AGGREGATION, "1-2ms", "ms per token", NOT_REPRO, _moe_why(", ") + LATENCY,
+       BASIS_MODELLED, is_range=True, sources=(ROUTING,))
 def _aggregation(ev: Evidence) -> Check:
     ms, _ = _router_ms()
+    (r_lo, r_hi), (a_lo, a_hi) = quoted_range("2-3ms", ROUTING), quoted_range("1-2ms", AGGREGATION)
     return Check(None, f"the engine has no separate combine cost: the weighted sum runs inside the per-MoE-layer "
                        f"routing and permutation kernels of the router operator ({ms:.1f} ms per step), which the "
-                       "seeds' routing and aggregation together (3-5 ms) compare with")
+                       f"seeds' routing and aggregation together ({r_lo + a_lo:g}-{r_hi + a_hi:g} ms) compare with")
 
 
 # --- throughput --------------------------------------------------------------------------------------------
@@ -174,9 +181,12 @@ def _throughput_dense(ev: Evidence) -> Check:
        BASIS_MODELLED)
 def _throughput_moe(ev: Evidence) -> Check:
     r = _throughput("moe")
-    return Check(r.tokens_per_second, f"{r.plan}, {r.decode.seconds * 1e3:.1f} ms per step: 32 sequences touch "
-                                      f"{r.decode.distinct_experts_per_layer:.1f} of 8 experts per layer, so every "
-                                      "step reads nearly all 93 GB")
+    spec = E.seeds_moe()
+    weights = model_weight_bytes(spec, E.SEEDS_DTYPE).total
+    return Check(r.tokens_per_second, f"{r.plan}, {r.decode.seconds * 1e3:.1f} ms per step: {E.THROUGHPUT_BATCH:g} "
+                                      f"sequences touch {r.decode.distinct_experts_per_layer:.1f} of "
+                                      f"{spec.moe.n_experts} experts per layer, so every step reads nearly all "
+                                      f"{weights / 1e9:.0f} GB")
 
 
 @claim("throughput-delta", S, THROUGHPUT_ROW, "+58%", "% (MoE over dense)", MODELLED_CHANGE, "the two rows above",
@@ -211,7 +221,8 @@ def _per_gpu(ev: Evidence) -> Check:
                                             "(the seed's 950 too)", values=(dense / E.THROUGHPUT_GPUS,))
 
 
-MAX_BATCH_CONTEXT = 4096  # Mistral-7B's sliding window: a sequence's KV cache holds at most this many positions
+# Mistral-7B's sliding window (its config.json): a sequence's KV cache holds at most this many positions.
+MAX_BATCH_CONTEXT = E.seeds_dense().layers[0].attention.sliding_window
 
 
 @claim("dense-max-batch-32", S, "Dense: Max batch size = 32 (memory limited)", "= 32", "sequences", APPROX,
@@ -261,8 +272,8 @@ def _kv(ev: Evidence) -> Check:
     moe, dense = (kv_cache_bytes(s, E.SEEDS_DTYPE, 1, MAX_BATCH_CONTEXT) for s in (E.seeds_moe(), E.seeds_dense()))
     per_token = dense / MAX_BATCH_CONTEXT
     return Check(moe / dense, f"the same attention: {dense / 1e9:.2f} GB each at {MAX_BATCH_CONTEXT} tokens "
-                              f"({per_token:,.0f} bytes per token); 2 GB would be {2e9 / per_token:,.0f} tokens, past "
-                              "Mistral's 4096-token window")
+                              f"({per_token:,.0f} bytes per token); the seed's 2 GB would be {2e9 / per_token:,.0f} "
+                              f"tokens, past Mistral's {MAX_BATCH_CONTEXT}-token window")
 
 
 @claim("framework-overhead", S, "| Framework Overhead | 1 GB | 2 GB |", "2 GB", "GB (MoE)", NOT_REPRO,

@@ -115,9 +115,11 @@ def _flops_moe(ev: Evidence) -> Check:
        BASIS_MODELLED, sources=(TOKENS_ROW,))
 def _flops_delta(ev: Evidence) -> Check:
     moe, dense = _run("moe"), _run("dense")
+    active = [count_params(s).active / 1e9 for s in (E.seeds_moe(), E.seeds_dense())]
     return Check(100 * (moe["flops"] / dense["flops"] - 1),
-                 f"25% fewer tokens but {moe['flops_per_token'] / dense['flops_per_token']:.2f}x the FLOPs per token "
-                 "(top-2 experts: 12.9B active against 7.2B)")
+                 f"{1 - moe['tokens'] / dense['tokens']:.0%} fewer tokens but "
+                 f"{moe['flops_per_token'] / dense['flops_per_token']:.2f}x the FLOPs per token (top-"
+                 f"{E.seeds_moe().moe.top_k} experts: {active[0]:.1f}B active against {active[1]:.1f}B)")
 
 
 @claim("training-flops-measured", S, FLOPS_ROW, "-25%", "% (MoE over dense)", SIGN,
