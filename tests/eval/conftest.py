@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from moelab.cli import main
 from moelab.data import default_corpus, split_documents, train_tokenizer
 from moelab.nn.model import build_model
 from moelab.spec.hf import spec_from_config
@@ -38,3 +39,42 @@ def model(request):
     with torch.no_grad():  # larger logits than the 0.02 init: a peaked, non-uniform next-token distribution
         m.lm_head.weight.mul_(20.0)
     return m
+
+
+CAP = 30_000  # bytes per domain: a small corpus, so that only some probed people's biographies are in it
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Batch-1 decoding of a tiny model: one intra-op thread (two fight each other on a shared 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _train(tmp_path_factory, preset: str):
+    home = tmp_path_factory.mktemp("home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MOELAB_HOME", str(home / "home"))
+    mp.setenv("MOELAB_CACHE", str(home / "cache"))
+    out = tmp_path_factory.mktemp("runs") / preset
+    try:
+        assert main(["train", "--model", preset, "--corpus", "study", "--steps", "3", "--batch-size", "2",
+                     "--seq-len", "32", "--eval-every", "3", "--ckpt-every", "3", "--eval-tokens", "64",
+                     "--max-bytes-per-domain", str(CAP), "--out", str(out), "--no-progress", "--json"]) == 0
+    finally:
+        mp.undo()
+    return out
+
+
+@pytest.fixture(scope="session")
+def study_run(tmp_path_factory, one_thread):
+    """tiny-dense trained 3 steps of 2 x 32 tokens on the study corpus at a 30 kB cap (seconds)."""
+    return _train(tmp_path_factory, "tiny-dense")
+
+
+@pytest.fixture(scope="session")
+def moe_study_run(tmp_path_factory, one_thread):
+    """tiny-moe, the same way."""
+    return _train(tmp_path_factory, "tiny-moe")

@@ -5,37 +5,9 @@ import json
 import shutil
 
 import pytest
-import torch
 
 from moelab.cli import main
 from moelab.eval.probes import probe_items
-
-CAP = 30_000  # bytes per domain: a small corpus, so that only some probed people's biographies are in it
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batch-1 decoding of a tiny model: one intra-op thread (two fight each other on a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def study_run(tmp_path_factory, one_thread):
-    home = tmp_path_factory.mktemp("home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MOELAB_HOME", str(home / "home"))
-    mp.setenv("MOELAB_CACHE", str(home / "cache"))
-    out = tmp_path_factory.mktemp("runs") / "dense"
-    try:
-        assert main(["train", "--model", "tiny-dense", "--corpus", "study", "--steps", "3", "--batch-size", "2",
-                     "--seq-len", "32", "--eval-every", "3", "--ckpt-every", "3", "--eval-tokens", "64",
-                     "--max-bytes-per-domain", str(CAP), "--out", str(out), "--no-progress", "--json"]) == 0
-    finally:
-        mp.undo()
-    return out
 
 
 def test_train_records_the_corpus(study_run):

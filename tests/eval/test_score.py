@@ -74,3 +74,14 @@ def test_at_floor():
     assert at_floor({"n": 100, "accuracy": 0.05, "ci_low": 0.02, "ci_high": 0.11, "chance": 0.1})
     assert not at_floor({"n": 100, "accuracy": 0.6, "ci_low": 0.5, "ci_high": 0.69, "chance": 0.1})
     assert at_floor({"n": 0, "accuracy": 0.0, "ci_low": 0.0, "ci_high": 1.0, "chance": 0.0})
+
+
+def test_newcombe_difference_published_example():
+    # Newcombe (1998), Table II example (a): 56/70 vs 48/80, method 10 interval 0.0524 to 0.3339
+    from moelab.eval.score import difference
+
+    a = {"n": 70, "accuracy": 56 / 70, **dict(zip(("ci_low", "ci_high"), wilson(56, 70, 1.96), strict=True))}
+    b = {"n": 80, "accuracy": 48 / 80, **dict(zip(("ci_low", "ci_high"), wilson(48, 80, 1.96), strict=True))}
+    d = difference(a, b)
+    assert d["difference"] == pytest.approx(0.2)
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((0.0524, 0.3339), abs=1e-4)

@@ -4,6 +4,7 @@ reasoning levels its math ladder; a small byte cap can leave some probed people'
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 
@@ -25,16 +26,22 @@ def facts_coverage(items: Sequence[ProbeItem], max_bytes_per_domain: int) -> flo
     """The share of knowledge items whose person's biography is in the training split of the study corpus at
     this byte cap (1.0 at the quick and full study caps; see tests/data/test_facts.py)."""
     from moelab.data import facts, split_documents
-    from moelab.data.corpus import default_corpus
+    from moelab.data.document import cap_bytes
 
     knowledge = [item for item in items if item.set == "knowledge"]
     if not knowledge:
         return 1.0
-    docs = [d for d in default_corpus(max_bytes_per_domain, "study") if d.domain == "facts"]
-    train = "".join(d.text for d in split_documents(docs)["train"])
+    docs = list(cap_bytes(facts.facts_documents(), max_bytes_per_domain))  # the split is decided per domain
     people = facts.people()
+    said: dict[str, set[str]] = {p.name: set() for p in people}  # name -> training biography sentences naming them
+    for doc in split_documents(docs)["train"]:
+        for sentence in re.split(r"(?<=\.)\s+", doc.text):
+            if not sentence.startswith("Q: "):
+                for name in said:
+                    if name in sentence:
+                        said[name].add(sentence)
     covered = [item for item in knowledge
-               if people[int(item.id.rsplit("/", 1)[1])].name in train and item.answer in train]
+               if any(item.answer in s for s in said[people[int(item.id.rsplit("/", 1)[1])].name])]
     return len(covered) / len(knowledge)
 
 

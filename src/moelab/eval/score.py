@@ -64,3 +64,14 @@ def score(items: Sequence[ProbeItem], generations: Sequence) -> dict:
 def at_floor(cell: dict) -> bool:
     """Whether a score cell's accuracy is at chance or within its own interval of it (not evidence of learning)."""
     return cell["n"] == 0 or cell["accuracy"] <= cell["chance"] or cell["ci_low"] <= cell["chance"]
+
+
+def difference(a: dict, b: dict) -> dict:
+    """accuracy(a) - accuracy(b) of two score cells, with Newcombe's hybrid Wilson 95% interval (R. G. Newcombe,
+    "Interval estimation for the difference between independent proportions", Stat. Med. 17 (1998) 873-890,
+    method 10). The two models answer the same items, so this independent-samples interval is conservative."""
+    p1, p2 = a["accuracy"], b["accuracy"]
+    d = p1 - p2
+    lo = d - math.sqrt((p1 - a["ci_low"]) ** 2 + (b["ci_high"] - p2) ** 2)
+    hi = d + math.sqrt((a["ci_high"] - p1) ** 2 + (p2 - b["ci_low"]) ** 2)
+    return {"difference": d, "ci_low": lo, "ci_high": hi, "n": min(a["n"], b["n"])}
