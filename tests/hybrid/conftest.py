@@ -32,6 +32,15 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def short_answers(monkeypatch):
+    """Answers of at most 4 tokens: these barely trained models never stop at a newline on their own, and the
+    tests check composition and plumbing, not answers."""
+    import moelab.eval.generate
+
+    monkeypatch.setattr(moelab.eval.generate, "MAX_NEW_TOKENS", 4)
+
+
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory):
     """Two domains of short Q/A lines (people's cities, sums): enough for a tokenizer and a few steps."""

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+import moelab.eval.generate
 from moelab.cli import main
 from moelab.eval.score import wilson
 from moelab.hybrid.cost import answer_flops
@@ -28,6 +29,7 @@ def result(dense_run, moe_run, hybrid_home, tmp_path_factory):
         mp.setenv("MOELAB_HOME", str(hybrid_home / "home"))
         mp.setenv("MOELAB_CACHE", str(hybrid_home / "cache"))
         mp.setattr(sys, "stdout", buf)
+        mp.setattr(moelab.eval.generate, "MAX_NEW_TOKENS", 4)  # as conftest.short_answers
         torch.set_num_threads(1)
         try:
             code = main(["hybrid", str(dense_run), str(moe_run), "--out", str(out), *FAST, "--json"])
