@@ -1544,13 +1544,15 @@ def sweep(
     vocab_size: Annotated[int | None, typer.Option("--vocab-size", min=2, help="Tokenizer vocabulary (default "
                                                    "2048); the models' vocabulary is the same.")] = None,
     seed: SeedOpt = 0,
+    lr: Annotated[float | None, typer.Option(help="One peak learning rate for every run (default: each run's by "
+                                             "Kaplan et al. 2020's rule, 0.003239 - 0.0001395 ln N).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a grid of dense and MoE models by active size on one token budget and data order (resumable); fit it
     with `moelab fit-laws DIR`."""
     from moelab.laws import grid as g
-    from moelab.laws.sweep import DEFAULT_SIZES, QUICK_SIZES, run_sweep, sweep_config
+    from moelab.laws.sweep import DEFAULT_SIZES, LR_RULE, QUICK_SIZES, run_sweep, sweep_config
 
     size_list = g.parse_sizes(sizes if sizes is not None else QUICK_SIZES if quick else DEFAULT_SIZES)
     kind_list, expert_list = g.parse_kinds(kinds), g.parse_experts(experts)
@@ -1559,21 +1561,23 @@ def sweep(
         raise MoelabError("--experts / --experts-at need --kinds with moe")
     if at is not None and not expert_list:
         raise MoelabError("--experts-at needs --experts")
-    cfg = sweep_config(quick, steps, data=data, vocab_size=vocab_size, seed=seed)
+    cfg = sweep_config(quick, steps, data=data, vocab_size=vocab_size, seed=seed, lr=lr)
     points = g.build_grid(size_list, kind_list, expert_list, at, vocab=cfg.vocab_size)
     result = run_sweep(points, cfg, out, progress=progress and not as_json,
                        log=lambda msg: sys.stderr.write(msg + "\n"),
-                       grid={"sizes": size_list, "kinds": kind_list, "experts": expert_list, "experts_at": at})
+                       grid={"sizes": size_list, "kinds": kind_list, "experts": expert_list, "experts_at": at},
+                       lr_rule=None if lr is not None else LR_RULE)
     if as_json:
         return _emit_json(result)
     table = Table(title=f"Sweep: {len(result['rows'])} runs of {fmt.count(result['token_budget'])} tokens each "
                         f"({cfg.steps} steps of {cfg.batch_size} x {cfg.seq_len}), in {result['seconds']:.0f} s")
-    for col in ("run", "kind", "active (non-emb.)", "total", "experts", "layers x d", "compute 6ND", "final val",
-                "status", "s here"):
+    for col in ("run", "kind", "active (non-emb.)", "total", "experts", "layers x d", "peak lr", "compute 6ND",
+                "final val", "status", "s here"):
         table.add_column(col, justify="left" if col in ("run", "kind", "status") else "right")
     for r in result["rows"]:
         table.add_row(r["name"], r["kind"], fmt.count(r["params_active"]), fmt.count(r["params_total"]),
-                      str(r["experts"] or "-"), f"{r['layers']} x {r['d_model']}", f"{r['compute']:.3g}",
+                      str(r["experts"] or "-"), f"{r['layers']} x {r['d_model']}", f"{r['lr']:.3g}",
+                      f"{r['compute']:.3g}",
                       "-" if r["final_val"] is None else f"{r['final_val']:.4f}", r["status"],
                       f"{r['seconds_here']:.0f}")
     console.print(table)

@@ -2,6 +2,7 @@
 killed one resumed bit for bit), and bad input: one line, exit 2."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -40,6 +41,9 @@ def test_quick_sweep_and_fit_end_to_end(swept, capsys):
         run = swept / r["run"]
         meta = json.loads((run / "final" / "meta.json").read_text())
         assert meta["config"]["seed"] == 0 and meta["summary"]["val"]["mean"] == r["final_val"]
+        assert meta["config"]["lr"] == r["lr"] == pytest.approx(0.003239 - 0.0001395 * math.log(r["params_active"]))
+        assert {k: v for k, v in meta["config"].items() if k != "lr"} == {
+            k: v for k, v in sweep["config"].items() if k != "lr"}  # everything else is the sweep's one config
         assert 3.0 < r["final_val"] < 7.0
     from moelab.laws.grid import grid_spec
 
@@ -116,6 +120,17 @@ def test_bad_sweep_input_is_one_line(tmp_path, laws_corpus, capsys):
 def test_sweep_refuses_a_folder_of_another_budget(swept, laws_corpus, capsys):
     _fails(capsys, ["sweep", "--out", str(swept), "--data", str(laws_corpus), *BASE, "--sizes", "10k,20k,40k",
                     "--steps", "5"], "another budget")
+    _fails(capsys, ["sweep", "--out", str(swept), "--data", str(laws_corpus), *BASE, "--sizes", "10k,20k,40k",
+                    "--lr", "0.001"], "another budget")
+
+
+def test_fixed_lr_is_every_runs(tmp_path, laws_corpus, capsys):
+    capsys.readouterr()
+    assert _sweep(laws_corpus, tmp_path, "--sizes", "10k,20k,40k", "--kinds", "dense", "--steps", "2", "--lr",
+                  "0.002", "--json") == 0
+    sweep = json.loads(capsys.readouterr().out)
+    assert sweep["lr_rule"] is None and {r["lr"] for r in sweep["rows"]} == {0.002}
+    _fails(capsys, ["sweep", "--out", str(tmp_path / "x"), "--lr", "-1"], "--lr")
 
 
 def _sweep_json(tmp_path, content) -> str:

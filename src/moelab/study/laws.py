@@ -1,0 +1,68 @@
+"""The study's scaling-law stage: a sweep smaller than `moelab sweep`'s default, trained and fitted.
+
+Five non-embedding active sizes of each kind (STAGE_SIZES; MoE at 8 experts top-2) and an expert axis (4, 8 and
+16 experts at STAGE_EXPERTS_AT) on one budget and data order: STAGE_STEPS steps at the study's batch and sequence
+length on the default corpus (the study's byte cap and validation tokens), into out/laws (out/laws-quick with
+--quick); then moelab.laws.fits: L = E + A*C^-alpha per kind fitted on all but the largest size, the pure power
+law beside it, the expert axis' E + A*(C*E)^-beta, each held against the seeds' exponents. A rerun skips the
+finished runs. A failure (memory, disk, a diverged run, too few scored runs to fit) is recorded, never raised.
+
+Time on this 2-core CPU (12 runs): about 5 minutes when the machine is otherwise idle (per-step times measured
+at a load average under 1: 2.4 s per step of all 12 runs together, x 100 steps, plus about 1 s of evaluation and
+startup per run); measured 1h (sic) under the load of four other helpers' jobs, one thread. --quick (12 runs of 20
+steps of 8 x 64 tokens, sizes 10k-160k): EXPECTED_SECONDS["quick"].
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from moelab.errors import MoelabError
+
+STAGE_SIZES = (100_000, 200_000, 400_000, 800_000, 1_600_000)
+STAGE_EXPERTS, STAGE_EXPERTS_AT = (4, 8, 16), 400_000
+STAGE_STEPS = 100
+QUICK_SIZES = (10_000, 20_000, 40_000, 80_000, 160_000)
+QUICK_EXPERTS, QUICK_EXPERTS_AT = (4, 8, 16), 40_000
+QUICK_STEPS = 20
+EXPECTED_SECONDS = {"full": 300, "quick": 20}
+
+
+def laws_stage(out: Path, plan, log) -> dict:
+    """Sweep and fit (see the module docstring); the dict the report renders (study["laws"])."""
+    from moelab.laws.fits import BASIS, SEEDS, fit_sweep
+    from moelab.laws.grid import KINDS, build_grid
+    from moelab.laws.sweep import run_sweep, sweep_config
+
+    began = time.perf_counter()
+    scope = "quick" if plan.quick else "full"
+    sizes, experts, at, steps = ((QUICK_SIZES, QUICK_EXPERTS, QUICK_EXPERTS_AT, QUICK_STEPS) if plan.quick else
+                                 (STAGE_SIZES, STAGE_EXPERTS, STAGE_EXPERTS_AT, STAGE_STEPS))
+    folder = out / ("laws-quick" if plan.quick else "laws")
+    base = {"basis": BASIS, "seeds": dict(SEEDS), "folder": str(folder), "expected_seconds": EXPECTED_SECONDS[scope],
+            "fits": {}, "notes": [], "failures": []}
+
+    def finish(result: dict) -> dict:
+        result["seconds"] = round(time.perf_counter() - began, 2)
+        log(f"study: laws: done in {result['seconds']:.0f} s")
+        return result
+
+    try:
+        cfg = sweep_config(steps=steps, batch_size=plan.batch_size, seq_len=plan.seq_len,
+                           eval_tokens=plan.eval_tokens, max_bytes_per_domain=plan.max_bytes_per_domain)
+        points = build_grid(list(sizes), list(KINDS), list(experts), at, vocab=cfg.vocab_size)
+        log(f"study: laws: {len(points)} runs of {steps} steps ({cfg.tokens_per_step * steps} tokens each)")
+        sweep = run_sweep(points, cfg, folder, progress=False, log=lambda m: log(f"study: laws: {m}"),
+                          grid={"sizes": list(sizes), "kinds": list(KINDS), "experts": list(experts),
+                                "experts_at": at})
+    except (MoelabError, OSError) as e:
+        log(f"study: laws: skipped: {e}")
+        return finish({**base, "sweep": None, "skipped": f"the sweep did not finish: {e}"})
+    try:
+        fitted = fit_sweep(sweep)
+    except MoelabError as e:
+        log(f"study: laws: no fit: {e}")
+        return finish({**base, "sweep": sweep, "skipped": None, "failures": [str(e)]})
+    return finish({**base, "sweep": sweep, "skipped": None, "fits": fitted["fits"], "notes": fitted["notes"],
+                   "token_budget": fitted["token_budget"], "active": fitted["active"]})
