@@ -105,7 +105,8 @@ def _fit(rows: list[dict], x_of, label: str, exponent: str, form: str, x_text: s
             "pure": {"form": form.replace("E + ", ""), "A": pure["A"], exponent: pure["alpha"],
                      f"{exponent}_ci": pure["alpha_ci"], "points": pure["n"]},
             "seed": SEEDS[exponent], "seed_quote": SEEDS_QUOTE[exponent],
-            "data": [{"name": r["name"], "size": r["size"], "experts": r.get("experts", 0), "x": x_of(r),
+            "data": [{"name": r["name"], "size": r["size"], "experts": r.get("experts", 0),
+                      "axis": r.get("axis", "size"), "x": x_of(r),
                       "compute": r["compute"], "final_val": r["final_val"], "held_out": r is held} for r in rows]}
 
 
