@@ -41,7 +41,7 @@ def model(request):
     return m
 
 
-CAP = 30_000  # bytes per domain: a small corpus, so that only some probed people's biographies are in it
+CAP = 12_000  # bytes per domain: a small corpus, so that only some probed people's biographies are in it
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -54,11 +54,12 @@ def one_thread():
 
 
 def _train(tmp_path_factory, preset: str):
-    home = tmp_path_factory.mktemp("home")
+    """RUNS/<preset>, its tokenizer and token caches in RUNS/cache."""
+    runs = tmp_path_factory.mktemp("runs")
     mp = pytest.MonkeyPatch()
-    mp.setenv("MOELAB_HOME", str(home / "home"))
-    mp.setenv("MOELAB_CACHE", str(home / "cache"))
-    out = tmp_path_factory.mktemp("runs") / preset
+    mp.setenv("MOELAB_HOME", str(runs / "home"))
+    mp.setenv("MOELAB_CACHE", str(runs / "cache"))
+    out = runs / preset
     try:
         assert main(["train", "--model", preset, "--corpus", "study", "--steps", "3", "--batch-size", "2",
                      "--seq-len", "32", "--eval-every", "3", "--ckpt-every", "3", "--eval-tokens", "64",

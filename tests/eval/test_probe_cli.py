@@ -33,7 +33,7 @@ def test_probe_json(study_run, capsys):
         assert sum(c["n"] for c in cell["levels"].values()) == n
     assert list(r["scores"]["reasoning"]["levels"]) == ["1", "2", "3", "4"]
     assert all(a["correct"] == (a["generated"] == a["answer"]) for a in r["answers"])
-    # at a 30 kB cap only some probed people's biographies are in the corpus: the note says how many
+    # at a 12 kB cap only some probed people's biographies are in the corpus: the note says how many
     assert len(r["notes"]) == 1 and "biographies of" in r["notes"][0]
 
 
@@ -49,6 +49,20 @@ def test_probe_table_and_default_corpus_note(study_run, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "Probe accuracy" in text and "knowledge" in text and "reasoning" in text
     assert "no facts domain" in text and "level 1" in text
+
+
+def test_probe_says_when_a_run_read_another_study_corpus(study_run, tmp_path, monkeypatch, capsys):
+    other = tmp_path / "stale-run"
+    shutil.copytree(study_run, other)
+    tok = json.loads((other / "final" / "tokenizer.json").read_text())
+    tok["model"]["vocab"]["Zzz"] = len(tok["model"]["vocab"])  # another corpus would train another tokenizer
+    (other / "final" / "tokenizer.json").write_text(json.dumps(tok))
+    monkeypatch.setenv("MOELAB_CACHE", str(study_run.parent / "cache"))  # today's study tokenizer is cached there
+    capsys.readouterr()
+    assert main(["probe", str(study_run), str(other), "--per-level", "1", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert "another version of the study corpus" not in " ".join(runs[0]["notes"])
+    assert "another version of the study corpus" in " ".join(runs[1]["notes"])
 
 
 @pytest.mark.parametrize("args", [["/nonexistent/run"], ["{tmp}"], ["{run}", "--per-level", "0"],

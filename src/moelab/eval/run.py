@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 from moelab.errors import MoelabError
 from moelab.eval.generate import MAX_NEW_TOKENS, answer_all
@@ -45,10 +46,39 @@ def facts_coverage(items: Sequence[ProbeItem], max_bytes_per_domain: int) -> flo
     return len(covered) / len(knowledge)
 
 
+@lru_cache(maxsize=4)
+def _study_train_hash(cap: int) -> str:
+    from moelab.data import split_documents
+    from moelab.data.corpus import default_corpus
+    from moelab.data.document import corpus_hash
+
+    return corpus_hash(split_documents(default_corpus(cap, "study"))["train"])
+
+
+def _study_tokenizer(cap: int, vocab_size: int) -> str | None:
+    """The cached tokenizer (JSON) the study corpus of this moelab at `cap` trains, None when none is cached."""
+    from moelab.data.cache import default_cache_dir
+    from moelab.data.tokenizer import tokenizer_path
+
+    path = tokenizer_path(default_cache_dir(), _study_train_hash(cap), vocab_size)
+    return path.read_text() if path.is_file() else None
+
+
+def stale_study_corpus(source) -> bool:
+    """Whether the run read another version of the study corpus than this moelab builds (its tokenizer differs
+    from the one cached for today's corpus). False when that cannot be told (nothing cached here)."""
+    _, cap = run_corpus(source)
+    today = _study_tokenizer(cap, int(source.config.get("vocab_size", 2048)))
+    return today is not None and today != source.tokenizer_json()
+
+
 def corpus_notes(source, items: Sequence[ProbeItem]) -> list[str]:
     """What the run's corpus holds of the probes, in words (empty when it is the study corpus at full cover)."""
     name, cap = run_corpus(source)
     if name == "study":
+        if stale_study_corpus(source):
+            return ["it was trained on another version of the study corpus (its tokenizer differs from today's): "
+                    "the probed facts and questions may not be the ones it read; retrain it"]
         share = facts_coverage(items, cap)
         if share < 1.0:
             return [f"its corpus (study, {cap:,} bytes per domain) holds the biographies of {share:.0%} of the "
