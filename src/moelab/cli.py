@@ -1529,7 +1529,7 @@ def sweep(
     out: Annotated[str, typer.Option(help="Folder: runs/<name>/ per model and sweep.json (rerun the same command "
                                           "to resume: finished runs are skipped).")],
     sizes: Annotated[str | None, typer.Option(help="Non-embedding active parameter counts, comma-separated, at "
-                                              "least 3 (default 0.5M,1M,2M,4M,8M; with --quick 10k,20k,40k,80k).")]
+                                              "least 3 (default 0.5M,1M,2M,4M,8M; with --quick 10k,20k,40k,80k,160k).")]
     = None,
     kinds: Annotated[str, typer.Option(help="dense, moe or dense,moe (MoE: 8 experts, top-2).")] = "dense,moe",
     experts: Annotated[str | None, typer.Option(help="The expert axis: MoE models of each count (e.g. 4,8,16, "

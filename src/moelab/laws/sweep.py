@@ -39,7 +39,7 @@ ACTIVE = ("non-embedding active parameters: attention, the dense FFN or the top-
 DEFAULT = {"steps": 300, "batch_size": 16, "seq_len": 128, "eval_tokens": 8192, "max_bytes_per_domain": 1_500_000}
 # --quick: a budget for tests (seconds per run at the tiny sizes).
 QUICK = {"steps": 12, "batch_size": 4, "seq_len": 32, "eval_tokens": 512, "max_bytes_per_domain": 200_000}
-DEFAULT_SIZES, QUICK_SIZES = "0.5M,1M,2M,4M,8M", "10k,20k,40k,80k"
+DEFAULT_SIZES, QUICK_SIZES = "0.5M,1M,2M,4M,8M", "10k,20k,40k,80k,160k"
 CKPT_EVERY = 50
 LR_RULE = "kaplan"
 
