@@ -1,13 +1,15 @@
-"""recommend(): the factor table, the choice and its flips on the default and on crafted workloads."""
+"""recommend(): the factor table, the choice (and the rule that made it) and its flips on the default and on
+crafted workloads; numbers and kinds, never sentences."""
 
 import json
 from dataclasses import replace
 
 import pytest
+from evidence_parts import training_and_bench
 
 from moelab.cli import main
 from moelab.decide import default_workload, recommend
-from moelab.decide.recommend import CHOICES, FACTORS
+from moelab.decide.recommend import CHOICES, FACTORS, LATENCY_MEAN, LATENCY_SCALED
 from moelab.decide.workload import DEFAULT, workload_from_dict
 
 
@@ -22,7 +24,7 @@ def test_default_workload_factor_table(default_result):
     for f in r["factors"]:
         assert f["favours"] in ("dense", "moe", "neutral")
         assert f["basis"] in ("modelled", "prior")  # no evidence: nothing measured
-        assert f["numbers"] and any(ch.isdigit() for ch in f["why"])
+        assert f["numbers"] and f["why"]
     assert r["recommendation"]["choice"] in CHOICES
     # Llama-3-70B misses the 3000 tokens/s target on 8 x H100 (two TP4 replicas, ~2800 modelled), so the best
     # dense candidate is Mistral-7B, which misses only the quality floor
@@ -35,10 +37,11 @@ def test_default_workload_decides_mixtral_on_cost(default_result):
     r = default_result
     rec = r["recommendation"]
     assert rec["choice"] == "moe" and rec["model"] == "mixtral-8x7b" and rec["feasible"]
+    assert rec["rule"] == "only_feasible" and r["hybrid"] is None  # the only feasible MoE, no dense is
     cands = {c["name"]: c for c in r["candidates"]}
     # Engine cross-check: Mixtral serves a token cheaper than Llama-3-70B at batch 32 on H100s.
     assert cands["mixtral-8x7b"]["usd_per_million_tokens"] < cands["llama-3-70b"]["usd_per_million_tokens"]
-    assert "$0.90" in rec["reason"] or f"${cands['mixtral-8x7b']['usd_per_million_tokens']:.2f}" in rec["reason"]
+    assert [c["name"] for c in r["candidates"] if c["feasible"]] == ["mixtral-8x7b"]
     # Hard constraints are reported: DeepSeek-V3 in bf16 does not fit 8 x 80 GB; Mistral-7B is under the floor.
     assert "memory" in cands["deepseek-v3"]["violations"]
     assert cands["mistral-7b"]["violations"] == ["quality"]
@@ -70,7 +73,9 @@ def test_route_hybrid_when_the_throughput_winner_flips_inside_the_sweep():
     flip = r["throughput_flip"]
     assert flip and 1 < flip["batch"] <= 2048
     assert r["recommendation"]["choice"] == "hybrid: route between dense and MoE", r["recommendation"]
-    assert str(flip["batch"]) in r["recommendation"]["reason"]
+    assert r["recommendation"]["rule"] == "route" and abs(r["vote"]) <= r["policy"]["route_vote_max"]
+    assert (r["hybrid"]["policy"], r["hybrid"]["dense"], r["hybrid"]["moe"]) == ("route", "llama-3-70b",
+                                                                                 "qwen3-235b-a22b")
 
 
 def test_dense_backbone_with_moe_head_when_memory_tight_and_knowledge_heavy():
@@ -79,7 +84,9 @@ def test_dense_backbone_with_moe_head_when_memory_tight_and_knowledge_heavy():
                              "task_mix": {"knowledge": 0.6, "multilingual": 0.2, "reasoning": 0.2}}, "w.yaml")
     r = recommend(wl)
     assert r["recommendation"]["choice"] == "hybrid: dense backbone + MoE head"
-    assert "200 GB" in r["recommendation"]["reason"]
+    assert r["recommendation"]["rule"] == "backbone_head" and r["recommendation"]["model"] == "llama-3-70b + MoE head"
+    moe = next(c for c in r["candidates"] if c["kind"] == "moe")
+    assert moe["violations"] == ["memory"] and moe["memory_gb"] > 200
 
 
 def test_reasoning_heavy_fine_tune_turns_to_dense_when_costs_are_close():
@@ -93,51 +100,44 @@ def test_reasoning_heavy_fine_tune_turns_to_dense_when_costs_are_close():
 
 def test_nothing_feasible_is_said_plainly():
     wl = replace(default_workload(), latency_p99_ms=0.5)
-    rec = recommend(wl)["recommendation"]
-    assert rec["feasible"] is False and "no candidate meets every constraint" in rec["reason"]
-
-
-def _evidence():
-    rows = [{"model": "tiny-dense", "params_total": 1, "params_active": 1,
-             "to_target": {"step": 20, "tokens": 4000, "flops": 3.0e10, "wall_seconds": 2.0},
-             "final_val": {"math": 4.1, "prose": 3.4, "mean": 3.75}, "tokens_per_second": 2000},
-            {"model": "tiny-moe", "params_total": 3, "params_active": 1,
-             "to_target": {"step": 16, "tokens": 3200, "flops": 2.4e10, "wall_seconds": 2.5},
-             "final_val": {"math": 3.9, "prose": 3.3, "mean": 3.6}, "tokens_per_second": 1400}]
-    bench_rows = [{"model": m, "phase": "decode", "batch": b, "measured_s": 1e-3 * b, "predicted_s": 1.1e-3 * b,
-                   "rel_error": 0.1, "p50_s": 1e-3 * b, "p95_s": 1.1e-3 * b, "p99_s": 1.2e-3 * b,
-                   "tokens_per_second": 1000} for m in ("tiny-dense", "tiny-moe") for b in (1, 8)]
-    return {"training": {"target_loss": 4.0, "rows": rows,
-                         "pairs": {"dense": "tiny-dense", "moe": "tiny-moe", "moe_fine": "tiny-moe-fine"}},
-            "bench": {"device": "cpu", "rows": bench_rows, "summary": {"decode": {"median_abs_rel_error": 0.1, "n": 4}},
-                      "flip": {"measured_batch": 16, "predicted_batch": 12}}}
+    r = recommend(wl)
+    rec = r["recommendation"]
+    assert rec["feasible"] is False and rec["rule"] == "closest"
+    assert all(c["violations"] for c in r["candidates"])
+    fewest = min(len(c["violations"]) for c in r["candidates"])
+    assert len(next(c for c in r["candidates"] if c["name"] == rec["model"])["violations"]) == fewest
 
 
 def test_evidence_switches_basis_to_measured():
-    r = recommend(default_workload(), _evidence())
+    r = recommend(default_workload(), training_and_bench())
     basis = {f["factor"]: f for f in r["factors"]}
     for name in ("training", "task_type", "batch_throughput"):
         assert basis[name]["basis"] == ("modelled + measured at tiny scale" if name == "batch_throughput"
                                         else "measured at tiny scale")
-        assert "tiny models on this machine" in basis[name]["why"]
+        assert basis[name]["basis_detail"].startswith("CPU")
     assert basis["training"]["favours"] == "moe"  # 2.4e10 vs 3.0e10 FLOPs to target
     assert basis["training"]["numbers"]["measured_moe_to_target"]["flops"] == 2.4e10
+    assert basis["task_type"]["numbers"]["measured"] == "validation loss"  # no probes in this study: the fallback
     assert basis["task_type"]["numbers"]["measured_val_loss"]["math"] == {"dense": 4.1, "moe": 3.9}
+    assert basis["batch_throughput"]["numbers"]["decode_median_abs_rel_error"] == 0.1
     assert basis["vram"]["basis"] == "modelled" and basis["scale"]["basis"] == "prior"
     # a tail measured on this CPU is reported, never applied to the workload's GPU
-    assert "1.20" in r["latency_basis"] and "not applied to H100-SXM" in r["latency_basis"]
+    assert r["latency_tail"] == {"ratio": 1.0, "measured": pytest.approx(1.2), "rows": 4, "measured_on": None,
+                                 "applied": False}
+    assert r["latency_label"] == LATENCY_MEAN
     assert r["candidates"] == recommend(default_workload())["candidates"]
 
 
 def test_tail_measured_on_the_workload_hardware_scales_latency():
-    evidence = _evidence()
+    evidence = training_and_bench()
     evidence["bench"]["hardware"] = {"name": "H100-SXM"}
     r = recommend(default_workload(), evidence)
     plain = {c["name"]: c for c in recommend(default_workload())["candidates"]}
     scaled = {c["name"]: c for c in r["candidates"]}
-    assert "x 1.20" in r["latency_basis"]
+    assert r["latency_tail"]["applied"] and r["latency_tail"]["ratio"] == pytest.approx(1.2)
+    assert r["latency_label"] == LATENCY_SCALED
     assert scaled["mixtral-8x7b"]["latency_ms"] == pytest.approx(1.2 * plain["mixtral-8x7b"]["latency_ms"], rel=1e-3)
-    assert r["evidence"] == {"training": True, "bench": True}
+    assert r["evidence"] == {"training": True, "bench": True, "task_type": False, "hybrid": False}
 
 
 def test_cli_decide_json_and_table(capsys):

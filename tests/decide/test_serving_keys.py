@@ -1,6 +1,7 @@
 """decide's serving keys: `concurrency`, `ttft_ms`, `tpot_ms` in workload files. Validated in one line; checked
 against cost.serving on each candidate's best fitting plan; a TPOT limit one model cannot meet flips the
-recommendation, the case built from the models' own modelled figures (never a pinned number)."""
+recommendation, the case built from the models' own modelled figures (never a pinned number); numbers and kinds,
+not sentences."""
 
 import json
 import math
@@ -57,7 +58,7 @@ def test_without_the_keys_decide_is_as_before_and_loose_limits_change_nothing():
     cands = ["mixtral-8x7b", "llama-3-70b"]
     plain = recommend(_wl(candidates=cands))
     assert all(c["serving"] is None and not set(c["violations"]) & SERVING_VIOLATIONS for c in plain["candidates"])
-    assert not any("TPOT" in f or "TTFT" in f for f in plain["flips"])
+    assert not any(f["input"] in ("ttft_ms", "tpot_ms") for f in plain["flip_details"])
     loose = recommend(_wl(candidates=cands, concurrency=16, ttft_ms=1e6, tpot_ms=1e6))
     assert loose["recommendation"]["choice"] == plain["recommendation"]["choice"]
     assert loose["recommendation"]["model"] == plain["recommendation"]["model"]
@@ -70,17 +71,18 @@ def test_without_the_keys_decide_is_as_before_and_loose_limits_change_nothing():
         sp = next(p for p in serving_points(load_model(c["name"]), load_hardware("H100-SXM"), 8, wl["prompt"],
                                             wl["gen"], "bf16", concurrencies=[16]) if p.plan == s["plan"])
         assert (s["ttft_ms"], s["tpot_ms"]) == (sp.ttft_ms, sp.tpot_ms)
-    assert "TPOT" in loose["recommendation"]["reason"] and "concurrency 16" in loose["recommendation"]["reason"]
+    assert loose["recommendation"]["rule"] == plain["recommendation"]["rule"]
 
 
 def test_a_tpot_limit_the_recommended_model_cannot_meet_flips_it():
     # find, from the models' own figures, a concurrency where the recommendation uses the candidate whose best
     # TPOT is the slower one (alone or in a hybrid): a limit between the two must hand the decision to the other
     case = None
-    for cands in (["llama-3-70b", "qwen3-235b-a22b"], ["llama-3-70b", "mixtral-8x7b"], ["llama-3-8b", "qwen3-30b-a3b"],
-                  ["llama-3-70b", "mixtral-8x22b"], ["mistral-7b", "mixtral-8x7b"]):
+    for gpus, cands in ((16, ["llama-3-70b", "mixtral-8x22b"]), (8, ["llama-3-70b", "qwen3-235b-a22b"]),
+                        (8, ["llama-3-70b", "mixtral-8x7b"]), (8, ["llama-3-8b", "qwen3-30b-a3b"]),
+                        (8, ["llama-3-70b", "mixtral-8x22b"]), (8, ["mistral-7b", "mixtral-8x7b"])):
         for c in (1, 16, 64):
-            base_wl = _wl(candidates=cands, concurrency=c, throughput_tokens_per_s=None)
+            base_wl = _wl(candidates=cands, concurrency=c, throughput_tokens_per_s=None, gpus=gpus)
             tpot = {m: _min_tpot(m, c, base_wl) for m in cands}
             if None in tpot.values() or len(set(tpot.values())) < 2:
                 continue
@@ -88,33 +90,34 @@ def test_a_tpot_limit_the_recommended_model_cannot_meet_flips_it():
             base = recommend(base_wl)
             feasible = next(x for x in base["candidates"] if x["name"] == other)["feasible"]
             if pick in base["recommendation"]["model"].split() and feasible:
-                case = (cands, c, pick, other, math.sqrt(tpot[pick] * tpot[other]))
+                case = (gpus, cands, c, pick, other, math.sqrt(tpot[pick] * tpot[other]), tpot[pick])
                 break
         if case:
             break
     assert case, "no pair and concurrency where the recommendation uses the slower model per token"
-    cands, c, pick, other, limit = case
-    r = recommend(_wl(candidates=cands, concurrency=c, throughput_tokens_per_s=None, tpot_ms=limit))
+    gpus, cands, c, pick, other, limit, tpot_pick = case
+    r = recommend(_wl(candidates=cands, concurrency=c, throughput_tokens_per_s=None, tpot_ms=limit, gpus=gpus))
     assert r["recommendation"]["model"] == other and r["recommendation"]["feasible"]
     by = {x["name"]: x for x in r["candidates"]}
     assert "tpot" in by[pick]["violations"] and by[pick]["serving"]["tpot_ms"] > limit
     assert not by[other]["violations"] and by[other]["serving"]["tpot_ms"] <= limit
-    reason = r["recommendation"]["reason"]
-    assert "fails on tpot" in reason and f"vs limit {limit:g} ms" in reason
-    assert f"TPOT {by[pick]['serving']['tpot_ms']:.2f} ms" in reason  # the number, cited
-    # the flip list names the TPOT limit at which the decision goes back
-    assert any(f.startswith("TPOT limit of") and pick in f for f in r["flips"])
+    assert r["recommendation"]["rule"] == "only_feasible" and by[pick]["serving"]["meets_tpot"] is False
+    # the flips name the TPOT limit at which the decision goes back: one of the slower model's own figures
+    back = next(f for f in r["flip_details"] if f["input"] == "tpot_ms" and f["direction"] == "above")
+    assert pick in back["to"] and limit < back["threshold"] and back["threshold"] == pytest.approx(tpot_pick)
 
 
 def test_a_concurrency_no_plan_holds_is_a_violation_and_says_so(tmp_path, capsys):
     wl = _wl(candidates=["mixtral-8x7b", "llama-3-70b"], concurrency=500_000)
     r = recommend(wl)
     assert all("concurrency" in c["violations"] for c in r["candidates"])
-    assert not r["recommendation"]["feasible"]
-    assert "no plan on 8 GPUs holds 500000 requests" in r["recommendation"]["reason"]
+    assert not r["recommendation"]["feasible"] and r["recommendation"]["rule"] == "closest"
+    for c in r["candidates"]:
+        s = c["serving"]
+        assert (s["plan"], s["meets_concurrency"], s["gpus"]) == (None, False, 8) and s["max_concurrency"] < 500_000
     path = tmp_path / "w.yaml"
     path.write_text(yaml.safe_dump({**DEFAULT, "candidates": ["mixtral-8x7b"], "concurrency": 8, "ttft_ms": 1e-3}))
     assert main(["decide", "--workload", str(path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["candidates"][0]["violations"] == ["ttft"]
-    assert "ttft" in out["recommendation"]["reason"] and out["workload"]["ttft_ms"] == 1e-3
+    assert out["recommendation"]["rule"] == "closest" and out["workload"]["ttft_ms"] == 1e-3

@@ -173,3 +173,45 @@ def _serving_check(points: list | None, wl: Workload) -> dict | None:
             "requests_per_second": sp.requests_per_second, "max_concurrency": sp.max_concurrency,
             "meets_concurrency": True, "meets_ttft": wl.ttft_ms is None or sp.ttft_ms <= wl.ttft_ms,
             "meets_tpot": wl.tpot_ms is None or sp.tpot_ms <= wl.tpot_ms, "basis": BASIS_MODELLED}
+
+
+# --- a hybrid: both models deployed together -----------------------------------------------------------------
+
+HYBRID_POLICIES = ("cascade", "route")
+
+
+def fleet_fits(dense: dict, moe: dict, wl: Workload) -> bool:
+    """Whether one replica of each (as assess chose them) fits the workload's GPUs and memory budget together."""
+    return (dense["gpus_per_replica"] + moe["gpus_per_replica"] <= wl.gpus
+            and dense["memory_gb"] + moe["memory_gb"] <= wl.memory_budget_gb)
+
+
+def fleet(dense: dict, moe: dict, wl: Workload, policy: str, escalation: float | None) -> dict:
+    """The engine's version of a hybrid of two assessed candidates: one replica of each on the workload's GPUs.
+
+    At an escalation rate e (the share of queries the MoE answers), per output token delivered:
+    - cascade (the dense answers every query; the MoE answers again the ones it escalates):
+      $ = dense + e x MoE, mean latency = dense + e x MoE, an escalated query's = dense + MoE;
+    - route (each query goes to one model): $ = (1 - e) x dense + e x MoE, latency likewise, a routed query's at
+      worst the slower model's.
+    The cascade costs as much as the MoE alone at e = 1 - dense/MoE (`breakeven_escalation_rate`; 0 when the
+    dense is not the cheaper). Figures at e are None without an escalation rate."""
+    assert policy in HYBRID_POLICIES, policy
+    d, m = dense["usd_per_million_tokens"], moe["usd_per_million_tokens"]
+    dl, ml = dense["latency_ms"], moe["latency_ms"]
+    cascade = policy == "cascade"
+
+    def at(e: float, a: float, b: float) -> float:
+        return a + e * b if cascade else (1 - e) * a + e * b
+
+    gpus = dense["gpus_per_replica"] + moe["gpus_per_replica"]
+    memory = round(dense["memory_gb"] + moe["memory_gb"], 2)
+    return {"policy": policy, "dense": dense["name"], "moe": moe["name"],
+            "gpus": gpus, "gpus_available": wl.gpus, "memory_gb": memory,
+            "memory_budget_gb": round(wl.memory_budget_gb, 2), "fits": fleet_fits(dense, moe, wl),
+            "dense_usd_per_mtok": d, "moe_usd_per_mtok": m, "escalation_rate": escalation,
+            "usd_per_million_tokens": None if escalation is None else round(at(escalation, d, m), 4),
+            "latency_ms_mean": None if escalation is None else round(at(escalation, dl, ml), 3),
+            "latency_ms_worst": round(dl + ml if cascade else max(dl, ml), 3),
+            "breakeven_escalation_rate": (round(max(0.0, 1 - d / m), 4) if m > 0 else None) if cascade else None,
+            "formula": "dense + e x MoE" if cascade else "(1 - e) x dense + e x MoE", "basis": BASIS_MODELLED}

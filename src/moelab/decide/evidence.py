@@ -1,6 +1,8 @@
 """Reading a study's measured figures for the decision, each part of study.json into a frozen dataclass:
-training (the dense/MoE pair's validation losses and cost to the target loss) and bench (decode tails, the
-engine's prediction error, the measured throughput flip).
+training (the dense/MoE pair's validation losses and cost to the target loss), bench (decode tails, the
+engine's prediction error, the measured throughput flip), task_type (exact-match accuracy of the probe sets per
+model, with Wilson intervals, for the iso-active and iso-total pairs) and hybrid (the measured cost-quality curve
+of dense alone, MoE alone and the best cascade and route).
 
 A part that is absent, empty or skipped is None: not measured. A part that is there but malformed is one
 MoelabError line naming the key (`evidence training.rows[1].to_target.flops: expected a number, got a string`),
@@ -18,7 +20,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from moelab import format as fmt
@@ -33,6 +36,7 @@ BASES = (BASIS_MODELLED, BASIS_MEASURED, BASIS_TINY, BASIS_MODELLED_TINY, BASIS_
 TINY_PARAMS = 1e9  # models measured below this many parameters are "tiny" next to the frontier candidates
 LATENCY_MEAN = "modelled mean per-token latency"
 LATENCY_SCALED = "modelled mean x measured p99/p50"
+EVIDENCE_PARTS = ("training", "bench", "task_type", "hybrid")  # the parts of study.json the decision reads
 DOMAIN_TASK = {"math": "reasoning", "prose": "knowledge", "code": "code", "json": "code"}  # corpus domain -> task
 
 
@@ -94,6 +98,16 @@ def _list(x: Any, where: str) -> list:
     return list(x)
 
 
+def _obj_at(d: dict, key: str, where: str) -> dict:
+    """d[key] as an object; absent or null: empty."""
+    return {} if d.get(key) is None else _obj(d[key], where)
+
+
+def _list_at(d: dict, key: str, where: str) -> list:
+    """d[key] as a list; absent or null: empty."""
+    return [] if d.get(key) is None else _list(d[key], where)
+
+
 def _num(x: Any, where: str, lo: float = -math.inf, hi: float = math.inf) -> float | None:
     """A finite number in [lo, hi], or None for null / a non-finite float (not measured)."""
     if x is None:
@@ -116,12 +130,13 @@ def _str(x: Any, where: str) -> str | None:
 
 
 def _part(evidence: dict, key: str) -> dict | None:
-    """One part of the evidence: None when absent, empty or skipped by its stage."""
+    """One part of the evidence: None when absent, empty or skipped by its stage (a true "skipped": the hybrid
+    stage writes "skipped": None when it ran)."""
     part = evidence.get(key)
     if part is None:
         return None
     part = _obj(part, key)
-    return None if not part or "skipped" in part else part
+    return None if not part or part.get("skipped") else part
 
 
 # --- training ---------------------------------------------------------------------------------------------
@@ -147,7 +162,7 @@ class TrainingEvidence:
 
 def _trained(row: dict, where: str) -> TrainedModel:
     name = _str(row.get("model"), f"{where}.model")
-    val = _obj(row.get("final_val") or {}, f"{where}.final_val")
+    val = _obj_at(row, "final_val", f"{where}.final_val")
     final_val = {d: v for d, x in val.items() if (v := _num(x, f"{where}.final_val.{d}")) is not None}
     hit = row.get("to_target")
     if hit is not None:
@@ -163,9 +178,9 @@ def read_training(training: dict | None) -> TrainingEvidence | None:
     """The pair named by training.pairs (dense, moe) when both have rows; None otherwise."""
     if not training:
         return None
-    pairs = _obj(training.get("pairs") or {}, "training.pairs")
+    pairs = _obj_at(training, "pairs", "training.pairs")
     rows = {}
-    for i, row in enumerate(_list(training.get("rows") or [], "training.rows")):
+    for i, row in enumerate(_list_at(training, "rows", "training.rows")):
         row = _obj(row, f"training.rows[{i}]")
         if "model" in row:
             rows[_str(row["model"], f"training.rows[{i}].model")] = (row, f"training.rows[{i}]")
@@ -174,10 +189,12 @@ def read_training(training: dict | None) -> TrainingEvidence | None:
     moe = rows.get(_str(pairs.get("moe"), "training.pairs.moe") or "")
     if not dense or not moe:
         return None
-    _obj(training.get("config") or {}, "training.config")
-    basis, detail = training_basis(training)
-    return TrainingEvidence(_trained(*dense), _trained(*moe), _num(training.get("target_loss"), "training.target_loss"),
-                            basis, detail)
+    _obj_at(training, "config", "training.config")
+    pair = _trained(*dense), _trained(*moe)
+    target = _num(training.get("target_loss"), "training.target_loss")
+    if target is None and (pair[0].to_target or pair[1].to_target):
+        raise _refuse("training.target_loss", "missing, but a model's to_target says it reached it")
+    return TrainingEvidence(*pair, target, *training_basis(training))
 
 
 # --- bench ------------------------------------------------------------------------------------------------
@@ -211,17 +228,17 @@ def read_bench(bench: dict | None) -> BenchEvidence | None:
         p50 = _num(row.get("p50_s"), f"bench.rows[{i}].p50_s", 0)
         if row.get("phase") == "decode" and p99 and p50:
             tails.append(p99 / p50)
-    for i, m in enumerate(_list(bench.get("models") or [], "bench.models")):
+    for i, m in enumerate(_list_at(bench, "models", "bench.models")):
         _num(_obj(m, f"bench.models[{i}]").get("params_total"), f"bench.models[{i}].params_total", 0)
-    decode = _obj(_obj(bench.get("summary") or {}, "bench.summary").get("decode") or {}, "bench.summary.decode")
-    flip = _obj(bench.get("flip") or {}, "bench.flip")
+    decode = _obj_at(_obj_at(bench, "summary", "bench.summary"), "decode", "bench.summary.decode")
+    flip = _obj_at(bench, "flip", "bench.flip")
     batches = {k: _num(flip.get(f"{k}_batch"), f"bench.flip.{k}_batch", 0) for k in ("measured", "predicted")}
     winners = {}
     for k in ("measured", "predicted"):
-        by = _obj(flip.get(f"{k}_winner_by_batch") or {}, f"bench.flip.{k}_winner_by_batch")
+        by = _obj_at(flip, f"{k}_winner_by_batch", f"bench.flip.{k}_winner_by_batch")
         winners[k] = {str(b): _str(m, f"bench.flip.{k}_winner_by_batch.{b}") or "" for b, m in by.items()}
     warnings = tuple(_str(w, f"bench.warnings[{i}]") or ""
-                     for i, w in enumerate(_list(bench.get("warnings") or [], "bench.warnings")))
+                     for i, w in enumerate(_list_at(bench, "warnings", "bench.warnings")))
     hardware = bench.get("hardware")
     name = _str(_obj(hardware, "bench.hardware").get("name"), "bench.hardware.name") if hardware else None
     basis, detail = bench_basis(bench)
@@ -261,6 +278,215 @@ def tail(bench: BenchEvidence | None, hardware: str) -> Tail:
     return Tail(measured if applied else 1.0, measured, len(bench.tails), bench.hardware, hardware)
 
 
+# --- task type (study["task_type"], moelab.study.task_type) -----------------------------------------------
+
+PROBE_SETS = ("knowledge", "reasoning")
+ROUNDING = 1e-9  # a Wilson bound computed in floating point: wilson(30, 30) = (0.886..., 0.9999999999999999)
+PAIRS = ("iso_active", "iso_total")
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """One model's exact-match accuracy on one probe set: its Wilson interval, n, and the set's floor (`chance`:
+    the accuracy of the best constant answer)."""
+
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    n: int
+    chance: float
+
+    @property
+    def at_floor(self) -> bool:
+        """At chance or within its own interval of it: not evidence of learning (moelab.eval.score.at_floor)."""
+        return self.n == 0 or self.accuracy <= self.chance or self.ci_low <= self.chance
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The dense and the MoE of one pair (iso_active: equal active parameters, so equal training FLOPs on the
+    same tokens; iso_total: equal total parameters) on one probe set."""
+
+    pair: str
+    set: str
+    dense: str
+    moe: str
+    dense_score: Accuracy
+    moe_score: Accuracy
+
+    @property
+    def difference(self) -> tuple[float, float, float]:
+        """MoE minus dense accuracy with Newcombe's hybrid Wilson 95% interval (R. G. Newcombe, Stat. Med. 17 (1998)
+        873-890, method 10), from the two cells' own Wilson bounds: moelab.eval.score.difference, the test the
+        report's task-type section applies. Conservative here: both models answer the same items."""
+        d, m = self.dense_score, self.moe_score
+        gap = m.accuracy - d.accuracy
+        lo = gap - math.sqrt((m.accuracy - m.ci_low) ** 2 + (d.ci_high - d.accuracy) ** 2)
+        hi = gap + math.sqrt((m.ci_high - m.accuracy) ** 2 + (d.accuracy - d.ci_low) ** 2)
+        return gap, lo, hi
+
+    @property
+    def verdict(self) -> str:
+        """"floor" when both sit at the floor; else "moe" or "dense" when the difference's interval excludes 0;
+        "inside_ci" when it does not (the difference is not evidence)."""
+        if self.dense_score.at_floor and self.moe_score.at_floor:
+            return "floor"
+        _, lo, hi = self.difference
+        return "moe" if lo > 0 else "dense" if hi < 0 else "inside_ci"
+
+    def to_dict(self) -> dict:
+        d, m = self.dense_score, self.moe_score
+        gap, lo, hi = self.difference
+        return {"pair": self.pair, "set": self.set, "dense": self.dense, "moe": self.moe,
+                "dense_accuracy": d.accuracy, "dense_ci": [d.ci_low, d.ci_high], "dense_n": d.n,
+                "moe_accuracy": m.accuracy, "moe_ci": [m.ci_low, m.ci_high], "moe_n": m.n,
+                "chance": max(d.chance, m.chance), "difference": gap, "difference_ci": [lo, hi],
+                "verdict": self.verdict}
+
+
+@dataclass(frozen=True)
+class TaskTypeEvidence:
+    comparisons: tuple[Comparison, ...]  # every pair x probe set measured
+    items: dict[str, int]  # probe set -> items scored
+    ci: str
+    floor_warnings: tuple[str, ...]
+    basis: str
+    detail: str
+
+    def get(self, pair: str, item_set: str) -> Comparison | None:
+        return next((c for c in self.comparisons if c.pair == pair and c.set == item_set), None)
+
+
+def _accuracy(cell: Any, where: str) -> Accuracy:
+    cell = _obj(cell, where)
+    got = {k: _num(cell.get(k), f"{where}.{k}", 0, 1) for k in ("accuracy", "ci_low", "ci_high", "chance")}
+    n = _num(cell.get("n"), f"{where}.n", 0)
+    if None in got.values() or n is None or n != int(n):
+        raise _refuse(where, "needs accuracy, ci_low, ci_high, chance in [0, 1] and an integer n")
+    if not got["ci_low"] - ROUNDING <= got["accuracy"] <= got["ci_high"] + ROUNDING:
+        raise _refuse(where, f"accuracy {got['accuracy']:g} is outside its interval [{got['ci_low']:g}, "
+                             f"{got['ci_high']:g}]")
+    return Accuracy(got["accuracy"], got["ci_low"], got["ci_high"], int(n), got["chance"])
+
+
+def read_task_type(task: dict | None) -> TaskTypeEvidence | None:
+    """The pairs' accuracies per probe set; None when no pair has both models scored."""
+    if not task:
+        return None
+    models = _obj_at(task, "models", "task_type.models")
+    pairs = _obj_at(task, "pairs", "task_type.pairs")
+    params, comparisons = [], []
+    for pair in PAIRS:
+        names = pairs.get(pair)
+        if names is None:
+            continue
+        names = _list(names, f"task_type.pairs.{pair}")
+        if len(names) != 2 or not all(isinstance(x, str) for x in names):
+            raise _refuse(f"task_type.pairs.{pair}", "expected [dense, moe], two model names")
+        if not all(x in models for x in names):
+            continue  # a model of the pair was not scored
+        scores = []
+        for name, kind in zip(names, ("dense", "moe"), strict=True):
+            where = f"task_type.models.{name}"
+            model = _obj(models[name], where)
+            if model.get("kind", kind) != kind:
+                raise _refuse(f"{where}.kind", f"task_type.pairs.{pair} names it as the {kind} model, but it is "
+                                               f"{model.get('kind')!r}")
+            params.append(_num(model.get("params_total"), f"{where}.params_total", 0))
+            scores.append(_obj_at(model, "scores", f"{where}.scores"))
+        for item_set in PROBE_SETS:
+            if item_set in scores[0] and item_set in scores[1]:
+                comparisons.append(Comparison(pair, item_set, names[0], names[1],
+                                              _accuracy(scores[0][item_set], f"task_type.models.{names[0]}.scores."
+                                                        f"{item_set}"),
+                                              _accuracy(scores[1][item_set], f"task_type.models.{names[1]}.scores."
+                                                        f"{item_set}")))
+    if not comparisons:
+        return None
+    items = {k: int(v) for k, x in _obj_at(task, "items", "task_type.items").items()
+             if (v := _num(x, f"task_type.items.{k}", 0)) is not None}
+    warnings = tuple(_str(w, f"task_type.floor_warnings[{i}]") or ""
+                     for i, w in enumerate(_list_at(task, "floor_warnings", "task_type.floor_warnings")))
+    ci = _str(task.get("ci"), "task_type.ci") or "95% interval"
+    sized = [p for p in params if p]
+    n = ", ".join(f"{items[k]} {k}" for k in PROBE_SETS if k in items)
+    detail = ", ".join(x for x in ("exact-match accuracy", ci, f"{n} items" if n else "",
+                                   f"{_span(sized)} params" if sized else "") if x)
+    return TaskTypeEvidence(tuple(comparisons), items, ci, warnings, scale_basis(sized), detail)
+
+
+# --- hybrid (study["hybrid"], moelab.hybrid.run) ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class HybridPoint:
+    """One point of the measured curve: a policy (dense, moe, cascade, route) at a threshold, its accuracy with
+    interval and n, measured latency per query, FLOPs per query, and the share of queries the MoE answers."""
+
+    policy: str
+    threshold: float | None
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    n: int | None
+    latency_s_mean: float | None
+    flops_per_query: float | None
+    escalation_rate: float
+    pareto: bool | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class HybridEvidence:
+    dense_name: str
+    moe_name: str
+    dense: HybridPoint  # dense alone
+    moe: HybridPoint  # MoE alone
+    best: dict[str, HybridPoint]  # "cascade", "route": the best measured point of each
+    engine: str
+    items: int | None
+    basis: str
+
+
+def _point(p: Any, where: str, policy: str | None = None, escalation: float | None = None) -> HybridPoint:
+    p = _obj(p, where)
+    got = {k: _num(p.get(k), f"{where}.{k}", 0, 1) for k in ("accuracy", "ci_low", "ci_high")}
+    if None in got.values():
+        raise _refuse(where, "needs accuracy, ci_low and ci_high in [0, 1]")
+    rate = _num(p.get("escalation_rate"), f"{where}.escalation_rate", 0, 1)
+    rate = escalation if rate is None else rate
+    if rate is None:
+        raise _refuse(f"{where}.escalation_rate", "missing (the share of queries the MoE answers)")
+    n = _num(p.get("n"), f"{where}.n", 0)
+    pareto = p.get("pareto")
+    if pareto is not None and not isinstance(pareto, bool):
+        raise _refuse(f"{where}.pareto", f"expected a boolean, got {_kind(pareto)}")
+    return HybridPoint(policy or _str(p.get("policy"), f"{where}.policy") or "?", _num(p.get("threshold"),
+                       f"{where}.threshold", 0, 1), got["accuracy"], got["ci_low"], got["ci_high"],
+                       None if n is None else int(n), _num(p.get("latency_s_mean"), f"{where}.latency_s_mean", 0),
+                       _num(p.get("flops_per_query"), f"{where}.flops_per_query", 0), rate, pareto)
+
+
+def read_hybrid(hybrid: dict | None) -> HybridEvidence | None:
+    """Dense alone, MoE alone and the best cascade and route points; None without both models."""
+    if not hybrid:
+        return None
+    models = _obj_at(hybrid, "models", "hybrid.models")
+    if "dense" not in models or "moe" not in models:
+        return None
+    dense = _point(models["dense"], "hybrid.models.dense", "dense", 0.0)
+    moe = _point(models["moe"], "hybrid.models.moe", "moe", 1.0)
+    best = {k: _point(p, f"hybrid.best.{k}", k) for k, p in _obj_at(hybrid, "best", "hybrid.best").items()
+            if k in ("cascade", "route") and p is not None}
+    items = _num(hybrid.get("items"), "hybrid.items", 0)
+    return HybridEvidence(_str(models["dense"].get("name"), "hybrid.models.dense.name") or "dense",
+                          _str(models["moe"].get("name"), "hybrid.models.moe.name") or "moe",
+                          dense, moe, best, _str(hybrid.get("engine"), "hybrid.engine") or "moelab",
+                          None if items is None else int(items),
+                          _str(hybrid.get("basis"), "hybrid.basis") or BASIS_TINY)
+
+
 # --- all of it --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -269,11 +495,45 @@ class Evidence:
 
     training: TrainingEvidence | None = None
     bench: BenchEvidence | None = None
+    task_type: TaskTypeEvidence | None = None
+    hybrid: HybridEvidence | None = None
 
     @classmethod
     def read(cls, evidence: dict | None) -> Evidence:
-        """From `{"training": ..., "bench": ...}` (study.json's parts of those names)."""
+        """From `{"training": ..., "bench": ..., "task_type": ..., "hybrid": ...}` (study.json's parts)."""
         if evidence is None:
             return cls()
         evidence = _obj(evidence, "(top level)")
-        return cls(training=read_training(_part(evidence, "training")), bench=read_bench(_part(evidence, "bench")))
+        return cls(training=read_training(_part(evidence, "training")), bench=read_bench(_part(evidence, "bench")),
+                   task_type=read_task_type(_part(evidence, "task_type")),
+                   hybrid=read_hybrid(_part(evidence, "hybrid")))
+
+    def found(self) -> dict[str, bool]:
+        """Which parts were measured (the result's "evidence")."""
+        return {k: getattr(self, k) is not None for k in EVIDENCE_PARTS}
+
+
+STUDY_FILE = "study.json"
+STUDY_MAX_BYTES = 64 * 2**20  # runs/study/study.json was 0.53 MB before issue 16's stages; hybrid.json adds ~0.1 MB
+
+
+def load_study(folder: str | Path) -> dict:
+    """The evidence parts (EVIDENCE_PARTS) of FOLDER/study.json, read through moelab.userfile and checked by
+    Evidence.read, so that a bad file is refused in one line naming it before any modelling."""
+    from moelab.userfile import load_user_file
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MoelabError(f"--evidence {str(folder)!r}: not a folder (give the --out folder of `moelab study`)")
+    path = folder / STUDY_FILE
+    if not path.exists():
+        raise MoelabError(f"--evidence {folder}: no {STUDY_FILE} there (`moelab study --out {folder}` writes one)")
+    study = load_user_file(path, "study file", STUDY_MAX_BYTES)
+    if not isinstance(study, dict) or not any(study.get(k) for k in EVIDENCE_PARTS):
+        raise MoelabError(f"{path}: not a moelab study (none of {', '.join(EVIDENCE_PARTS)})")
+    parts = {k: study.get(k) for k in EVIDENCE_PARTS}
+    try:
+        Evidence.read(parts)
+    except MoelabError as e:
+        raise MoelabError(f"{path}: {e}") from None
+    return parts

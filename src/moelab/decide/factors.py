@@ -17,8 +17,10 @@ from moelab.decide.evidence import (
     BASIS_PRIOR,
     BASIS_TINY,
     DOMAIN_TASK,
+    PAIRS,
     BenchEvidence,
     Evidence,
+    TaskTypeEvidence,
     TrainingEvidence,
 )
 from moelab.decide.policy import POLICY, ChoicePolicy, knowledge_share
@@ -78,16 +80,58 @@ def throughput(d: dict, m: dict, wl: Workload, flip: dict | None, bench: BenchEv
                   wording.throughput(d, m, wl, flip, policy, bench, inside_error), bench.detail)
 
 
-def task_type(wl: Workload, training: TrainingEvidence | None, policy: ChoicePolicy) -> dict:
-    """The seeds' prior (knowledge + multilingual vs reasoning share of the mix); with a training comparison, the
-    per-domain validation loss gap weighted by the mix (a gap under policy.loss_gap_nats leaves the prior)."""
+# Which pair answers which probe set: the seeds' claims (seed 000, "Better for reasoning. At equal total
+# parameters, dense models outperform MoEs on math, logic, and code" and "MoEs dominate trivia, natural questions,
+# and multilingual benchmarks at equal training cost"; equal training cost on the same tokens is equal active
+# parameters). A set whose claimed pair was not scored is read from the other pair.
+CLAIM_PAIR = {"knowledge": "iso_active", "reasoning": "iso_total"}
+PRIOR_SIGN = {"knowledge": 1, "reasoning": -1}  # the seeds' prior: MoE for knowledge, dense for reasoning
+SIGN = {"moe": 1, "dense": -1}
+
+
+def task_type(wl: Workload, evidence: Evidence, policy: ChoicePolicy) -> dict:
+    """The seeds' prior (knowledge + multilingual vs reasoning share of the mix); with the study's task-type
+    probes, the measured accuracy per probe set where it is evidence; without them, the per-domain validation
+    loss of the training comparison (a loss, labelled as such)."""
     mix = wl.task_mix
     lean = knowledge_share(mix) - mix["reasoning"]
     numbers = {f"{k}_share": round(v, 3) for k, v in mix.items()} | {"knowledge_multilingual_minus_reasoning":
                                                                       round(lean, 3)}
     prior = favour(lean, policy.margin)
+    if evidence.task_type is not None:
+        return _task_accuracy(wl, evidence.task_type, numbers, prior, policy)
+    training = evidence.training
     if training is None or not training.dense.final_val or not training.moe.final_val:
-        return factor("task_type", prior, numbers, BASIS_PRIOR, wording.task_prior(mix) + ".")
+        return factor("task_type", prior, numbers | {"measured": None}, BASIS_PRIOR, wording.task_prior(mix) + ".")
+    return _task_loss(wl, training, numbers, prior, policy)
+
+
+def _task_accuracy(wl: Workload, task: TaskTypeEvidence, numbers: dict, prior: str, policy: ChoicePolicy) -> dict:
+    """Each probe set's comparison (CLAIM_PAIR) casts the mix share of that set: +1 MoE / -1 dense where the
+    difference's interval excludes 0 (evidence.Comparison.verdict), the seeds' prior sign where it does not or
+    both models sit at the floor."""
+    mix = wl.task_mix
+    shares = {"knowledge": knowledge_share(mix), "reasoning": mix["reasoning"]}
+    used = {}
+    for item_set, pair in CLAIM_PAIR.items():
+        other = next(p for p in PAIRS if p != pair)
+        c = task.get(pair, item_set) or task.get(other, item_set)
+        if c is not None:
+            used[item_set] = c
+    decisive = [s for s, c in used.items() if c.verdict in SIGN and shares[s] > 0]
+    lean = sum(share * (SIGN[used[s].verdict] if s in decisive else PRIOR_SIGN[s]) for s, share in shares.items())
+    numbers.update(measured="exact-match accuracy", task_lean=round(lean, 3), measured_sets=decisive,
+                   measured_accuracy=[c.to_dict() | {"used": used.get(c.set) is c} for c in task.comparisons],
+                   floor_warnings=list(task.floor_warnings))
+    if not decisive:
+        return factor("task_type", prior, numbers, BASIS_PRIOR, wording.task_accuracy(task, used, mix, decisive, lean))
+    return factor("task_type", favour(lean, policy.margin), numbers, task.basis,
+                  wording.task_accuracy(task, used, mix, decisive, lean), task.detail)
+
+
+def _task_loss(wl: Workload, training: TrainingEvidence, numbers: dict, prior: str, policy: ChoicePolicy) -> dict:
+    """The per-domain validation loss gap weighted by the mix (under policy.loss_gap_nats the prior decides)."""
+    mix = wl.task_mix
     dense, moe = training.dense, training.moe
     weighted, per_domain, weight = 0.0, {}, 0.0
     for domain, dl in dense.final_val.items():
@@ -99,16 +143,15 @@ def task_type(wl: Workload, training: TrainingEvidence | None, policy: ChoicePol
         weighted += share * (dl - ml)
         weight += share
     delta = weighted / weight if weight else 0.0
-    numbers.update(measured_val_loss=per_domain, measured_weighted_loss_gap=round(delta, 4),
-                   dense_model=dense.name, moe_model=moe.name)
+    numbers.update(measured="validation loss", measured_val_loss=per_domain,
+                   measured_weighted_loss_gap=round(delta, 4), dense_model=dense.name, moe_model=moe.name)
     gap = policy.loss_gap_nats
     favours = "moe" if delta > gap else "dense" if delta < -gap else prior
-    basis, detail = training.basis, training.detail
     prior_decides = favours == prior and abs(delta) <= gap
     why = wording.task_loss(training, per_domain, delta, mix, gap if prior_decides else None)
     if prior_decides:
-        basis, detail = BASIS_PRIOR, ""
-    return factor("task_type", favours, numbers, basis, why, detail)
+        return factor("task_type", favours, numbers, BASIS_PRIOR, why)
+    return factor("task_type", favours, numbers, training.basis, why, training.detail)
 
 
 def training(d: dict, m: dict, wl: Workload, measured: TrainingEvidence | None, policy: ChoicePolicy) -> dict:
@@ -158,7 +201,7 @@ def factor_table(d: dict, m: dict, wl: Workload, flip: dict | None, evidence: Ev
                  policy: ChoicePolicy = POLICY) -> list[dict]:
     """Every row of FACTORS, in order, for the best dense `d` against the best MoE `m` (candidates.assess)."""
     return [vram(d, m, wl, policy), throughput(d, m, wl, flip, evidence.bench, policy),
-            task_type(wl, evidence.training, policy), training(d, m, wl, evidence.training, policy),
+            task_type(wl, evidence, policy), training(d, m, wl, evidence.training, policy),
             scale(d, m, policy), stability(wl)]
 
 

@@ -4,8 +4,9 @@ the nearest value on each side that changes it; plus the batch at which the mode
 the best dense and the best MoE flips.
 
 The values tried are the candidates' own figures (and a hair either side of each), so a threshold sits exactly
-at a candidate's footprint, latency or throughput. Each row: {input, direction ("below"/"above"/None), threshold,
-from, to, text}; `from`/`to` are wording.label phrases.
+at a candidate's footprint (or a dense and a MoE replica together, for a hybrid), latency or throughput.
+Each row: {input, direction ("below"/"above"/None), threshold, from, to, text}; `from`/`to` are wording.label
+phrases.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ def _input_flips(ctx: Context, base: dict) -> list[dict]:
     wl, cands, eps = ctx.wl, base["candidates"], 1e-6
     lat = sorted({c["latency_ms"] for c in cands} | {round(d["step_seconds"] * ctx.tail.ratio * 1e3, 3)
                                                      for f in ctx.figures for d in f["deployments"]})
-    mem = sorted({c["memory_gb"] for c in cands} | {gb(d["memory_bytes"]) for f in ctx.figures
-                                                     for d in f["deployments"]})
+    pairs = {round(a["memory_gb"] + b["memory_gb"], 2) for a in cands for b in cands  # a hybrid's two replicas
+             if a["kind"] == "dense" and b["kind"] == "moe"}
+    mem = sorted({c["memory_gb"] for c in cands} | pairs | {gb(d["memory_bytes"]) for f in ctx.figures
+                                                             for d in f["deployments"]})
     floors = sorted({c["dense_equivalent_b"] for c in cands} | {0.0})
     found = (_scan(ctx, base, "latency_p99_ms", wl.latency_p99_ms, [v - eps for v in lat] + lat,
                    lambda v: replace(wl, latency_p99_ms=v))

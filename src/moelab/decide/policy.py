@@ -7,8 +7,11 @@ The rule (the order matters; the first that applies decides):
    - "route": the modelled throughput winner flips inside the workload's batch sweep and |vote| <= route_vote_max
      (small batches to one model, large to the other);
    - "cascade": |vote| <= cascade_vote_max on a mix with reasoning >= cascade_reasoning_min and knowledge +
-     multilingual >= cascade_knowledge_min: the cheaper model answers first and escalates to the other
-     (seed 001, "Strategy 3: Cascade");
+     multilingual >= cascade_knowledge_min, and the dense is the cheaper per token: the dense answers first and
+     escalates what it is unsure of to the MoE (seed 001, "Strategy 3: Cascade"; moelab hybrid measures that
+     order), which saves money only when the model answering first is the cheaper one;
+   a hybrid also needs one replica of each to fit the workload's GPUs and memory budget together
+   (candidates.fleet_fits);
    - "vote": otherwise the sign of the vote (+ MoE, - dense), a tie to the cheaper.
 2. One kind feasible: that kind ("only_feasible"), except "backbone_head" when every MoE that fails fails on
    memory alone and knowledge + multilingual >= backbone_knowledge_min (MoE capacity where knowledge lives).
@@ -18,6 +21,8 @@ The rule (the order matters; the first that applies decides):
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from moelab.decide.candidates import fleet_fits
 
 CHOICES = ("dense", "moe", "hybrid: dense backbone + MoE head", "hybrid: route between dense and MoE",
            "hybrid: cascade")
@@ -75,8 +80,8 @@ POLICY = ChoicePolicy()
 class Choice:
     """What the rule picked: `choice` (one of CHOICES), the `rule` that picked it (one of RULES), the candidate
     `pick` for a single model (`second`: the best of the other kind, or the MoE a dense backbone stands in for),
-    `first` and `second` for a hybrid ("route": the dense and the MoE; "cascade": the model answering first and
-    the one it escalates to), and whether it meets every constraint."""
+    `first` and `second` for a hybrid (the dense and the MoE; a cascade's dense answers first), and whether it
+    meets every constraint."""
 
     choice: str
     rule: str
@@ -118,11 +123,13 @@ def choose(cands: list[dict], vote: int, flip: dict | None, wl, policy: ChoicePo
     knowledge = knowledge_share(mix)
     if dense_ok and moe_ok:
         cheaper = moe_ok if moe_ok["usd_per_million_tokens"] <= dense_ok["usd_per_million_tokens"] else dense_ok
-        if flip and min(wl.batches) < flip["batch"] <= max(wl.batches) and abs(vote) <= policy.route_vote_max:
+        both = fleet_fits(dense_ok, moe_ok, wl)
+        if (both and flip and min(wl.batches) < flip["batch"] <= max(wl.batches)
+                and abs(vote) <= policy.route_vote_max):
             return Choice(CHOICES[3], "route", first=dense_ok, second=moe_ok)
-        if (abs(vote) <= policy.cascade_vote_max and mix["reasoning"] >= policy.cascade_reasoning_min
-                and knowledge >= policy.cascade_knowledge_min):
-            return Choice(CHOICES[4], "cascade", first=cheaper, second=dense_ok if cheaper is moe_ok else moe_ok)
+        if (both and abs(vote) <= policy.cascade_vote_max and mix["reasoning"] >= policy.cascade_reasoning_min
+                and knowledge >= policy.cascade_knowledge_min and cheaper is dense_ok):
+            return Choice(CHOICES[4], "cascade", first=dense_ok, second=moe_ok)
         pick = moe_ok if vote > 0 else dense_ok if vote < 0 else cheaper
         return Choice(pick["kind"], "vote", pick=pick, second=dense_ok if pick is moe_ok else moe_ok)
     if dense_ok or moe_ok:

@@ -5,7 +5,15 @@ words what candidates, factors, policy and flips computed, citing their numbers.
 
 from __future__ import annotations
 
-from moelab.decide.evidence import BASIS_TINY, BenchEvidence, Tail, TrainingEvidence
+from moelab.decide.evidence import (
+    BASIS_TINY,
+    Accuracy,
+    BenchEvidence,
+    Comparison,
+    Tail,
+    TaskTypeEvidence,
+    TrainingEvidence,
+)
 from moelab.decide.policy import Choice, ChoicePolicy, knowledge_share
 from moelab.decide.workload import Workload
 from moelab.train.clocks import training_seconds
@@ -133,12 +141,49 @@ def task_loss(training: TrainingEvidence, per_domain: dict, delta: float, mix: d
               prior_within: float | None) -> str:
     """The per-domain validation loss fallback; `prior_within`: the gap under which the prior decided."""
     losses = ", ".join(f"{k} {v['dense']:.2f}→{v['moe']:.2f}" for k, v in per_domain.items())
-    why = (f"measured {_where(training.basis)} ({training.detail}), validation loss {training.dense.name} → "
-           f"{training.moe.name}: {losses}; weighted by the task mix the MoE is {delta:+.3f} nats better; prior: "
-           f"{task_prior(mix)}.")
+    why = (f"measured {_where(training.basis)} ({training.detail}), validation loss (a loss, not an accuracy: no "
+           f"task-type probes in this study) {training.dense.name} → {training.moe.name}: {losses}; weighted by the "
+           f"task mix the MoE is {delta:+.3f} nats better; prior: {task_prior(mix)}.")
     if prior_within is not None:
         why += f" The measured gap is within {prior_within:g} nats, so the prior decides."
     return why
+
+
+def _pct(a: Accuracy) -> str:
+    return f"{a.accuracy:.0%} [{a.ci_low:.0%}-{a.ci_high:.0%}]"
+
+
+VERDICT_WORDS = {"moe": "MoE ahead by {gap:+.0%} [{lo:+.0%}, {hi:+.0%}]",
+                 "dense": "dense ahead, MoE {gap:+.0%} [{lo:+.0%}, {hi:+.0%}]",
+                 "inside_ci": "MoE {gap:+.0%} [{lo:+.0%}, {hi:+.0%}], inside the interval: not evidence",
+                 "floor": "both at the floor (chance {chance:.0%}), not evidence"}
+
+
+def task_accuracy(task: TaskTypeEvidence, used: dict[str, Comparison], mix: dict[str, float], decisive: list[str],
+                  lean: float) -> str:
+    """The probe accuracies behind the task-type row: per probe set, the pair read, both models' accuracy with
+    interval and n, the difference with its interval, and whether it is evidence."""
+    parts = []
+    for item_set, c in used.items():
+        gap, lo, hi = c.difference
+        verdict = VERDICT_WORDS[c.verdict].format(chance=max(c.dense_score.chance, c.moe_score.chance), gap=gap,
+                                                  lo=lo, hi=hi)
+        if c.verdict in ("moe", "dense") and item_set not in decisive:
+            verdict += " (not in the mix)"
+        elif item_set not in decisive:
+            verdict += f" (prior: {'MoE' if item_set == 'knowledge' else 'dense'})"
+        parts.append(f"{item_set}, {c.pair.replace('_', '-')} {c.dense} {_pct(c.dense_score)} vs {c.moe} "
+                     f"{_pct(c.moe_score)} (n {c.dense_score.n}/{c.moe_score.n}): {verdict}")
+    where = "measured at tiny scale" if task.basis == BASIS_TINY else "measured"
+    why = f"{where} ({task.detail}): {'; '.join(parts)}"
+    if decisive:
+        why += (f"; weighted by the mix (knowledge + multilingual {knowledge_share(mix):.0%}, reasoning "
+                f"{mix['reasoning']:.0%}, the prior where nothing was measured): {lean:+.2f}")
+    else:
+        why += f"; nothing measured is evidence for this mix, so the prior decides: {task_prior(mix)}"
+    if task.floor_warnings:
+        why += f"; floor warning: {'; '.join(task.floor_warnings)}"
+    return why + "."
 
 
 def training_modelled(d: dict, m: dict, wl: Workload) -> str:
@@ -222,6 +267,38 @@ def reason(ch: Choice, wl: Workload, vote: int, flip: dict | None, word: str, po
                 f"(${pick['usd_per_million_tokens']:.2f}/Mtok; {clauses}){why_not}.")
     return (f"no candidate meets every constraint; {pick['name']} comes closest, failing on "
             f"{', '.join(pick['violations'])} ({clauses}).")
+
+
+def hybrid(h: dict) -> str:
+    """The hybrid's fleet (candidates.fleet) and the measured curve it takes its escalation rate from."""
+    e = h["escalation_rate"]
+    first = "cascade: the dense answers every query" if h["policy"] == "cascade" else "route: each query to one"
+    fit = "fits" if h["fits"] else "DOES NOT FIT"
+    out = (f" Both deployed ({first}; modelled): one replica each, {h['gpus']} of {h['gpus_available']} GPUs, "
+           f"{h['memory_gb']:.0f} GB vs budget {h['memory_budget_gb']:.0f} GB, {fit}; ")
+    if e is None:
+        out += (f"$ per Mtok = {h['formula']} with e the share of queries the MoE answers (not measured: no "
+                f"hybrid in the evidence)")
+        if h["breakeven_escalation_rate"] is not None:
+            out += f"; it costs as much as the MoE alone at e = {h['breakeven_escalation_rate']:.0%}"
+    else:
+        out += (f"${h['usd_per_million_tokens']:.2f}/Mtok at the measured escalation rate {e:.0%} ({h['formula']}: "
+                f"dense ${h['dense_usd_per_mtok']:.2f}, MoE ${h['moe_usd_per_mtok']:.2f})")
+    m = h.get("measured")
+    if m:
+        def one(p: dict) -> str:
+            return (f"{p['accuracy']:.0%} [{p['ci_low']:.0%}-{p['ci_high']:.0%}]"
+                    + (f", {p['flops_per_query']:.3g} FLOPs/query" if p.get("flops_per_query") is not None else "")
+                    + (f", {p['latency_s_mean'] * 1e3:.1f} ms/query" if p.get("latency_s_mean") is not None else ""))
+
+        out += (f". Measured ({m['basis']}, engine {m['engine']}, {m['items']} items): {m['dense']['name']} alone "
+                f"{one(m['dense'])}; {m['moe']['name']} alone {one(m['moe'])}")
+        for policy in ("cascade", "route"):
+            p = m.get(policy)
+            if p:
+                at = "" if p["threshold"] is None else f" at threshold {p['threshold']:g}"
+                out += f"; best {policy}{at} {one(p)}, the MoE answering {p['escalation_rate']:.0%}"
+    return out + "."
 
 
 # --- the flips -------------------------------------------------------------------------------------------------
