@@ -188,10 +188,13 @@ def test_an_older_study_without_serving_renders(report_dir, study, served_study)
     assert not (report_dir / "served_latency.csv").exists()
     old = json.loads((report_dir / "summary.json").read_text())["key_figures"]
     assert old["served_skipped"] == "no serving stage in this study"
-    # the served keys are added beside the existing ones, which do not change
+    # the served keys are added beside the existing ones, which do not change (but the seeds' claims table, which
+    # reads the served figures as evidence)
     new = key_figures(served_study)
-    assert {k: v for k, v in new.items() if not k.startswith("served_")} == \
-        {k: v for k, v in key_figures(study).items() if not k.startswith("served_")}
+    apart = ("served_", "claims_")
+    assert {k: v for k, v in new.items() if not k.startswith(apart)} == \
+        {k: v for k, v in key_figures(study).items() if not k.startswith(apart)}
+    assert new["claims_verdicts"] != key_figures(study)["claims_verdicts"]
     assert "model_usd_per_mtok" in new and "measured_decode_median_abs_rel_error" in new
 
 

@@ -2,9 +2,10 @@
 a CSV of every table, written into one folder.
 
 The page follows the seeds' method: objective -> resources -> workload -> scale (frontier economics) ->
-prototype (training) -> benchmark (measured vs predicted) -> served with vLLM (measured TTFT, TPOT, throughput)
--> decision. Every figure and table says whether its numbers were measured on this machine, modelled by the
-engine, or are priors; parts a study did not run are shown as "not run", never as an error.
+prototype (training) -> task type (probe accuracy) -> benchmark (measured vs predicted) -> served with vLLM
+(measured TTFT, TPOT, throughput) -> hybrid serving -> scaling across processes -> mitigations -> scaling laws ->
+the seeds' claims -> decision. Every figure and table says whether its numbers were measured on this machine,
+modelled by the engine, or are priors; parts a study did not run are shown as "not run", never as an error.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import csv
 import html
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +197,27 @@ def key_figures(study: dict) -> dict:
     out.update(served_figures(study.get("serving") if "serving" in study else None))
     out.update(scaling_figures(study.get("scaling")))
     out.update(mitigation_figures(study.get("mitigations")))
+    for name in SECTION_MODULES:
+        try:
+            out.update(_section_module(name).figures(study))
+        except Exception:  # noqa: BLE001 - a broken part must not take the summary down; its section says why
+            continue
     return out
+
+
+# Sections with a module of their own (moelab.report.<name>: section(study, page) -> HTML, figures(study) -> the
+# key figures for summary.json), imported when the report is written.
+SECTION_MODULES = ("task_type_section", "hybrid_section", "laws_section", "claims_section")
+
+
+def _section_module(name: str):
+    import importlib
+
+    return importlib.import_module(f"moelab.report.{name}")
+
+
+def _external(name: str) -> Callable[[dict, _Page], str]:
+    return lambda study, page: _section_module(name).section(study, page)
 
 
 def mitigation_figures(mitigations: dict | None) -> dict:
@@ -979,12 +1001,19 @@ def render(study: dict) -> tuple[str, _Page]:
          "picture serving teams decide from (modelled, not measured).", _serving_frontier),
         ("prototype", "Prototype: training", "Both kinds built and trained here at tiny scale on the same data, "
          "budget and schedule: what the FLOP advantage and the routing look like for real.", _prototype),
+        ("task_type", "Task type: knowledge and reasoning, measured", "What the seeds say decides between the "
+         "kinds by task: exact-match accuracy on held-out facts questions and on a ladder of arithmetic problems, "
+         "for the iso-active and the iso-total pair, with intervals and item counts.", _external("task_type_section")),
         ("benchmark", "Benchmark: measured vs predicted", "The engine held against a stopwatch on this machine: "
          "every prediction beside its measurement, with its error.", _benchmark),
         ("served", "Served with vLLM: measured latency and throughput", "The trained dense and MoE prototypes "
          "served by a real engine (vLLM, on this machine's CPU) at each concurrency, timed as vLLM's own benchmark "
          "defines TTFT, TPOT and end-to-end latency: the seeds' latency and throughput tables, measured, beside the "
          "engine's modelled means.", _served),
+        ("hybrid", "Hybrid serving: routed and cascaded, measured", "The dense and MoE prototypes served "
+         "together: a router that picks one model per query before generating, and a cascade where the MoE takes "
+         "what the dense model answers with low confidence; accuracy against measured latency and FLOPs per query "
+         "at each threshold.", _external("hybrid_section")),
         ("scaling", "Scaling across processes: the multi-GPU table, measured", "Both kinds trained again in 1, 2 "
          "and 4 torchrun processes (the MoE expert-parallel, its tokens exchanged by all-to-all every MoE layer): "
          "speedup, efficiency and the all-to-all share, beside the engine's prediction and the seeds' GPU "
@@ -993,6 +1022,11 @@ def render(study: dict) -> tuple[str, _Page]:
          "MoE affordable, done for real to the trained MoE and measured here: memory held, the loss they cost per "
          "domain (rare domains apart) and the decode step; upcycling the dense model against training on; and the "
          "engine's price of each for frontier models on GPUs.", _mitigations),
+        ("laws", "Scaling laws: loss against compute, fitted", "A sweep of model sizes of both kinds on one data "
+         "order and token budget, the power laws the seeds state fitted to it, and the largest size predicted from "
+         "the others.", _external("laws_section")),
+        ("claims", "The seeds' claims, checked", "Every checkable number in the two analyses this study follows, "
+         "beside what moelab computes or measures for the same setting, and a verdict.", _external("claims_section")),
         ("decision", "Decision", "Hard constraints, cost per token at the workload's batch, then the seeds' soft "
          "factors; and the concrete thresholds that would change the answer.", _decision),
     ]
@@ -1047,6 +1081,6 @@ def write_report(study: dict, out_dir: Path) -> Path:
                "recommendation": dec.get("recommendation"), "key_figures": key_figures(study),
                "flips": dec.get("flips") or [], "factors": [{k: f[k] for k in ("factor", "favours", "basis")}
                                                             for f in dec.get("factors") or []],
-               "figures": page.figures, "files": files}
+               "claims": study.get("claims") or [], "figures": page.figures, "files": files}
     (out_dir / "summary.json").write_text(jsonout.dumps(summary, indent=2, default=str) + "\n")
     return report

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-# The dense model and its two MoE counterparts (moelab.train.presets): iso-active, and fine-grained + shared.
-PAIRS = {"dense": "tiny-dense", "moe": "tiny-moe", "moe_fine": "tiny-moe-fine"}
+# The dense model and its two MoE counterparts (moelab.train.presets): iso-active, and fine-grained + shared;
+# and the wide dense model, iso-total with tiny-moe (the task-type probes' second pair).
+PAIRS = {"dense": "tiny-dense", "moe": "tiny-moe", "moe_fine": "tiny-moe-fine", "dense_wide": "tiny-dense-wide"}
+# The study's corpus (moelab.data.corpus.CORPORA): the default four domains and the facts the knowledge probe asks.
+CORPUS = "study"
 
 # The frontier pairs the seeds discuss: (dense, MoE).
 FRONTIER_PAIRS = (("mistral-7b", "mixtral-8x7b"), ("llama-3-70b", "mixtral-8x7b"), ("llama-3-70b", "deepseek-v3"),

@@ -1,13 +1,18 @@
 """Run the default (or a workload's) study end to end and write the report.
 
-Stages, in the seeds' order: prototype both kinds (train a dense model, an iso-active MoE and a fine-grained +
-shared MoE on the default corpus, same data order and budget), calibrate this machine and benchmark the trained
-models beside the engine's predictions (in a fresh process), serve the dense and MoE models with vLLM at each
-concurrency (when the serving environment is there; not with --quick), train both kinds again in 1, 2 (and 4)
-torchrun processes for the seeds' multi-GPU scaling table and all-to-all share (moelab.study.scaling), prune,
-quantize, offload and upcycle the trained models and measure what each costs (moelab.study.mitigations), model
-the frontier pairs on the workload's GPU (static-batch economics, and each model's interactivity-throughput
-frontier over plans and concurrencies), decide, report.
+Stages, in the seeds' order:
+- prototype both kinds: train a dense model, an iso-active MoE, a fine-grained + shared MoE and an iso-total wide
+  dense model on the study corpus (the default one and a facts domain), same data order and budget;
+- calibrate this machine and benchmark the trained models beside the engine's predictions (in a fresh process);
+- probe their task-type quality: knowledge and reasoning accuracy by exact match (moelab.study.task_type);
+- serve the dense and MoE models with vLLM at each concurrency (when the serving environment is there; not with
+  --quick), and serve them as hybrids: routed and cascaded, a cost-quality curve (moelab.study.hybrid);
+- train both kinds again in 1, 2 (and 4) torchrun processes for the seeds' multi-GPU scaling table and
+  all-to-all share (moelab.study.scaling);
+- prune, quantize, offload and upcycle the trained models and measure what each costs (moelab.study.mitigations);
+- sweep model sizes of both kinds and fit the scaling laws the seeds state (moelab.study.laws);
+- model the frontier pairs on the workload's GPU (static-batch economics, and each model's interactivity-
+  throughput frontier over plans and concurrencies), decide, check the seeds' numeric claims, report.
 Every stage's output lands in one `study` dict (DIR/study.json), which `moelab.report` renders.
 """
 
@@ -26,25 +31,29 @@ from pathlib import Path
 from moelab import jsonout
 from moelab.decide.workload import Workload, default_workload
 from moelab.errors import MoelabError
+from moelab.study.hybrid import hybrid_stage
+from moelab.study.laws import laws_stage
 from moelab.study.mitigations import mitigations_stage
-from moelab.study.plan import FRONTIER_BATCHES, FRONTIER_PAIRS, PAIRS, SERVED, StudyPlan
+from moelab.study.plan import CORPUS, FRONTIER_BATCHES, FRONTIER_PAIRS, PAIRS, SERVED, StudyPlan
 from moelab.study.scaling import scaling_stage
+from moelab.study.task_type import task_type_stage
 
 Log = Callable[[str], None]
 CHILD_STOP_S = 30.0  # an interrupted child's time to stop its own children (serve-bench: 2 x 10 s of grace)
 
 
 def train_stage(runs: Path, plan: StudyPlan, progress: bool, log: Log) -> dict:
-    """Train the three models on one budget, the dense model first: the target loss is its final validation
-    loss, so `to_target` answers "how soon does each MoE reach what dense reached with the whole budget?"."""
+    """Train the four models on one budget and the study corpus, the dense model first: the target loss is its
+    final validation loss, so `to_target` answers "how soon does each MoE reach what dense reached with the whole
+    budget?". tiny-dense-wide (iso-total with tiny-moe) is there for the task-type probes' second pair."""
     from moelab.train.compare import train_compare
     from moelab.train.config import TrainConfig
     from moelab.train.presets import load_train_spec
 
     cfg = TrainConfig(steps=plan.steps, batch_size=plan.batch_size, seq_len=plan.seq_len, eval_every=plan.eval_every,
                       eval_tokens=plan.eval_tokens, ckpt_every=plan.steps, warmup=max(1, plan.steps // 10),
-                      max_bytes_per_domain=plan.max_bytes_per_domain)
-    names = [PAIRS["dense"], PAIRS["moe"], PAIRS["moe_fine"]]
+                      max_bytes_per_domain=plan.max_bytes_per_domain, corpus=CORPUS)
+    names = [PAIRS["dense"], PAIRS["moe"], PAIRS["moe_fine"], PAIRS["dense_wide"]]
     result = train_compare([load_train_spec(n) for n in names], cfg, runs, target_loss=None, progress=progress,
                            log=log)
     return {**result, "target_rule": f"the final mean validation loss of {PAIRS['dense']} after the whole budget",
@@ -181,6 +190,7 @@ def machine() -> dict:
 def run_study(out: Path, workload: Workload | None = None, quick: bool = False, progress: bool = True,
               log: Log = print) -> dict:
     """Run every stage into `out` (runs/, study.json, report.html, summary.json, CSVs); returns the study."""
+    from moelab.claims import claims_table
     from moelab.data.cache import atomic_write_text, check_writable_dir
     from moelab.decide.recommend import recommend
     from moelab.report import write_report
@@ -206,15 +216,20 @@ def run_study(out: Path, workload: Workload | None = None, quick: bool = False, 
     recommend(wl)
     training = stage("train", lambda: train_stage(out / "runs", plan, progress, log))
     calibration, bench = stage("calibrate and bench", lambda: measure_stage(out, plan, log))
+    task_type = stage("task-type probes", lambda: task_type_stage(out, plan, log))
     serving = stage("serve with vLLM", lambda: serve_stage(out, plan, log))
+    hybrid = stage("hybrid serving", lambda: hybrid_stage(out, plan, log))
     scaling = stage("scale across processes", lambda: scaling_stage(out, plan, out / "hardware.json", log))
     mitigations = stage("mitigations", lambda: mitigations_stage(out, plan, out / "hardware.json", log))
-    decision = stage("decide", lambda: recommend(wl, {"training": training, "bench": bench}))
+    laws = stage("scaling laws", lambda: laws_stage(out, plan, log))
+    decision = stage("decide", lambda: recommend(wl, {"training": training, "bench": bench, "task_type": task_type,
+                                                      "hybrid": hybrid}))
     study = {"version": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
              "quick": quick, "plan": plan.to_dict(), "machine": machine(), "workload": wl.to_dict(),
-             "training": training, "calibration": calibration, "bench": bench, "serving": serving,
-             "scaling": scaling, "mitigations": mitigations, "frontier": frontier,
-             "decision": decision, "stage_seconds": stage_seconds}
+             "training": training, "calibration": calibration, "bench": bench, "task_type": task_type,
+             "serving": serving, "hybrid": hybrid, "scaling": scaling, "mitigations": mitigations, "laws": laws,
+             "frontier": frontier, "decision": decision, "stage_seconds": stage_seconds}
+    study["claims"] = stage("check the seeds' claims", lambda: claims_table(study))
     study["wall_seconds"] = round(time.perf_counter() - started, 2)
     t0 = time.perf_counter()
     write_report(study, out)

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from moelab.errors import MoelabError
-from moelab.study.plan import PAIRS, StudyPlan
+from moelab.study.plan import CORPUS, PAIRS, StudyPlan
 
 # Seeds 001 ("Multi-GPU Scaling", speedup vs a single GPU): GPUs -> (dense 7B, MoE 56B with K=2).
 SEEDS_SPEEDUP = {1: (1.0, 1.0), 2: (1.92, 1.89), 4: (3.76, 3.68), 8: (7.21, 6.84), 16: (13.84, 12.15)}
@@ -50,7 +50,7 @@ def _run(out: Path, kind: str, ranks: int, plan: StudyPlan, hardware: Path | Non
             "--steps", str(plan.scaling_steps), "--batch-size", str(plan.scaling_batch * ranks),
             "--seq-len", str(plan.seq_len), "--eval-every", str(plan.scaling_steps), "--eval-tokens", "256",
             "--ckpt-every", str(plan.scaling_steps), "--max-bytes-per-domain", str(plan.max_bytes_per_domain),
-            "--no-progress", "--json"] + (["--ep", str(ep)] if ep > 1 else []) + (
+            "--corpus", CORPUS, "--no-progress", "--json"] + (["--ep", str(ep)] if ep > 1 else []) + (
             ["--hardware", str(hardware)] if hardware else [])
     log(f"study: scaling: {PAIRS[kind]} on {ranks} process(es){f' (--ep {ep})' if ep > 1 else ''}")
     done = torchrun(ranks, args, timeout=plan.scaling_timeout_s, env={"MOELAB_DIST_TIMEOUT": "120"}, threads=1)
