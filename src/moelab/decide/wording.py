@@ -291,8 +291,8 @@ def hybrid(h: dict) -> str:
                     + (f", {p['flops_per_query']:.3g} FLOPs/query" if p.get("flops_per_query") is not None else "")
                     + (f", {p['latency_s_mean'] * 1e3:.1f} ms/query" if p.get("latency_s_mean") is not None else ""))
 
-        out += (f". Measured ({m['basis']}, engine {m['engine']}, {m['items']} items): {m['dense']['name']} alone "
-                f"{one(m['dense'])}; {m['moe']['name']} alone {one(m['moe'])}")
+        out += (f". {m['basis'][:1].upper()}{m['basis'][1:]} (engine {m['engine']}, {m['items']} items): "
+                f"{m['dense']['name']} alone {one(m['dense'])}; {m['moe']['name']} alone {one(m['moe'])}")
         for policy in ("cascade", "route"):
             p = m.get(policy)
             if p:
