@@ -157,3 +157,17 @@ def test_sweep_fit_needs_three_points_per_kind():
         fit_sweep({"rows": rows})
     three = fit_sweep({"rows": _rows("dense", SIZES[:3], lambda c, _: law(c))})["fits"]["dense"]
     assert three["holdout"] is None and three["points"] == 3 and "none held out" in three["holdout_note"]
+
+
+def test_expert_axis_alone_is_the_slope_in_experts_at_fixed_compute():
+    pure = lambda c, e: float(40 * (c * e) ** -0.084)  # noqa: E731 - the seeds' form, exactly
+    rows = _rows("moe", SIZES, pure, experts=8)
+    for n in (4, 16):
+        rows += [dict(r, name=f"moe-2M-e{n}", axis="experts", experts=n, final_val=pure(r["compute"], n))
+                 for r in _rows("moe", [2_000_000], pure, experts=n)]
+    m = fit_sweep({"rows": rows})["fits"]["moe_experts"]
+    only = m["expert_axis_only"]
+    assert only["size"] == 2_000_000 and only["experts"] == [4, 8, 16] and only["points"] == 3
+    assert only["beta"] == pytest.approx(0.084, rel=1e-9) and m["pure"]["beta"] == pytest.approx(0.084, rel=1e-9)
+    rows = [r for r in rows if r["experts"] != 16]  # two counts at one size: no slope of its own
+    assert fit_sweep({"rows": rows})["fits"]["moe_experts"]["expert_axis_only"] is None

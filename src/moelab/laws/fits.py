@@ -110,6 +110,21 @@ def _fit(rows: list[dict], x_of, label: str, exponent: str, form: str, x_text: s
                       "compute": r["compute"], "final_val": r["final_val"], "held_out": r is held} for r in rows]}
 
 
+def _expert_axis(moe: list[dict]) -> dict | None:
+    """The expert axis alone: at the one size with the most expert counts (at least 3), loss against the count E
+    at fixed C in log-log. The seeds' (C*E)^-beta form says this slope equals the size axis' (C at fixed E)."""
+    by_size: dict[int, dict[int, float]] = {}
+    for r in moe:
+        by_size.setdefault(r["size"], {})[r["experts"]] = r["final_val"]
+    size, losses = max(by_size.items(), key=lambda kv: (len(kv[1]), kv[0]))
+    if len(losses) < MIN_POINTS:
+        return None
+    counts = sorted(losses)
+    pure = fit_pure_power_law(counts, [losses[n] for n in counts])
+    return {"size": size, "experts": counts, "losses": [losses[n] for n in counts], "beta": pure["alpha"],
+            "beta_ci": pure["alpha_ci"], "points": pure["n"], "form": "A*E^-beta at fixed C"}
+
+
 def fit_sweep(sweep: dict) -> dict:
     """Every fit the sweep's rows allow (see the module docstring); a kind with fewer than MIN_POINTS scored runs on
     the size axis is a MoelabError."""
@@ -127,8 +142,11 @@ def fit_sweep(sweep: dict) -> dict:
     if len({r["experts"] for r in moe}) >= 2:
         fits["moe_experts"] = _fit(moe, lambda r: r["compute"] * r["experts"], "moe over the expert axis", "beta",
                                    "E + A*(C*E)^-beta", "C*E: compute times routed experts")
+        fits["moe_experts"]["expert_axis_only"] = _expert_axis(moe)
     elif moe:
         notes.append("no expert axis (one expert count): sweep with --experts 4,8,16 for the seeds' (C*E)^-beta form")
+    if sweep.get("complete") is False:
+        notes.append(f"the sweep is not complete ({len(sweep['rows'])} runs so far): rerun moelab sweep to finish it")
     if unscored:
         notes.append(f"left out, no validation score: {', '.join(unscored)}")
     budgets = {r["tokens"] for r in rows}

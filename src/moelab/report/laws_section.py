@@ -46,6 +46,8 @@ def figures(study: dict) -> dict:
         out[f"laws_{name}_{key}_pure"] = pure.get(key)
         out[f"laws_{name}_{key}_pure_ci"] = pure.get(f"{key}_ci")
         out[f"laws_{name}_holdout_rel_error"] = hold.get("rel_error")
+    only = (_fits(study).get("moe_experts") or {}).get("expert_axis_only")
+    out["laws_expert_axis_only_beta"] = only.get("beta") if isinstance(only, dict) else None
     return out
 
 
@@ -149,6 +151,15 @@ def section(study: dict, page) -> str:
         "its 95% interval", "seeds' exponent (pure power law)", "held-out run", "predicted loss",
         "predicted over the interval", "measured loss", "prediction error"], rows, BASIS_TINY,
         "Fitted exponents beside the seeds' alpha (dense) and beta (MoE over C·E)", detail))
+    only = (fits.get("moe_experts") or {}).get("expert_axis_only")
+    if isinstance(only, dict) and isinstance(only.get("beta"), int | float):
+        pairs = ", ".join(f"{n} experts {v:.3f}" for n, v in zip(only.get("experts") or [], only.get("losses") or [],
+                                                                 strict=False))
+        text = (f"The expert axis alone (one size, {only.get('size')} non-embedding active parameters; compute "
+                f"fixed): {pairs}. Loss against E in log-log has slope -beta = {-only['beta']:.3g} (beta "
+                f"{_interval(only.get('beta_ci'))}); the seeds' (C*E)^-beta form says beta here equals the exponent "
+                "along compute at a fixed expert count.")
+        out.append(f"<p>{_e(text)}</p>")
     runs = [r for r in sweep.get("rows") or [] if isinstance(r, dict)]
     if runs:
         out.append(page.table("laws_runs", [
