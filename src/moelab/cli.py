@@ -1611,6 +1611,11 @@ def fit_laws(
                       f"{h['predicted']:.4f}" if h else "-", f"{h['measured']:.4f}" if h else "-",
                       f"{h['rel_error']:+.2%}" if h else "-")
     console.print(table)
+    only = (result["fits"].get("moe_experts") or {}).get("expert_axis_only")
+    if only:
+        losses = ", ".join(f"E={n}: {v:.4f}" for n, v in zip(only["experts"], only["losses"], strict=True))
+        console.print(f"the expert axis alone at {fmt.count(only['size'])} active ({losses}): loss ~ E^-beta with beta "
+                      f"{only['beta']:.3g} [{only['beta_ci'][0]:.3g}, {only['beta_ci'][1]:.3g}]")
     for note in result["notes"]:
         console.print(note)
 
