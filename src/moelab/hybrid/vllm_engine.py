@@ -97,7 +97,15 @@ class VllmEngine:
         body = load.completion_request(self.name, ids, self.max_new_tokens, stream=False)
         body.update(ignore_eos=False, stop=[self.stop], logprobs=1, return_token_ids=True)
         t0 = time.perf_counter()
-        reply = load.post_sync(self.endpoint, body, REQUEST_TIMEOUT_S)
+        try:
+            reply = load.post_sync(self.endpoint, body, REQUEST_TIMEOUT_S)
+        except MoelabError:
+            if self.server is not None and not self.server.alive():  # the engine died: its log says why
+                from moelab.serve.server import log_tail, reason
+
+                log = self.server.log_path
+                raise MoelabError(f"vLLM serving {self.name} exited: {reason(log_tail(log))} (log: {log})") from None
+            raise
         seconds = time.perf_counter() - t0
         try:
             choice = reply["choices"][0]
