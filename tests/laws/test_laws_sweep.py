@@ -166,3 +166,21 @@ def test_bad_fit_input_is_one_line(swept, tmp_path, capsys):
     (tmp_path / "hostile" / "sweep.json").unlink()
     (tmp_path / "hostile" / "sweep.json").symlink_to("/dev/zero")
     _fails(capsys, ["fit-laws", str(tmp_path / "hostile")], "sweep.json")
+
+
+@pytest.mark.parametrize("meta", ['{"spec": [1], "config": {}, "summary": {}}', '{"spec": {}, "config": "x"}', "[1]",
+                                  "{broken", '{"a": 1, "a": 2}'])
+def test_a_hostile_run_folder_is_one_line(tmp_path, laws_corpus, capsys, meta):
+    final = tmp_path / "runs" / "dense-10k" / "final"
+    final.mkdir(parents=True)
+    (final / "meta.json").write_text(meta)
+    _fails(capsys, ["sweep", "--out", str(tmp_path), "--data", str(laws_corpus), *BASE, "--sizes", "10k,20k,40k",
+                    "--kinds", "dense"], "meta.json")
+
+
+def test_a_finished_run_of_another_model_is_refused(swept, tmp_path, laws_corpus, capsys):
+    import shutil
+
+    shutil.copytree(swept / "runs" / "dense-20k", tmp_path / "runs" / "dense-10k")  # another spec in its folder
+    _fails(capsys, ["sweep", "--out", str(tmp_path), "--data", str(laws_corpus), *BASE, "--sizes", "10k,20k,40k",
+                    "--kinds", "dense"], "another model or budget")

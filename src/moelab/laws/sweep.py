@@ -86,7 +86,7 @@ def _finished(folder: Path, point: GridPoint, cfg: TrainConfig) -> dict | None:
         same_spec = spec_from_dict(meta["spec"]) == point.spec
         same_cfg = TrainConfig.from_dict(meta["config"]) == cfg
         summary = meta["summary"]
-    except (MoelabError, KeyError, TypeError) as e:
+    except (MoelabError, KeyError, TypeError, AttributeError) as e:
         raise MoelabError(f"{meta_path}: not a run moelab wrote ({e}); remove {folder} to retrain it") from None
     if not (same_spec and same_cfg) or not isinstance(summary, dict):
         raise MoelabError(f"{folder} holds a finished run of another model or budget: sweep into another --out "
