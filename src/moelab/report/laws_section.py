@@ -156,9 +156,10 @@ def section(study: dict, page) -> str:
         pairs = ", ".join(f"{n} experts {v:.3f}" for n, v in zip(only.get("experts") or [], only.get("losses") or [],
                                                                  strict=False))
         text = (f"The expert axis alone (one size, {only.get('size')} non-embedding active parameters; compute "
-                f"fixed): {pairs}. Loss against E in log-log has slope -beta = {-only['beta']:.3g} (beta "
-                f"{_interval(only.get('beta_ci'))}); the seeds' (C*E)^-beta form says beta here equals the exponent "
-                "along compute at a fixed expert count.")
+                f"fixed): {pairs}. Loss against E in log-log has slope {-only['beta']:+.3g} (beta = "
+                f"{only['beta']:.3g}, 95% interval {_interval(only.get('beta_ci'))}; a positive slope: loss rose with "
+                "experts); the seeds' (C*E)^-beta form says beta here equals the exponent along compute at a fixed "
+                "expert count.")
         out.append(f"<p>{_e(text)}</p>")
     runs = [r for r in sweep.get("rows") or [] if isinstance(r, dict)]
     if runs:
