@@ -1447,7 +1447,7 @@ def probe(
     runs: Annotated[list[str], typer.Argument(help="Trained run folders (moelab train --out), one or more.")],
     per_level: Annotated[int, typer.Option("--per-level", min=1, max=10_000, help="Items per level: per attribute "
                                            "(knowledge, at most its held-out pairs) and per math level (reasoning; "
-                                           "level 1 has 100).")] = 40,
+                                           "levels 1 and 2 have 10 and 90).")] = 50,
     as_json: JsonFlag = False,
 ) -> None:
     """Exact-match accuracy of greedy answers on held-out questions: knowledge (facts of people whose biographies
@@ -1477,8 +1477,9 @@ def probe(
     for r in results:
         for note in r["notes"]:
             console.print(f"{r['run']}: {note}")
-    console.print("reasoning level 1 (the 100 one-digit sums) is in the study corpus verbatim: it measures what "
-                  "was learned, not held-out generalisation; every other item is held out")
+    console.print("reasoning levels 1 and 2 (the 10 one-digit successors, the 90 other one-digit sums) are in the "
+                  "study corpus verbatim: they measure what was learned, not held-out generalisation; every other "
+                  "question is held out")
 
 @app.command()
 def hybrid(

@@ -31,7 +31,7 @@ def test_probe_json(study_run, capsys):
         assert cell["correct"] == sum(a["correct"] for a, i in zip(r["answers"], items, strict=True)
                                       if i.set == item_set)
         assert sum(c["n"] for c in cell["levels"].values()) == n
-    assert list(r["scores"]["reasoning"]["levels"]) == ["1", "2", "3", "4"]
+    assert list(r["scores"]["reasoning"]["levels"]) == ["1", "2", "3", "4", "5"]
     assert all(a["correct"] == (a["generated"] == a["answer"]) for a in r["answers"])
     # at a 12 kB cap only some probed people's biographies are in the corpus: the note says how many
     assert len(r["notes"]) == 1 and "biographies of" in r["notes"][0]
@@ -48,7 +48,7 @@ def test_probe_table_and_default_corpus_note(study_run, tmp_path, capsys):
     assert main(["probe", str(study_run), str(other), "--per-level", "1"]) == 0
     text = capsys.readouterr().out
     assert "Probe accuracy" in text and "knowledge" in text and "reasoning" in text
-    assert "no facts domain" in text and "level 1" in text
+    assert "no facts domain" in text and "levels 1 and 2" in text
 
 
 def test_probe_says_when_a_run_read_another_study_corpus(study_run, tmp_path, monkeypatch, capsys):

@@ -24,12 +24,14 @@ def test_sets_levels_and_sizes():
     assert {i.set for i in items} == set(SETS)
     counts = Counter((i.set, i.level) for i in items)
     for level in mp.LEVELS:
-        assert counts[("reasoning", level)] == 25
+        assert counts[("reasoning", level)] == (10 if level == "1" else 25)
     for attribute in facts.ATTRIBUTES:
-        assert counts[("knowledge", attribute)] == 25
+        pool = sum(a == attribute for _, a in facts.held_out_pairs())
+        assert pool >= 5 and counts[("knowledge", attribute)] == min(25, pool)
     assert all(i.prompt.endswith(" A:") and i.answer and i.answer == i.answer.strip() for i in items)
     assert all((i.domain == "facts") == (i.set == "knowledge") for i in items)
-    assert len([i for i in reasoning_items(500) if i.level == "1"]) == 100  # all the one-digit sums, no more
+    assert len([i for i in reasoning_items(500) if i.level == "1"]) == 10  # all the successors, no more
+    assert len([i for i in reasoning_items(500) if i.level == "2"]) == 90
     assert len(knowledge_items(10_000)) == len(facts.held_out_pairs())
 
 
@@ -39,22 +41,23 @@ def test_held_out_by_construction():
             person = facts.people()[int(item.id.rsplit("/", 1)[1])]
             assert facts.held_out(person.name, item.level) and item.answer == person.value(item.level)
             assert item.held_out
-        elif item.level == "1":
+        elif item.level in mp.TRAINED_LEVELS:
             assert not item.held_out
         else:
             assert item.held_out and mp.reserved(item.prompt)
 
 
 def test_chance_is_the_best_constant_answer():
-    assert chance("reasoning", "1") == pytest.approx(0.10)  # sum 9: 10 of the 100 pairs
+    assert chance("reasoning", "1") == pytest.approx(0.10)  # ten distinct successors
+    assert chance("reasoning", "2") == pytest.approx(0.10)  # sum 9: 9 of the 90 (b != 1) pairs
     for attribute in facts.ATTRIBUTES:
         answers = Counter(p.value(attribute) for p, a in facts.held_out_pairs() if a == attribute)
         assert chance("knowledge", attribute) == max(answers.values()) / sum(answers.values())
         assert chance("knowledge", attribute) >= 1 / len(facts.VALUES[attribute])
-    for level in ("2", "3", "4"):
+    for level in ("3", "4", "5"):
         assert 0 < chance("reasoning", level) < 0.1
     with pytest.raises(MoelabError):
-        chance("reasoning", "5")
+        chance("reasoning", "6")
     with pytest.raises(MoelabError):
         levels("trivia")
 

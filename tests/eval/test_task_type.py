@@ -27,7 +27,7 @@ def test_stage_keys_and_counts(stage):
                            "failures"}
     assert result["basis"] == "measured at tiny scale" and result["ci"] == "Wilson 95%"
     assert result["per_level"] == QUICK_PER_LEVEL
-    assert result["items"] == {"knowledge": 5 * QUICK_PER_LEVEL, "reasoning": 4 * QUICK_PER_LEVEL}
+    assert result["items"] == {"knowledge": 5 * QUICK_PER_LEVEL, "reasoning": 5 * QUICK_PER_LEVEL}
     assert list(result["models"]) == ["tiny-dense", "tiny-moe"]
     dense, moe = result["models"]["tiny-dense"], result["models"]["tiny-moe"]
     assert dense["kind"] == "dense" and moe["kind"] == "moe"
@@ -74,7 +74,7 @@ def test_report_section_and_figures(stage):
     page = _Page()
     html = section({"task_type": result}, page)
     headers, rows = page.tables["task_type"]
-    assert headers[:2] == ["model", "kind"] and len(rows) == 2 * (1 + 5 + 1 + 4)
+    assert headers[:2] == ["model", "kind"] and len(rows) == 2 * (1 + 5 + 1 + 5)
     assert page.figs and page.figs[0][1].startswith("<svg")
     _, pair_rows = page.tables["task_type_pairs"]
     assert {r[0] for r in pair_rows} == {"iso-active"}  # iso-total's tiny-dense-wide is missing

@@ -9,9 +9,13 @@ corpus, while the person's biography does: those are the knowledge probe's quest
 
 The domain is an endless stream of rounds; each round tells every person's biography once, in a seeded shuffled
 order, BIOS_PER_DOC people per document ("facts-00000", ...), each document ending with the Q/A lines of its
-people's trained pairs. A per-domain byte cap (moelab.data.corpus) keeps as many rounds as fit: about 6 at the
-quick study's 200 KB, 48 at the default 1.5 MB, of which a 300-step study (614k tokens, a fifth of them facts)
-reads about 14 passes.
+people's trained pairs. A per-domain byte cap (moelab.data.corpus) keeps as many rounds as fit: about 29 at the
+quick study's 200 KB, 220 at the default 1.5 MB, of which a 300-step study (614k tokens, a fifth of them facts)
+reads about 70 passes.
+
+Size, measured (tiny-dense, 300 steps of 16 x 128 tokens): with 100 people (14 passes) and with 40 (35 passes)
+the model completed every biography prompt with the same value, and answered every question of an attribute
+alike; 20 people is the study's setting, about 50 held-out questions.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from functools import lru_cache
 from moelab.data.document import Document
 
 SEED = 20261202
-N_PEOPLE = 100  # people in the domain: few enough that a 300-step study reads each biography about 14 times
+N_PEOPLE = 20  # people in the domain: few enough that a 300-step study reads each biography about 70 times
 BIOS_PER_DOC = 8
 HELD_OUT_FRACTION = 0.5  # of (person, attribute) pairs: their Q/A line is never in the corpus
 

@@ -2,12 +2,13 @@
 
 Every line reads "Q: <question> A: <answer>"; answers are exact integers or fractions in lowest terms.
 
-The difficulty ladder of the reasoning probe (moelab.eval.probes) is defined here too: level 1 one-digit sums,
-2 two-digit sums and differences, 3 the single-operation kinds of the default domain, 4 its multi-step kinds
-(expressions, linear equations, polynomials, fractions). The default corpus's math (math_documents) is unchanged;
-the study corpus's math (ladder_documents) mixes levels 1 and 2 into it and leaves out every reserved problem
-(`reserved`, a hash of the question): the probe's held-out items of levels 2-4 are reserved ones, so they are
-never in that corpus verbatim. Level 1 has only 100 problems, all of them in training (its items say so).
+The difficulty ladder of the reasoning probe (moelab.eval.probes) is defined here too: level 1 one-digit
+successors (a + 1), 2 the other one-digit sums, 3 two-digit sums and differences, 4 the single-operation kinds of
+the default domain, 5 its multi-step kinds (expressions, linear equations, polynomials, fractions). The default
+corpus's math (math_documents) is unchanged; the study corpus's math (ladder_documents) mixes levels 1-3 into it
+and leaves out every reserved question (`reserved`, a hash of the question): the probe's held-out items of levels
+3-5 are reserved ones, so they are never in that corpus verbatim. Levels 1 and 2 have only 10 and 90 problems,
+all of them in training (TRAINED_LEVELS; their items say so).
 """
 
 from __future__ import annotations
@@ -149,13 +150,22 @@ def math_documents(seed: int = SEED, per_doc: int = PROBLEMS_PER_DOC) -> Iterato
 # --- the difficulty ladder --------------------------------------------------------------------------------
 
 LADDER_SEED = 20261203
-LEVELS = ("1", "2", "3", "4")
-RESERVED_FRACTION = 0.2  # of questions (levels 2-4): kept out of the study corpus, the probe draws from them
-LADDER_SHARE = {"1": 0.2, "2": 0.2}  # of the study corpus's math lines; the rest are the default kinds
+LEVELS = ("1", "2", "3", "4", "5")
+TRAINED_LEVELS = ("1", "2")  # so few problems that all of them train: nothing to hold out
+RESERVED_FRACTION = 0.2  # of questions (levels 3-5): kept out of the study corpus, the probe draws from them
+# Of the study corpus's math lines (the rest are the default kinds). Measured (300 steps of 16 x 128 tokens,
+# tiny-dense): with one-digit sums as the easiest level at 20% and then 50% of the lines, the model answered
+# every sum with the same number ("10"), at the floor; a one-operand successor is what the budget teaches.
+LADDER_SHARE = {"1": 0.4, "2": 0.25, "3": 0.1}
+
+
+def _successor(rng: random.Random) -> str:
+    a = rng.randint(0, 9)
+    return f"Q: {a} + 1 = ? A: {a + 1}"
 
 
 def _one_digit_sum(rng: random.Random) -> str:
-    a, b = rng.randint(0, 9), rng.randint(0, 9)
+    a, b = rng.randint(0, 9), rng.choice((0, 2, 3, 4, 5, 6, 7, 8, 9))  # b = 1 is level 1
     return f"Q: {a} + {b} = ? A: {a + b}"
 
 
@@ -165,14 +175,24 @@ def _two_digit(rng: random.Random) -> str:
 
 
 LEVEL_KINDS: dict[str, tuple[Callable[[random.Random], str], ...]] = {
-    "1": (_one_digit_sum,),
-    "2": (_two_digit,),
-    "3": (_binary, _division, _gcd_lcm, _modpow, _power, _percent),
-    "4": (_expression, _linear, _polynomial, _fraction),
+    "1": (_successor,),
+    "2": (_one_digit_sum,),
+    "3": (_two_digit,),
+    "4": (_binary, _division, _gcd_lcm, _modpow, _power, _percent),
+    "5": (_expression, _linear, _polynomial, _fraction),
 }
-LEVEL_NAMES = {"1": "one-digit sums", "2": "two-digit sums and differences",
-               "3": "single operations (default math kinds)", "4": "multi-step (expressions, equations, polynomials, "
-               "fractions)"}
+LEVEL_NAMES = {"1": "one-digit successors (a + 1)", "2": "one-digit sums", "3": "two-digit sums and differences",
+               "4": "single operations (default math kinds)",
+               "5": "multi-step (expressions, equations, polynomials, fractions)"}
+
+
+def level_pool(level: str) -> list[str]:
+    """Every problem line of a level of TRAINED_LEVELS (level 1: 10, level 2: 90)."""
+    if level == "1":
+        return [f"Q: {a} + 1 = ? A: {a + 1}" for a in range(10)]
+    if level == "2":
+        return [f"Q: {a} + {b} = ? A: {a + b}" for a in range(10) for b in range(10) if b != 1]
+    raise ValueError(f"level {level} is not enumerated (levels {', '.join(TRAINED_LEVELS)} are)")
 
 
 def split_line(line: str) -> tuple[str, str]:
@@ -185,7 +205,8 @@ _ONE_DIGIT_SUM = re.compile(r"Q: \d \+ \d = \? A:")
 
 
 def reserved(prompt: str) -> bool:
-    """Whether a question is kept out of the study corpus (a held-out probe candidate); level 1's never are."""
+    """Whether a question is kept out of the study corpus (a held-out probe candidate); a one-digit sum (levels 1
+    and 2) never is."""
     if _ONE_DIGIT_SUM.fullmatch(prompt):
         return False
     digest = hashlib.sha256(f"moelab-math\0{prompt}".encode()).digest()
@@ -200,8 +221,10 @@ def level_problem(level: str, rng: random.Random) -> str:
 def _ladder_line(rng: random.Random) -> str:
     u = rng.random()
     if u < LADDER_SHARE["1"]:
-        return _one_digit_sum(rng)  # level 1: all 100 problems train (nothing to hold out)
-    kind = _two_digit if u < LADDER_SHARE["1"] + LADDER_SHARE["2"] else rng.choice(KINDS)
+        return _successor(rng)  # levels 1 and 2: every problem trains (nothing to hold out)
+    if u < LADDER_SHARE["1"] + LADDER_SHARE["2"]:
+        return _one_digit_sum(rng)
+    kind = _two_digit if u < sum(LADDER_SHARE.values()) else rng.choice(KINDS)
     while True:
         line = kind(rng)
         if not reserved(split_line(line)[0]):
@@ -209,7 +232,7 @@ def _ladder_line(rng: random.Random) -> str:
 
 
 def ladder_documents(seed: int = LADDER_SEED, per_doc: int = PROBLEMS_PER_DOC) -> Iterator[Document]:
-    """Endless "math" documents of the study corpus: the default kinds with the ladder's levels 1 and 2 mixed in
+    """Endless "math" documents of the study corpus: the default kinds with the ladder's levels 1-3 mixed in
     (LADDER_SHARE), no reserved question among them; reproducible from `seed`."""
     rng = random.Random(seed)
     index = 0

@@ -2,10 +2,10 @@
 
 - knowledge: a person's attribute whose biography the study corpus holds (moelab.data.facts) but whose Q/A
   line it never holds; one stratum ("level") per attribute.
-- reasoning: the math ladder's levels "1".."4" (moelab.data.math_problems.LEVEL_KINDS). Levels 2-4 are drawn
-  from the reserved questions, which the study corpus leaves out, so they are held out (`held_out` True); level 1
-  has only 100 problems (one-digit sums), all of them in training: its items say so (`held_out` False) and the
-  probe measures whether they were learned, not generalised.
+- reasoning: the math ladder's levels "1".."5" (moelab.data.math_problems.LEVEL_KINDS). Levels 3-5 are drawn
+  from the reserved questions, which the study corpus leaves out, so they are held out (`held_out` True); levels
+  1 and 2 have only 10 and 90 problems (one-digit successors and sums), all of them in training: their items say
+  so (`held_out` False) and the probe measures whether they were learned, not generalised.
 Both sets are deterministic functions of (per_level, seed). `chance` is the floor: the accuracy of the best
 constant answer over the stratum's whole candidate pool.
 """
@@ -33,11 +33,11 @@ _DRAWS_PER_ITEM = 200  # a level's generator is asked at most this many times pe
 class ProbeItem:
     id: str
     set: str  # "knowledge" | "reasoning"
-    level: str  # a stratum: the attribute name (knowledge) or "1".."4" (reasoning)
+    level: str  # a stratum: the attribute name (knowledge) or "1".."5" (reasoning)
     domain: str  # "facts" | "math"
     prompt: str  # the text right before the answer, ending in "A:"
     answer: str  # the exact answer text
-    held_out: bool = True  # False where the item's exact text is in the study corpus (reasoning level 1)
+    held_out: bool = True  # False where the item's exact text is in the study corpus (reasoning levels 1-2)
 
 
 def levels(item_set: str) -> tuple[str, ...]:
@@ -65,14 +65,14 @@ def _knowledge_pool(attribute: str) -> list[ProbeItem]:
 def _math_item(level: str, line: str) -> ProbeItem:
     prompt, answer = mp.split_line(line)
     return ProbeItem(f"reasoning/{level}/{_digest(prompt)}", "reasoning", level, "math", prompt, answer,
-                     held_out=level != "1")
+                     held_out=level not in mp.TRAINED_LEVELS)
 
 
 def _math_items(level: str, count: int, seed: int) -> list[ProbeItem]:
-    """`count` distinct questions of a level (level 1: all 100 at most, shuffled; else reserved ones only)."""
+    """`count` distinct questions of a level (levels 1-2: at most their whole pool, shuffled; else reserved ones)."""
     rng = random.Random(f"{seed}/reasoning/{level}")
-    if level == "1":
-        pool = [_math_item("1", f"Q: {a} + {b} = ? A: {a + b}") for a in range(10) for b in range(10)]
+    if level in mp.TRAINED_LEVELS:
+        pool = [_math_item(level, line) for line in mp.level_pool(level)]
         rng.shuffle(pool)
         return pool[:count]
     seen: set[str] = set()
@@ -105,7 +105,7 @@ def knowledge_items(per_level: int, seed: int = PROBE_SEED) -> list[ProbeItem]:
 
 
 def reasoning_items(per_level: int, seed: int = PROBE_SEED) -> list[ProbeItem]:
-    """`per_level` questions per ladder level (level 1: at most its 100)."""
+    """`per_level` questions per ladder level (levels 1 and 2: at most their 10 and 90)."""
     _check_per_level(per_level)
     return [item for level in mp.LEVELS for item in _math_items(level, per_level, seed)]
 
@@ -123,11 +123,11 @@ def best_constant(answers: list[str]) -> float:
 @lru_cache(maxsize=32)
 def chance(item_set: str, level: str) -> float:
     """The floor of a stratum: the best constant answer's accuracy over its candidate pool (knowledge: every
-    held-out pair of the attribute; level 1: the 100 sums; levels 2-4: CHANCE_POOL reserved questions)."""
+    held-out pair of the attribute; levels 1-2: their whole pools; levels 3-5: CHANCE_POOL reserved questions)."""
     if level not in levels(item_set):
         raise MoelabError(f"unknown level {level!r} of probe set {item_set} (levels: {', '.join(levels(item_set))})")
     if item_set == "knowledge":
         pool = _knowledge_pool(level)
     else:
-        pool = _math_items(level, 100 if level == "1" else CHANCE_POOL, PROBE_SEED + 1)
+        pool = _math_items(level, CHANCE_POOL, PROBE_SEED + 1)
     return best_constant([item.answer for item in pool])

@@ -6,11 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-LEVEL_NAMES = {"1": "L1 one-digit sums", "2": "L2 two-digit +/-", "3": "L3 single operations", "4": "L4 multi-step"}
-HELD_OUT_NOTE = ("Every question is held out from training except reasoning level 1: its 100 one-digit sums are all "
-                 "in the study corpus, so level 1 measures what the budget taught, not generalisation. Knowledge "
-                 "questions ask attributes of people whose biographies the corpus holds but whose Q/A line for that "
-                 "attribute it never holds; levels 2-4 are questions the study corpus leaves out.")
+HELD_OUT_NOTE = ("Every question is held out from training except reasoning levels 1 and 2: their 10 one-digit "
+                 "successors and 90 one-digit sums are all in the study corpus, so they measure what the budget "
+                 "taught, not generalisation. Knowledge questions ask attributes of people whose biographies the "
+                 "corpus holds but whose Q/A line for that attribute it never holds; levels 3-5 are questions the "
+                 "study corpus leaves out.")
+
+
+def _level_name(level: str) -> str:
+    from moelab.data.math_problems import LEVEL_NAMES
+
+    return f"L{level} {LEVEL_NAMES[level]}" if level in LEVEL_NAMES else level
 
 
 def _pairs(tt: dict) -> list[tuple[str, str, str]]:
@@ -49,9 +55,10 @@ def _plot(tt: dict) -> str | None:
     models = {n: m for n, m in (tt.get("models") or {}).items() if m.get("scores")}
     if not models:
         return None
-    strata = [("knowledge", None), ("reasoning", "1"), ("reasoning", "2"), ("reasoning", "3"), ("reasoning", "4")]
-    labels = ["knowledge (all)", *(LEVEL_NAMES[lv].split(" ", 1)[0] + " " + LEVEL_NAMES[lv].split(" ", 1)[1]
-                                   for lv in ("1", "2", "3", "4"))]
+    from moelab.data.math_problems import LEVELS
+
+    strata = [("knowledge", None), *(("reasoning", lv) for lv in LEVELS)]
+    labels = ["knowledge", *(f"L{lv}" for lv in LEVELS)]
     names = list(models)
     colours = plots._colours(names, lambda n: models[n].get("kind") == "moe")
     fig, axes = plots._figure(1, width=7.2, height=3.0, layout="constrained")
@@ -104,13 +111,15 @@ def section(study: dict, page) -> str:
     detail = (f"greedy answers, exact match; {items.get('knowledge')} knowledge and {items.get('reasoning')} "
               f"reasoning questions ({tt.get('per_level')} per level); {tt.get('ci', 'Wilson 95%')} intervals")
     out.append(page.figure("task_type", _plot(tt), "Exact-match accuracy of each study model on the knowledge set "
-                           "and on each reasoning level, with Wilson 95% intervals; the dashed line is the best "
-                           "constant answer's accuracy (the floor).", BASIS_TINY, "No probe score to plot.", detail))
+                           "and on each reasoning level (L1 one-digit successors, L2 one-digit sums, L3 two-digit "
+                           "sums and differences, L4 single operations, L5 multi-step), with Wilson 95% intervals; "
+                           "the dashed line is the best constant answer's accuracy (the floor).", BASIS_TINY,
+                           "No probe score to plot.", detail))
     rows: list[list[Any]] = []
     for name, m in models.items():
         for item_set, cell in m["scores"].items():
             for level, c in [("all", cell), *cell.get("levels", {}).items()]:
-                shown = LEVEL_NAMES.get(level, level) if item_set == "reasoning" else level
+                shown = _level_name(level) if item_set == "reasoning" else level
                 rows.append([name, m.get("kind"), m.get("params_active"), m.get("params_total"), item_set, shown,
                              c["n"], c["correct"], c["accuracy"], c["ci_low"], c["ci_high"], c["chance"]])
     out.append(page.table("task_type", ["model", "kind", "active params", "total params", "set", "level", "n",
@@ -119,7 +128,7 @@ def section(study: dict, page) -> str:
     diffs = pair_differences(tt)
     if diffs:
         drows = [[d["pair"].replace("_", "-"), f"{d['a']} - {d['b']}", d["set"],
-                  LEVEL_NAMES.get(d["level"], d["level"]), d["n"], d["accuracy_a"], d["accuracy_b"], d["difference"],
+                  _level_name(d["level"]), d["n"], d["accuracy_a"], d["accuracy_b"], d["difference"],
                   d["ci_low"], d["ci_high"],
                   "both at the floor" if d["floor"] else "yes" if d["evidence"] else "no (interval holds 0)"]
                  for d in diffs]

@@ -45,8 +45,8 @@ def floor_warnings(models: dict[str, dict]) -> list[str]:
     level1 = {name: s["reasoning"]["levels"]["1"] for name, s in scored.items()
               if "1" in (s.get("reasoning") or {}).get("levels", {})}
     if level1 and all(at_floor(c) for c in level1.values()):
-        out.append("every model sits at the floor on reasoning level 1 (one-digit sums): the budget taught none of "
-                   "them the easiest level")
+        out.append("every model sits at the floor on reasoning level 1 (one-digit successors): the budget taught "
+                   "none of them the easiest level")
     return out
 
 
