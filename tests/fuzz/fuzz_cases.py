@@ -5,10 +5,11 @@ option added later is fuzzed without a change here; what an option *means* (a mo
 a positive count) comes from its name. `REGISTRY` maps every command to its strategy; the test fails for a
 command the app has and the registry lacks.
 
-Long commands (train, train-compare, bench, calibrate, study, serve-bench, and the transforms: prune, quantize,
-upcycle, upcycle-compare) are fuzzed on their validation path only: each of their cases carries at least one
-known-invalid argument (a *killer*) that validation must catch before any work, or uses options that finish at once
-(a cached calibration; a train-compare that the harness stops where training would begin). Paths are relative to
+Long commands (train, train-compare, bench, calibrate, study, serve-bench, the transforms: prune, quantize,
+upcycle, upcycle-compare, and probe, hybrid, sweep) are fuzzed on their validation path only: each of their
+cases carries at least one known-invalid argument (a *killer*) that validation must catch before any work, or uses
+options that finish at once (a cached calibration; a train-compare that the harness stops where training would
+begin). Paths are relative to
 the case's working folder (the current directory while a case runs); `{CASE}` stands for the case's own folder,
 where nothing but its working folder, MOELAB_HOME and MOELAB_CACHE may appear.
 """
@@ -41,7 +42,7 @@ DIR = Doc(b"", kind="dir")
 FIFO = Doc(b"", kind="fifo")
 
 LONG = ("train", "train-compare", "bench", "calibrate", "study", "serve-bench", "prune", "quantize", "upcycle",
-        "upcycle-compare")
+        "upcycle-compare", "probe", "hybrid", "sweep")
 TRAIN_PRESETS = ("tiny-dense", "tiny-moe", "tiny-moe-fine", "tiny-dense-wide")
 DEFAULT_OUT = {"train-compare": "runs/compare", "study": "runs/study", "serve-bench": "runs/serve-bench"}
 OFTEN = {"params"}  # options drawn in half the cases, not a quarter (fit: few points fit few parameters)
@@ -635,5 +636,6 @@ def fit_cases():
 
 REGISTRY = {name: (lambda name=name: cases(name)) for name in (
     "estimate", "compare", "models", "hardware", "decide", "calibrate", "bench", "train", "train-compare", "runs",
-    "study", "schema", "frontier", "export", "serve-bench", "prune", "quantize", "upcycle", "upcycle-compare")} | {
+    "study", "schema", "frontier", "export", "serve-bench", "prune", "quantize", "upcycle", "upcycle-compare",
+    "probe", "hybrid", "sweep", "fit-laws", "claims")} | {
     "fit": fit_cases}

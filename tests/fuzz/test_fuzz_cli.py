@@ -22,7 +22,8 @@ FUZZ = settings(derandomize=True, database=None, deadline=None, print_blob=False
 # Cases per command per run: at least 300 in all, about 90 s on a busy 2-core machine.
 BUDGET = {"estimate": 45, "compare": 30, "models": 10, "hardware": 10, "decide": 30, "calibrate": 20, "bench": 30,
           "train": 35, "train-compare": 25, "runs": 25, "study": 25, "schema": 15, "fit": 20, "frontier": 20,
-          "export": 15, "serve-bench": 20, "prune": 12, "quantize": 12, "upcycle": 12, "upcycle-compare": 12}
+          "export": 15, "serve-bench": 20, "prune": 12, "quantize": 12, "upcycle": 12, "upcycle-compare": 12,
+          "probe": 12, "hybrid": 12, "sweep": 12, "fit-laws": 12, "claims": 15}
 
 
 def app_commands() -> dict:

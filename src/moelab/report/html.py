@@ -897,6 +897,7 @@ def _decision(study: dict, page: _Page) -> str:
         page.csvs["factors"] = (["factor", "favours", "basis", "basis_detail", "why", "numbers"],
                                 [[f["factor"], f["favours"], f["basis"], f.get("basis_detail", ""), f["why"],
                                   json.dumps(f["numbers"])] for f in factors])
+    out.append(_hybrid_fleet(dec.get("hybrid"), page))
     flips = dec.get("flip_details") or [{"text": t} for t in dec.get("flips") or []]
     if flips:
         items = "".join(f"<li>{_e(f['text'])}</li>" for f in flips)
@@ -905,6 +906,34 @@ def _decision(study: dict, page: _Page) -> str:
                               [[f.get("input"), f.get("direction"), f.get("threshold"), f.get("from"), f.get("to"),
                                 f.get("text")] for f in flips])
     return "".join(out)
+
+
+def _hybrid_fleet(fleet: dict | None, page: _Page) -> str:
+    """A hybrid recommendation's fleet (decide.candidates.fleet): both models' GPUs and memory together, $/Mtok and
+    latency at the measured escalation rate, beside the measured tiny-scale curve's points it took that rate from."""
+    if not isinstance(fleet, dict):
+        return ""
+    rows = [["fleet (engine)", f"{fleet.get('dense')} + {fleet.get('moe')}", fleet.get("policy"),
+             f"{fleet.get('gpus')} of {fleet.get('gpus_available')}",
+             f"{_num(fleet.get('memory_gb'))} of {_num(fleet.get('memory_budget_gb'))}",
+             "yes" if fleet.get("fits") else "no", fleet.get("escalation_rate"), fleet.get("usd_per_million_tokens"),
+             fleet.get("latency_ms_mean"), fleet.get("latency_ms_worst"), fleet.get("breakeven_escalation_rate"),
+             fleet.get("formula")]]
+    measured = fleet.get("measured") or {}
+    for key in ("dense", "moe", "cascade", "route"):
+        point = measured.get(key)
+        if isinstance(point, dict):
+            rows.append([f"measured: {key}", point.get("name") or key, point.get("policy") or key, None, None, None,
+                         point.get("escalation_rate"), None, _ms(point.get("latency_s_mean")), None, None,
+                         f"accuracy {_num(point.get('accuracy'))} [{_num(point.get('ci_low'))}, "
+                         f"{_num(point.get('ci_high'))}] of {point.get('n')}; "
+                         f"{_num(point.get('flops_per_query'))} FLOPs/query"])
+    detail = (f"escalation rate from {fleet.get('escalation_source')}; measured on {measured.get('engine')} over "
+              f"{measured.get('items')} items" if fleet.get("escalation_source") else "no measured curve")
+    return page.table("hybrid_fleet", [
+        "row", "models", "policy", "GPUs", "memory GB", "fits", "escalation rate", "$/Mtok", "mean latency ms",
+        "worst latency ms", "cascade break-even rate", "formula / measured"], rows, fleet.get("basis"),
+        "The hybrid's fleet (one replica of each model), modelled at the measured escalation rate", detail)
 
 
 CSS = """
