@@ -1521,7 +1521,8 @@ def hybrid(
     console.print(table)
     console.print(f"engine: {result['engine_note']}")
     r = result["router"]
-    console.print(f"router: {r['kind']} on {r['n']} other probe items ({r['positives']} needed the MoE)"
+    console.print(f"router: {r['kind']}, cross-fitted in {r['folds']} folds on {r['extra_items']} items of another "
+                  f"probe draw and the other folds' scored items ({r['positives']} of {r['n']} needed the MoE)"
                   + (", constant: every label alike" if r.get("constant") else ""))
     console.print(f"wrote {result['path']} in {result['seconds']:.1f} s")
 

@@ -12,6 +12,7 @@ import torch
 
 import moelab.eval.generate
 from moelab.cli import main
+from moelab.eval.probes import probe_items
 from moelab.eval.score import wilson
 from moelab.hybrid.cost import answer_flops
 from moelab.mitigate.runs import read_run
@@ -60,13 +61,13 @@ def test_file_and_contract_keys(result):
         assert p["n"] == printed["items"]
         assert 0 <= p["ci_low"] <= p["accuracy"] + 1e-12 and p["accuracy"] <= p["ci_high"] <= 1
     assert set(printed["best"]) >= {"cascade", "route"}
-    assert printed["router"]["n"] > 0 and printed["seconds"] > 0
+    assert printed["router"]["n"] > 0 and printed["router"]["cross_fitted"] and printed["seconds"] > 0
 
 
 def test_points_recomposed_from_the_queries(result):
     printed, _ = result
     queries = printed["queries"]
-    assert len(queries) == printed["items"] == 9  # 5 attributes + 4 math levels, one item each
+    assert len(queries) == printed["items"] == len(probe_items(1))  # one item per attribute and math level
     dense, moe = read_run(printed["models"]["dense"]["run"]), read_run(printed["models"]["moe"]["run"])
     for q in queries:
         for kind, src in (("dense", dense), ("moe", moe)):

@@ -84,3 +84,23 @@ def test_features_of_a_prompt():
                  "digits": 6.0, "numbers": 3.0, "longest_number": 3.0, "operators": 5.0}
     g = features.features("facts", "Q: Where was Ana born? A:", 7)
     assert g[:2] == [1.0, 0.0] and g[4:] == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_cross_fit_never_routes_a_query_by_a_classifier_that_saw_it():
+    x, y = _data(60, seed=3)
+    extra_x, extra_y = _data(20, seed=4)
+    names = ("a", "b", "c")
+    fitted = router.cross_fit(x, y, extra_x, extra_y, names, folds=4)
+    which = router.fold_of(60, 4)
+    assert which[:6] == [0, 1, 2, 3, 0, 1] and len(fitted) == 4
+    for f, clf in enumerate(fitted):  # each is the fit on the extra items and the other folds, nothing else
+        keep = [i for i in range(60) if which[i] != f]
+        ref = router.fit(np.vstack([extra_x, x[keep]]), np.concatenate([extra_y, y[keep]]), names)
+        assert clf.n == 20 + len(keep) and clf.weights == pytest.approx(ref.weights)
+    changed = y.copy()
+    changed[0] = 1 - changed[0]  # a query's own label moves only the classifiers of the other folds
+    again = router.cross_fit(x, changed, extra_x, extra_y, names, folds=4)
+    assert again[0].weights == pytest.approx(fitted[0].weights)
+    assert again[1].weights != pytest.approx(fitted[1].weights)
+    empty = router.cross_fit(x, y, np.zeros((0, 3)), np.zeros(0), names, folds=4)  # no extra draw: the folds
+    assert empty[0].n == 45

@@ -4,9 +4,13 @@ Fitted by Newton's method (iteratively reweighted least squares) with an L2 pena
 intercept), on standardised features, in float64 numpy: the objective is convex, so the fit is deterministic and
 reaches the penalised maximum likelihood to rounding (tests/hybrid/test_router.py checks the gradient there).
 The label of a training query is 1 when the MoE answers it correctly and the dense model does not: what routing
-it to the MoE would buy. The training queries are probe items apart from the scored ones (another probe seed,
-with any prompt that is also scored dropped). Probabilities are clipped into [CLIP, 1 - CLIP], so that a route
-threshold of 0 sends every query to the MoE and a threshold of 1 none. Training queries all of one label (no
+it to the MoE would buy. No query's probability comes from a classifier that saw it (`cross_fit`): the scored
+queries are split into FOLDS folds, and each fold is routed by a classifier fitted on another probe draw's items
+(another seed, any prompt that is also scored dropped) and the scored queries of the other folds. Another draw
+alone is not enough: the knowledge pool (held-out facts) and reasoning level 1 (100 sums) are small, so another
+seed draws the scored items again, and a router fitted on the rest would never see a knowledge query.
+Probabilities are clipped into [CLIP, 1 - CLIP], so that a route threshold of 0 sends every query to the MoE and
+a threshold of 1 none. Training queries all of one label (no
 query needed the MoE, or every one did) leave nothing to separate: the classifier is then the constant
 (k + 1/2) / (n + 1) for k positives of n (zero weights), and says so (`constant`).
 """
@@ -19,6 +23,7 @@ import numpy as np
 
 from moelab.errors import MoelabError
 
+FOLDS = 5
 L2 = 1.0  # penalty on the squared weights (standardised features), in units of the log-likelihood
 ITERATIONS = 50
 CLIP = 1e-6
@@ -90,3 +95,22 @@ def gradient(classifier: Classifier, x_NF: np.ndarray, y_N: np.ndarray, l2: floa
     penalty = np.full(beta.shape, l2)
     penalty[0] = 0.0
     return a_NK.T @ (_sigmoid(a_NK @ beta) - np.asarray(y_N, float)) + penalty * beta
+
+
+def fold_of(n: int, folds: int = FOLDS) -> list[int]:
+    """The fold of each of n scored queries: i mod folds (the probe list runs stratum by stratum, so every fold
+    holds about 1/folds of each stratum)."""
+    return [i % folds for i in range(n)]
+
+
+def cross_fit(x_scored: np.ndarray, y_scored: np.ndarray, x_extra: np.ndarray, y_extra: np.ndarray,
+              names: tuple[str, ...], folds: int = FOLDS) -> list[Classifier]:
+    """One classifier per fold f, fitted on the extra queries and the scored queries outside fold f."""
+    x_scored, y_scored = np.asarray(x_scored, float), np.asarray(y_scored, float)
+    which = np.asarray(fold_of(len(y_scored), folds))
+    out = []
+    for f in range(folds):
+        keep = which != f
+        out.append(fit(np.vstack([np.asarray(x_extra, float).reshape(-1, len(names)), x_scored[keep]]),
+                       np.concatenate([np.asarray(y_extra, float), y_scored[keep]]), names))
+    return out

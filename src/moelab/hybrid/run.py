@@ -3,15 +3,17 @@ compose every hybrid policy and threshold from those measurements into a cost-qu
 
 1. Inputs are checked before any work (moelab.hybrid.inputs).
 2. The scored items are moelab.eval.probes.probe_items(per_level) (both sets, every level); the router's training
-   items are probe_items(per_level, PROBE_SEED + ROUTER_SEED_OFFSET) less any prompt that is also scored.
+   items are probe_items(per_level, PROBE_SEED + ROUTER_SEED_OFFSET) less any prompt that is also scored (the
+   scored items of the other folds join them: step 4).
 3. Every item is answered once by each model, greedy, by the engine: moelab's own generation (both models in
    this process, their queries interleaved and their order alternated, so that a machine's drift falls on both)
    or vLLM (each run exported and served on 127.0.0.1 in turn). The first WARMUP_QUERIES queries of each model
    are answered before and not measured. Each answer keeps its exact-match verdict (moelab.eval.score), its
    confidence exp(mean token log-probability), its wall seconds, its prompt and generated tokens, and its FLOPs
    (moelab.hybrid.cost).
-4. The router's classifier is fitted on the training items (label: the MoE right where the dense model is
-   wrong) and gives each scored query P(MoE needed) from its prompt alone, timed (moelab.hybrid.router).
+4. The router's classifier (label: the MoE right where the dense model is wrong) gives each scored query P(MoE
+   needed) from its prompt alone, timed; it is cross-fitted on the training items and the other folds of the
+   scored ones, so that no query is routed by a classifier that saw it (moelab.hybrid.router).
 5. dense, MoE, cascade(t) and route(t) for every threshold t, and the domain route, are composed from the
    scored queries' measurements (moelab.hybrid.policies), flagged Pareto-optimal (moelab.hybrid.curve).
 """
@@ -64,14 +66,12 @@ def resolve_engine(engine: str) -> tuple[str, str]:
 
 
 def _items(per_level: int):
-    """(scored items, router training items apart from them)."""
+    """(scored items, router training items apart from them: possibly none, the folds then train alone)."""
     from moelab.eval.probes import PROBE_SEED, probe_items
 
     scored = probe_items(per_level, PROBE_SEED)
     prompts = {it.prompt for it in scored}
     train = [it for it in probe_items(per_level, PROBE_SEED + ROUTER_SEED_OFFSET) if it.prompt not in prompts]
-    if not train:
-        raise MoelabError("hybrid: the router's probe draw holds no item apart from the scored ones")
     return scored, train
 
 
@@ -185,18 +185,21 @@ def run_hybrid(dense_ref: str | Path, moe_ref: str | Path, out: str | Path,
     scored_answers, train_answers = answers[:len(scored)], answers[len(scored):]
     x_train = features.matrix(train, count)
     y_train = np.array([float(m.correct and not d.correct) for d, m in train_answers])
-    classifier = router.fit(x_train, y_train, features.NAMES)
+    x_scored = features.matrix(scored, count)
+    y_scored = np.array([float(m.correct and not d.correct) for d, m in scored_answers])
+    classifiers = router.cross_fit(x_scored, y_scored, x_train, y_train, features.NAMES)
+    classifier = router.fit(np.vstack([x_train, x_scored]), np.concatenate([y_train, y_scored]), features.NAMES)
     queries = []
-    for it, (d, m) in zip(scored, scored_answers, strict=True):
-        t0 = time.perf_counter()
+    for it, (d, m), fold in zip(scored, scored_answers, router.fold_of(len(scored)), strict=True):
+        t0 = time.perf_counter()  # the router's work for this query: its features and its fold's classifier
         x = np.asarray([features.features(it.domain, it.prompt, count(it.prompt))])
-        p = float(classifier.probability(x)[0])
+        p = float(classifiers[fold].probability(x)[0])
         queries.append(Query(id=it.id, set=it.set, level=it.level, domain=it.domain, dense=d, moe=m, p_moe=p,
                              router_seconds=time.perf_counter() - t0))
     points = curve.sweep(queries, values)
     best = {"cascade": curve.best(points, "cascade"), "route": curve.best(points, "route", "classifier"),
             "route_domain": curve.best(points, "route", "domain")}
-    train_p = classifier.probability(x_train)
+    held_out_p = np.array([q.p_moe for q in queries])
     result = {
         "engine": used, "engine_note": note, "basis": BASIS, "composition": COMPOSITION, "items": len(scored),
         "per_level": per_level, "thresholds": values, "max_new_tokens": MAX_NEW_TOKENS,
@@ -205,9 +208,15 @@ def run_hybrid(dense_ref: str | Path, moe_ref: str | Path, out: str | Path,
                    "moe": _model("moe", moe_src, moe_point(queries))},
         "points": [p.to_dict() for p in points],
         "router": {**classifier.to_dict(), "label": "1 when the MoE answers correctly and the dense model does not",
-                   "trained_on": f"{len(train)} probe items of seed PROBE_SEED + {ROUTER_SEED_OFFSET}, apart from "
-                                 "the scored ones",
-                   "train_accuracy": float(np.mean((train_p >= 0.5) == (y_train == 1))),
+                   "cross_fitted": True, "folds": router.FOLDS, "extra_items": len(train),
+                   "extra_positives": int(y_train.sum()), "scored_positives": int(y_scored.sum()),
+                   "trained_on": (f"cross-fitted: each scored query's P(MoE needed) comes from a classifier fitted "
+                                  f"on {len(train)} items of another probe draw (seed PROBE_SEED + "
+                                  f"{ROUTER_SEED_OFFSET}, scored prompts dropped) and the scored queries outside "
+                                  f"its fold ({router.FOLDS} folds), never on itself; weights shown: the fit on "
+                                  "all of them"),
+                   "held_out_accuracy": float(np.mean((held_out_p >= 0.5) == (y_scored == 1))),
+                   "fold_constant": [c.constant for c in classifiers],
                    "threshold_means": "route to the MoE when P(MoE needed) >= threshold",
                    "router_seconds_mean": sum(q.router_seconds for q in queries) / len(queries),
                    "domain_rule": "facts (knowledge) to the MoE, math (reasoning) to the dense model"},

@@ -116,9 +116,8 @@ def section(study: dict, page) -> str:
     r = hy.get("router") or {}
     notes = [f"Engine: {hy.get('engine_note', hy.get('engine'))}.",
              f"Confidence: {(hy.get('cascade') or {}).get('confidence', 'exp(mean token log-probability)')}.",
-             f"Router: {r.get('kind', '?')} on {r.get('n', '?')} probe items apart from the scored ones "
-             f"({r.get('positives', '?')} of them answered right by the MoE only); "
-             f"{r.get('threshold_means', '')}."]
+             f"Router: {r.get('kind', '?')}; {r.get('trained_on', '')}; {r.get('positives', '?')} of "
+             f"{r.get('n', '?')} items answered right by the MoE only; {r.get('threshold_means', '')}."]
     if r.get("constant"):
         notes.append("Every router training label was alike: the classifier is a constant, so its route sends all "
                      "queries to one model on each side of that constant.")
