@@ -74,8 +74,8 @@ def _plot(tt: dict) -> str | None:
                 continue
             xs.append(i - 0.4 + width * (j + 0.5))
             ys.append(cell["accuracy"] * 100)
-            lo.append((cell["accuracy"] - cell["ci_low"]) * 100)
-            hi.append((cell["ci_high"] - cell["accuracy"]) * 100)
+            lo.append(max(0.0, cell["accuracy"] - cell["ci_low"]) * 100)  # Wilson's bound at k = 0 or n is
+            hi.append(max(0.0, cell["ci_high"] - cell["accuracy"]) * 100)  # the estimate, up to rounding
         ax.bar(xs, ys, width * 0.9, color=colours[name], label=name, yerr=[lo, hi], capsize=2,
                error_kw={"elinewidth": 0.7})
     first = next(iter(models.values()))["scores"]
@@ -90,7 +90,7 @@ def _plot(tt: dict) -> str | None:
     ax.set_ylabel("exact-match accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title("Probe accuracy with Wilson 95% intervals")
-    ax.legend(loc="upper right", ncols=2)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return plots._svg(fig, "task_type")
 
 
