@@ -25,14 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from moelab import format as fmt
+from moelab.basis import (  # noqa: F401 - re-exported: decide's users read the bases from here
+    BASES,
+    BASIS_MEASURED,
+    BASIS_MODELLED,
+    BASIS_MODELLED_TINY,
+    BASIS_PRIOR,
+    BASIS_TINY,
+)
 from moelab.errors import MoelabError
 
-BASIS_MODELLED = "modelled"
-BASIS_MEASURED = "measured"
-BASIS_TINY = "measured at tiny scale"
-BASIS_MODELLED_TINY = "modelled + measured at tiny scale"
-BASIS_PRIOR = "prior"
-BASES = (BASIS_MODELLED, BASIS_MEASURED, BASIS_TINY, BASIS_MODELLED_TINY, BASIS_PRIOR)
 TINY_PARAMS = 1e9  # models measured below this many parameters are "tiny" next to the frontier candidates
 LATENCY_MEAN = "modelled mean per-token latency"
 LATENCY_SCALED = "modelled mean x measured p99/p50"
