@@ -112,3 +112,24 @@ def test_default_corpus_generated_domains_pinned(cap):
 @pytest.mark.skipif(sys.version != PINNED_PYTHON, reason="the stdlib sources differ between Pythons")
 def test_default_corpus_hash_pinned():
     assert corpus_hash(default_corpus()) == DEFAULT_FULL_HASH
+
+
+def test_train_config_corpus_field(tmp_path, capsys):
+    from moelab.cli import main
+    from moelab.data import prepare
+    from moelab.train.config import TrainConfig
+
+    assert TrainConfig().corpus == "default" and TrainConfig(corpus="study").corpus == "study"
+    assert TrainConfig.from_dict({"steps": 3}).corpus == "default"  # a run saved before named corpora
+    with pytest.raises(MoelabError, match="--corpus must be one of"):
+        TrainConfig(corpus="trivia")
+    with pytest.raises(MoelabError, match="cannot be combined with --data"):
+        TrainConfig(corpus="study", data=str(tmp_path))
+    with pytest.raises(MoelabError, match="cannot be combined with --data"):
+        prepare(str(tmp_path), corpus="study")
+    for argv in (["--corpus", "trivia"], ["--corpus", "study", "--data", str(tmp_path)]):
+        capsys.readouterr()
+        assert main(["train", "--model", "tiny-dense", "--out", str(tmp_path / "run"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert "--corpus" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
