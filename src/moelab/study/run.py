@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from moelab import jsonout
 from moelab.decide.workload import Workload, default_workload
@@ -201,10 +202,20 @@ def run_study(out: Path, workload: Workload | None = None, quick: bool = False, 
     check_writable_dir(out, "--out")
     stage_seconds: dict[str, float] = {}
 
-    def stage(name: str, fn: Callable[[], dict]) -> dict:
+    def stage(name: str, fn: Callable[[], Any], soft: bool = False) -> Any:
+        """Run one stage and time it. A soft stage's failure (any Exception; Ctrl-C still stops the study) is
+        recorded as {"skipped": why, "failures": [why]} and the study goes on: the measurements of the stages
+        before it are not lost to a part that only adds to them."""
         log(f"study: {name} ...")
         t0 = time.perf_counter()
-        result = fn()
+        try:
+            result = fn()
+        except Exception as e:
+            if not soft:
+                raise
+            why = f"{name} failed: {type(e).__name__}: {e}"
+            log(f"study: {why}; the study goes on without it")
+            result = {"skipped": why, "failures": [why]}
         stage_seconds[name] = round(time.perf_counter() - t0, 2)
         log(f"study: {name} done in {stage_seconds[name]:.1f} s")
         return result
@@ -216,12 +227,12 @@ def run_study(out: Path, workload: Workload | None = None, quick: bool = False, 
     recommend(wl)
     training = stage("train", lambda: train_stage(out / "runs", plan, progress, log))
     calibration, bench = stage("calibrate and bench", lambda: measure_stage(out, plan, log))
-    task_type = stage("task-type probes", lambda: task_type_stage(out, plan, log))
+    task_type = stage("task-type probes", lambda: task_type_stage(out, plan, log), soft=True)
     serving = stage("serve with vLLM", lambda: serve_stage(out, plan, log))
-    hybrid = stage("hybrid serving", lambda: hybrid_stage(out, plan, log))
+    hybrid = stage("hybrid serving", lambda: hybrid_stage(out, plan, log), soft=True)
     scaling = stage("scale across processes", lambda: scaling_stage(out, plan, out / "hardware.json", log))
     mitigations = stage("mitigations", lambda: mitigations_stage(out, plan, out / "hardware.json", log))
-    laws = stage("scaling laws", lambda: laws_stage(out, plan, log))
+    laws = stage("scaling laws", lambda: laws_stage(out, plan, log), soft=True)
     decision = stage("decide", lambda: recommend(wl, {"training": training, "bench": bench, "task_type": task_type,
                                                       "hybrid": hybrid}))
     study = {"version": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -229,11 +240,19 @@ def run_study(out: Path, workload: Workload | None = None, quick: bool = False, 
              "training": training, "calibration": calibration, "bench": bench, "task_type": task_type,
              "serving": serving, "hybrid": hybrid, "scaling": scaling, "mitigations": mitigations, "laws": laws,
              "frontier": frontier, "decision": decision, "stage_seconds": stage_seconds}
-    study["claims"] = stage("check the seeds' claims", lambda: claims_table(study))
     study["wall_seconds"] = round(time.perf_counter() - started, 2)
+
+    def write_study() -> None:
+        atomic_write_text(out / "study.json", jsonout.dumps(study, indent=1, default=str) + "\n")
+
+    write_study()  # every measurement on disk before the two steps that only read them
+    claims = stage("check the seeds' claims", lambda: claims_table(study), soft=True)
+    study["claims"] = claims if isinstance(claims, list) else []
+    if not isinstance(claims, list):
+        study["claims_failure"] = claims["skipped"]
     t0 = time.perf_counter()
     write_report(study, out)
     stage_seconds["report"] = round(time.perf_counter() - t0, 2)
     study["wall_seconds"] = round(time.perf_counter() - started, 2)
-    atomic_write_text(out / "study.json", jsonout.dumps(study, indent=1, default=str) + "\n")
+    write_study()
     return study
