@@ -68,7 +68,8 @@ def run_tokenizer_json(final: Path, meta: dict) -> str:
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     data, vocab = config.get("data"), config.get("vocab_size", 2048)
     try:
-        docs = default_corpus(config.get("max_bytes_per_domain", 1_500_000)) if data is None else load_corpus(data)
+        docs = (default_corpus(config.get("max_bytes_per_domain", 1_500_000), corpus=config.get("corpus", "default"))
+                if data is None else load_corpus(data))
     except MoelabError as e:
         raise MoelabError(f"{final}: the run keeps no tokenizer.json and its corpus cannot be read again to "
                           f"rebuild it ({e})") from None
