@@ -51,6 +51,15 @@ BAD = [  # (path in the study, value, what the one line must name)
     ("task_type.floor_warnings", "all at the floor", "task_type.floor_warnings: expected a list"),
     ("hybrid.models.dense.accuracy", None, "hybrid.models.dense: needs accuracy"),
     ("hybrid.best.cascade.escalation_rate", 2, "hybrid.best.cascade.escalation_rate: 2 is outside [0, 1]"),
+    ("hybrid.best.cascade.escalation_rate", -0.1, "hybrid.best.cascade.escalation_rate: -0.1 is outside"),
+    ("hybrid.models.moe.accuracy", 2, "hybrid.models.moe.accuracy: 2 is outside [0, 1]"),
+    ("hybrid.models.moe.ci_low", -1, "hybrid.models.moe.ci_low: -1 is outside [0, 1]"),
+    ("hybrid.models.dense.ci_high", 1.5, "hybrid.models.dense.ci_high: 1.5 is outside [0, 1]"),
+    ("hybrid.best.route.ci_low", 0.99, "hybrid.best.route: accuracy"),
+    ("hybrid.best.cascade.ci_high", 0.0, "hybrid.best.cascade: accuracy"),
+    ("hybrid.best.cascade.threshold", 1.5, "hybrid.best.cascade.threshold: 1.5 is outside [0, 1]"),
+    ("task_type.models.tiny-dense.scores.reasoning.ci_high", 1e200, "reasoning.ci_high: 1e+200 is outside"),
+    ("task_type.models.tiny-dense.scores.reasoning.chance", -0.1, "reasoning.chance: -0.1 is outside"),
     ("hybrid.best.route.pareto", "yes", "hybrid.best.route.pareto: expected a boolean"),
     ("hybrid.models", [], "hybrid.models: expected an object"),
 ]
@@ -95,7 +104,9 @@ def _refused(capsys, argv: list[str]) -> str:
 
 
 def test_cli_refuses_a_missing_foreign_or_hostile_study(tmp_path, capsys):
-    assert "not a folder" in _refused(capsys, ["decide", "--evidence", str(tmp_path / "nowhere")])
+    assert "not a folder or a .json file" in _refused(capsys, ["decide", "--evidence", str(tmp_path / "nowhere")])
+    (tmp_path / "study.txt").write_text(json.dumps(_study()))
+    assert "not a folder or a .json file" in _refused(capsys, ["decide", "--evidence", str(tmp_path / "study.txt")])
     assert "no study.json" in _refused(capsys, ["decide", "--evidence", str(tmp_path)])
     (tmp_path / "dir" / "study.json").mkdir(parents=True)
     assert "is a directory" in _refused(capsys, ["decide", "--evidence", str(tmp_path / "dir")])
@@ -111,6 +122,27 @@ def test_cli_refuses_a_missing_foreign_or_hostile_study(tmp_path, capsys):
     assert "not a moelab study" in said["list"] and "not a moelab study" in said["foreign"]
     assert "NaN" in said["nan"] and "duplicate key 'bench'" in said["dup"] and "not UTF-8" in said["binary"]
     assert "study.json: evidence hybrid.best.cascade.escalation_rate: -0.5 is outside [0, 1]" in said["bad"]
+
+
+def test_load_study_takes_a_folder_or_its_study_json_and_returns_the_whole_study(tmp_path, capsys):
+    study = {**_study(), "laws": {"seeds": {"alpha": 0.076}}}
+    folder = _write(tmp_path / "s", json.dumps(study))
+    assert load_study(folder) == load_study(folder / "study.json") == study
+    # a study without decide's parts is a study for a reader that names its own parts (moelab claims)
+    only_laws = _write(tmp_path / "laws", json.dumps({"laws": {"seeds": {"alpha": 0.076}}}))
+    assert load_study(only_laws / "study.json", ("laws",))["laws"]["seeds"]["alpha"] == 0.076
+    with pytest.raises(MoelabError, match="not a moelab study"):
+        load_study(only_laws)
+    # decide's parts are checked whichever reader asks
+    bad = _write(tmp_path / "bad", json.dumps(_set(study, "hybrid.models.moe.ci_high", 0.1)))
+    with pytest.raises(MoelabError, match=r"study\.json: evidence hybrid\.models\.moe"):
+        load_study(bad / "study.json", ("laws",))
+    for hostile in ("a\0b", "a\0b.json", str(tmp_path / "missing.json")):
+        with pytest.raises(MoelabError) as err:
+            load_study(hostile)
+        assert "\n" not in str(err.value)
+    assert main(["decide", "--evidence", str(folder / "study.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["evidence"]["hybrid"] is True
 
 
 def test_cli_decides_with_a_study(tmp_path, capsys):

@@ -359,16 +359,27 @@ class TaskTypeEvidence:
         return next((c for c in self.comparisons if c.pair == pair and c.set == item_set), None)
 
 
+def read_interval(cell: dict, where: str) -> tuple[float, float, float]:
+    """(accuracy, ci_low, ci_high) of a scored cell, each in [0, 1] and 0 <= ci_low <= accuracy <= ci_high <= 1
+    (up to ROUNDING); one MoelabError line otherwise. The one reader of a measured proportion with its interval
+    (task_type cells and hybrid points)."""
+    got = {k: _num(cell.get(k), f"{where}.{k}", 0, 1) for k in ("accuracy", "ci_low", "ci_high")}
+    if None in got.values():
+        raise _refuse(where, "needs accuracy, ci_low and ci_high in [0, 1]")
+    acc, lo, hi = got["accuracy"], got["ci_low"], got["ci_high"]
+    if not lo - ROUNDING <= acc <= hi + ROUNDING:
+        raise _refuse(where, f"accuracy {acc:g} is outside its interval [{lo:g}, {hi:g}]")
+    return acc, lo, hi
+
+
 def _accuracy(cell: Any, where: str) -> Accuracy:
     cell = _obj(cell, where)
-    got = {k: _num(cell.get(k), f"{where}.{k}", 0, 1) for k in ("accuracy", "ci_low", "ci_high", "chance")}
+    acc, lo, hi = read_interval(cell, where)
+    chance = _num(cell.get("chance"), f"{where}.chance", 0, 1)
     n = _num(cell.get("n"), f"{where}.n", 0)
-    if None in got.values() or n is None or n != int(n):
-        raise _refuse(where, "needs accuracy, ci_low, ci_high, chance in [0, 1] and an integer n")
-    if not got["ci_low"] - ROUNDING <= got["accuracy"] <= got["ci_high"] + ROUNDING:
-        raise _refuse(where, f"accuracy {got['accuracy']:g} is outside its interval [{got['ci_low']:g}, "
-                             f"{got['ci_high']:g}]")
-    return Accuracy(got["accuracy"], got["ci_low"], got["ci_high"], int(n), got["chance"])
+    if chance is None or n is None or n != int(n):
+        raise _refuse(where, "needs chance in [0, 1] and an integer n")
+    return Accuracy(acc, lo, hi, int(n), chance)
 
 
 def read_task_type(task: dict | None) -> TaskTypeEvidence | None:
@@ -453,9 +464,7 @@ class HybridEvidence:
 
 def _point(p: Any, where: str, policy: str | None = None, escalation: float | None = None) -> HybridPoint:
     p = _obj(p, where)
-    got = {k: _num(p.get(k), f"{where}.{k}", 0, 1) for k in ("accuracy", "ci_low", "ci_high")}
-    if None in got.values():
-        raise _refuse(where, "needs accuracy, ci_low and ci_high in [0, 1]")
+    acc, lo, hi = read_interval(p, where)
     rate = _num(p.get("escalation_rate"), f"{where}.escalation_rate", 0, 1)
     rate = escalation if rate is None else rate
     if rate is None:
@@ -465,7 +474,7 @@ def _point(p: Any, where: str, policy: str | None = None, escalation: float | No
     if pareto is not None and not isinstance(pareto, bool):
         raise _refuse(f"{where}.pareto", f"expected a boolean, got {_kind(pareto)}")
     return HybridPoint(policy or _str(p.get("policy"), f"{where}.policy") or "?", _num(p.get("threshold"),
-                       f"{where}.threshold", 0, 1), got["accuracy"], got["ci_low"], got["ci_high"],
+                       f"{where}.threshold", 0, 1), acc, lo, hi,
                        None if n is None else int(n), _num(p.get("latency_s_mean"), f"{where}.latency_s_mean", 0),
                        _num(p.get("flops_per_query"), f"{where}.flops_per_query", 0), rate, pareto)
 
@@ -519,23 +528,31 @@ STUDY_FILE = "study.json"
 STUDY_MAX_BYTES = 64 * 2**20  # runs/study/study.json was 0.53 MB before issue 16's stages; hybrid.json adds ~0.1 MB
 
 
-def load_study(folder: str | Path) -> dict:
-    """The evidence parts (EVIDENCE_PARTS) of FOLDER/study.json, read through moelab.userfile and checked by
-    Evidence.read, so that a bad file is refused in one line naming it before any modelling."""
+def load_study(where: str | Path, parts: tuple[str, ...] = EVIDENCE_PARTS) -> dict:
+    """The whole study dict of a `moelab study` folder (its study.json) or of a study.json file given directly,
+    read through moelab.userfile (STUDY_MAX_BYTES, strict JSON) and with decide's parts (EVIDENCE_PARTS) checked
+    by Evidence.read, so that a bad file is refused in one line naming it before any modelling. `parts`: the keys
+    of which at least one must be there for the file to count as a study (`moelab claims` passes its own).
+    The one study.json reader of `moelab decide --evidence` and `moelab claims --evidence`."""
     from moelab.userfile import load_user_file
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MoelabError(f"--evidence {str(folder)!r}: not a folder (give the --out folder of `moelab study`)")
-    path = folder / STUDY_FILE
-    if not path.exists():
-        raise MoelabError(f"--evidence {folder}: no {STUDY_FILE} there (`moelab study --out {folder}` writes one)")
-    study = load_user_file(path, "study file", STUDY_MAX_BYTES)
-    if not isinstance(study, dict) or not any(study.get(k) for k in EVIDENCE_PARTS):
-        raise MoelabError(f"{path}: not a moelab study (none of {', '.join(EVIDENCE_PARTS)})")
-    parts = {k: study.get(k) for k in EVIDENCE_PARTS}
+    path = Path(where)
     try:
-        Evidence.read(parts)
+        is_dir = path.is_dir()
+    except (ValueError, OSError):  # a NUL byte in the name (Python >= 3.12 raises), a name too long
+        raise MoelabError(f"--evidence {str(where)!r}: not a valid path") from None
+    if is_dir:
+        path = path / STUDY_FILE
+        if not path.exists():
+            raise MoelabError(f"--evidence {where}: no {STUDY_FILE} there (`moelab study --out {where}` writes one)")
+    elif path.suffix.lower() != ".json":  # a missing .json is refused by load_user_file ("not found")
+        raise MoelabError(f"--evidence {str(where)!r}: not a folder or a .json file (give the --out folder of "
+                          f"`moelab study`, or its {STUDY_FILE})")
+    study = load_user_file(path, "study file", STUDY_MAX_BYTES)
+    if not isinstance(study, dict) or not any(study.get(k) for k in parts):
+        raise MoelabError(f"{path}: not a moelab study (none of {', '.join(parts)})")
+    try:
+        Evidence.read({k: study.get(k) for k in EVIDENCE_PARTS})
     except MoelabError as e:
         raise MoelabError(f"{path}: {e}") from None
-    return parts
+    return study
