@@ -10,7 +10,7 @@ import pytest
 from evidence_parts import CLEAR, task_type, training_and_bench
 
 from moelab.decide import default_workload, recommend
-from moelab.decide.evidence import BASIS_PRIOR, BASIS_TINY, Accuracy, Evidence
+from moelab.decide.evidence import BASIS_PRIOR, BASIS_TINY, Accuracy, Comparison, Evidence
 from moelab.decide.factors import task_type as task_factor
 from moelab.decide.policy import POLICY
 from moelab.eval.score import at_floor, difference, wilson
@@ -116,6 +116,31 @@ def test_floor_matches_the_probe_scorer(k, n, chance):
     lo, hi = wilson(k, n)
     c = {"n": n, "correct": k, "accuracy": k / n if n else 0.0, "ci_low": lo, "ci_high": hi, "chance": chance}
     assert Accuracy(c["accuracy"], lo, hi, n, chance).at_floor == at_floor(c)
+
+
+def _cell(k: int, n: int, chance: float = 0.0) -> Accuracy:
+    lo, hi = wilson(k, n)
+    return Accuracy(k / n, lo, hi, n, chance)
+
+
+def test_the_difference_reproduces_newcombes_published_interval():
+    """Newcombe (Stat. Med. 17 (1998) 873-890), Table II example (a): 56/70 - 48/80 = 0.2000, method 10 (hybrid
+    score, no continuity correction) 95% interval 0.0524 to 0.3339."""
+    c = Comparison("iso_total", "reasoning", "dense", "moe", _cell(48, 80), _cell(56, 70))
+    gap, lo, hi = c.difference
+    assert (round(gap, 4), round(lo, 4), round(hi, 4)) == (0.2, 0.0524, 0.3339)
+    assert c.verdict == "moe"
+    flipped = Comparison("iso_total", "reasoning", "dense", "moe", _cell(56, 70), _cell(48, 80))
+    assert tuple(round(x, 4) for x in flipped.difference) == (-0.2, -0.3339, -0.0524) and flipped.verdict == "dense"
+
+
+def test_the_floor_by_hand():
+    # Wilson 95% lower bounds: 6/50 -> 0.056, 10/50 -> 0.112; chance 0.1
+    assert _cell(6, 50, 0.1).at_floor and not _cell(10, 50, 0.1).at_floor
+    assert _cell(5, 50, 0.1).at_floor  # accuracy == chance
+    assert Accuracy(0.0, 0.0, 1.0, 0, 0.0).at_floor  # nothing scored
+    both_low = Comparison("iso_active", "knowledge", "dense", "moe", _cell(0, 40, 0.15), _cell(6, 40, 0.15))
+    assert both_low.verdict == "floor"  # 6/40 = chance: the review's P1-2 case is not evidence
 
 
 def test_recommend_cites_the_probes():

@@ -299,9 +299,18 @@ class Accuracy:
     chance: float
 
     @property
+    def cell(self) -> dict:
+        """The score cell as moelab.eval.score writes and reads it."""
+        return {"accuracy": self.accuracy, "ci_low": self.ci_low, "ci_high": self.ci_high, "n": self.n,
+                "chance": self.chance}
+
+    @property
     def at_floor(self) -> bool:
-        """At chance or within its own interval of it: not evidence of learning (moelab.eval.score.at_floor)."""
-        return self.n == 0 or self.accuracy <= self.chance or self.ci_low <= self.chance
+        """At chance or within its own interval of it: not evidence of learning (moelab.eval.score.at_floor, the
+        test the task-type report and the claims apply)."""
+        from moelab.eval.score import at_floor  # lazily: moelab.eval imports torch (moelab.data), ~3 s
+
+        return at_floor(self.cell)
 
 
 @dataclass(frozen=True)
@@ -321,11 +330,10 @@ class Comparison:
         """MoE minus dense accuracy with Newcombe's hybrid Wilson 95% interval (R. G. Newcombe, Stat. Med. 17 (1998)
         873-890, method 10), from the two cells' own Wilson bounds: moelab.eval.score.difference, the test the
         report's task-type section applies. Conservative here: both models answer the same items."""
-        d, m = self.dense_score, self.moe_score
-        gap = m.accuracy - d.accuracy
-        lo = gap - math.sqrt((m.accuracy - m.ci_low) ** 2 + (d.ci_high - d.accuracy) ** 2)
-        hi = gap + math.sqrt((m.ci_high - m.accuracy) ** 2 + (d.accuracy - d.ci_low) ** 2)
-        return gap, lo, hi
+        from moelab.eval.score import difference  # lazily, as at_floor
+
+        diff = difference(self.moe_score.cell, self.dense_score.cell)
+        return diff["difference"], diff["ci_low"], diff["ci_high"]
 
     @property
     def verdict(self) -> str:
