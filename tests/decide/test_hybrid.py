@@ -6,7 +6,13 @@ import pytest
 from evidence_parts import hybrid, queries, training_and_bench
 
 from moelab.decide import default_workload, recommend
-from moelab.decide.evidence import BASIS_MODELLED, BASIS_MODELLED_TINY, read_hybrid
+from moelab.decide.evidence import (
+    BASIS_MODELLED,
+    BASIS_MODELLED_TINY,
+    LATENCY_MEAN,
+    LATENCY_SCALED,
+    read_hybrid,
+)
 from moelab.decide.workload import DEFAULT, workload_from_dict
 from moelab.hybrid import curve, policies
 
@@ -41,8 +47,11 @@ def test_cascade_fleet_at_the_measured_escalation_rate(cascade):
     assert 0 < e < 1 and h["escalation_rate"] == e
     assert h["usd_per_million_tokens"] == pytest.approx(d["usd_per_million_tokens"] + e * m["usd_per_million_tokens"],
                                                         abs=1e-4)
-    assert h["latency_ms_mean"] == pytest.approx(d["latency_ms"] + e * m["latency_ms"], abs=1e-3)
-    assert h["latency_ms_worst"] == pytest.approx(d["latency_ms"] + m["latency_ms"], abs=1e-3)
+    assert h["latency_ms_mean"] == pytest.approx(d["step_ms"] + e * m["step_ms"], abs=1e-3)
+    assert h["latency_ms_worst"] == pytest.approx(d["step_ms"] + m["step_ms"], abs=1e-3)
+    # the bench ran on the study's CPU, not on the workload's H100: no tail applies, the tail figure is the worst
+    assert not r["latency_tail"]["applied"] and h["latency_ms_tail"] == h["latency_ms_worst"]
+    assert h["latency_ms_mean_label"] == LATENCY_MEAN and LATENCY_MEAN in h["latency_ms_tail_label"]
     breakeven = 1 - d["usd_per_million_tokens"] / m["usd_per_million_tokens"]  # where it costs what the MoE does
     assert h["breakeven_escalation_rate"] == pytest.approx(breakeven, abs=1e-4)
     assert h["memory_gb"] == pytest.approx(d["memory_gb"] + m["memory_gb"], abs=0.01)
@@ -78,9 +87,36 @@ def test_route_fleet_mixes_by_the_measured_share():
     assert h["policy"] == "route" and h["escalation_rate"] == e
     assert h["usd_per_million_tokens"] == pytest.approx((1 - e) * d["usd_per_million_tokens"]
                                                         + e * m["usd_per_million_tokens"], abs=1e-4)
-    assert h["latency_ms_worst"] == max(d["latency_ms"], m["latency_ms"])
+    assert h["latency_ms_mean"] == pytest.approx((1 - e) * d["step_ms"] + e * m["step_ms"], abs=1e-3)
+    assert h["latency_ms_worst"] == max(d["step_ms"], m["step_ms"])
     assert h["breakeven_escalation_rate"] is None
     assert h["gpus"] == d["gpus_per_replica"] + m["gpus_per_replica"] <= 16
+
+
+@pytest.mark.parametrize("wl", [CASCADE, ROUTE], ids=["cascade", "route"])
+def test_a_measured_tail_scales_the_tail_figure_not_the_mean(wl):
+    """A bench on the workload's own hardware (p99/p50 = 1.2 in every decode row): the candidates' latency_ms is
+    the modelled mean step x 1.2, the fleet's mean stays the mix of mean steps, and its tail figure is the
+    slowest query at the scaled latencies (review P3-8: the mean was the p99-scaled one)."""
+    ev = training_and_bench()
+    ev["bench"]["hardware"] = {"name": wl.hardware}
+    part = hybrid()
+    r = recommend(wl, ev | {"hybrid": part})
+    assert r["latency_tail"]["applied"] and r["latency_tail"]["ratio"] == pytest.approx(1.2)
+    assert r["latency_label"] == LATENCY_SCALED
+    h = r["hybrid"]
+    d, m = _pair(r)
+    for c in (d, m):
+        assert c["latency_ms"] == pytest.approx(1.2 * c["step_ms"], rel=1e-3)
+    e = part["best"][h["policy"]]["escalation_rate"]
+    mix = (lambda a, b: a + e * b) if h["policy"] == "cascade" else (lambda a, b: (1 - e) * a + e * b)
+    slow = (lambda a, b: a + b) if h["policy"] == "cascade" else max
+    assert h["latency_ms_mean"] == pytest.approx(mix(d["step_ms"], m["step_ms"]), abs=1e-3)
+    assert h["latency_ms_mean"] < mix(d["latency_ms"], m["latency_ms"]) - 1.0  # not the scaled figure
+    assert h["latency_ms_worst"] == pytest.approx(slow(d["step_ms"], m["step_ms"]), abs=1e-3)
+    assert h["latency_ms_tail"] == pytest.approx(slow(d["latency_ms"], m["latency_ms"]), abs=1e-3)
+    assert h["latency_ms_tail"] == pytest.approx(1.2 * h["latency_ms_worst"], rel=1e-3)
+    assert h["latency_ms_mean_label"] == LATENCY_MEAN and LATENCY_SCALED in h["latency_ms_tail_label"]
 
 
 def test_no_hybrid_block_when_the_choice_is_one_model():

@@ -20,7 +20,7 @@ from moelab.cost.estimate import TrainingPlan, estimate
 from moelab.cost.frontier import choose, serving_points
 from moelab.cost.params import count_params
 from moelab.cost.roofline import Workload as CostWorkload
-from moelab.decide.evidence import BASIS_MODELLED
+from moelab.decide.evidence import BASIS_MODELLED, LATENCY_MEAN
 from moelab.decide.workload import Workload
 from moelab.spec.hardware import HardwareSpec
 from moelab.spec.model import ModelSpec
@@ -186,7 +186,8 @@ def fleet_fits(dense: dict, moe: dict, wl: Workload) -> bool:
             and dense["memory_gb"] + moe["memory_gb"] <= wl.memory_budget_gb)
 
 
-def fleet(dense: dict, moe: dict, wl: Workload, policy: str, escalation: float | None) -> dict:
+def fleet(dense: dict, moe: dict, wl: Workload, policy: str, escalation: float | None,
+          tail_label: str = LATENCY_MEAN) -> dict:
     """The engine's version of a hybrid of two assessed candidates: one replica of each on the workload's GPUs.
 
     At an escalation rate e (the share of queries the MoE answers), per output token delivered:
@@ -194,15 +195,23 @@ def fleet(dense: dict, moe: dict, wl: Workload, policy: str, escalation: float |
       $ = dense + e x MoE, mean latency = dense + e x MoE, an escalated query's = dense + MoE;
     - route (each query goes to one model): $ = (1 - e) x dense + e x MoE, latency likewise, a routed query's at
       worst the slower model's.
+    Latencies per token: `latency_ms_mean` from the modelled mean steps (step_ms); `latency_ms_worst` is the
+    slowest query (escalated, or routed to the slower model) at those means; `latency_ms_tail` is that slowest
+    query at each model's latency_ms (the mean x the measured p99/p50 when the bench ran on the workload's
+    hardware, labelled by `latency_ms_tail_label` = evidence.Tail.label; equal to latency_ms_worst otherwise).
     The cascade costs as much as the MoE alone at e = 1 - dense/MoE (`breakeven_escalation_rate`; 0 when the
     dense is not the cheaper). Figures at e are None without an escalation rate."""
     assert policy in HYBRID_POLICIES, policy
     d, m = dense["usd_per_million_tokens"], moe["usd_per_million_tokens"]
-    dl, ml = dense["latency_ms"], moe["latency_ms"]
+    dm, mm = dense["step_ms"], moe["step_ms"]  # modelled means
+    dt, mt = dense["latency_ms"], moe["latency_ms"]  # means x the applied tail (= the means when none applies)
     cascade = policy == "cascade"
 
     def at(e: float, a: float, b: float) -> float:
         return a + e * b if cascade else (1 - e) * a + e * b
+
+    def slowest(a: float, b: float) -> float:
+        return a + b if cascade else max(a, b)
 
     gpus = dense["gpus_per_replica"] + moe["gpus_per_replica"]
     memory = round(dense["memory_gb"] + moe["memory_gb"], 2)
@@ -211,7 +220,9 @@ def fleet(dense: dict, moe: dict, wl: Workload, policy: str, escalation: float |
             "memory_budget_gb": round(wl.memory_budget_gb, 2), "fits": fleet_fits(dense, moe, wl),
             "dense_usd_per_mtok": d, "moe_usd_per_mtok": m, "escalation_rate": escalation,
             "usd_per_million_tokens": None if escalation is None else round(at(escalation, d, m), 4),
-            "latency_ms_mean": None if escalation is None else round(at(escalation, dl, ml), 3),
-            "latency_ms_worst": round(dl + ml if cascade else max(dl, ml), 3),
+            "latency_ms_mean": None if escalation is None else round(at(escalation, dm, mm), 3),
+            "latency_ms_mean_label": LATENCY_MEAN,
+            "latency_ms_worst": round(slowest(dm, mm), 3),
+            "latency_ms_tail": round(slowest(dt, mt), 3), "latency_ms_tail_label": f"slowest query, {tail_label}",
             "breakeven_escalation_rate": (round(max(0.0, 1 - d / m), 4) if m > 0 else None) if cascade else None,
             "formula": "dense + e x MoE" if cascade else "(1 - e) x dense + e x MoE", "basis": BASIS_MODELLED}

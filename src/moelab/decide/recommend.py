@@ -90,7 +90,7 @@ class Context:
             votes = vote(factors, wl, self.policy)
         ch = choose(cands, votes, flip, wl, self.policy)
         reason = wording.reason(ch, wl, votes, flip, self.latency_word, self.policy)
-        mixed = _hybrid(ch, wl, self.evidence.hybrid) if ch.rule in HYBRID_POLICIES else None
+        mixed = _hybrid(ch, wl, self.evidence.hybrid, self.tail.label) if ch.rule in HYBRID_POLICIES else None
         return {"candidates": cands, "factors": factors, "vote": votes, "throughput_flip": flip,
                 "best": {"dense": dense["name"] if dense else None, "moe": moe["name"] if moe else None},
                 "recommendation": {"choice": ch.choice, "model": ch.model, "feasible": ch.feasible,
@@ -98,11 +98,11 @@ class Context:
                 "hybrid": mixed}
 
 
-def _hybrid(ch: Choice, wl: Workload, measured: HybridEvidence | None) -> dict:
+def _hybrid(ch: Choice, wl: Workload, measured: HybridEvidence | None, tail_label: str = LATENCY_MEAN) -> dict:
     """The fleet of the hybrid's two models (candidates.fleet) at the escalation rate of the best measured point of
     the same policy, and the measured curve's dense alone, MoE alone and best cascade and route points."""
     point = measured.best.get(ch.rule) if measured else None
-    out = fleet(ch.first, ch.second, wl, ch.rule, point.escalation_rate if point else None)
+    out = fleet(ch.first, ch.second, wl, ch.rule, point.escalation_rate if point else None, tail_label)
     out["basis"] = BASIS_MODELLED_TINY if point else BASIS_MODELLED
     out["escalation_source"] = f"the best measured {ch.rule} point" if point else None
     out["measured"] = None if measured is None else {

@@ -283,7 +283,9 @@ def hybrid(h: dict) -> str:
             out += f"; it costs as much as the MoE alone at e = {h['breakeven_escalation_rate']:.0%}"
     else:
         out += (f"${h['usd_per_million_tokens']:.2f}/Mtok at the measured escalation rate {e:.0%} ({h['formula']}: "
-                f"dense ${h['dense_usd_per_mtok']:.2f}, MoE ${h['moe_usd_per_mtok']:.2f})")
+                f"dense ${h['dense_usd_per_mtok']:.2f}, MoE ${h['moe_usd_per_mtok']:.2f}), "
+                f"{h['latency_ms_mean']:.1f} ms/token on average ({h['latency_ms_mean_label']})")
+    out += f"; {h['latency_ms_tail_label']}: {h['latency_ms_tail']:.1f} ms/token"
     m = h.get("measured")
     if m:
         def one(p: dict) -> str:
