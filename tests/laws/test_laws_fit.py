@@ -89,6 +89,28 @@ def test_refuses_bad_points():
         fit_power_law([1e12, 1e13, 1e14], [3.0, -2.9, 2.8])
 
 
+def test_hostile_magnitudes_are_one_line_not_overflow():
+    """The review's case: exp(intercept) or x^-alpha past a float's range is a MoelabError, never an
+    OverflowError or an inf in the result."""
+    with pytest.raises(MoelabError, match="overflowed"):  # slope ~ -5e6 on a narrow x: exp(intercept) = inf
+        fit_pure_power_law([1e10, 1.0001e10, 1.0002e10], [1e-300, 1.0, 1e99])
+    with pytest.raises(MoelabError, match="overflowed"):  # exp(intercept) underflows to A = 0
+        fit_pure_power_law([1, 2, 3], [1e-300, 1e-300, 1e99])
+    for x, y in (([1e-300, 1.0, 1e300], [1.0, 2.0, 3.0]), ([1e12, 1e13, 1e14], [1e308, 2.0, 3.0])):
+        with pytest.raises(MoelabError, match="within a factor"):
+            fit_power_law(x, y)
+        with pytest.raises(MoelabError, match="within a factor"):
+            fit_pure_power_law(x, y)
+
+
+def test_flat_losses_are_no_power_law_and_never_negative_zero():
+    f = fit_power_law(C[:5], [3.0] * 5)
+    assert f.A == 0.0 and "A=0" in f.at_bound and f.ci_open == ["low", "high"]
+    pure = fit_pure_power_law(C[:5], [3.0] * 5)
+    assert pure["alpha"] == 0.0 and math.copysign(1.0, pure["alpha"]) == 1.0
+    assert all(math.copysign(1.0, v) == 1.0 for v in pure["alpha_ci"])
+
+
 def test_pure_power_law_slope_and_interval():
     rng = np.random.default_rng(5)
     covered = 0
@@ -149,6 +171,15 @@ def test_sweep_fit_recovers_beta_over_the_expert_axis():
     assert m["holdout"]["name"] == "moe-8000000-e8" and abs(m["holdout"]["rel_error"]) < 1e-6
     assert out["fits"]["moe"]["points"] == 4  # the size axis alone
     assert out["seeds"] == {"alpha": 0.076, "beta": 0.084}
+    assert m["uninformative"] == [] and out["fits"]["moe"]["uninformative"] == []  # exact points: bounded
+
+
+def test_uninformative_reasons():
+    rows = _rows("dense", SIZES, lambda c, _: 3.0 + 0 * c)  # flat: no power law, the interval spans the range
+    d = fit_sweep({"rows": rows})["fits"]["dense"]
+    assert any("A = 0" in w for w in d["uninformative"]) and any("search range" in w for w in d["uninformative"])
+    three = fit_sweep({"rows": _rows("dense", SIZES[:3], lambda c, _: law(c))})["fits"]["dense"]
+    assert any("no interval" in w for w in three["uninformative"])
 
 
 def test_sweep_fit_needs_three_points_per_kind():

@@ -10,9 +10,11 @@ from moelab.laws.grid import (
     TOLERANCE,
     build_grid,
     grid_spec,
+    label,
     non_embedding_active,
     parse_experts,
     parse_kinds,
+    parse_size,
     parse_sizes,
 )
 
@@ -92,3 +94,18 @@ def test_parsing():
             parse_experts(bad)
     with pytest.raises(MoelabError, match="--kinds"):
         parse_kinds("dense,sparse")
+
+
+def test_labels_are_exact_and_name_distinct_folders():
+    """1000000 and 1000001 once both labelled "1M" (:g) and shared a run folder: a label is exact now, so it
+    parses back to its size (the inverse is the independent check) and distinct sizes never share a name."""
+    assert [label(s) for s in (10_000, 500_000, 1_000_000, 1_500_000, 8_000_000)] == ["10k", "500k", "1M", "1.5M",
+                                                                                      "8M"]
+    assert label(1_000_000) != label(1_000_001) == "1.000001M" and label(10_001) == "10.001k"
+    sizes = [10_000, 10_001, 99_999, 999_999, 1_000_000, 1_000_001, 1_234_567, 20_000_000, 1_000_000_000]
+    assert [parse_size(label(s)) for s in sizes] == sizes
+    assert len({label(s) for s in sizes}) == len(sizes)
+    names = [p.name for p in build_grid(parse_sizes("1M,1.000001M,2M"), ["dense", "moe"])]
+    assert len(set(names)) == len(names) == 6 and "dense-1.000001M" in names
+    with pytest.raises(MoelabError, match="twice"):  # two spellings rounding to one size
+        parse_sizes("1M,1.0000004M,2M")

@@ -47,7 +47,32 @@ def test_stage_failures_are_recorded_not_raised(tmp_path, tiny_stage, monkeypatc
     monkeypatch.setattr(sweep_module, "run_sweep", broken)
     result = stage.laws_stage(tmp_path, tiny_stage, lambda m: None)
     assert "no space left on device" in result["skipped"] and result["fits"] == {}
+    assert result["failures"] == ["sweep: no space left on device"]
     monkeypatch.undo()
     monkeypatch.setattr(sweep_module, "run_sweep", lambda *a, **k: {"rows": [], "token_budget": 1})
     result = stage.laws_stage(tmp_path, StudyPlan.quick_plan(), lambda m: None)
     assert result["skipped"] is None and "no scored run" in result["failures"][0]
+
+
+def test_any_exception_is_recorded_but_an_interrupt_is_not(tmp_path, monkeypatch):
+    """A bug (not a MoelabError) in the sweep or the fit is a recorded failure with its type; a KeyboardInterrupt
+    (a BaseException) still stops the study."""
+    from moelab.laws import fits as fits_module
+
+    def bug(*args, **kwargs):
+        raise ValueError("bad shape")
+
+    monkeypatch.setattr(sweep_module, "run_sweep", bug)
+    result = stage.laws_stage(tmp_path, StudyPlan.quick_plan(), lambda m: None)
+    assert result["failures"] == ["sweep: ValueError: bad shape"] and "ValueError" in result["skipped"]
+    monkeypatch.setattr(sweep_module, "run_sweep", lambda *a, **k: {"rows": [], "token_budget": 1})
+    monkeypatch.setattr(fits_module, "fit_sweep", bug)
+    result = stage.laws_stage(tmp_path, StudyPlan.quick_plan(), lambda m: None)
+    assert result["skipped"] is None and result["failures"] == ["ValueError: bad shape"] and result["fits"] == {}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_module, "run_sweep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        stage.laws_stage(tmp_path, StudyPlan.quick_plan(), lambda m: None)

@@ -69,6 +69,8 @@ def _checked(x, y) -> tuple[np.ndarray, np.ndarray]:
         raise MoelabError("a fit needs as many losses as compute values")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(x > 0) and np.all(y > 0)):
         raise MoelabError("a fit needs positive finite compute values and losses")
+    if (np.log(x.max()) - np.log(x.min())) * ALPHA_MAX > 300 or y.max() > 1e100:  # x^-alpha, its squares: overflow
+        raise MoelabError("a fit needs compute values within a factor e^100 of each other and losses up to 1e100")
     if len(np.unique(x)) < 3:
         raise MoelabError(f"a fit of E + A*C^-alpha needs at least 3 distinct compute values, got {len(np.unique(x))}")
     return x, y
@@ -135,8 +137,19 @@ def fit_power_law(x, y) -> PowerLawFit:
     bounds = [name for name, hit in (("E=0", e == 0.0), ("A=0", a_ref == 0.0),
                                      ("alpha_min", math.isclose(alpha, ALPHA_MIN, rel_tol=1e-6)),
                                      ("alpha_max", math.isclose(alpha, ALPHA_MAX, rel_tol=1e-6))) if hit]
-    return PowerLawFit(E=float(e), A=float(a_ref * x_ref**alpha), alpha=float(alpha), alpha_ci=ci, ci_open=open_,
+    with np.errstate(over="ignore", invalid="ignore"):
+        a_raw = float(np.float64(a_ref) * np.power(np.float64(x_ref), alpha))
+    _finite("E + A*x^-alpha", E=e, A=a_raw, rss=best, x_ref=x_ref)
+    return PowerLawFit(E=float(e), A=a_raw, alpha=float(alpha), alpha_ci=ci, ci_open=open_,
                        rss=float(best), n=n, x_ref=x_ref, at_bound=bounds)
+
+
+def _finite(form: str, **values: float) -> None:
+    """A fit whose numbers overflowed (compute or losses far outside any real sweep) is one line, not inf/nan."""
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        raise MoelabError(f"the fit of {form} overflowed ({', '.join(bad)} not finite): the compute values or "
+                          "losses are far outside a training run's range")
 
 
 def _golden(f, lo: float, hi: float, iters: int = 80) -> float:
@@ -206,4 +219,8 @@ def fit_pure_power_law(x, y) -> dict:
     resid = ly - intercept - slope * lx
     se = math.sqrt(float(resid @ resid) / (n - 2) / sxx)
     half = t975(n - 2) * se
-    return {"A": math.exp(intercept), "alpha": -slope, "alpha_ci": [-slope - half, -slope + half], "n": n}
+    with np.errstate(over="ignore"):
+        a = float(np.exp(intercept))
+    _finite("A*x^-alpha", A=a if a > 0 else math.nan, alpha=slope, alpha_ci=half)  # A = 0: exp underflowed
+    alpha = -slope + 0.0  # + 0.0: a flat sweep's slope is 0, never "-0"
+    return {"A": a, "alpha": alpha, "alpha_ci": [alpha - half + 0.0, alpha + half + 0.0], "n": n}

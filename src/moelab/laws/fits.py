@@ -14,18 +14,25 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from moelab.basis import BASIS_TINY
 from moelab.errors import MoelabError
-from moelab.laws.fit import fit_power_law, fit_pure_power_law, prediction_range
-from moelab.laws.grid import KINDS
+from moelab.laws.fit import ALPHA_MAX, ALPHA_MIN, PowerLawFit, fit_power_law, fit_pure_power_law, prediction_range
+from moelab.laws.grid import KINDS, MAX_EXPERTS
 from moelab.laws.sweep import SWEEP_FILE
 from moelab.userfile import load_user_file
 from moelab.validation import show_value
 
-SEEDS = {"alpha": 0.076, "beta": 0.084}
+SEEDS = {"alpha": 0.076, "beta": 0.084}  # the one place moelab states the seeds' exponents (report, claims read it)
 SEEDS_QUOTE = {"alpha": "Loss ~ C^(-α), where C = compute budget, α ≈ 0.076 (seeds 001, Scaling Laws, dense)",
                "beta": "Loss ~ (C * E)^(-β), where C = compute per token, E = num experts, β ≈ 0.084 (seeds 001, MoE)"}
-BASIS = "measured at tiny scale"
 MIN_POINTS = 3
+PROFILE_NOTE = (f"an E + A*C^-alpha exponent's interval that reaches the search range [{ALPHA_MIN:g}, "
+                f"{ALPHA_MAX:g}] is uninformative (the points do not bound it), and A = 0 is no power law at all "
+                "(loss did not fall with compute): the fit's 'uninformative' list says which")
+# What a sweep row may hold: a validation loss of a language model is a few nats (a uniform guess over a 2048-token
+# vocabulary is ln 2048 = 7.6; 100 is far past any run), and 1e40 FLOPs is ~1e14 times the largest training run
+# published; past these a hand-edited file is garbage, and the fit's exp/powers would overflow.
+MAX_LOSS, MAX_COMPUTE = 100.0, 1e40
 _ROW_NUMBERS = ("size", "params_active", "compute", "experts", "tokens")
 
 
@@ -48,8 +55,15 @@ def load_sweep(folder: str | Path) -> dict:
     return sweep
 
 
-def _positive(x) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+def _positive(x, limit: float = math.inf) -> bool:
+    """A positive finite number up to `limit` (an integer too large for a float is not)."""
+    if not isinstance(x, int | float) or isinstance(x, bool):
+        return False
+    try:
+        value = float(x)
+    except OverflowError:
+        return False
+    return math.isfinite(value) and 0 < value <= limit
 
 
 def _check_row(row, where: str) -> None:
@@ -66,11 +80,32 @@ def _check_row(row, where: str) -> None:
         if not _positive(value) or (key in ("size", "experts") and not isinstance(value, int)):
             what = "integer" if key in ("size", "experts") else "number"
             raise MoelabError(f"{where}: {key} must be a positive {what}, got {show_value(value)}")
+    if not _positive(row["compute"], MAX_COMPUTE) or row["compute"] < 1:
+        raise MoelabError(f"{where}: compute must be between 1 and {MAX_COMPUTE:g} FLOPs, got "
+                          f"{show_value(row['compute'])}")
+    if row["experts"] > MAX_EXPERTS:
+        raise MoelabError(f"{where}: experts must be at most {MAX_EXPERTS}, got {show_value(row['experts'])}")
     value = row.get("final_val")
-    if value is not None and not _positive(value):
-        raise MoelabError(f"{where}: final_val must be a positive number or null, got {show_value(value)}")
+    if value is not None and not _positive(value, MAX_LOSS):
+        raise MoelabError(f"{where}: final_val must be a positive number up to {MAX_LOSS:g} nats or null, got "
+                          f"{show_value(value)}")
     if row.get("axis", "size") not in ("size", "experts"):
         raise MoelabError(f"{where}: axis must be size or experts, got {show_value(row.get('axis'))}")
+
+
+def uninformative(f: PowerLawFit) -> list[str]:
+    """Why the E + A*x^-alpha fit's exponent says nothing: [] when it is bounded by the points."""
+    why = []
+    if "A=0" in f.at_bound:
+        why.append("no power law (A = 0): the best law is flat")
+    if any(b in f.at_bound for b in ("alpha_min", "alpha_max")):
+        why.append("the exponent sits on the search range's end")
+    if f.alpha_ci is None:
+        why.append("no interval (no residual degree of freedom)")
+    elif f.ci_open:
+        why.append(f"the interval reaches the search range [{ALPHA_MIN:g}, {ALPHA_MAX:g}] "
+                   f"({', '.join(f.ci_open)})")
+    return why
 
 
 def _fit(rows: list[dict], x_of, label: str, exponent: str, form: str, x_text: str) -> dict:
@@ -96,7 +131,8 @@ def _fit(rows: list[dict], x_of, label: str, exponent: str, form: str, x_text: s
                    "predicted_range": prediction_range(xs, ys, f, x)}
     return {"form": form, "x": x_text, "exponent_name": exponent, "E": f.E, "A": f.A, exponent: f.alpha,
             f"{exponent}_ci": list(f.alpha_ci) if f.alpha_ci else None, "ci_open": f.ci_open,
-            "at_bound": f.at_bound, "rss": f.rss, "points": len(fit_rows), "fit_rows": [r["name"] for r in fit_rows],
+            "at_bound": f.at_bound, "uninformative": uninformative(f), "rss": f.rss, "points": len(fit_rows),
+            "fit_rows": [r["name"] for r in fit_rows],
             "holdout": holdout,
             "holdout_note": None if held else f"only {len(rows)} points: fitted on all, none held out",
             "all_points": {"E": everything.E, "A": everything.A, exponent: everything.alpha,
@@ -154,8 +190,9 @@ def fit_sweep(sweep: dict) -> dict:
         notes.append(f"runs of different token budgets ({sorted(budgets)}): C varies through D too")
     else:
         notes.append("one token budget for every run: C = 6 N D varies through N alone, so each exponent is one "
-                     "in N at this fixed D (Kaplan's alpha_N = 0.076 is the seeds' dense figure)")
-    notes.append("the seeds' exponents are pure power laws: compare them with the 'pure' fits; E + A*C^-alpha's "
-                 "exponent is steeper whenever E > 0")
-    return {"basis": BASIS, "seeds": dict(SEEDS), "token_budget": sweep.get("token_budget"), "fits": fits,
+                     f"in N at this fixed D (Kaplan's alpha_N = {SEEDS['alpha']:g} is the seeds' dense figure)")
+    notes.append(f"the seeds' exponents (alpha {SEEDS['alpha']:g}, beta {SEEDS['beta']:g}) are pure power laws: "
+                 "compare them with the pure power-law fits; E + A*C^-alpha's exponent is steeper whenever E > 0")
+    notes.append(PROFILE_NOTE)
+    return {"basis": BASIS_TINY, "seeds": dict(SEEDS), "token_budget": sweep.get("token_budget"), "fits": fits,
             "notes": notes, "active": sweep.get("active")}

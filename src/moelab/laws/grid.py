@@ -91,10 +91,12 @@ def parse_experts(text: str | None) -> list[int]:
 
 
 def label(size: int) -> str:
-    """500000 -> '0.5M', 200000 -> '200k': the size in a run's name."""
-    if size >= 1_000_000:
-        return f"{size / 1e6:g}M"
-    return f"{size / 1e3:g}k"
+    """500000 -> '500k', 1500000 -> '1.5M', 1000001 -> '1.000001M': the size in a run's name, exact (every digit
+    kept, never rounded), so two sizes never share a run folder."""
+    unit, scale = ("M", 1_000_000) if size >= 1_000_000 else ("k", 1_000)
+    whole, rest = divmod(int(size), scale)
+    frac = f"{rest:0{len(str(scale)) - 1}d}".rstrip("0")
+    return f"{whole}.{frac}{unit}" if frac else f"{whole}{unit}"
 
 
 def _shape(size: int) -> tuple[int, int]:
@@ -166,4 +168,7 @@ def build_grid(sizes: list[int], kinds: list[str], experts_axis: list[int] | Non
             spec = grid_spec("moe", at, n, MOE_TOP_K, vocab)
             if spec.name not in names:
                 points.append(GridPoint("moe", at, n, MOE_TOP_K, spec, "experts"))
+    names = [p.name for p in points]
+    if len(set(names)) != len(names):  # a run folder per name: two models in one would mix their checkpoints
+        raise MoelabError(f"two grid points share a run name: {sorted({n for n in names if names.count(n) > 1})}")
     return points
