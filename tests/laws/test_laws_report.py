@@ -75,3 +75,29 @@ def test_not_run_skipped_and_broken_input():
         section(broken, _Page())  # renders without raising
         figures(broken)
     assert figures({})["laws_seeds_alpha"] == 0.076
+
+
+def test_seeds_come_from_laws_fits(monkeypatch):
+    """One source: the report's seeds are moelab.laws.fits.SEEDS (patched here, the report follows)."""
+    from moelab.laws import fits as fits_module
+
+    monkeypatch.setattr(fits_module, "SEEDS", {"alpha": 0.5, "beta": 0.25})
+    kf = figures(_study())
+    assert (kf["laws_seeds_alpha"], kf["laws_seeds_beta"]) == (0.5, 0.25)
+    assert "alpha (0.5) and beta (0.25) are compared with this sweep" in section(_study(),
+                                                                                   _Page())
+
+
+def test_no_power_law_and_open_intervals_are_said():
+    """A flat dense sweep: A = 0 is "no power law", its open interval "uninformative", never a number alone."""
+    rows = [{"name": f"dense-{s}", "kind": "dense", "axis": "size", "size": s, "params_active": s,
+             "compute": 6.0 * s * 1000, "experts": 0, "tokens": 1000, "final_val": 3.0}
+            for s in (10_000, 20_000, 40_000, 80_000, 160_000)]
+    sweep = {"rows": rows, "token_budget": 1000, "config": {}}
+    fitted = fit_sweep(sweep)
+    page = _Page()
+    html = section({"laws": {"sweep": sweep, "fits": fitted["fits"], "failures": [], "skipped": None}}, page)
+    headers, table = page.csvs["laws_fits"]
+    assert table[0][headers.index("exponent")] == "no power law (A = 0)"
+    assert "uninformative" in table[0][headers.index("95% interval (profile)")]
+    assert "A = 0: no power law" in html and "uninformative" in html

@@ -2,6 +2,7 @@
 fitted exponents with their intervals beside the seeds' alpha and beta, and what one token budget implies.
 
 `section(study, page)` renders study["laws"] (moelab.study.laws); `figures(study)` gives summary.json's numbers.
+The seeds' exponents come from moelab.laws.fits.SEEDS (their one source), held against the pure power-law fit.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from typing import Any
 NOTE = ("Every run trained on the same tokens in the same order (one budget D), so compute C = 6 N D varies "
         "through the model's size N alone: each exponent here is one of loss in N at this small, fixed D, not of a "
         "compute-optimal frontier (where D grows with C). The seeds' laws are pure power laws (no irreducible loss E): "
-        "their alpha and beta sit beside this sweep's pure power-law fit; the E + A*C^-alpha exponent is steeper "
-        "whenever E > 0. The seeds' dense 0.076 is Kaplan et al. 2020's alpha_N (loss in non-embedding parameters, "
-        "models trained to convergence), which is why an N exponent is the fair comparison.")
+        "their alpha ({alpha:g}) and beta ({beta:g}) are compared with this sweep's pure power-law fit, never with the "
+        "E + A*C^-alpha exponent, which is steeper whenever E > 0. An E + A*C^-alpha interval that reaches the search "
+        "range [{lo:g}, {hi:g}] is uninformative (the points do not bound the exponent), and A = 0 is no power law at "
+        "all. The seeds' dense {alpha:g} is Kaplan et al. 2020's alpha_N (loss in non-embedding parameters, models "
+        "trained to convergence), which is why an N exponent is the fair comparison.")
 KINDS = {"dense": ("dense", "#1f5fa8"), "moe": ("MoE, 8 experts top-2", "#c2410c"),
          "moe_experts": ("MoE over the expert axis", "#9333ea")}
 
@@ -25,17 +28,30 @@ def _fits(study: dict) -> dict:
     return {k: f for k, f in fits.items() if k in KINDS and isinstance(f, dict) and f.get("exponent_name")}
 
 
+def _num(x: float) -> str:
+    return f"{x + 0.0:.3g}"  # + 0.0: never "-0"
+
+
 def _interval(ci: Any, open_: Any = None) -> str:
     if not isinstance(ci, list | tuple) or len(ci) != 2 or not all(isinstance(x, int | float) for x in ci):
         return "–"
-    text = f"[{ci[0]:.3g}, {ci[1]:.3g}]"
-    return text + " (reaches the search limit)" if open_ else text
+    text = f"[{_num(ci[0])}, {_num(ci[1])}]"
+    return text + " (reaches the search range: uninformative)" if open_ else text
+
+
+def _exponent(f: dict, key: str) -> Any:
+    """The E + A*x^-exponent fit's exponent, or why there is none (A = 0: the best law is flat)."""
+    if "A=0" in (f.get("at_bound") or []):
+        return "no power law (A = 0)"
+    return f.get(key)
 
 
 def figures(study: dict) -> dict:
     """summary.json's scaling-law numbers: each fit's exponent, its interval, the pure power law's exponent and
     the held-out point's relative error; the seeds' exponents beside them."""
-    out: dict[str, Any] = {"laws_seeds_alpha": 0.076, "laws_seeds_beta": 0.084}
+    from moelab.laws.fits import SEEDS
+
+    out: dict[str, Any] = {"laws_seeds_alpha": SEEDS["alpha"], "laws_seeds_beta": SEEDS["beta"]}
     laws = study.get("laws") if isinstance(study.get("laws"), dict) else {}
     out["laws_token_budget"] = laws.get("token_budget")
     for name, f in _fits(study).items():
@@ -90,7 +106,8 @@ def plot(fits: dict) -> str | None:
             grid = [min(xs) * (max(xs) / min(xs)) ** (i / 60) for i in range(61)]
             if all(isinstance(f.get(k), int | float) for k in ("E", "A", key)):
                 ax.plot(grid, [f["E"] + f["A"] * x ** -f[key] for x in grid], "-", color=colour, lw=1.4,
-                        label=f"E + A·x^-{key}, {key} = {f[key]:.3g}")
+                        label=f"E + A·x^-{key}, " + ("A = 0: no power law" if "A=0" in (f.get("at_bound") or [])
+                                                         else f"{key} = {f[key]:.3g}"))
             pure = f.get("pure") or {}
             if isinstance(pure.get("A"), int | float) and isinstance(pure.get(key), int | float):
                 ax.plot(grid, [pure["A"] * x ** -pure[key] for x in grid], ":", color=colour, lw=1.2,
@@ -110,7 +127,10 @@ def plot(fits: dict) -> str | None:
 
 def section(study: dict, page) -> str:
     """The scaling-law section's body (the lead wraps it with its title)."""
-    from moelab.report.html import BASIS_TINY, _e, _not_run, _warning_badge
+    from moelab.basis import BASIS_TINY
+    from moelab.laws.fit import ALPHA_MAX, ALPHA_MIN
+    from moelab.laws.fits import SEEDS
+    from moelab.report.html import _e, _not_run, _warning_badge
 
     if "laws" not in study:
         return _not_run("The scaling-law stage did not run: this study predates it (no laws in study.json).")
@@ -123,10 +143,11 @@ def section(study: dict, page) -> str:
     warnings = [f"no fit: {f}" for f in laws.get("failures") or []]
     for name, f in fits.items():
         if f.get("ci_open"):
-            warnings.append(f"{name}: the exponent's interval reaches the search limit "
-                            f"({', '.join(map(str, f['ci_open']))}): the points barely constrain it")
+            warnings.append(f"{name}: the E + A*C^-exponent interval reaches the search range "
+                            f"({', '.join(map(str, f['ci_open']))}): uninformative, the points do not bound it")
         if f.get("at_bound"):
-            warnings.append(f"{name}: the best fit sits on a bound ({', '.join(map(str, f['at_bound']))})")
+            flat = " (A = 0: no power law)" if "A=0" in f["at_bound"] else ""
+            warnings.append(f"{name}: the best fit sits on a bound ({', '.join(map(str, f['at_bound']))}){flat}")
     out = [_warning_badge(warnings)]
     if not fits:
         return "".join(out) + _not_run("No scaling law was fitted.")
@@ -141,16 +162,18 @@ def section(study: dict, page) -> str:
     for name, f in fits.items():
         key = f["exponent_name"]
         pure, hold = f.get("pure") or {}, f.get("holdout") or {}
-        rows.append([KINDS[name][0], f.get("form"), f.get("points"), f.get("E"), f.get(key),
+        rows.append([KINDS[name][0], f.get("form"), f.get("points"), f.get("E"), _exponent(f, key),
                      _interval(f.get(f"{key}_ci"), f.get("ci_open")), pure.get(key), _interval(pure.get(f"{key}_ci")),
                      f.get("seed"), hold.get("name", "none held out"), hold.get("predicted"),
                      _interval(hold.get("predicted_range")), hold.get("measured"),
                      f"{hold['rel_error']:+.2%}" if isinstance(hold.get("rel_error"), int | float) else "–"])
     out.append(page.table("laws_fits", [
-        "fit", "form", "points fitted", "E", "exponent", "95% interval (profile)", "pure power law exponent",
-        "its 95% interval", "seeds' exponent (pure power law)", "held-out run", "predicted loss",
+        "fit", "form", "points fitted", "E", "exponent", "95% interval (profile)",
+        "pure power law exponent (the seeds' form)", "its 95% interval", "seeds' exponent (pure power law)",
+        "held-out run", "predicted loss",
         "predicted over the interval", "measured loss", "prediction error"], rows, BASIS_TINY,
-        "Fitted exponents beside the seeds' alpha (dense) and beta (MoE over C·E)", detail))
+        "Fitted exponents beside the seeds' alpha (dense) and beta (MoE over C·E): the seeds' pure power laws "
+        "are compared with the pure power-law fit", detail))
     only = (fits.get("moe_experts") or {}).get("expert_axis_only")
     if isinstance(only, dict) and isinstance(only.get("beta"), int | float):
         pairs = ", ".join(f"{n} experts {v:.3f}" for n, v in zip(only.get("experts") or [], only.get("losses") or [],
@@ -170,7 +193,8 @@ def section(study: dict, page) -> str:
               r.get("experts") or "–", f"{r.get('layers')} x {r.get('d_model')}", r.get("lr"), r.get("tokens"),
               r.get("compute"), r.get("final_val"), r.get("status")] for r in runs], BASIS_TINY,
             "The sweep's runs (one token budget and data order)", detail))
-    out.append(f"<p>{_e(NOTE)}</p>")
+    note = NOTE.format(alpha=SEEDS["alpha"], beta=SEEDS["beta"], lo=ALPHA_MIN, hi=ALPHA_MAX)
+    out.append(f"<p>{_e(note)}</p>")
     if isinstance(laws.get("seconds"), int | float) and math.isfinite(laws["seconds"]):
         took = f"The stage took {laws['seconds']:.0f} s on this machine."
         out.append(f"<p>{_e(took)}</p>")
