@@ -100,3 +100,19 @@ def test_recommend_uses_and_reports_the_policy_it_is_given():
     assert scale["favours"] == "neutral" and scale["numbers"]["moe_from"] == 1e15
     assert r["policy"] == asdict(policy)
     assert {f["factor"]: f for f in recommend(wl)["factors"]}["scale"]["favours"] == "moe"
+
+
+def test_the_task_mix_lean_has_its_own_margin():
+    """The default mix leans 0.50 - 0.25 = +0.25 to the MoE (knowledge + multilingual minus reasoning): the task
+    factor goes neutral at task_lean_margin 0.3, and does not move with the engine's `margin` (review P5-20)."""
+    from moelab.decide.evidence import Evidence
+    from moelab.decide.factors import task_type
+
+    wl = default_workload()
+    row = task_type(wl, Evidence(), POLICY)
+    assert row["numbers"]["knowledge_multilingual_minus_reasoning"] == pytest.approx(0.25)
+    assert row["favours"] == "moe"
+    assert task_type(wl, Evidence(), replace(POLICY, margin=0.3))["favours"] == "moe"
+    assert task_type(wl, Evidence(), replace(POLICY, task_lean_margin=0.3))["favours"] == "neutral"
+    assert task_type(wl, Evidence(), replace(POLICY, task_lean_margin=0.24))["favours"] == "moe"
+    assert recommend(wl)["policy"]["task_lean_margin"] == POLICY.task_lean_margin == 0.10

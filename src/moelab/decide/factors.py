@@ -97,7 +97,7 @@ def task_type(wl: Workload, evidence: Evidence, policy: ChoicePolicy) -> dict:
     lean = knowledge_share(mix) - mix["reasoning"]
     numbers = {f"{k}_share": round(v, 3) for k, v in mix.items()} | {"knowledge_multilingual_minus_reasoning":
                                                                       round(lean, 3)}
-    prior = favour(lean, policy.margin)
+    prior = favour(lean, policy.task_lean_margin)
     if evidence.task_type is not None:
         return _task_accuracy(wl, evidence.task_type, numbers, prior, policy)
     training = evidence.training
@@ -125,7 +125,7 @@ def _task_accuracy(wl: Workload, task: TaskTypeEvidence, numbers: dict, prior: s
                    floor_warnings=list(task.floor_warnings))
     if not decisive:
         return factor("task_type", prior, numbers, BASIS_PRIOR, wording.task_accuracy(task, used, mix, decisive, lean))
-    return factor("task_type", favour(lean, policy.margin), numbers, task.basis,
+    return factor("task_type", favour(lean, policy.task_lean_margin), numbers, task.basis,
                   wording.task_accuracy(task, used, mix, decisive, lean), task.detail)
 
 

@@ -36,6 +36,11 @@ class ChoicePolicy:
     margin: float = 0.10
     """A relative modelled gap under this is "neutral": the engine's decode predictions are off by about as much
     (the study's bench, median |error| 9% on this CPU: runs/study/study.json, bench.summary.decode)."""
+    task_lean_margin: float = 0.10
+    """The task-mix lean (knowledge + multilingual share minus reasoning share, or with probes the share-weighted
+    vote of the probe sets, both in [-1, 1]) under which the task type is "neutral": moelab's choice, a workload's
+    task mix is an estimate that is rarely known to better than 10 percentage points (a mix, not a modelled gap:
+    not the engine's error behind `margin`)."""
     scale_moe_from: float = 30e9
     """Total parameters from which "MoE pays off at scale" (seed 000's factor table: "Tens of billions+ where
     sparsity pays off")."""
