@@ -690,8 +690,9 @@ def decide(
     workload: Annotated[str | None, typer.Option("--workload", "-w", help="Workload YAML file (default: the "
                                                  "built-in chat-assistant workload on 8 x H100-SXM).")] = None,
     evidence: Annotated[str | None, typer.Option("--evidence", metavar="STUDY_DIR", help="A `moelab study` "
-                                                 "folder: its study.json's training, bench, task-type probes and "
-                                                 "hybrid curve join the decision as measured evidence.")] = None,
+                                                 "folder or its study.json: the study's training, bench, task-type "
+                                                 "probes and hybrid curve join the decision as measured "
+                                                 "evidence.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Dense, MoE or a hybrid for a workload: the seeds' factor table, the choice, and what would flip it."""
