@@ -12,9 +12,9 @@ from moelab.claims.rules import (
     MODELLED_CHANGE,
     MODELLED_RANGE,
     NOT_REPRODUCIBLE,
-    NOT_WORSE,
     OUT,
     OUT_OF_SCOPE,
+    PAIRED,
     ROUNDED,
     SIGN,
     Above,
@@ -86,12 +86,29 @@ def test_sign_with_noise():
     assert SIGN.judge(-25, c(-5.0, noise=8.3)) == NOT_REPRODUCIBLE
     assert SIGN.judge(-25, c(9.0, noise=8.3)) == CONTRADICTED
     assert SIGN.judge(87, c(-0.5, noise=10)) == NOT_REPRODUCIBLE
-    assert NOT_WORSE.judge(None, c(-4.0, noise=7.0)) == CONFIRMED
-    assert NOT_WORSE.judge(None, c(-8.0, noise=7.0)) == CONTRADICTED
+    # an interval per value (Newcombe's, asymmetric) replaces the noise
+    assert SIGN.judge(30, c(5.0, cis=((0.5, 12.0),))) == CONFIRMED
+    assert SIGN.judge(30, c(5.0, cis=((-0.5, 12.0),))) == NOT_REPRODUCIBLE
+    assert SIGN.judge(30, c(-5.0, cis=((-12.0, -0.5),))) == CONTRADICTED
+    assert SIGN.judge(-30, c(-5.0, cis=((-12.0, -0.5),))) == CONFIRMED
+
+
+def test_paired():
+    assert PAIRED.judge(None, c(5.0, discordant=(10, 0))) == CONFIRMED
+    assert PAIRED.judge(None, c(0.0, discordant=(3, 3))) == CONFIRMED
+    assert PAIRED.judge(None, c(-1.0, discordant=(0, 2))) == NOT_REPRODUCIBLE  # p = 0.5
+    assert PAIRED.judge(None, c(-3.0, discordant=(0, 6))) == CONTRADICTED  # p = 2 / 64
+    assert PAIRED.judge(None, c(-2.5, discordant=(0, 5))) == NOT_REPRODUCIBLE  # p = 2 / 32 > 0.05
+    assert PAIRED.judge(None, c(1.0)) == NOT_REPRODUCIBLE
 
 
 def test_interval_and_fixed():
     assert INTERVAL.judge(0.076, Check(0.08, "", interval=(0.05, 0.11))) == CONFIRMED
     assert INTERVAL.judge(0.076, Check(0.2, "", interval=(0.15, 0.25))) == CONTRADICTED
     assert INTERVAL.judge(0.076, Check(0.2, "")) == NOT_REPRODUCIBLE
+    assert INTERVAL.judge(0.076, Check(0.05, "", interval=(0.001, 3.0))) == NOT_REPRODUCIBLE  # holds anything
+    assert INTERVAL.judge(0.076, Check(0.05, "", interval=(0.03, 0.09))) == CONFIRMED  # a factor 3: informative
+    assert INTERVAL.judge(0.076, Check(0.05, "", interval=(0.029, 0.09))) == NOT_REPRODUCIBLE
+    assert INTERVAL.judge(0.076, Check(0.0, "", interval=(-0.02, 0.3))) == NOT_REPRODUCIBLE  # spans zero
+    assert INTERVAL.judge(0.076, Check(-0.03, "", interval=(-0.04, -0.02))) == CONTRADICTED
     assert OUT.judge(None, Check(None, "")) == OUT_OF_SCOPE

@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from moelab.basis import BASIS_MODELLED, BASIS_TINY
 from moelab.claims.evidence import Evidence, NoEvidence
 from moelab.claims.rules import NOT_REPRODUCIBLE, OUT, VERDICTS, Check, Fixed, Rule, parse_number, parse_range
 
 SEEDS = {"000": "000_e0ad07d7178a7373.txt", "001": "001_054ffe56a0c424e4.txt"}  # ../shared/seeds/
-BASIS_EXACT, BASIS_ARITH, BASIS_MODELLED, BASIS_TINY, BASIS_NONE = (
-    "exact", "arithmetic on the seed's own figures", "modelled", "measured at tiny scale", "none")
+# The claims' own bases beside moelab.basis' (modelled; measured at tiny scale).
+BASIS_EXACT, BASIS_ARITH, BASIS_NONE = "exact", "arithmetic on the seed's own figures", "none"
 BASES = (BASIS_EXACT, BASIS_ARITH, BASIS_MODELLED, BASIS_TINY, BASIS_NONE)
 ROW_KEYS = ("id", "seed", "quote", "setting", "moelab_value", "verdict", "why", "seed_value", "unit", "rule",
             "basis", "moelab_values", "moelab_interval")
@@ -97,9 +98,9 @@ def setup_quote(seed: str, text: str) -> str:
     return text
 
 
-# Garbled study values (a list where a dict belongs, a string for a number) on a measured claim: that claim is
-# not_reproducible with the reason; the other rows stand.
-_GARBLED = (TypeError, KeyError, AttributeError, ValueError, IndexError, ZeroDivisionError)
+# Garbled study values (a list where a dict belongs, a string for a number, a number that overflows) on a
+# measured claim: that claim is not_reproducible with the reason; the other rows stand.
+_GARBLED = (TypeError, KeyError, AttributeError, ValueError, IndexError, ArithmeticError)
 
 
 def run(c: Claim, ev: Evidence) -> dict:
@@ -113,11 +114,16 @@ def run(c: Claim, ev: Evidence) -> dict:
         except NoEvidence as e:
             check = Check(None, str(e))
         except _GARBLED as e:
-            if c.basis != BASIS_TINY:
-                raise
-            check = Check(None, f"the study's figures for this claim are not in the expected shape ({e})"[:300])
+            if c.basis == BASIS_TINY:
+                check = Check(None, f"the study's figures for this claim are not in the expected shape ({e})"[:300])
+            else:
+                check = Check(None, f"checker error {type(e).__name__}: {e}"[:300])
+        except Exception as e:  # noqa: BLE001 - one checker's failure is its row's, never the table's
+            check = Check(None, f"checker error {type(e).__name__}: {e}"[:300])
     if isinstance(c.rule, Fixed):
         verdict = c.rule.verdict
+    elif check.no_verdict is not None:
+        verdict = NOT_REPRODUCIBLE
     elif check.value is None:
         verdict = NOT_REPRODUCIBLE
     else:

@@ -16,6 +16,12 @@ Tolerances (relative to the seed's figure unless said otherwise):
 - Sign: a direction measured at tiny scale (magnitudes do not transfer across a thousandfold in size): confirmed
   when moelab's difference has the seed's sign by more than its noise (a 95% interval, an evaluation interval or
   the machine's timing drift), contradicted when it has the other sign by more than that, else not_reproducible.
+  A difference of two accuracies carries Newcombe's interval (moelab.eval.score.difference) instead of a noise,
+  and a probe set both models answer at the floor (moelab.eval.score.at_floor) gives no verdict.
+- Interval: a fitted exponent's 95% interval holds the seed's figure; no verdict when the interval is not
+  informative (it spans zero or more than a factor Interval.max_ratio) or the fit found no power law.
+- Paired: two policies answering the same queries, compared by the exact McNemar test on their discordant
+  answers (Q. McNemar, Psychometrika 12 (1947) 153-157), not by two independent intervals.
 """
 
 from __future__ import annotations
@@ -63,6 +69,16 @@ def parse_range(token: str) -> tuple[float, float]:
     return _float(match.group(1)), _float(match.group(2))
 
 
+def table_cells(line: str) -> list[str]:
+    """The cells of one quoted Markdown table row, stripped: "| MMLU | 63.2 | 68.7 |" -> ["MMLU", "63.2", "68.7"]."""
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def table_column(lines: tuple[str, ...] | list[str], column: int) -> list[float]:
+    """Column `column` (0: the row's name) of quoted Markdown table rows, each cell read by `quoted`."""
+    return [quoted(table_cells(line)[column], line) for line in lines]
+
+
 def quoted(token: str, text: str) -> float:
     """A seed figure read from the quoted `text`: `token` must occur in it (the tests check `text` against the
     seed file), so no seed number is typed twice."""
@@ -92,6 +108,9 @@ class Check:
     interval: tuple[float, float] | None = None
     noise: float = 0.0
     setting: str | None = None
+    cis: tuple[tuple[float, float], ...] = ()  # each value's own 95% interval (Sign reads it instead of noise)
+    discordant: tuple[int, int] | None = None  # (b, c): queries only the first / only the second answered right
+    no_verdict: str | None = None  # why no verdict can be given (a floor, an open fit): not_reproducible
 
     @property
     def all_values(self) -> tuple[float, ...]:
@@ -191,6 +210,13 @@ class Sign(Rule):
 
     def judge(self, seed, check: Check) -> str:
         sign = self.expect if self.expect is not None else (1 if seed > 0 else -1)
+        if check.cis:  # each value's own interval, turned to the seed's sign: it must exclude zero
+            bounds = [sorted((sign * lo, sign * hi)) for lo, hi in check.cis]
+            if all(lo > 0 for lo, _ in bounds):
+                return CONFIRMED
+            if any(hi < 0 for _, hi in bounds):
+                return CONTRADICTED
+            return NOT_REPRODUCIBLE
         signed = [sign * v for v in check.all_values]
         if all(v > check.noise for v in signed):
             return CONFIRMED
@@ -200,22 +226,51 @@ class Sign(Rule):
 
 
 @dataclass(frozen=True)
-class NotWorse(Rule):
-    """A measured difference that must not fall below zero by more than the check's noise."""
-
-    def judge(self, seed, check: Check) -> str:
-        return _ok(all(v >= -check.noise for v in check.all_values))
-
-
-@dataclass(frozen=True)
 class Interval(Rule):
-    """The seed's figure inside the check's 95% interval."""
+    """The seed's figure inside the check's 95% interval; no verdict when the interval is uninformative: it
+    reaches zero or below, or its ends differ by more than a factor `max_ratio` (a 4-point fit's profile interval
+    of [0.001, 3] holds any exponent)."""
+
+    max_ratio: float = 3.0
 
     def judge(self, seed, check: Check) -> str:
         if check.interval is None:
             return NOT_REPRODUCIBLE
         lo, hi = check.interval
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+            return NOT_REPRODUCIBLE
+        if lo <= 0 < hi or (lo > 0 and hi / lo > self.max_ratio):
+            return NOT_REPRODUCIBLE
         return _ok(lo <= seed <= hi)
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """The exact two-sided McNemar p-value of b against c discordant pairs: twice the smaller binomial tail of
+    Binomial(b + c, 1/2), at most 1 (1 when there is no discordant pair)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2.0 ** n
+    return min(1.0, 2.0 * tail)
+
+
+ALPHA_TEST = 0.05  # the two-sided level of the paired test (a 95% statement, like every interval here)
+
+
+@dataclass(frozen=True)
+class Paired(Rule):
+    """A policy against a reference on the same queries: `check.discordant` = (b, c), the queries only the
+    policy / only the reference answered right. Contradicted when the policy is worse by the exact McNemar test
+    (c > b, p < ALPHA_TEST); confirmed when it loses no more than it gains (c <= b); else not_reproducible (worse
+    by a margin the test cannot tell from chance)."""
+
+    def judge(self, seed, check: Check) -> str:
+        if check.discordant is None:
+            return NOT_REPRODUCIBLE
+        b, c = check.discordant
+        if c > b and mcnemar_p(b, c) < ALPHA_TEST:
+            return CONTRADICTED
+        return CONFIRMED if c <= b else NOT_REPRODUCIBLE
 
 
 @dataclass(frozen=True)
@@ -244,10 +299,15 @@ APPROX_RANGE = InRange("confirmed inside the seed's range widened by 10% at each
 ARITH_RANGE = InRange("confirmed if every value lies inside the seed's range", 0.0)
 SIGN = Sign("confirmed if moelab's measured difference has the seed's sign beyond its noise; contradicted if the "
             "other sign beyond it; else not_reproducible")
-GREATER = Sign("confirmed if moelab's difference is positive beyond its noise; contradicted if negative beyond it; "
-               "else not_reproducible", 1)
-NOT_WORSE = NotWorse("confirmed unless moelab's difference is negative beyond its noise")
-INTERVAL = Interval("confirmed if the seed's figure lies inside moelab's fitted 95% interval")
+GREATER = Sign("confirmed if moelab's difference is positive beyond its noise (its 95% interval above zero); "
+               "contradicted if negative beyond it; else not_reproducible (also when both models sit at the floor)",
+               1)
+INTERVAL = Interval("confirmed if the seed's figure lies inside moelab's fitted 95% interval (the seeds' pure power "
+                    "law); not_reproducible when that interval reaches zero, spans more than a factor 3, or the "
+                    "fit with an irreducible loss found no power law (A = 0)")
+PAIRED = Paired("on the same queries, exact McNemar test (95%): contradicted if the cascade answers fewer right "
+                "than the MoE alone (p < 0.05), confirmed if it loses no more queries than it gains, else "
+                "not_reproducible")
 OUT = Fixed("out of scope: moelab neither models nor measures this", OUT_OF_SCOPE)
 NOT_REPRO = Fixed("not reproducible: the seed's setting is not one moelab can compute or run; moelab's nearest "
                   "figure is shown", NOT_REPRODUCIBLE)

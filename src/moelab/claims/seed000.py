@@ -22,6 +22,7 @@ from moelab.claims.rules import (
     AtMost,
     Check,
     quoted,
+    quoted_range,
 )
 from moelab.cost.equivalent import dense_twin, heuristic_dense_equivalent, workload_dense_equivalent
 from moelab.cost.memory import model_weight_bytes
@@ -292,29 +293,48 @@ def _crossover(name: str, hw_name: str) -> tuple[int, str]:
     return crossover_batch(spec, hw, E.workload(1, r.plan, "bf16"), limit) or limit, r.plan
 
 
-REGIME_SETTING = (f"mixtral-8x7b on H100-SXM, bf16, {E.LENGTHS}, fewest GPUs: the smallest decode batch whose "
-                  "modelled step is compute-bound (cost.roofline.crossover_batch)")
+REGIME_SETTING = (f"mixtral-8x7b on H100-SXM and A100-80GB (seed 000 names no GPU: both must agree), bf16, "
+                  f"{E.LENGTHS}, fewest GPUs: the smallest decode batch whose modelled step is compute-bound "
+                  "(cost.roofline.crossover_batch); the H100's shown")
 
 
-@claim("small-batch-memory-bound", S, "Fast decoding and small batches (batch size 1–4): The workload is "
-       "memory-bandwidth bound.", "1–4", "decode batch", Above("confirmed if decode turns compute-bound only above "
-       "the range's top"), REGIME_SETTING, BASIS_MODELLED, is_range=True)
+def _regime(holds, h100: int, a100: int, why: str) -> Check:
+    """Both GPUs' crossover batches; no verdict when the claim holds on one and not the other."""
+    if holds(h100) != holds(a100):
+        return Check(h100, why + "; the two GPUs disagree: no verdict", values=(h100, a100),
+                     no_verdict="the GPUs disagree")
+    return Check(h100, why, values=(h100, a100))
+
+
+SMALL_BATCH = "Fast decoding and small batches (batch size 1–4): The workload is memory-bandwidth bound."
+LARGE_BATCH = "Prefill and large batches (batch size 32+): The workload is compute-bound."
+
+
+@claim("small-batch-memory-bound", S, SMALL_BATCH, "1–4", "decode batch", Above("confirmed if decode turns "
+       "compute-bound only above "
+       "the range's top on both GPUs; contradicted if on neither; else not_reproducible"), REGIME_SETTING,
+       BASIS_MODELLED, is_range=True)
 def _small_batch(ev: Evidence) -> Check:
     batch, plan = _crossover("mixtral-8x7b", E.H100)
-    a100, _ = _crossover("mixtral-8x7b", E.A100)
-    return Check(batch, f"compute-bound from batch {batch} on {plan}; on A100-80GB from batch {a100}: its routed "
-                        "experts' GEMMs, padded to 16-row tiles, are modelled compute-bound there")
+    a100, a100_plan = _crossover("mixtral-8x7b", E.A100)
+    top = quoted_range("1–4", SMALL_BATCH)[1]
+    return _regime(lambda b: b > top, batch, a100, f"compute-bound from batch {batch} on H100-SXM ({plan}); on "
+                   f"A100-80GB ({a100_plan}) from batch {a100}" + (": its routed experts' GEMMs, padded to 16-row "
+                   "tiles, are modelled compute-bound there" if a100 <= top else ""))
 
 
-@claim("large-batch-compute-bound", S, "Prefill and large batches (batch size 32+): The workload is "
-       "compute-bound.", "32+", "decode batch", AtMost("confirmed if decode is compute-bound by batch 32"),
-       REGIME_SETTING, BASIS_MODELLED)
+@claim("large-batch-compute-bound", S, LARGE_BATCH, "32+", "decode batch", AtMost("confirmed if decode is "
+       "compute-bound by batch 32 on both GPUs; "
+       "contradicted if on neither; else not_reproducible"), REGIME_SETTING, BASIS_MODELLED)
 def _large_batch(ev: Evidence) -> Check:
     batch, plan = _crossover("mixtral-8x7b", E.H100)
+    a100, a100_plan = _crossover("mixtral-8x7b", E.A100)
     spec, hw = E.model("mixtral-8x7b"), E.hardware(E.H100)
     pre = prefill(spec, hw, E.workload(1, plan, "bf16"))
-    return Check(batch, f"decode stays memory-bound to batch {batch - 1} on {plan}; prefill of one {E.PROMPT}-token "
-                        f"prompt is already {pre.bound}-bound (the prefill half of the claim holds)")
+    limit = quoted("32+", LARGE_BATCH)
+    return _regime(lambda b: b <= limit, batch, a100, f"decode stays memory-bound to batch {batch - 1} on H100-SXM "
+                   f"({plan}), to batch {a100 - 1} on A100-80GB ({a100_plan}); prefill of one {E.PROMPT}-token "
+                   f"prompt is already {pre.bound}-bound on the H100 (the prefill half of the claim holds)")
 
 
 @claim("small-batch-same-active-dense-cheaper", S, "In this regime, a dense model with the same active parameter "

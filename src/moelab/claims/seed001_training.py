@@ -16,7 +16,9 @@ from moelab.claims.rules import (
     SIGN,
     Check,
     Sign,
+    Within,
     quoted,
+    table_cells,
 )
 from moelab.cost.economics import training_cost
 from moelab.cost.memory import ADAM_32, training_memory
@@ -157,10 +159,11 @@ def _hours_moe(ev: Evidence) -> Check:
 def _cost(kind: str, seed_usd: float, seed_hours: float) -> Check:
     run = _run(kind)
     hw = E.hardware(E.A100)
-    rate = seed_usd / seed_hours
-    return Check(run["usd"], f"{run['gpu_hours']:,.0f} GPU-hours at the preset's ${hw.usd_per_hour:g}/h (an assumed "
-                             f"market rate); the seed's is ${rate:.2f}/h x its own hours, and at ${rate:.2f}/h the "
-                             f"engine's hours cost ${run['gpu_hours'] * rate:,.0f}")
+    rate = seed_usd / seed_hours  # the seed's own $/GPU-hour, derived from its cost and hours rows
+    return Check(run["gpu_hours"] * rate, f"the engine's {run['gpu_hours']:,.0f} GPU-hours at the seed's own "
+                                          f"${rate:.2f}/h (its cost over its hours), so only the hours are judged; "
+                                          f"at the preset's ${hw.usd_per_hour:g}/h (an assumed market rate) they "
+                                          f"cost ${run['usd']:,.0f}")
 
 
 @claim("gpu-cost-dense", S, COST_ROW, "$110,592", "$", MODELLED, TRAINING, BASIS_MODELLED,
@@ -304,9 +307,23 @@ def _speedup(kind: str, gpus: int) -> float:
     return rate(gpus, ep) / rate(1, 1)
 
 
+SCALING_RULE = Within("confirmed within ±10% (a multi-GPU speedup: bounded by the GPU count); not_reproducible when "
+                      "the one-GPU baseline cannot hold the model's training state", 0.10)
+
+
+def _one_gpu_short(kind: str) -> str | None:
+    """Why the seed's one-GPU baseline cannot train `kind` (its training state outgrows one A100-80GB: weights,
+    gradients, Adam states and activations, layers recomputed), or None when it fits."""
+    need, have = _train_memory(kind).total_bytes, E.hardware(E.A100).memory_bytes
+    if need <= have:
+        return None
+    return (f"the speedup's one-GPU baseline cannot run: {need / 1e9:.0f} GB of training state against "
+            f"{have / 1e9:.0f} GB (the value assumes a GPU of unlimited memory)")
+
+
 def _scaling_claim(kind: str, gpus: int) -> None:
     row = SCALING_ROWS[gpus]
-    cells = [c.strip() for c in row.strip("|").split("|")]
+    cells = table_cells(row)
     token = cells[1] if kind == "dense" else cells[2]
     name = "mistral-7b" if kind == "dense" else "the seeds' MoE"
 
@@ -314,9 +331,13 @@ def _scaling_claim(kind: str, gpus: int) -> None:
         value = _speedup(kind, gpus)
         note = (" (above linear: each rank holds and updates 1/ep of the experts, so its optimizer step shrinks)"
                 if value > gpus else "")
-        return Check(value, f"{value / gpus:.0%} efficiency on {gpus} GPUs{note}")
+        why = f"{value / gpus:.0%} efficiency on {gpus} GPUs{note}"
+        baseline = _one_gpu_short(kind)
+        if baseline:
+            return Check(value, why + f"; {baseline}: no verdict", no_verdict=baseline)
+        return Check(value, why)
 
-    claim(f"scaling-{kind}-{gpus}-gpus", S, row, token, "x speedup", APPROX, f"{name}, {gpus} GPUs: " + SCALING,
+    claim(f"scaling-{kind}-{gpus}-gpus", S, row, token, "x speedup", SCALING_RULE, f"{name}, {gpus} GPUs: " + SCALING,
           BASIS_MODELLED)(check)
 
 
@@ -328,9 +349,14 @@ SCALING_VERDICT = "Verdict: Dense models scale slightly more efficiently across 
 
 
 @claim("scaling-dense-better-engine", S, SCALING_VERDICT, None, "x speedup (dense - MoE) on 16 GPUs",
-       Sign("confirmed if the dense model's speedup is the larger", 1), "16 GPUs: " + SCALING, BASIS_MODELLED)
+       Sign("confirmed if the dense model's speedup is the larger; not_reproducible when a one-GPU baseline "
+            "cannot hold the model", 1), "16 GPUs: " + SCALING, BASIS_MODELLED)
 def _scaling_direction(ev: Evidence) -> Check:
     dense, moe = _speedup("dense", 16), _speedup("moe", 16)
+    short = [f"{k}: {why}" for k in ("dense", "moe") if (why := _one_gpu_short(k))]
+    if short:
+        return Check(dense - moe, f"dense {dense:.2f}x, MoE {moe:.2f}x; " + "; ".join(short) + ": no verdict",
+                     no_verdict="; ".join(short))
     return Check(dense - moe, f"dense {dense:.2f}x, MoE {moe:.2f}x")
 
 

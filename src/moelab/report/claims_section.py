@@ -57,6 +57,7 @@ def _figure(html_mod: Any, value: Any, show: Any) -> Any:
 def section(study: dict, page: Any) -> str:
     """Verdict counts per seed, then every claim with the seed's words, moelab's figure, the setting, the basis,
     why and the tolerance rule."""
+    from moelab.basis import BASIS_TINY
     from moelab.claims import VERDICTS, verdict_counts
     from moelab.claims.text import show
     from moelab.report import html as h
@@ -68,7 +69,7 @@ def section(study: dict, page: Any) -> str:
     counts = [[v, *(verdict_counts([r for r in rows if r.get("seed") == s])[v] for s in seeds),
                verdict_counts(rows)[v]] for v in VERDICTS]
     valued = sum(r.get("moelab_value") is not None for r in rows)
-    measured = any(r.get("basis") == "measured at tiny scale" and r.get("moelab_value") is not None for r in rows)
+    measured = any(r.get("basis") == BASIS_TINY and r.get("moelab_value") is not None for r in rows)
     intro = (f"<p>{len(rows)} checkable numeric claims of the two seeds; {valued} carry a moelab figure (the engine's "
              "for the seed's setting, or a measurement of this study). A verdict compares the two under the rule "
              "beside it; a tiny-scale measurement judges a direction only, never a magnitude. "
