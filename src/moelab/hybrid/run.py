@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from moelab.basis import BASIS_TINY as BASIS
 from moelab.errors import MoelabError
 from moelab.hybrid import curve, features
 from moelab.hybrid.inputs import check_engine, check_out, check_per_level, parse_thresholds, read_pair
@@ -37,7 +38,6 @@ WARMUP_QUERIES = 3
 # thread has nothing to split at this size, and on a shared 2-core machine its spin-waits made the same queries
 # about 20x slower (tests/hybrid: 200 s against 10 s under a load average of 7)
 MOELAB_THREADS = 1
-BASIS = "measured at tiny scale"
 COMPOSITION = ("composed from per-query measurements: every scored item was answered once by each model (its "
                "answer, confidence, wall seconds and FLOPs); each policy and threshold chooses, per item, whose "
                "answer counts and whose costs are paid, without generating again")

@@ -23,13 +23,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from moelab.basis import BASIS_TINY as BASIS
 from moelab.errors import MoelabError
+from moelab.study.plan import PAIRS as STUDY
 
-MODELS = ("tiny-dense", "tiny-moe", "tiny-moe-fine", "tiny-dense-wide")
-PAIRS = {"iso_active": ["tiny-dense", "tiny-moe"], "iso_total": ["tiny-dense-wide", "tiny-moe"]}
+MODELS = (STUDY["dense"], STUDY["moe"], STUDY["moe_fine"], STUDY["dense_wide"])
+PAIRS = {"iso_active": [STUDY["dense"], STUDY["moe"]], "iso_total": [STUDY["dense_wide"], STUDY["moe"]]}
 PER_LEVEL = 50  # knowledge: all the held-out pairs (7-14 per attribute, 49); reasoning: 50 per level (10 at L1)
 QUICK_PER_LEVEL = 6
-BASIS = "measured at tiny scale"
 EXPECTED_SECONDS = {"default": 45.0, "quick": 10.0}
 
 
