@@ -917,14 +917,14 @@ def _hybrid_fleet(fleet: dict | None, page: _Page) -> str:
              f"{fleet.get('gpus')} of {fleet.get('gpus_available')}",
              f"{_num(fleet.get('memory_gb'))} of {_num(fleet.get('memory_budget_gb'))}",
              "yes" if fleet.get("fits") else "no", fleet.get("escalation_rate"), fleet.get("usd_per_million_tokens"),
-             fleet.get("latency_ms_mean"), fleet.get("latency_ms_worst"), fleet.get("breakeven_escalation_rate"),
-             fleet.get("formula")]]
+             fleet.get("latency_ms_mean"), fleet.get("latency_ms_worst"), fleet.get("latency_ms_tail"),
+             fleet.get("breakeven_escalation_rate"), fleet.get("formula")]]
     measured = fleet.get("measured") or {}
     for key in ("dense", "moe", "cascade", "route"):
         point = measured.get(key)
         if isinstance(point, dict):
             rows.append([f"measured: {key}", point.get("name") or key, point.get("policy") or key, None, None, None,
-                         point.get("escalation_rate"), None, _ms(point.get("latency_s_mean")), None, None,
+                         point.get("escalation_rate"), None, _ms(point.get("latency_s_mean")), None, None, None,
                          f"accuracy {_num(point.get('accuracy'))} [{_num(point.get('ci_low'))}, "
                          f"{_num(point.get('ci_high'))}] of {point.get('n')}; "
                          f"{_num(point.get('flops_per_query'))} FLOPs/query"])
@@ -932,7 +932,8 @@ def _hybrid_fleet(fleet: dict | None, page: _Page) -> str:
               f"{measured.get('items')} items" if fleet.get("escalation_source") else "no measured curve")
     return page.table("hybrid_fleet", [
         "row", "models", "policy", "GPUs", "memory GB", "fits", "escalation rate", "$/Mtok", "mean latency ms",
-        "worst latency ms", "cascade break-even rate", "formula / measured"], rows, fleet.get("basis"),
+        "slowest query ms (mean steps)", f"slowest query ms ({fleet.get('latency_ms_tail_label') or 'tail'})",
+        "cascade break-even rate", "formula / measured"], rows, fleet.get("basis"),
         "The hybrid's fleet (one replica of each model), modelled at the measured escalation rate", detail)
 
 
