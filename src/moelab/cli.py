@@ -1601,24 +1601,36 @@ def fit_laws(
         return _emit_json(result)
     table = Table(title=f"Scaling-law fits ({result['basis']}; C = 6 N D, N = non-embedding active parameters, "
                         f"one budget of {fmt.count(result['token_budget'])} tokens)")
-    for col in ("fit", "form", "points", "E", "exponent", "95% interval", "pure power law", "seeds",
-                "held out", "predicted", "measured", "error"):
-        table.add_column(col, justify="left" if col in ("fit", "form") else "right")
+    for col in ("fit", "form", "points", "E", "exponent", "95% interval", "at bound",
+                "pure power law (vs seeds)", "seeds (pure)", "held out", "predicted", "measured", "error"):
+        table.add_column(col, justify="left" if col in ("fit", "form", "at bound") else "right")
+
+    def num(x: float, spec: str) -> str:
+        return format(x + 0.0, spec)  # + 0.0: never "-0"
+
     for name, f in result["fits"].items():
         key = f["exponent_name"]
         ci, h, pure = f[f"{key}_ci"], f["holdout"] or {}, f["pure"]
-        interval = "-" if ci is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]" + (" (open)" if f["ci_open"] else "")
+        interval = "-" if ci is None else (f"[{num(ci[0], '.3g')}, {num(ci[1], '.3g')}]"
+                                           + (" (open: uninformative)" if f["ci_open"] else ""))
+        exponent = "no power law (A = 0)" if "A=0" in f["at_bound"] else f"{key} {num(f[key], '.4g')}"
         pci = pure[f"{key}_ci"]
-        table.add_row(name, f["form"], str(f["points"]), f"{f['E']:.4g}", f"{key} {f[key]:.4g}", interval,
-                      f"{pure[key]:.3g} [{pci[0]:.3g}, {pci[1]:.3g}]", f"{f['seed']:g}", h.get("name", "-"),
-                      f"{h['predicted']:.4f}" if h else "-", f"{h['measured']:.4f}" if h else "-",
+        table.add_row(name, f["form"], str(f["points"]), num(f["E"], ".4g"), exponent, interval,
+                      ", ".join(f["at_bound"]) or "-",
+                      f"{num(pure[key], '.3g')} [{num(pci[0], '.3g')}, {num(pci[1], '.3g')}]", f"{f['seed']:g}",
+                      h.get("name", "-"), f"{h['predicted']:.4f}" if h else "-", f"{h['measured']:.4f}" if h else "-",
                       f"{h['rel_error']:+.2%}" if h else "-")
     console.print(table)
+    for name, f in result["fits"].items():
+        if f.get("uninformative"):
+            console.print(f"{name}: the E + A*x^-{f['exponent_name']} exponent is uninformative: "
+                          + "; ".join(f["uninformative"]))
     only = (result["fits"].get("moe_experts") or {}).get("expert_axis_only")
     if only:
         losses = ", ".join(f"E={n}: {v:.4f}" for n, v in zip(only["experts"], only["losses"], strict=True))
         console.print(f"the expert axis alone at {fmt.count(only['size'])} active ({losses}): loss ~ E^-beta with beta "
-                      f"{only['beta']:.3g} [{only['beta_ci'][0]:.3g}, {only['beta_ci'][1]:.3g}]")
+                      f"{num(only['beta'], '.3g')} [{num(only['beta_ci'][0], '.3g')}, "
+                      f"{num(only['beta_ci'][1], '.3g')}]")
     for note in result["notes"]:
         console.print(note)
 

@@ -202,3 +202,14 @@ def test_expert_axis_alone_is_the_slope_in_experts_at_fixed_compute():
     assert only["beta"] == pytest.approx(0.084, rel=1e-9) and m["pure"]["beta"] == pytest.approx(0.084, rel=1e-9)
     rows = [r for r in rows if r["experts"] != 16]  # two counts at one size: no slope of its own
     assert fit_sweep({"rows": rows})["fits"]["moe_experts"]["expert_axis_only"] is None
+
+
+def test_row_numbers_past_a_float_are_refused_not_overflowed():
+    from moelab.laws.fits import _check_row
+
+    row = {"name": "dense-10k", "kind": "dense", "size": 10_000, "params_active": 10_000, "compute": 6e10,
+           "experts": 0, "tokens": 1000, "final_val": 3.0}
+    _check_row(row, "row")
+    for key, value in (("compute", 10**400), ("size", 10**400), ("final_val", 10**400)):
+        with pytest.raises(MoelabError, match=f"{key} must be a positive"):
+            _check_row(dict(row, **{key: value}), "row")

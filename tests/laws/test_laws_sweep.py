@@ -153,13 +153,20 @@ def test_bad_fit_input_is_one_line(swept, tmp_path, capsys):
         ({"rows": [dict(row, compute=-1.0)]}, "compute must be a positive number"),
         ({"rows": [dict(row, compute="1e12")]}, "compute must be a positive number"),
         ({"rows": [dict(row, size=1.5)]}, "size must be a positive integer"),
-        ({"rows": [dict(row, final_val="low")]}, "final_val must be a positive number or null"),
+        ({"rows": [dict(row, final_val="low")]}, "final_val must be a positive number up to 100 nats or null"),
         ({"rows": [dict(row, experts=True, kind="moe")]}, "experts must be a positive integer"),
         ({"rows": [dict(row, axis="diagonal")]}, "axis must be size or experts"),
         ({"rows": [dict(row, name=None)]}, "name must be text"),
         ({**good, "token_budget": 0}, "token_budget"),
         ("[" * 100_000 + "]" * 100_000, "sweep.json"),
         ({"rows": good["rows"][:2]}, "dense has 2 scored run(s)"),
+        # out of any run's range: the fit's exp/powers would overflow (the review's OverflowError traceback)
+        ({"rows": [dict(row, final_val=1e308, compute=1e308)]}, "compute must be between 1 and 1e+40"),
+        ({"rows": [dict(row, final_val=1e308)]}, "final_val must be a positive number up to 100"),
+        ({"rows": [dict(row, final_val=100.5)]}, "final_val must be a positive number up to 100"),
+        ({"rows": [dict(row, compute=0.5)]}, "compute must be between 1"),
+        ({"rows": [dict(row, compute=10**400)]}, "an integer of 401 digits"),  # no float holds it: the reader refuses
+        ({"rows": [dict(row, kind="moe", experts=257)]}, "experts must be at most 256"),
     ]
     for content, match in cases:
         _fails(capsys, ["fit-laws", _sweep_json(tmp_path, content)], match)
@@ -184,3 +191,27 @@ def test_a_finished_run_of_another_model_is_refused(swept, tmp_path, laws_corpus
     shutil.copytree(swept / "runs" / "dense-20k", tmp_path / "runs" / "dense-10k")  # another spec in its folder
     _fails(capsys, ["sweep", "--out", str(tmp_path), "--data", str(laws_corpus), *BASE, "--sizes", "10k,20k,40k",
                     "--kinds", "dense"], "another model or budget")
+
+
+def _flat_rows(losses):
+    return [{"name": f"dense-{s}", "kind": "dense", "axis": "size", "size": s, "params_active": s,
+             "compute": 6.0 * s * 1000, "experts": 0, "tokens": 1000, "final_val": v}
+            for s, v in zip((10_000, 20_000, 40_000, 80_000, 160_000), losses, strict=True)]
+
+
+def test_fit_laws_says_when_there_is_no_power_law(tmp_path, capsys):
+    """A flat sweep (every loss 3.0) and a rising one: A = 0, shown as such with the bound, never "-0"; the open
+    interval is called uninformative; the seeds are held against the pure power law."""
+    for losses in ([3.0] * 5, [3.0, 3.1, 3.2, 3.3, 3.4]):
+        folder = _sweep_json(tmp_path, {"rows": _flat_rows(losses), "token_budget": 1000})
+        capsys.readouterr()
+        assert main(["fit-laws", folder]) == 0
+        out = " ".join(capsys.readouterr().out.split())  # rich wraps cells: compare on single spaces
+        assert "no power law (A = 0)" in out and "A=0" in out and "uninformative" in out
+        assert "-0 " not in out and "-0]" not in out and "-0," not in out
+        assert "compare them with the pure power-law fits" in out
+        assert main(["fit-laws", folder, "--json"]) == 0
+        dense = json.loads(capsys.readouterr().out)["fits"]["dense"]
+        assert "A=0" in dense["at_bound"] and dense["A"] == 0.0
+        assert any("no power law" in why for why in dense["uninformative"])
+        assert math.copysign(1.0, dense["pure"]["alpha"]) == 1.0 or dense["pure"]["alpha"] < 0
