@@ -276,3 +276,27 @@ def test_report_section_and_figures():
     stored = {**study, "claims": claims_table(None)}  # the study's own rows win over recomputing
     assert claims_section.figures(stored)["claims_with_moelab_value"] == sum(
         r["moelab_value"] is not None for r in stored["claims"])
+
+
+def test_engine_rows_state_their_settings(engine_rows):
+    # P3-11: both GPUs or no verdict (the A100 turns compute-bound from batch 2, the H100 far above 4)
+    small = engine_rows["small-batch-memory-bound"]
+    assert len(small["moelab_values"]) == 2 and small["verdict"] == "not_reproducible"
+    assert min(small["moelab_values"]) <= 4 < max(small["moelab_values"])
+    # P3-12: a one-GPU baseline that cannot hold the model gives no verdict
+    from moelab.claims.seed001_training import _train_memory
+
+    for kind in ("dense", "moe"):
+        if _train_memory(kind).total_bytes > 80e9:
+            assert all(engine_rows[f"scaling-{kind}-{g}-gpus"]["verdict"] == "not_reproducible" for g in (2, 16))
+    # P3-13: the engine's hours at the seed's own rate ($110,592 / 27,648 h = $4.00/h)
+    hours = engine_rows["gpu-hours-dense"]["moelab_value"]
+    assert engine_rows["gpu-cost-dense"]["moelab_value"] == pytest.approx(hours * 110_592 / 27_648)
+    # P3-9: a modelled mean held against the seed's median says so
+    unit = engine_rows["latency-median-dense"]["unit"]
+    assert "mean" in unit and "median" in unit
+    assert not any(r["why"].startswith("checker error") for r in engine_rows.values())
+
+
+def test_served_rows_name_the_engine(study_rows):
+    assert study_rows["latency-p99-delta"]["why"].startswith("vLLM 0.11.0 (cpu) on 127.0.0.1")
