@@ -1643,10 +1643,11 @@ def claims(
     """Every checkable numeric claim of the two seed analyses: the seed's words, moelab's figure for the same
     setting (the engine's, or the study's measurement), the setting assumed, and a verdict (confirmed,
     contradicted, not_reproducible, out_of_scope) under a stated tolerance."""
-    from moelab.claims import claims_table, verdict_counts
-    from moelab.claims.text import read_study, show
+    from moelab.claims import STUDY_PARTS, claims_table, verdict_counts
+    from moelab.claims.text import show
+    from moelab.decide.evidence import load_study
 
-    study = read_study(evidence) if evidence is not None else None
+    study = load_study(evidence, STUDY_PARTS) if evidence is not None else None
     rows = claims_table(study)
     if as_json:
         return _emit_json(rows)

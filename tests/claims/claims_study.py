@@ -79,7 +79,7 @@ def make_study(knowledge=(80, 140), reasoning=(100, 60), wide_reasoning=120, cha
     return {
         "version": 1,
         "training": {
-            "config": {"eval_every": 25},
+            "config": {"eval_every": 25}, "target_loss": 3.3,
             "pairs": {"dense": "tiny-dense", "moe": "tiny-moe"},
             "rows": [{"model": "tiny-dense", "to_target": {"step": 300, "tokens": 614400, "flops": 5.0e12,
                                                            "wall_seconds": 70.0, "train_seconds": 56.0}},

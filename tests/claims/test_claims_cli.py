@@ -54,9 +54,11 @@ def test_evidence(capsys, study_dir, as_file):
 
 
 @pytest.mark.parametrize("content, what", [
-    (None, "not found"),  # a folder without study.json
+    (None, "no study.json"),  # a folder without study.json
     ("{not json", "JSON"),
-    ("[1, 2, 3]", "JSON object"),
+    ("[1, 2, 3]", "not a moelab study"),
+    ('{"version": 1}', "not a moelab study"),
+    ('{"task_type": {"models": [1]}}', "task_type"),  # decide's typed reader refuses it, in one line
     ('{"training": NaN}', "NaN"),
     ('{"a": 1, "a": 2}', "duplicate"),
     ("", "JSON"),

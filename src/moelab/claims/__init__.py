@@ -11,6 +11,9 @@ from moelab.claims.evidence import Evidence
 from moelab.claims.registry import REGISTRY, ROW_KEYS, run
 from moelab.claims.rules import VERDICTS
 
+# The study.json keys the claims read (one of them makes a file a study for `moelab claims --evidence`).
+STUDY_PARTS = ("training", "bench", "serving", "scaling", "mitigations", "task_type", "hybrid", "laws")
+
 # The modules that register the claims, in the seeds' order (the table keeps it within each seed).
 MODULES = ("seed000", "seed001_inference", "seed001_training", "seed001_quality")
 for _name in MODULES:
@@ -30,4 +33,4 @@ def verdict_counts(rows: list[dict]) -> dict[str, int]:
     return {v: sum(1 for r in rows if r.get("verdict") == v) for v in VERDICTS}
 
 
-__all__ = ["ROW_KEYS", "VERDICTS", "claims_table", "verdict_counts"]
+__all__ = ["ROW_KEYS", "STUDY_PARTS", "VERDICTS", "claims_table", "verdict_counts"]

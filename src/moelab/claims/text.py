@@ -1,16 +1,10 @@
-"""The claims table for people: a figure shown compactly, and the study.json a user points `--evidence` at, read
-under moelab.userfile's rules (one line on any failure)."""
+"""The claims table for people: a figure shown compactly (`moelab claims --evidence` reads its study.json with
+moelab.decide.evidence.load_study, the one study.json reader)."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
-
-from moelab.errors import MoelabError
-from moelab.userfile import load_user_file
-
-STUDY_MAX_BYTES = 64 * 2**20  # a study.json with its training curves is ~0.5 MB; room for long sweeps
 
 
 def show(value: Any) -> str:
@@ -29,21 +23,3 @@ def show(value: Any) -> str:
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:.3g}"
-
-
-def read_study(where: str | Path) -> dict:
-    """The study dict of a study folder (its study.json) or of a study.json path; MoelabError in one line when it
-    is missing, unreadable, not strict JSON or not a JSON object."""
-    path = Path(where)
-    try:
-        is_dir = path.is_dir()
-    except ValueError:  # a NUL byte in the name
-        raise MoelabError(f"--evidence {str(where)!r}: not a valid path") from None
-    if is_dir:
-        path = path / "study.json"
-    elif path.suffix.lower() != ".json":
-        raise MoelabError(f"--evidence {str(where)!r}: give a study folder (moelab study --out DIR) or its study.json")
-    study = load_user_file(path, "study file", STUDY_MAX_BYTES)
-    if not isinstance(study, dict):
-        raise MoelabError(f"{path}: a study.json holds one JSON object, got {type(study).__name__}")
-    return study
