@@ -73,6 +73,7 @@ def test_rerun_skips_finished_runs(swept, laws_corpus, capsys):
     assert after == before and len(before) == 9
 
 
+@pytest.mark.slow  # 27 s in CI; the training loop's kill-and-resume tests (tests/train/test_faults.py) run by default
 def test_killed_sweep_resumes_bit_for_bit(swept, laws_corpus, tmp_path, capsys):
     """A sweep killed (SIGKILL) in its second run: the rerun skips the first, resumes the second from its last
     checkpoint and trains the third; the weights equal the uninterrupted sweep's."""
