@@ -10,10 +10,10 @@ from moelab.study.plan import StudyPlan
 
 
 @pytest.fixture
-def tiny_stage(monkeypatch, laws_corpus):
+def tiny_stage(monkeypatch, corpus_dir):
     real = sweep_module.sweep_config
     monkeypatch.setattr(sweep_module, "sweep_config",
-                        lambda **kw: real(**{**kw, "data": str(laws_corpus), "vocab_size": 300, "eval_tokens": 256}))
+                        lambda **kw: real(**{**kw, "data": str(corpus_dir), "vocab_size": 300, "eval_tokens": 256}))
     monkeypatch.setattr(stage, "QUICK_SIZES", (10_000, 20_000, 40_000, 80_000))
     monkeypatch.setattr(stage, "QUICK_EXPERTS", (4, 8))
     monkeypatch.setattr(stage, "QUICK_EXPERTS_AT", 20_000)

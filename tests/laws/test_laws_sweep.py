@@ -20,11 +20,11 @@ def _sweep(corpus, out, *extra) -> int:
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory, laws_corpus, laws_home):
+def swept(tmp_path_factory, corpus_dir, laws_home):
     """One quick sweep shared by the module: 4 sizes of each kind and an expert axis (4 and 8 experts at 20k)."""
     os.environ["MOELAB_HOME"], os.environ["MOELAB_CACHE"] = str(laws_home / "home"), str(laws_home / "cache")
     out = tmp_path_factory.mktemp("sweep")
-    assert _sweep(laws_corpus, out, "--sizes", "10k,20k,40k,80k", "--experts", "4,8", "--experts-at", "20k") == 0
+    assert _sweep(corpus_dir, out, "--sizes", "10k,20k,40k,80k", "--experts", "4,8", "--experts-at", "20k") == 0
     return out
 
 
@@ -63,9 +63,9 @@ def test_quick_sweep_and_fit_end_to_end(swept, capsys):
     assert "alpha" in capsys.readouterr().out
 
 
-def test_rerun_skips_finished_runs(swept, laws_corpus, capsys):
+def test_rerun_skips_finished_runs(swept, corpus_dir, capsys):
     before = {str(p): p.stat().st_mtime_ns for p in (swept / "runs").glob("*/final/model.safetensors")}
-    assert _sweep(laws_corpus, swept, "--sizes", "10k,20k,40k,80k", "--experts", "4,8", "--experts-at", "20k",
+    assert _sweep(corpus_dir, swept, "--sizes", "10k,20k,40k,80k", "--experts", "4,8", "--experts-at", "20k",
                   "--json") == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert {r["status"] for r in rows} == {"skipped (finished)"}
@@ -74,11 +74,11 @@ def test_rerun_skips_finished_runs(swept, laws_corpus, capsys):
 
 
 @pytest.mark.slow  # 27 s in CI; the training loop's kill-and-resume tests (tests/train/test_faults.py) run by default
-def test_killed_sweep_resumes_bit_for_bit(swept, laws_corpus, tmp_path, capsys):
+def test_killed_sweep_resumes_bit_for_bit(swept, corpus_dir, tmp_path, capsys):
     """A sweep killed (SIGKILL) in its second run: the rerun skips the first, resumes the second from its last
     checkpoint and trains the third; the weights equal the uninterrupted sweep's."""
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "moelab", "sweep", "--out", str(out), "--data", str(laws_corpus), *BASE,
+    cmd = [sys.executable, "-m", "moelab", "sweep", "--out", str(out), "--data", str(corpus_dir), *BASE,
            "--sizes", "10k,20k,40k", "--kinds", "dense"]
     steps = json.loads((swept / "sweep.json").read_text())["config"]["steps"]
     env = {**os.environ, "MOELAB_FAULT": f"metrics-append:{steps + steps - 2}"}  # run 2, two steps before its end
@@ -88,7 +88,7 @@ def test_killed_sweep_resumes_bit_for_bit(swept, laws_corpus, tmp_path, capsys):
     assert list((out / "runs" / "dense-20k").glob("ckpt-*"))
     assert [r["name"] for r in json.loads((out / "sweep.json").read_text())["rows"]] == ["dense-10k"]
     capsys.readouterr()
-    assert _sweep(laws_corpus, out, "--sizes", "10k,20k,40k", "--kinds", "dense", "--json") == 0
+    assert _sweep(corpus_dir, out, "--sizes", "10k,20k,40k", "--kinds", "dense", "--json") == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [r["status"] for r in rows] == ["skipped (finished)", "resumed", "trained"]
     reference = {r["name"]: r for r in json.loads((swept / "sweep.json").read_text())["rows"]}
@@ -105,7 +105,7 @@ def _fails(capsys, argv, match) -> None:
     assert err.startswith("moelab: error:") and err.count("\n") == 1 and match in err, err
 
 
-def test_bad_sweep_input_is_one_line(tmp_path, laws_corpus, capsys):
+def test_bad_sweep_input_is_one_line(tmp_path, corpus_dir, capsys):
     out = str(tmp_path / "s")
     _fails(capsys, ["sweep", "--out", out, "--sizes", "1M"], "at least 3 sizes")
     _fails(capsys, ["sweep", "--out", out, "--sizes", "1M,2M,many"], "not a parameter count")
@@ -118,16 +118,16 @@ def test_bad_sweep_input_is_one_line(tmp_path, laws_corpus, capsys):
     assert not (tmp_path / "s" / "sweep.json").exists()  # refused before any work
 
 
-def test_sweep_refuses_a_folder_of_another_budget(swept, laws_corpus, capsys):
-    _fails(capsys, ["sweep", "--out", str(swept), "--data", str(laws_corpus), *BASE, "--sizes", "10k,20k,40k",
+def test_sweep_refuses_a_folder_of_another_budget(swept, corpus_dir, capsys):
+    _fails(capsys, ["sweep", "--out", str(swept), "--data", str(corpus_dir), *BASE, "--sizes", "10k,20k,40k",
                     "--steps", "5"], "another budget")
-    _fails(capsys, ["sweep", "--out", str(swept), "--data", str(laws_corpus), *BASE, "--sizes", "10k,20k,40k",
+    _fails(capsys, ["sweep", "--out", str(swept), "--data", str(corpus_dir), *BASE, "--sizes", "10k,20k,40k",
                     "--lr", "0.001"], "another budget")
 
 
-def test_fixed_lr_is_every_runs(tmp_path, laws_corpus, capsys):
+def test_fixed_lr_is_every_runs(tmp_path, corpus_dir, capsys):
     capsys.readouterr()
-    assert _sweep(laws_corpus, tmp_path, "--sizes", "10k,20k,40k", "--kinds", "dense", "--steps", "2", "--lr",
+    assert _sweep(corpus_dir, tmp_path, "--sizes", "10k,20k,40k", "--kinds", "dense", "--steps", "2", "--lr",
                   "0.002", "--json") == 0
     sweep = json.loads(capsys.readouterr().out)
     assert sweep["lr_rule"] is None and {r["lr"] for r in sweep["rows"]} == {0.002}
@@ -178,19 +178,19 @@ def test_bad_fit_input_is_one_line(swept, tmp_path, capsys):
 
 @pytest.mark.parametrize("meta", ['{"spec": [1], "config": {}, "summary": {}}', '{"spec": {}, "config": "x"}', "[1]",
                                   "{broken", '{"a": 1, "a": 2}'])
-def test_a_hostile_run_folder_is_one_line(tmp_path, laws_corpus, capsys, meta):
+def test_a_hostile_run_folder_is_one_line(tmp_path, corpus_dir, capsys, meta):
     final = tmp_path / "runs" / "dense-10k" / "final"
     final.mkdir(parents=True)
     (final / "meta.json").write_text(meta)
-    _fails(capsys, ["sweep", "--out", str(tmp_path), "--data", str(laws_corpus), *BASE, "--sizes", "10k,20k,40k",
+    _fails(capsys, ["sweep", "--out", str(tmp_path), "--data", str(corpus_dir), *BASE, "--sizes", "10k,20k,40k",
                     "--kinds", "dense"], "meta.json")
 
 
-def test_a_finished_run_of_another_model_is_refused(swept, tmp_path, laws_corpus, capsys):
+def test_a_finished_run_of_another_model_is_refused(swept, tmp_path, corpus_dir, capsys):
     import shutil
 
     shutil.copytree(swept / "runs" / "dense-20k", tmp_path / "runs" / "dense-10k")  # another spec in its folder
-    _fails(capsys, ["sweep", "--out", str(tmp_path), "--data", str(laws_corpus), *BASE, "--sizes", "10k,20k,40k",
+    _fails(capsys, ["sweep", "--out", str(tmp_path), "--data", str(corpus_dir), *BASE, "--sizes", "10k,20k,40k",
                     "--kinds", "dense"], "another model or budget")
 
 
